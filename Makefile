@@ -1,0 +1,35 @@
+# Two commands on a fresh machine with Python >= 3.10 and make:
+#   make demo   set up .venv (if missing) and run the main job
+#   make test   set up .venv (if missing), lint, and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint format clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/bnnjax demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check bnnjax tests benchmarks
+	$(BIN)/ruff format --check bnnjax tests benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix bnnjax tests benchmarks
+	$(BIN)/ruff format bnnjax tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

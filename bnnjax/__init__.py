@@ -1,0 +1,54 @@
+"""bnnjax: binarized neural networks in JAX and Flax.
+
+Importing bnnjax has no side effects: it sets no JAX configuration, creates no
+files and prints nothing.
+"""
+
+from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
+from bnnjax.binarize import ClippedSteSurrogate as ClippedSteSurrogate
+from bnnjax.binarize import EdeSurrogate as EdeSurrogate
+from bnnjax.binarize import ScaledSigmoidSurrogate as ScaledSigmoidSurrogate
+from bnnjax.binarize import SigmoidSurrogate as SigmoidSurrogate
+from bnnjax.binarize import SteSurrogate as SteSurrogate
+from bnnjax.binarize import StochasticSurrogate as StochasticSurrogate
+from bnnjax.binarize import Surrogate as Surrogate
+from bnnjax.binarize import SwishSignSurrogate as SwishSignSurrogate
+from bnnjax.binarize import binarize as binarize
+from bnnjax.binarize import get_surrogate as get_surrogate
+from bnnjax.scale import MeanAbsDevScale as MeanAbsDevScale
+from bnnjax.scale import MeanAbsScale as MeanAbsScale
+from bnnjax.scale import NoScale as NoScale
+from bnnjax.scale import Scale as Scale
+from bnnjax.scale import StdScale as StdScale
+from bnnjax.scale import get_scale as get_scale
+from bnnjax.scale import mean_abs as mean_abs
+from bnnjax.scale import mean_abs_dev as mean_abs_dev
+from bnnjax.scale import reduce_axes as reduce_axes
+from bnnjax.scale import std as std
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApproxSignSurrogate",
+    "ClippedSteSurrogate",
+    "EdeSurrogate",
+    "MeanAbsDevScale",
+    "MeanAbsScale",
+    "NoScale",
+    "Scale",
+    "ScaledSigmoidSurrogate",
+    "SigmoidSurrogate",
+    "StdScale",
+    "SteSurrogate",
+    "StochasticSurrogate",
+    "Surrogate",
+    "SwishSignSurrogate",
+    "__version__",
+    "binarize",
+    "get_scale",
+    "get_surrogate",
+    "mean_abs",
+    "mean_abs_dev",
+    "reduce_axes",
+    "std",
+]

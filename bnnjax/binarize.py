@@ -1,0 +1,635 @@
+"""The binarizer: ``alpha * sign(x)`` with a surrogate gradient.
+
+One ``jax.custom_vjp`` core computes the forward binarization and borrows its
+backward pass from a *surrogate*: a smooth function (the ``proxy``) whose
+derivative replaces the zero-almost-everywhere derivative of ``sign``.
+Surrogates are frozen, validated dataclasses; each states its forward and
+backward rule and exposes ``proxy`` and ``derivative`` so tests can check the
+one against the other.
+
+Conventions:
+
+* ``sign(0) = +1``. A binarized tensor never contains 0 (``jnp.sign`` would
+  make it ternary). NaN stays NaN so a diverged run is not hidden.
+* Statistics (scales, the scaled sigmoid's width) are computed per tensor
+  (``axis=None``) or per channel (``axis`` names the channel axes kept).
+* Surrogate math runs in at least float32 and the gradient is returned in the
+  input's dtype, so bfloat16 and float16 weights get accurate, finite
+  gradients.
+
+This module imports neither flax nor optax.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnnjax import scale as scale_lib
+from bnnjax.scale import _accumulation_dtype
+
+Aux = tuple[jax.Array, ...]
+
+__all__ = [
+    "ApproxSignSurrogate",
+    "ClippedSteSurrogate",
+    "EdeSurrogate",
+    "ScaledSigmoidSurrogate",
+    "SigmoidSurrogate",
+    "SteSurrogate",
+    "StochasticSurrogate",
+    "Surrogate",
+    "SwishSignSurrogate",
+    "binarize",
+    "get_surrogate",
+]
+
+
+def _sign(x: jax.Array) -> jax.Array:
+    # +1 for x >= 0 (including -0.0), -1 for x < 0, NaN for NaN. Never 0.
+    return jnp.sign(x) + (x == 0).astype(x.dtype)
+
+
+def _check_positive(owner: object, field: str, value: object) -> None:
+    """Raises unless ``value`` is a finite, positive real number."""
+    cls = type(owner).__name__
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"{cls}.{field} must be a real number (int or float), got "
+            f"{value!r} of type {type(value).__name__}. Scheduled or traced "
+            "values go through binarize(..., progress=...)."
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"{cls}.{field} must be finite and > 0, got {value!r}."
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Surrogate(abc.ABC):
+    """Base class of surrogate gradients for :func:`binarize`.
+
+    A surrogate defines the backward pass of ``sign``: it imitates a smooth
+    function ``proxy(x)`` and uses ``derivative(x) = d proxy / dx`` as the
+    gradient of ``sign`` at ``x``. Subclasses implement :meth:`proxy` and
+    :meth:`derivative`; they may override :meth:`prepare` to compute values
+    the rule needs from the whole tensor (a width, a schedule, random
+    thresholds) and :meth:`forward` for a non-deterministic forward pass.
+
+    ``aux`` is the tuple returned by :meth:`prepare`, a constant in the
+    backward pass. Subclasses must stay frozen and hashable (they are static
+    arguments under ``jit``).
+    """
+
+    name: ClassVar[str]
+
+    def prepare(
+        self,
+        x: jax.Array,
+        axes: tuple[int, ...],
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+        key: jax.Array | None = None,
+    ) -> Aux:
+        """Returns the constants the rule needs; none by default.
+
+        Args:
+          x: the tensor being binarized (after optional centring).
+          axes: axes statistics reduce over (see :func:`bnnjax.reduce_axes`).
+          progress: training progress in ``[0, 1]`` for annealed surrogates
+            (ignored by the others); may be a traced scalar.
+          key: PRNG key for stochastic surrogates (ignored by the others).
+        """
+        del x, axes, progress, key
+        return ()
+
+    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
+        """Forward value: ``sign(x)`` with ``sign(0) = +1``."""
+        del aux
+        return _sign(x)
+
+    @abc.abstractmethod
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        """The smooth function whose derivative is borrowed."""
+
+    @abc.abstractmethod
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        """``d proxy(x) / dx``: the gradient used for ``sign`` at ``x``."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SteSurrogate(Surrogate):
+    """Identity straight-through estimator.
+
+    Forward: ``sign(x)``. Backward: ``d/dx = 1`` everywhere (proxy ``x``).
+
+    References:
+      Bengio et al, `Estimating or Propagating Gradients Through Stochastic
+      Neurons for Conditional Computation <https://arxiv.org/abs/1308.3432>`_,
+      2013
+    """
+
+    name: ClassVar[str] = "ste"
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return x
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.ones_like(x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ClippedSteSurrogate(Surrogate):
+    """Clipped straight-through estimator (BinaryNet's hardtanh window).
+
+    Forward: ``sign(x)``. Backward: ``d/dx = 1`` if ``|x| <= clip_value``
+    else ``0`` (proxy ``clip(x, -clip_value, clip_value)``); the window is
+    closed, as in BinaryNet and Larq's ``ste_sign``.
+
+    Attributes:
+      clip_value: half-width of the window where the gradient passes.
+
+    References:
+      Hubara et al, `Binarized Neural Networks
+      <https://arxiv.org/abs/1602.02830>`_, 2016
+    """
+
+    name: ClassVar[str] = "clipped_ste"
+    clip_value: float = 1.0
+
+    def __post_init__(self):
+        _check_positive(self, "clip_value", self.clip_value)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.clip(x, -self.clip_value, self.clip_value)
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return (jnp.abs(x) <= self.clip_value).astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ApproxSignSurrogate(Surrogate):
+    """Bi-Real Net's ApproxSign: a piecewise quadratic approximation of sign.
+
+    Forward: ``sign(x)``. Proxy: ``2x - x|x|`` for ``|x| <= 1``, else
+    ``sign(x)``. Backward: ``d/dx = 2 - 2|x|`` for ``|x| <= 1``, else ``0``.
+
+    References:
+      Liu et al, `Bi-Real Net: Enhancing the Performance of 1-bit CNNs with
+      Improved Representational Capability and Advanced Training Algorithm
+      <https://arxiv.org/abs/1808.00278>`_, 2018
+    """
+
+    name: ClassVar[str] = "approx_sign"
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.where(jnp.abs(x) <= 1, 2 * x - x * jnp.abs(x), _sign(x))
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.maximum(2 - 2 * jnp.abs(x), 0)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SwishSignSurrogate(Surrogate):
+    """BNN+'s SwishSign.
+
+    Forward: ``sign(x)``. Proxy: ``2 s (1 + beta x (1 - s)) - 1`` with
+    ``s = sigmoid(beta x)``. Backward:
+    ``d/dx = 2 beta s (1 - s) (2 + beta x (1 - 2 s))``, equal to
+    ``beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))`` but finite
+    for large ``|beta x|``.
+
+    Attributes:
+      beta: sharpness; larger approaches sign.
+
+    References:
+      Darabi et al, `BNN+: Improved Binary Network Training
+      <https://arxiv.org/abs/1812.11800>`_, 2018
+    """
+
+    name: ClassVar[str] = "swish_sign"
+    beta: float = 5.0
+
+    def __post_init__(self):
+        _check_positive(self, "beta", self.beta)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        z = self.beta * x
+        s = jax.nn.sigmoid(z)
+        return 2 * s * (1 + z * (1 - s)) - 1
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        z = self.beta * x
+        s = jax.nn.sigmoid(z)
+        return 2 * self.beta * s * (1 - s) * (2 + z * (1 - 2 * s))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EdeSurrogate(Surrogate):
+    """IR-Net's Error Decay Estimator (EDE): an annealed ``tanh``.
+
+    Forward: ``sign(x)``. Proxy: ``k tanh(t x)``. Backward:
+    ``d/dx = k t (1 - tanh(t x)^2)``, where the schedule follows the paper:
+    ``t = t_min * 10^(progress * log10(t_max / t_min))`` and
+    ``k = max(1 / t, 1)``. Early in training (``progress = 0``) the rule is a
+    wide, STE-like window; at the end it approaches sign.
+
+    ``progress`` (``step / total_steps``, in ``[0, 1]``) is a traced argument
+    of :func:`binarize`, so changing it does not recompile.
+
+    Attributes:
+      t_min: ``t`` at ``progress = 0`` (paper: ``0.1``).
+      t_max: ``t`` at ``progress = 1`` (paper: ``10``).
+
+    References:
+      Qin et al, `Forward and Backward Information Retention for Accurate
+      Binary Neural Networks <https://arxiv.org/abs/1909.10788>`_, 2020
+    """
+
+    name: ClassVar[str] = "ede"
+    t_min: float = 0.1
+    t_max: float = 10.0
+
+    def __post_init__(self):
+        _check_positive(self, "t_min", self.t_min)
+        _check_positive(self, "t_max", self.t_max)
+        if self.t_min > self.t_max:
+            raise ValueError(
+                f"EdeSurrogate needs t_min <= t_max, got t_min={self.t_min!r}, "
+                f"t_max={self.t_max!r}."
+            )
+
+    def schedule(
+        self, progress: jax.typing.ArrayLike, dtype: jax.typing.DTypeLike
+    ) -> tuple[jax.Array, jax.Array]:
+        """Returns ``(k, t)`` at ``progress`` as ``dtype`` scalars."""
+        p = jnp.asarray(progress).astype(dtype)
+        t = self.t_min * jnp.power(
+            10.0, p * math.log10(self.t_max / self.t_min)
+        )
+        t = t.astype(dtype)
+        return jnp.maximum(1 / t, 1).astype(dtype), t
+
+    def prepare(
+        self,
+        x: jax.Array,
+        axes: tuple[int, ...],
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+        key: jax.Array | None = None,
+    ) -> Aux:
+        del axes, key
+        if progress is None:
+            raise ValueError(
+                "EdeSurrogate anneals with training progress: pass "
+                "binarize(..., progress=step / total_steps), a scalar in "
+                "[0, 1] (it may be traced)."
+            )
+        if jnp.ndim(progress) != 0:
+            raise ValueError(
+                "progress must be a scalar, got an array of shape "
+                f"{jnp.shape(progress)}."
+            )
+        if not isinstance(progress, jax.core.Tracer):
+            value = float(np.asarray(progress))
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"progress must be in [0, 1], got {value!r}.")
+        return self.schedule(progress, _accumulation_dtype(x.dtype))
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        k, t = aux
+        return k * jnp.tanh(t * x)
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        k, t = aux
+        return k * t * (1 - jnp.square(jnp.tanh(t * x)))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SigmoidSurrogate(Surrogate):
+    """Sigmoid with a fixed width.
+
+    Forward: ``sign(x)``. Proxy: ``2 sigmoid(beta x) - 1``. Backward:
+    ``d/dx = 2 beta sigmoid(beta x) (1 - sigmoid(beta x))``.
+
+    The width ``1 / beta`` ignores the weights' scale; compare
+    :class:`ScaledSigmoidSurrogate`.
+
+    Attributes:
+      beta: sharpness; larger approaches sign.
+    """
+
+    name: ClassVar[str] = "sigmoid"
+    beta: float = 5.0
+
+    def __post_init__(self):
+        _check_positive(self, "beta", self.beta)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return 2 * jax.nn.sigmoid(self.beta * x) - 1
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        s = jax.nn.sigmoid(self.beta * x)
+        return 2 * self.beta * s * (1 - s)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScaledSigmoidSurrogate(Surrogate):
+    """The founding method's sigmoid whose width follows the weights' spread.
+
+    Forward: ``sign(x)``. Proxy: ``2 sigmoid(k x / s) - 1``. Backward:
+    ``d/dx = (2k / s) sigmoid(k x / s) (1 - sigmoid(k x / s))``, where
+    ``s = mean(|x - mean(x)|)`` is the mean absolute deviation of the tensor
+    (per tensor or per channel, following ``binarize``'s ``axis``), held
+    constant in the backward pass. A tensor with no spread (``s = 0``) uses
+    ``s = 1``.
+
+    Because the width scales with the weights, the rule is invariant to their
+    scale: with the mean-absolute-deviation ``alpha``,
+    ``binarize(c w) = c binarize(w)`` and the gradient at ``c w`` equals the
+    gradient at ``w`` for every ``c > 0``. A fixed-width rule either vanishes
+    (large weights) or degenerates into a plain STE (small weights).
+
+    ``k = 2`` (default) makes the peak slope of ``alpha * proxy`` equal to 1,
+    the STE's, when ``alpha`` is the mean absolute deviation.
+
+    Attributes:
+      k: sharpness in units of the spread.
+    """
+
+    name: ClassVar[str] = "scaled_sigmoid"
+    k: float = 2.0
+
+    def __post_init__(self):
+        _check_positive(self, "k", self.k)
+
+    def prepare(
+        self,
+        x: jax.Array,
+        axes: tuple[int, ...],
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+        key: jax.Array | None = None,
+    ) -> Aux:
+        del progress, key
+        spread = scale_lib.mean_abs_dev(
+            x.astype(_accumulation_dtype(x.dtype)), axes
+        )
+        width = jnp.where(spread > 0, spread, jnp.ones_like(spread))
+        return (jax.lax.stop_gradient(width),)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        (width,) = aux
+        return 2 * jax.nn.sigmoid(self.k * x / width) - 1
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        (width,) = aux
+        s = jax.nn.sigmoid(self.k * x / width)
+        return (2 * self.k / width) * s * (1 - s)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StochasticSurrogate(Surrogate):
+    """BinaryConnect's stochastic binarization.
+
+    Forward: ``+1`` with probability ``p = clip((x + 1) / 2, 0, 1)`` (the hard
+    sigmoid), else ``-1``; drawn as ``sign(x - u)`` with
+    ``u ~ Uniform[-1, 1)`` from the ``key`` given to :func:`binarize`.
+    Proxy: the expected output ``E[b] = 2p - 1 = clip(x, -1, 1)``.
+    Backward: ``d/dx = 1`` if ``|x| <= 1`` else ``0``.
+
+    References:
+      Courbariaux et al, `BinaryConnect: Training Deep Neural Networks with
+      binary weights during propagations <https://arxiv.org/abs/1511.00363>`_,
+      2015
+    """
+
+    name: ClassVar[str] = "stochastic"
+
+    def prepare(
+        self,
+        x: jax.Array,
+        axes: tuple[int, ...],
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+        key: jax.Array | None = None,
+    ) -> Aux:
+        del axes, progress
+        if key is None:
+            raise ValueError(
+                "StochasticSurrogate draws random signs: pass "
+                "binarize(..., key=jax.random.key(...))."
+            )
+        acc = _accumulation_dtype(x.dtype)
+        u = jax.random.uniform(key, x.shape, acc, minval=-1.0, maxval=1.0)
+        return (u,)
+
+    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
+        (u,) = aux
+        return _sign(x.astype(u.dtype) - u).astype(x.dtype)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.clip(x, -1, 1)
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return (jnp.abs(x) <= 1).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _binarize_core(surrogate: Surrogate, x: jax.Array, aux: Aux) -> jax.Array:
+    return surrogate.forward(x, aux)
+
+
+def _binarize_core_fwd(surrogate, x, aux):
+    return surrogate.forward(x, aux), (x, aux)
+
+
+def _binarize_core_bwd(surrogate, residuals, g):
+    x, aux = residuals
+    acc = _accumulation_dtype(x.dtype)
+    slope = surrogate.derivative(x.astype(acc), aux)
+    return ((g.astype(acc) * slope).astype(x.dtype), None)
+
+
+_binarize_core.defvjp(_binarize_core_fwd, _binarize_core_bwd)
+
+
+_SURROGATES: dict[str, type[Surrogate]] = {
+    cls.name: cls
+    for cls in (
+        SteSurrogate,
+        ClippedSteSurrogate,
+        ApproxSignSurrogate,
+        SwishSignSurrogate,
+        EdeSurrogate,
+        SigmoidSurrogate,
+        ScaledSigmoidSurrogate,
+        StochasticSurrogate,
+    )
+}
+
+
+def get_surrogate(name: str, **kwargs) -> Surrogate:
+    """Builds a surrogate from its registered name.
+
+    Args:
+      name: one of ``"ste"``, ``"clipped_ste"``, ``"approx_sign"``,
+        ``"swish_sign"``, ``"ede"``, ``"sigmoid"``, ``"scaled_sigmoid"``,
+        ``"stochastic"``.
+      **kwargs: the surrogate's fields (``beta``, ``k``, ``clip_value``, ...).
+
+    Returns:
+      The surrogate.
+
+    Raises:
+      ValueError: for an unknown name (listing the valid ones) or an invalid
+        hyperparameter.
+      TypeError: for an unknown field.
+
+    Example:
+      >>> get_surrogate("swish_sign", beta=10.0)
+      SwishSignSurrogate(beta=10.0)
+    """
+    try:
+        cls = _SURROGATES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown surrogate {name!r}; expected one of "
+            f"{sorted(_SURROGATES)}."
+        ) from None
+    return cls(**kwargs)
+
+
+def _as_surrogate(surrogate: Surrogate | str) -> Surrogate:
+    if isinstance(surrogate, Surrogate):
+        return surrogate
+    if isinstance(surrogate, str):
+        return get_surrogate(surrogate)
+    raise TypeError(
+        "surrogate must be a Surrogate or one of the names "
+        f"{sorted(_SURROGATES)}, got {surrogate!r}."
+    )
+
+
+def _as_scale(scale: scale_lib.Scale | str | None) -> scale_lib.Scale | None:
+    if scale is None or isinstance(scale, scale_lib.Scale):
+        return scale
+    if isinstance(scale, str):
+        return scale_lib.get_scale(scale)
+    raise TypeError(
+        "scale must be a Scale, None or one of the names "
+        f"{sorted(scale_lib._SCALES)}, got {scale!r}."
+    )
+
+
+def binarize(
+    x: jax.typing.ArrayLike,
+    surrogate: Surrogate | str = "scaled_sigmoid",
+    scale: scale_lib.Scale | str | None = "mean_abs_dev",
+    axis: scale_lib.Axis = None,
+    *,
+    center: bool = False,
+    progress: jax.typing.ArrayLike | None = None,
+    key: jax.Array | None = None,
+) -> jax.Array:
+    """Binarizes ``x`` to ``alpha * sign(x)`` with a surrogate gradient.
+
+    Forward::
+
+        x' = x - mean(x)   if center else x
+        y  = alpha(x) * sign(x'),   sign(0) = +1
+
+    Backward (``alpha`` held constant, the default)::
+
+        dL/dx = dL/dy * alpha(x) * surrogate.derivative(x')
+
+    With ``scale`` built with ``stop_gradient=False`` the gradient through
+    ``alpha`` is added. The centring mean is always held constant.
+
+    Defaults are the founding method's: the :class:`ScaledSigmoidSurrogate`
+    and the mean-absolute-deviation scale, for which
+    ``binarize(c * w) == c * binarize(w)`` and the gradient does not depend
+    on ``c > 0``.
+
+    Args:
+      x: floating-point array of any shape (float16, bfloat16, float32 or
+        float64).
+      surrogate: a :class:`Surrogate` or its registered name (see
+        :func:`get_surrogate`).
+      scale: a :class:`Scale`, its registered name (``"none"``,
+        ``"mean_abs"``, ``"mean_abs_dev"``, ``"std"``) or ``None`` for
+        ``alpha = 1``.
+      axis: channel axis or axes kept by every statistic (the scale, the
+        centring mean, the scaled sigmoid's width): ``None`` for one value
+        per tensor, ``-1`` for one per output channel of a dense
+        ``(in, out)`` or convolution ``(..., in, out)`` kernel.
+      center: binarize ``x - mean(x)`` instead of ``x`` (IR-Net's balanced
+        weights).
+      progress: training progress in ``[0, 1]`` for annealed surrogates
+        (:class:`EdeSurrogate`); may be a traced scalar, so a schedule does
+        not recompile. Ignored by other surrogates.
+      key: PRNG key for :class:`StochasticSurrogate`; ignored by others.
+
+    Returns:
+      An array of ``x``'s shape and dtype whose entries are ``+alpha`` or
+      ``-alpha`` per channel.
+
+    Raises:
+      TypeError: for a non-floating input or a wrongly typed argument.
+      ValueError: for an unknown name or an invalid ``axis``; from
+        surrogates that need ``progress`` or ``key`` when it is missing.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> binarize(jnp.array([-2.0, 0.0, 1.0]), "ste", scale=None)
+      Array([-1.,  1.,  1.], dtype=float32)
+
+    References:
+      Courbariaux et al, `BinaryConnect <https://arxiv.org/abs/1511.00363>`_,
+      2015; Rastegari et al, `XNOR-Net <https://arxiv.org/abs/1603.05279>`_,
+      2016
+    """
+    surrogate = _as_surrogate(surrogate)
+    scale = _as_scale(scale)
+    if not isinstance(center, bool):
+        raise TypeError(f"center must be a bool, got {center!r}.")
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"binarize expects a floating-point array (float16, bfloat16, "
+            f"float32 or float64), got dtype {x.dtype}; cast explicitly, e.g. "
+            "x.astype(jnp.float32)."
+        )
+    axes = scale_lib.reduce_axes(x.ndim, axis)
+    centred = x
+    if center:
+        mean = jnp.mean(
+            x.astype(_accumulation_dtype(x.dtype)), axis=axes, keepdims=True
+        ).astype(x.dtype)
+        centred = x - jax.lax.stop_gradient(mean)
+    aux = surrogate.prepare(centred, axes, progress=progress, key=key)
+    signs = _binarize_core(surrogate, centred, aux)
+    if scale is None or isinstance(scale, scale_lib.NoScale):
+        return signs
+    return scale(x, axis) * signs
