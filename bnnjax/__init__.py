@@ -5,6 +5,7 @@ files and prints nothing.
 """
 
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
+from bnnjax.binarize import Binarizer as Binarizer
 from bnnjax.binarize import ClippedSteSurrogate as ClippedSteSurrogate
 from bnnjax.binarize import EdeSurrogate as EdeSurrogate
 from bnnjax.binarize import ScaledSigmoidSurrogate as ScaledSigmoidSurrogate
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ApproxSignSurrogate",
+    "Binarizer",
     "ClippedSteSurrogate",
     "EdeSurrogate",
     "MeanAbsDevScale",

@@ -39,6 +39,7 @@ Aux = tuple[jax.Array, ...]
 
 __all__ = [
     "ApproxSignSurrogate",
+    "Binarizer",
     "ClippedSteSurrogate",
     "EdeSurrogate",
     "ScaledSigmoidSurrogate",
@@ -91,6 +92,7 @@ class Surrogate(abc.ABC):
     """
 
     name: ClassVar[str]
+    stochastic: ClassVar[bool] = False
 
     def prepare(
         self,
@@ -424,6 +426,7 @@ class StochasticSurrogate(Surrogate):
     """
 
     name: ClassVar[str] = "stochastic"
+    stochastic: ClassVar[bool] = True
 
     def prepare(
         self,
@@ -633,3 +636,93 @@ def binarize(
     if scale is None or isinstance(scale, scale_lib.NoScale):
         return signs
     return scale(x, axis) * signs
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _as_axis(axis: scale_lib.Axis) -> int | tuple[int, ...] | None:
+    """Normalizes ``axis`` to None, an int or a tuple of ints (hashable)."""
+    if axis is None:
+        return None
+    if _is_int(axis):
+        return int(axis)
+    if (
+        isinstance(axis, (tuple, list))
+        and axis
+        and all(_is_int(a) for a in axis)
+    ):
+        return tuple(int(a) for a in axis)
+    raise TypeError(
+        "axis must be None, an int or a non-empty sequence of ints, got "
+        f"{axis!r}."
+    )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Binarizer:
+    """A complete, hashable binarization rule: ``binarize`` with fixed options.
+
+    Flax layers, model conversion rules and configs carry one ``Binarizer``
+    per binarized tensor (kernel, inputs). Names are resolved and validated
+    at construction, so a typo fails where it is written.
+
+    Calling it computes::
+
+        binarize(x, surrogate, scale, axis, center=center,
+                 progress=progress, key=key)
+
+    Attributes:
+      surrogate: a :class:`Surrogate` or its registered name (stored as the
+        object).
+      scale: a :class:`Scale`, its registered name or ``None`` (``alpha =
+        1``); stored as the object or ``None``.
+      axis: channel axis or axes kept by the statistics (``None``: per
+        tensor; ``-1``: per output channel of a kernel).
+      center: binarize ``x - mean(x)``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> Binarizer(surrogate="ste", scale=None)(jnp.array([-0.5, 0.0]))
+      Array([-1.,  1.], dtype=float32)
+    """
+
+    surrogate: Surrogate | str = "scaled_sigmoid"
+    scale: scale_lib.Scale | str | None = "mean_abs_dev"
+    axis: scale_lib.Axis = None
+    center: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "surrogate", _as_surrogate(self.surrogate))
+        object.__setattr__(self, "scale", _as_scale(self.scale))
+        object.__setattr__(self, "axis", _as_axis(self.axis))
+        if not isinstance(self.center, bool):
+            raise TypeError(
+                f"Binarizer.center must be a bool, got {self.center!r}."
+            )
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether calls need a PRNG ``key``."""
+        return self.surrogate.stochastic
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+        key: jax.Array | None = None,
+    ) -> jax.Array:
+        """Binarizes ``x``; see :func:`binarize`."""
+        return binarize(
+            x,
+            self.surrogate,
+            self.scale,
+            self.axis,
+            center=self.center,
+            progress=progress,
+            key=key,
+        )

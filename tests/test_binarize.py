@@ -531,3 +531,50 @@ class ErrorTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class BinarizerTest(parameterized.TestCase):
+    def test_call_equals_binarize(self):
+        w = jax.random.normal(jax.random.key(10), (5, 3))
+        rule = bnnjax.Binarizer(
+            surrogate="swish_sign", scale="mean_abs", axis=-1, center=True
+        )
+        self.assertIsInstance(rule.surrogate, bnnjax.SwishSignSurrogate)
+        self.assertIsInstance(rule.scale, bnnjax.MeanAbsScale)
+        np.testing.assert_array_equal(
+            rule(w), binarize(w, "swish_sign", "mean_abs", -1, center=True)
+        )
+        np.testing.assert_array_equal(
+            jax.grad(lambda v: rule(v).sum())(w),
+            jax.grad(
+                lambda v: binarize(
+                    v, "swish_sign", "mean_abs", -1, center=True
+                ).sum()
+            )(w),
+        )
+
+    def test_defaults_are_founding_method_and_hashable(self):
+        rule = bnnjax.Binarizer()
+        self.assertEqual(rule.surrogate, bnnjax.ScaledSigmoidSurrogate())
+        self.assertEqual(rule.scale, bnnjax.MeanAbsDevScale())
+        self.assertIsNone(rule.axis)
+        self.assertFalse(rule.stochastic)
+        self.assertTrue(bnnjax.Binarizer(surrogate="stochastic").stochastic)
+        self.assertEqual(
+            hash(bnnjax.Binarizer(axis=[0, np.int64(1)])),
+            hash(bnnjax.Binarizer(axis=(0, 1))),
+        )
+
+    def test_errors_at_construction(self):
+        with self.assertRaisesRegex(ValueError, "expected one of"):
+            bnnjax.Binarizer(surrogate="sgn")
+        with self.assertRaisesRegex(ValueError, "expected one of"):
+            bnnjax.Binarizer(scale="l1")
+        with self.assertRaisesRegex(TypeError, "center"):
+            bnnjax.Binarizer(center="yes")
+        with self.assertRaisesRegex(TypeError, "axis must be"):
+            bnnjax.Binarizer(axis="out")
+        with self.assertRaisesRegex(TypeError, "axis must be"):
+            bnnjax.Binarizer(axis=[0, 1.0])
+        with self.assertRaisesRegex(ValueError, "out of range"):
+            bnnjax.Binarizer(axis=3)(jnp.zeros((2, 2)))
