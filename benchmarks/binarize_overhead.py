@@ -1,8 +1,10 @@
 """Cost of binarization in a dense layer's forward + backward pass.
 
-For each surrogate, times the jitted gradient of ``sum(x @ binarize(W))``
-with respect to ``x`` and ``W`` against the float layer ``sum(x @ W)`` in the
-same run, and prints one JSON line per variant with the ratio. The binarizer
+For each surrogate, times the jitted value and gradient of
+``sum(g * (x @ binarize(W)))`` with respect to ``x`` and ``W`` (``g`` a fixed
+random cotangent, so XLA cannot reduce the products to sums) against the
+float layer ``sum(g * (x @ W))`` in the same run, and prints one JSON line
+per variant with the ratio. The binarizer
 adds elementwise work (sign, scale reductions, the surrogate's derivative),
 so the ratio is the price of binarization before any training-loop overhead.
 
@@ -64,15 +66,18 @@ def run(sizes, batch: int, repeats: int, dtype) -> list[dict]:
     results = []
     env = _environment()
     for size in sizes:
-        kx, kw = jax.random.split(jax.random.key(0))
+        kx, kw, kg = jax.random.split(jax.random.key(0), 3)
         x = jax.random.normal(kx, (batch, size), dtype)
+        g = jax.random.normal(kg, (batch, size), dtype)
         w = (0.05 * jax.random.normal(kw, (size, size))).astype(dtype)
 
         @jax.jit
-        def float_step(x, w):
-            return jax.grad(lambda a, b: jnp.sum(a @ b), argnums=(0, 1))(x, w)
+        def float_step(x, w, g):
+            return jax.value_and_grad(
+                lambda a, b: jnp.sum(g * (a @ b)), argnums=(0, 1)
+            )(x, w)
 
-        float_ms = _time(float_step, x, w, repeats=repeats)
+        float_ms = _time(float_step, x, w, g, repeats=repeats)
         results.append(
             {
                 "benchmark": "binarize_overhead",
@@ -89,14 +94,14 @@ def run(sizes, batch: int, repeats: int, dtype) -> list[dict]:
         for name in SURROGATES:
 
             @jax.jit
-            def binary_step(x, w, name=name):
+            def binary_step(x, w, g, name=name):
                 def loss(a, b):
                     wb = bnnjax.binarize(b, name, axis=-1, progress=0.5)
-                    return jnp.sum(a @ wb)
+                    return jnp.sum(g * (a @ wb))
 
-                return jax.grad(loss, argnums=(0, 1))(x, w)
+                return jax.value_and_grad(loss, argnums=(0, 1))(x, w)
 
-            ms = _time(binary_step, x, w, repeats=repeats)
+            ms = _time(binary_step, x, w, g, repeats=repeats)
             results.append(
                 {
                     "benchmark": "binarize_overhead",

@@ -106,8 +106,8 @@ class ForwardTest(parameterized.TestCase):
         if name != "stochastic":
             want = np.where(np.float32(w) >= 0, 1.0, -1.0)
             np.testing.assert_array_equal(np.sign(y), want)
-            self.assertEqual(y[0, 0], alpha[0, 0])  # sign(+0) = +1
-            self.assertEqual(y[3, 2], alpha[3, 2])  # sign(-0) = +1
+            self.assertGreater(y[0, 0], 0)  # sign(+0) = +1
+            self.assertGreater(y[3, 2], 0)  # sign(-0) = +1
 
     @parameterized.parameters(*FLOAT_DTYPES)
     def test_sign_of_zero_is_plus_one_and_nan_propagates(self, dtype):
@@ -207,6 +207,29 @@ class GradientTest(parameterized.TestCase):
         np.testing.assert_allclose(
             np.float32(got)[mask], np.float32(want)[mask], rtol=tol, atol=tol
         )
+        # Under vmap: each row is its own tensor (its own statistics).
+        rows = jnp.stack([x, (x * 0.5).astype(dtype)])
+        with jax.numpy_dtype_promotion("strict"):
+            got_rows = jax.jit(
+                jax.vmap(
+                    jax.grad(
+                        lambda v: binarize(v, surrogate, None, **extra).sum()
+                    )
+                )
+            )(rows)
+        for row, got_row in zip(rows, got_rows, strict=True):
+            row32 = jnp.float32(row)
+            row_aux = surrogate.prepare(row32, (0,), **extra)
+            want_row = jax.grad(
+                lambda v, a=row_aux: surrogate.proxy(v, a).sum()
+            )(row32)
+            row_mask = _away_from_kinks(surrogate, row)
+            np.testing.assert_allclose(
+                np.float32(got_row)[row_mask],
+                np.float32(want_row)[row_mask],
+                rtol=tol,
+                atol=tol,
+            )
         # derivative() is the proxy's derivative everywhere away from kinks.
         np.testing.assert_allclose(
             np.float32(surrogate.derivative(x32, aux))[mask],
