@@ -16,6 +16,16 @@ from bnnjax.binarize import Surrogate as Surrogate
 from bnnjax.binarize import SwishSignSurrogate as SwishSignSurrogate
 from bnnjax.binarize import binarize as binarize
 from bnnjax.binarize import get_surrogate as get_surrogate
+from bnnjax.optim import BopSecondOrderState as BopSecondOrderState
+from bnnjax.optim import BopState as BopState
+from bnnjax.optim import bop as bop
+from bnnjax.optim import bop_second_order as bop_second_order
+from bnnjax.optim import clip_latent_weights as clip_latent_weights
+from bnnjax.optim import (
+    clip_latent_weights_by_spread as clip_latent_weights_by_spread,
+)
+from bnnjax.optim import scale_by_glorot_lr as scale_by_glorot_lr
+from bnnjax.optim import scale_by_mean_abs_dev as scale_by_mean_abs_dev
 from bnnjax.scale import MeanAbsDevScale as MeanAbsDevScale
 from bnnjax.scale import MeanAbsScale as MeanAbsScale
 from bnnjax.scale import NoScale as NoScale
@@ -32,6 +42,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ApproxSignSurrogate",
     "Binarizer",
+    "BopSecondOrderState",
+    "BopState",
     "ClippedSteSurrogate",
     "EdeSurrogate",
     "MeanAbsDevScale",
@@ -47,10 +59,16 @@ __all__ = [
     "SwishSignSurrogate",
     "__version__",
     "binarize",
+    "bop",
+    "bop_second_order",
+    "clip_latent_weights",
+    "clip_latent_weights_by_spread",
     "get_scale",
     "get_surrogate",
     "mean_abs",
     "mean_abs_dev",
     "reduce_axes",
+    "scale_by_glorot_lr",
+    "scale_by_mean_abs_dev",
     "std",
 ]

@@ -1,0 +1,195 @@
+"""Tests of bnnjax.optim transforms against hand-computed references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl.testing import absltest, parameterized
+
+from bnnjax import optim
+
+W = jnp.array([[0.5, -2.0], [1.5, 0.0], [-0.5, 4.0], [0.5, 2.0]])
+# Column 0: [0.5, 1.5, -0.5, 0.5], mean 0.5, |dev| = [0, 1, 1, 0] -> 0.5.
+# Column 1: [-2, 0, 4, 2], mean 1, |dev| = [3, 1, 3, 1] -> 2.0.
+# Whole tensor: mean 0.75, |dev| sum = 0.25+2.75+0.75+0.75+1.25+3.25+0.25+1.25
+MAD_CHANNEL = jnp.array([[0.5, 2.0]])
+MAD_TENSOR = 10.5 / 8
+U = jnp.array([[1.0, 1.0], [-2.0, 0.5], [0.0, -1.0], [3.0, 2.0]])
+
+
+def _run(tx, updates, params, steps=1):
+    """Applies ``tx`` ``steps`` times under one jitted step; counts traces."""
+    traces = []
+
+    @jax.jit
+    def step(p, s, g):
+        traces.append(None)
+        u, s = tx.update(g, s, p)
+        return optax.apply_updates(p, u), s, u
+
+    state = tx.init(params)
+    outs = []
+    for _ in range(steps):
+        params, state, u = step(params, state, updates)
+        outs.append(u)
+    return params, state, outs, len(traces)
+
+
+class ScaleTest(parameterized.TestCase):
+    def test_scale_by_mean_abs_dev_per_channel_and_tensor(self):
+        tx = optim.scale_by_mean_abs_dev()
+        _, _, (u,), _ = _run(tx, {"k": U}, {"k": W})
+        np.testing.assert_allclose(u["k"], U * MAD_CHANNEL, rtol=1e-6)
+        tx = optim.scale_by_mean_abs_dev(per_channel=False)
+        _, _, (u,), _ = _run(tx, {"k": U}, {"k": W})
+        np.testing.assert_allclose(u["k"], U * MAD_TENSOR, rtol=1e-6)
+
+    def test_no_spread_falls_back_to_one(self):
+        tx = optim.scale_by_mean_abs_dev()
+        zeros = jnp.zeros((3, 2))
+        u, _ = tx.update(jnp.ones((3, 2)), tx.init(zeros), zeros)
+        np.testing.assert_array_equal(u, np.ones((3, 2)))
+
+    def test_scale_by_mean_abs_dev_makes_adam_steps_follow_the_scale(self):
+        # Adam's step does not depend on the gradient's scale; after the
+        # spread scaling, weights scaled by c take steps scaled by c.
+        tx = optax.chain(optax.adam(1e-2), optim.scale_by_mean_abs_dev())
+        g = jnp.cos(jnp.arange(8.0)).reshape(4, 2)
+        _, _, (u1,), _ = _run(tx, g, W)
+        _, _, (u16,), _ = _run(tx, g, 16.0 * W)
+        np.testing.assert_allclose(u16, 16.0 * u1, rtol=1e-6)
+
+    def test_glorot_lr_scale(self):
+        tx = optim.scale_by_glorot_lr()
+        dense = jnp.ones((784, 256))
+        conv = jnp.ones((3, 3, 16, 32))
+        (u, _) = tx.update({"d": dense, "c": conv}, tx.init(None))
+        np.testing.assert_allclose(
+            u["d"][0, 0], 1 / np.sqrt(1.5 / (784 + 256)), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            u["c"][0, 0, 0, 0], 1 / np.sqrt(1.5 / (9 * 16 + 9 * 32)), rtol=1e-6
+        )
+        with self.assertRaisesRegex(ValueError, "rank >= 2"):
+            tx.update({"b": jnp.ones(3)}, tx.init(None))
+
+    def test_per_channel_needs_rank_two(self):
+        tx = optim.scale_by_mean_abs_dev()
+        with self.assertRaisesRegex(ValueError, "per_channel=False"):
+            tx.update(jnp.ones(3), tx.init(jnp.ones(3)), jnp.ones(3))
+
+
+class ClipTest(parameterized.TestCase):
+    def test_clip_latent_weights(self):
+        tx = optim.clip_latent_weights(bound=1.0)
+        new, _, (u, _), traces = _run(tx, {"k": U}, {"k": W}, steps=2)
+        # Second step starts from the clipped weights.
+        want = np.clip(np.clip(W + U, -1, 1) + U, -1, 1)
+        np.testing.assert_allclose(new["k"], want, rtol=1e-6)
+        np.testing.assert_allclose(u["k"], np.clip(W + U, -1, 1) - W)
+        self.assertEqual(traces, 1)
+
+    def test_clip_latent_weights_by_spread(self):
+        tx = optim.clip_latent_weights_by_spread(multiple=2.0)
+        u, _ = tx.update(U, tx.init(W), W)
+        bound = 2.0 * MAD_CHANNEL  # [[1, 4]]
+        np.testing.assert_allclose(W + u, np.clip(W + U, -bound, bound))
+        tx = optim.clip_latent_weights_by_spread(
+            multiple=1.0, per_channel=False
+        )
+        u, _ = tx.update(U, tx.init(W), W)
+        np.testing.assert_allclose(
+            W + u, np.clip(W + U, -MAD_TENSOR, MAD_TENSOR), rtol=1e-6
+        )
+
+    def test_chain_with_clipping_last(self):
+        tx = optax.chain(optax.sgd(1.0), optim.clip_latent_weights(bound=2.0))
+        g = -U  # sgd(1.0) turns -U into +U
+        new, *_ = _run(tx, g, W)
+        np.testing.assert_allclose(new, np.clip(W + U, -2, 2), rtol=1e-6)
+
+
+class BopTest(parameterized.TestCase):
+    def test_bop_by_hand(self):
+        w = jnp.array([1.0, -1.0, 1.0, -1.0])
+        g = jnp.array([0.5, 0.5, -0.5, -0.5])
+        tx = optim.bop(threshold=0.2, gamma=0.5)
+        new, state, (u1, u2), traces = _run(tx, g, w, steps=2)
+        # Step 1: m = 0.25; w * m = [.25, -.25, -.25, .25] > .2 -> flip 0, 3.
+        np.testing.assert_array_equal(u1, [-2.0, 0.0, 0.0, 2.0])
+        # Step 2: w = [-1, -1, 1, 1], m = 0.375 * sign(g):
+        # w * m = [-.375, -.375, -.375, -.375] -> no flips.
+        np.testing.assert_array_equal(u2, [0.0, 0.0, 0.0, 0.0])
+        np.testing.assert_allclose(state.momentum, 0.75 * g)
+        np.testing.assert_array_equal(new, [-1.0, -1.0, 1.0, 1.0])
+        self.assertEqual(traces, 1)
+        self.assertEqual(state.momentum.dtype, jnp.float32)
+
+    def test_bop_second_order_by_hand(self):
+        w = jnp.array([1.0, 1.0, -1.0])
+        g = jnp.array([2.0, 0.001, 2.0])
+        tx = optim.bop_second_order(threshold=0.05, gamma=0.1, sigma=0.5)
+        _, state, (u,), _ = _run(tx, g, w)
+        m = 0.1 * g
+        v = 0.5 * g * g
+        score = np.asarray(w * m / (np.sqrt(v) + 1e-10))
+        # score = [0.1414, 0.1414, -0.1414]: the second moment removes the
+        # gradient scale, so the tiny gradient flips too.
+        np.testing.assert_array_equal(u, np.where(score > 0.05, -2 * w, 0))
+        np.testing.assert_array_equal(u, [-2.0, -2.0, 0.0])
+        np.testing.assert_allclose(state.second_moment, v, rtol=1e-6)
+
+    @parameterized.parameters(
+        optim.bop,
+        optim.bop_second_order,
+        optim.scale_by_mean_abs_dev,
+        optim.clip_latent_weights,
+        optim.clip_latent_weights_by_spread,
+    )
+    def test_needs_params(self, factory):
+        tx = factory()
+        w = jnp.ones((2, 2))
+        with self.assertRaisesRegex(ValueError, "needs the current parameters"):
+            tx.update(w, tx.init(w))
+
+
+class HyperparameterTest(parameterized.TestCase):
+    def test_inject_hyperparams_schedules_gamma(self):
+        schedule = optax.linear_schedule(1.0, 0.0, transition_steps=1)
+        tx = optax.inject_hyperparams(optim.bop)(threshold=0.0, gamma=schedule)
+        w = jnp.array([1.0, -1.0])
+        g = jnp.array([1.0, 1.0])
+        _, state, (u1, u2), traces = _run(tx, g, w, steps=2)
+        # Step 1 with gamma = 1: m = g, flips w[0]; step 2 with gamma = 0:
+        # m stays g; w = [-1, -1] -> w * m < 0: no flips.
+        np.testing.assert_array_equal(u1, [-2.0, 0.0])
+        np.testing.assert_array_equal(u2, [0.0, 0.0])
+        self.assertEqual(traces, 1)
+        self.assertAlmostEqual(float(state.hyperparams["gamma"]), 0.0)
+
+    def test_inject_hyperparams_keeps_bools_static(self):
+        tx = optax.inject_hyperparams(optim.clip_latent_weights_by_spread)(
+            multiple=2.0, per_channel=True
+        )
+        u, state = tx.update(U, tx.init(W), W)
+        np.testing.assert_allclose(
+            W + u, np.clip(W + U, -2 * MAD_CHANNEL, 2 * MAD_CHANNEL)
+        )
+        self.assertEqual(set(state.hyperparams), {"multiple"})
+
+    @parameterized.parameters(
+        (optim.bop, "gamma", 0.0, ValueError),
+        (optim.bop, "threshold", -1.0, ValueError),
+        (optim.bop_second_order, "sigma", float("nan"), ValueError),
+        (optim.clip_latent_weights, "bound", 0.0, ValueError),
+        (optim.clip_latent_weights_by_spread, "multiple", "3", TypeError),
+        (optim.clip_latent_weights, "bound", jnp.ones(2), ValueError),
+        (optim.bop, "gamma", optax.constant_schedule(1e-4), TypeError),
+    )
+    def test_invalid_hyperparameters(self, factory, name, value, error):
+        with self.assertRaisesRegex(error, name):
+            factory(**{name: value})
+
+
+if __name__ == "__main__":
+    absltest.main()
