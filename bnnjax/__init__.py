@@ -4,6 +4,7 @@ Importing bnnjax has no side effects: it sets no JAX configuration, creates no
 files and prints nothing.
 """
 
+from bnnjax import nn as nn
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
 from bnnjax.binarize import Binarizer as Binarizer
 from bnnjax.binarize import ClippedSteSurrogate as ClippedSteSurrogate
@@ -67,6 +68,7 @@ __all__ = [
     "get_surrogate",
     "mean_abs",
     "mean_abs_dev",
+    "nn",
     "reduce_axes",
     "scale_by_glorot_lr",
     "scale_by_mean_abs_dev",

@@ -1,0 +1,15 @@
+"""Binary Flax layers, in two namespaces like ``flax.linen``/``flax.nnx``.
+
+* :mod:`bnnjax.nn.linen`: ``BinaryDense``, ``BinaryConv``.
+* :mod:`bnnjax.nn.nnx`: ``LatentParam``, ``BinaryLinear``, ``BinaryConv``.
+
+Both store the real-valued latent kernel under ``LATENT_KERNEL =
+"latent_kernel"`` and share the math in ``bnnjax.nn._common``. Importing
+this package has no side effects.
+"""
+
+from bnnjax.nn import linen as linen
+from bnnjax.nn import nnx as nnx
+from bnnjax.nn._common import LATENT_KERNEL as LATENT_KERNEL
+
+__all__ = ["LATENT_KERNEL", "linen", "nnx"]

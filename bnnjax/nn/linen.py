@@ -1,0 +1,344 @@
+"""Binary layers for ``flax.linen``: :class:`BinaryDense`, :class:`BinaryConv`.
+
+The layers take ``flax.linen.Dense``/``Conv``'s argument names and defaults,
+then add the binary extras (keyword-only): ``kernel_binarizer``,
+``input_binarizer``, ``rng_collection`` and, for convolutions,
+``pad_value``. The real-valued latent kernel is stored under
+``LATENT_KERNEL = "latent_kernel"`` (not ``kernel``, so a float checkpoint
+does not load silently) and the bias under ``bias``. The math lives in
+:mod:`bnnjax.nn._common` and is shared with :mod:`bnnjax.nn.nnx`.
+
+flax arguments left out, because they do not fit a binary layer or would be
+ignored: ``input_dilation`` (it inserts zeros between inputs, so they are no
+longer binary), ``mask``, ``promote_dtype``, ``dot_general``/
+``conv_general_dilated`` and their ``*_cls`` hooks. Passing one is a
+``TypeError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from bnnjax.binarize import Binarizer
+from bnnjax.nn import _common
+from bnnjax.nn._common import LATENT_KERNEL, PaddingLike
+
+__all__ = ["LATENT_KERNEL", "BinaryConv", "BinaryDense"]
+
+_default_kernel_init = nn.initializers.lecun_normal()
+_default_bias_init = nn.initializers.zeros_init()
+
+
+class _BinaryMixin:
+    """Validation and key handling shared by the linen layers."""
+
+    def _check_binarizers(self) -> None:
+        _common.check_binarizer("kernel_binarizer", self.kernel_binarizer)
+        _common.check_binarizer(
+            "input_binarizer", self.input_binarizer, optional=True
+        )
+        if not isinstance(self.rng_collection, str):
+            raise TypeError(
+                f"rng_collection must be a str, got {self.rng_collection!r}."
+            )
+
+    def _binarize_keys(self) -> tuple[jax.Array | None, jax.Array | None]:
+        """Draws (kernel_key, input_key) for stochastic binarizers."""
+
+        def key_for(name: str, binarizer: Binarizer | None):
+            if binarizer is None or not binarizer.stochastic:
+                return None
+            if not self.has_rng(self.rng_collection):
+                raise ValueError(
+                    f"{type(self).__name__}.{name} is stochastic "
+                    f"({type(binarizer.surrogate).__name__}) and draws its "
+                    f"signs from the {self.rng_collection!r} rng stream, "
+                    "which was not given: pass rngs={"
+                    f"'params': key, {self.rng_collection!r}: key2}} to "
+                    f"init and rngs={{{self.rng_collection!r}: key}} to "
+                    "apply."
+                )
+            return self.make_rng(self.rng_collection)
+
+        return (
+            key_for("kernel_binarizer", self.kernel_binarizer),
+            key_for("input_binarizer", self.input_binarizer),
+        )
+
+    def _existing_kernel_shape(self) -> tuple[int, ...] | None:
+        if not self.has_variable("params", LATENT_KERNEL):
+            return None
+        return jnp.shape(
+            nn.meta.unbox(self.get_variable("params", LATENT_KERNEL))
+        )
+
+
+class BinaryDense(_BinaryMixin, nn.Module):
+    """A dense layer with a binarized kernel (and optionally inputs).
+
+    Forward::
+
+        y = binarize_in(x) @ binarize_k(W) + b
+
+    with ``binarize_k = kernel_binarizer`` applied to the real-valued latent
+    kernel ``W`` (by default the founding method: ``alpha * sign(W)`` with
+    one mean-absolute-deviation ``alpha`` per output feature and a scaled
+    sigmoid surrogate gradient) and ``binarize_in = input_binarizer``
+    (identity when ``None``). The gradient reaches ``W`` through the
+    kernel binarizer's surrogate.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import bnnjax
+      >>> layer = BinaryDense(
+      ...     4, input_binarizer=bnnjax.Binarizer(surrogate="clipped_ste",
+      ...                                        scale=None))
+      >>> variables = layer.init(jax.random.key(0), jnp.ones((2, 3)))
+      >>> sorted(variables["params"])
+      ['bias', 'latent_kernel']
+      >>> layer.apply(variables, jnp.ones((2, 3))).shape
+      (2, 4)
+
+    Attributes:
+      features: number of output features.
+      use_bias: whether to add a bias (default ``True``, as in flax).
+      dtype: the dtype of the computation (default: infer from inputs and
+        params).
+      param_dtype: the dtype passed to the initializers (default float32).
+      precision: ``lax.dot_general`` precision.
+      kernel_init: initializer of the latent kernel ``(in, features)``.
+      bias_init: initializer of the bias.
+      kernel_binarizer: the rule applied to the latent kernel; default
+        ``bnnjax.Binarizer(axis=-1)``, one scale per output feature.
+      input_binarizer: the rule applied to the inputs, or ``None`` (default)
+        for real-valued inputs, e.g. the first layer. A typical binary
+        activation is ``bnnjax.Binarizer(surrogate="clipped_ste",
+        scale=None)``.
+      rng_collection: rng stream stochastic binarizers draw from (default
+        ``"binarize"``).
+    """
+
+    features: int
+    use_bias: bool = True
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+    precision: lax.PrecisionLike = None
+    kernel_init: jax.nn.initializers.Initializer = _default_kernel_init
+    bias_init: jax.nn.initializers.Initializer = _default_bias_init
+    _: dataclasses.KW_ONLY
+    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    input_binarizer: Binarizer | None = None
+    rng_collection: str = "binarize"
+
+    def __post_init__(self):
+        _common.check_positive_int("features", self.features)
+        self._check_binarizers()
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the layer to ``(..., in_features)`` inputs.
+
+        Args:
+          inputs: array whose last axis holds the input features.
+          progress: training progress in ``[0, 1]``, passed to both
+            binarizers (needed by :class:`bnnjax.EdeSurrogate`); may be a
+            traced scalar, so a schedule does not recompile.
+
+        Returns:
+          ``(..., features)`` array in the computation dtype.
+        """
+        inputs = jnp.asarray(inputs)
+        existing = self._existing_kernel_shape()
+        if existing is not None:
+            _common.check_dense_inputs(inputs.shape, existing)
+        if inputs.ndim < 1:
+            raise ValueError(
+                "BinaryDense needs inputs of shape (..., in_features), got a "
+                "scalar."
+            )
+        latent_kernel = self.param(
+            LATENT_KERNEL,
+            self.kernel_init,
+            (inputs.shape[-1], self.features),
+            self.param_dtype,
+        )
+        bias = None
+        if self.use_bias:
+            bias = self.param(
+                "bias", self.bias_init, (self.features,), self.param_dtype
+            )
+        kernel_key, input_key = self._binarize_keys()
+        return _common.binary_dense(
+            inputs,
+            latent_kernel,
+            bias,
+            kernel_binarizer=self.kernel_binarizer,
+            input_binarizer=self.input_binarizer,
+            progress=progress,
+            kernel_key=kernel_key,
+            input_key=input_key,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
+
+
+class BinaryConv(_BinaryMixin, nn.Module):
+    """A convolution with a binarized kernel (and optionally inputs).
+
+    Forward::
+
+        y = conv_valid(pad(binarize_in(x), pad_value), binarize_k(W)) + b
+
+    Padding is explicit and comes after input binarization: with a ``+-1``
+    input binarizer and ``pad_value=-1`` or ``+1`` the kernel only sees
+    ``+-1`` values (Larq's ``pad_values``); ``pad_value=0`` (default)
+    matches ``flax.linen.Conv``. ``pad_value`` is not multiplied by the
+    input binarizer's scale. Inputs are channels-last
+    ``(*batch, *spatial, in_features)``; as in flax, an int ``kernel_size``
+    ``k`` means ``(k,)``, a 1D convolution.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> import bnnjax
+      >>> layer = BinaryConv(
+      ...     8, (3, 3), pad_value=-1.0,
+      ...     input_binarizer=bnnjax.Binarizer(surrogate="clipped_ste",
+      ...                                      scale=None))
+      >>> x = jnp.ones((1, 5, 5, 4))
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> variables["params"]["latent_kernel"].shape
+      (3, 3, 4, 8)
+      >>> layer.apply(variables, x).shape
+      (1, 5, 5, 8)
+
+    Attributes:
+      features: number of convolution filters.
+      kernel_size: the window's shape (an int ``k`` means ``(k,)``).
+      strides: an int or one int per spatial dimension (default 1).
+      padding: ``'SAME'`` (default), ``'SAME_LOWER'``, ``'VALID'``,
+        ``'CIRCULAR'``, ``'REFLECT'``, ``'CAUSAL'`` (1D), an int, or one int
+        or ``(low, high)`` pair per spatial dimension.
+      kernel_dilation: an int or one int per spatial dimension (default 1).
+      feature_group_count: number of feature groups (default 1);
+        ``in_features`` gives a depthwise convolution.
+      use_bias: whether to add a bias (default ``True``, as in flax).
+      dtype: the dtype of the computation (default: infer from inputs and
+        params).
+      param_dtype: the dtype passed to the initializers (default float32).
+      precision: ``lax.conv_general_dilated`` precision.
+      kernel_init: initializer of the latent kernel
+        ``(*kernel_size, in_features // feature_group_count, features)``.
+      bias_init: initializer of the bias.
+      kernel_binarizer: the rule applied to the latent kernel; default
+        ``bnnjax.Binarizer(axis=-1)``, one scale per output feature.
+      input_binarizer: the rule applied to the inputs, or ``None`` (default)
+        for real-valued inputs.
+      pad_value: constant the (binarized) inputs are padded with; must be 0
+        for ``'CIRCULAR'`` and ``'REFLECT'``.
+      rng_collection: rng stream stochastic binarizers draw from (default
+        ``"binarize"``).
+    """
+
+    features: int
+    kernel_size: int | Sequence[int]
+    strides: int | Sequence[int] | None = 1
+    padding: PaddingLike = "SAME"
+    _: dataclasses.KW_ONLY
+    kernel_dilation: int | Sequence[int] | None = 1
+    feature_group_count: int = 1
+    use_bias: bool = True
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+    precision: lax.PrecisionLike = None
+    kernel_init: jax.nn.initializers.Initializer = _default_kernel_init
+    bias_init: jax.nn.initializers.Initializer = _default_bias_init
+    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    input_binarizer: Binarizer | None = None
+    pad_value: float = 0.0
+    rng_collection: str = "binarize"
+
+    def __post_init__(self):
+        _common.check_positive_int("features", self.features)
+        rank = len(_common.canonicalize_kernel_size(self.kernel_size))
+        _common.canonicalize_window("strides", self.strides, rank)
+        _common.canonicalize_window(
+            "kernel_dilation", self.kernel_dilation, rank
+        )
+        padding = _common.canonicalize_padding(self.padding, rank)
+        _common.check_pad_value(self.pad_value, padding)
+        _common.check_feature_groups(self.feature_group_count, self.features)
+        self._check_binarizers()
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the convolution to ``(*batch, *spatial, in)`` inputs.
+
+        Args:
+          inputs: channels-last array; several (or no) batch axes are
+            accepted, as in flax.
+          progress: training progress in ``[0, 1]``, passed to both
+            binarizers (needed by :class:`bnnjax.EdeSurrogate`); may be a
+            traced scalar, so a schedule does not recompile.
+
+        Returns:
+          ``(*batch, *out_spatial, features)`` array in the computation
+          dtype.
+        """
+        inputs = jnp.asarray(inputs)
+        kernel_size = _common.canonicalize_kernel_size(self.kernel_size)
+        existing = self._existing_kernel_shape()
+        if existing is not None:
+            _common.check_conv_inputs(
+                inputs.shape, existing, self.feature_group_count
+            )
+        _common.check_conv_rank(inputs.shape, kernel_size)
+        kernel_shape = _common.conv_kernel_shape(
+            kernel_size,
+            inputs.shape[-1],
+            self.features,
+            self.feature_group_count,
+        )
+        latent_kernel = self.param(
+            LATENT_KERNEL, self.kernel_init, kernel_shape, self.param_dtype
+        )
+        bias = None
+        if self.use_bias:
+            bias = self.param(
+                "bias", self.bias_init, (self.features,), self.param_dtype
+            )
+        kernel_key, input_key = self._binarize_keys()
+        return _common.binary_conv(
+            inputs,
+            latent_kernel,
+            bias,
+            strides=self.strides,
+            padding=self.padding,
+            kernel_dilation=self.kernel_dilation,
+            feature_group_count=self.feature_group_count,
+            pad_value=self.pad_value,
+            kernel_binarizer=self.kernel_binarizer,
+            input_binarizer=self.input_binarizer,
+            progress=progress,
+            kernel_key=kernel_key,
+            input_key=input_key,
+            dtype=self.dtype,
+            precision=self.precision,
+        )
