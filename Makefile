@@ -11,15 +11,15 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,data]"
 	touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/bnnjax demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bnnjax tests benchmarks
-	$(BIN)/ruff format --check bnnjax tests benchmarks
+	$(BIN)/ruff check bnnjax tests benchmarks scripts
+	$(BIN)/ruff format --check bnnjax tests benchmarks scripts
 
 test: lint
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
@@ -28,8 +28,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix bnnjax tests benchmarks
-	$(BIN)/ruff format bnnjax tests benchmarks
+	$(BIN)/ruff check --fix bnnjax tests benchmarks scripts
+	$(BIN)/ruff format bnnjax tests benchmarks scripts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -4,6 +4,7 @@ Importing bnnjax has no side effects: it sets no JAX configuration, creates no
 files and prints nothing.
 """
 
+from bnnjax import data as data
 from bnnjax import nn as nn
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
 from bnnjax.binarize import Binarizer as Binarizer
@@ -64,6 +65,7 @@ __all__ = [
     "bop_second_order",
     "clip_latent_weights",
     "clip_latent_weights_by_spread",
+    "data",
     "get_scale",
     "get_surrogate",
     "mean_abs",

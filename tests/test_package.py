@@ -32,6 +32,7 @@ class PackageTest(absltest.TestCase):
             "assert dict(jax.config.values) == before, 'jax config changed'\n"
             "assert set(os.listdir('.')) == cwd, 'files created'\n"
             "assert 'tensorflow' not in sys.modules\n"
+            "assert 'tensorflow_datasets' not in sys.modules\n"
         )
         result = subprocess.run(
             [sys.executable, "-c", code],

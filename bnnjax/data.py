@@ -1,0 +1,1198 @@
+"""Datasets as numpy arrays, and batches that keep a jitted step fed.
+
+Every loader returns a :class:`Dataset`: four numpy arrays (images ``uint8``
+in NHWC layout, labels ``int32``) plus the class count and a description of
+where the data came from. Sources:
+
+* ``mnist-sample``: a class-balanced sample of the real MNIST digits (6000
+  training and 1000 test images) that ships inside the package, so examples
+  and tests run offline. See ``bnnjax/_data/LICENSE-MNIST.txt``.
+* IDX files (MNIST, Fashion-MNIST, KMNIST, EMNIST), gzipped or not, read
+  from an explicit directory with numpy only (:func:`load_idx`).
+* The *binary* version of CIFAR-10 (:func:`load_cifar10`). The pickled
+  "python version" is refused: unpickling a downloaded file can run code.
+* TFDS datasets by name through ``tfds.data_source`` (ArrayRecord, no
+  TensorFlow), when the ``data`` extra is installed (:func:`load_tfds`).
+
+:func:`load_dataset` turns a string such as ``"idx:~/data/mnist"`` into one
+of these calls; it is the only function here that parses strings. Nothing
+happens at import: no file is read or created and ``tensorflow_datasets`` is
+imported only inside :func:`load_tfds`.
+
+For training, :func:`split_validation` holds out part of the *training*
+arrays, :func:`iterate_batches` yields shuffled numpy batches (one
+independent order per seed, stacked, for a trainer that vmaps over seeds)
+and :func:`prefetch_to_device` keeps the next batches already on the device.
+:func:`to_float` and :func:`flatten` are the preprocessing, written with
+``jax.numpy`` so they can run inside the jitted step on ``uint8`` batches.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gzip
+import importlib.resources
+import itertools
+import math
+import numbers
+import os
+import re
+import struct
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any, NamedTuple, TypeVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "Examples",
+    "flatten",
+    "iterate_batches",
+    "load_cifar10",
+    "load_dataset",
+    "load_idx",
+    "load_mnist_sample",
+    "load_tfds",
+    "num_batches",
+    "prefetch_to_device",
+    "read_idx",
+    "split_validation",
+    "to_float",
+]
+
+PathLike = str | os.PathLike
+
+_T = TypeVar("_T")
+
+# Spawn keys separate the random streams derived from one user seed.
+_BATCH_STREAM = 1
+_SPLIT_STREAM = 2
+
+_SPEC_FORMS = (
+    "'mnist-sample' (the MNIST sample shipped with bnnjax)",
+    "'idx:DIR' (MNIST-family IDX files in DIR; 'idx:DIR/PREFIX-' selects"
+    " files named PREFIX-train-images-idx3-ubyte, ... e.g. EMNIST)",
+    "'cifar:DIR' (the binary version of CIFAR-10 in DIR)",
+    "a TFDS name such as 'mnist', 'fashion_mnist', 'kmnist', 'cifar10' or"
+    " 'emnist/balanced' (needs the data extra: pip install \"bnnjax[data]\")",
+)
+_TFDS_NAME = re.compile(r"[a-z][a-z0-9_]*(/[A-Za-z0-9_.\-]+)?(:[0-9.*]+)?")
+_EXTRA_HINT = 'pip install "bnnjax[data]"'
+_LOCAL_HINT = (
+    "To train without TFDS, use local files instead: 'idx:DIR' (MNIST-family"
+    " IDX files), 'cifar:DIR' (binary CIFAR-10) or the embedded"
+    " 'mnist-sample'."
+)
+
+
+class Examples(NamedTuple):
+    """Images and their labels, e.g. one split of a :class:`Dataset`."""
+
+    images: np.ndarray  # (N, H, W, C) uint8
+    labels: np.ndarray  # (N,) int32
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class Dataset:
+    """A labelled image dataset held in memory as numpy arrays.
+
+    The arrays are stored as read-only views, so a ``Dataset`` cannot be
+    changed in place (the caller's arrays stay writable). Use
+    ``dataclasses.replace`` to derive a new one; it is validated again.
+
+    Attributes:
+      train_images: ``(N, H, W, C)`` ``uint8`` training images.
+      train_labels: ``(N,)`` ``int32`` training labels in
+        ``[0, num_classes)``.
+      test_images: ``(M, H, W, C)`` ``uint8`` test images (same ``H, W, C``).
+      test_labels: ``(M,)`` ``int32`` test labels.
+      num_classes: number of classes; labels lie in ``[0, num_classes)``.
+      name: short identifier, e.g. ``"mnist-sample"``, ``"idx:/data/mnist"``
+        or a TFDS name.
+      source: human-readable description of where the arrays came from.
+    """
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    num_classes: int
+    name: str
+    source: str = ""
+
+    def __post_init__(self):
+        if (
+            not isinstance(self.num_classes, numbers.Integral)
+            or isinstance(self.num_classes, bool)
+            or self.num_classes < 1
+        ):
+            raise ValueError(
+                "Dataset.num_classes must be a positive int, got"
+                f" {self.num_classes!r}."
+            )
+        for split in ("train", "test"):
+            images = getattr(self, f"{split}_images")
+            labels = getattr(self, f"{split}_labels")
+            _check_examples(images, labels, f"Dataset.{split}_")
+            if labels.size and (
+                labels.min() < 0 or labels.max() >= self.num_classes
+            ):
+                raise ValueError(
+                    f"Dataset.{split}_labels must lie in [0, num_classes="
+                    f"{self.num_classes}), got values in [{labels.min()},"
+                    f" {labels.max()}]."
+                )
+            for field, array in (("images", images), ("labels", labels)):
+                view = array.view()
+                view.flags.writeable = False
+                object.__setattr__(self, f"{split}_{field}", view)
+        if self.train_images.shape[1:] != self.test_images.shape[1:]:
+            raise ValueError(
+                "Dataset train and test images must have the same (H, W, C),"
+                f" got {self.train_images.shape[1:]} and"
+                f" {self.test_images.shape[1:]}."
+            )
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, train={self.train_images.shape},"
+            f" test={self.test_images.shape}, num_classes={self.num_classes})"
+        )
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The ``(H, W, C)`` shape of one image."""
+        return tuple(self.train_images.shape[1:])
+
+    @property
+    def train(self) -> Examples:
+        """The training images and labels."""
+        return Examples(self.train_images, self.train_labels)
+
+    @property
+    def test(self) -> Examples:
+        """The test images and labels."""
+        return Examples(self.test_images, self.test_labels)
+
+
+def _check_examples(images: Any, labels: Any, what: str) -> None:
+    """Raises if ``images``/``labels`` are not uint8 NHWC / int32 of one N."""
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8:
+        raise TypeError(
+            f"{what}images must be a uint8 numpy array, got"
+            f" {type(images).__name__} of dtype"
+            f" {getattr(images, 'dtype', '?')}."
+        )
+    if images.ndim != 4:
+        raise ValueError(
+            f"{what}images must have shape (N, H, W, C), got {images.shape}."
+        )
+    if not isinstance(labels, np.ndarray) or labels.dtype != np.int32:
+        raise TypeError(
+            f"{what}labels must be an int32 numpy array, got"
+            f" {type(labels).__name__} of dtype"
+            f" {getattr(labels, 'dtype', '?')}."
+        )
+    if labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{what}labels must have shape ({images.shape[0]},) to match the"
+            f" images, got {labels.shape}."
+        )
+
+
+def _to_labels(labels: np.ndarray, what: str) -> np.ndarray:
+    """Returns integer ``labels`` as int32, raising if they do not fit."""
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(
+            f"{what}: labels must be integers, got dtype {labels.dtype}."
+        )
+    if labels.size and (labels.min() < 0 or labels.max() > 2**31 - 1):
+        raise ValueError(
+            f"{what}: labels must lie in [0, 2**31), got values in"
+            f" [{labels.min()}, {labels.max()}]."
+        )
+    return labels.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------
+# IDX files (MNIST family)
+# ----------------------------------------------------------------------------
+
+# IDX type code -> big-endian numpy dtype.
+_IDX_DTYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+_IDX_NAME = re.compile(
+    r"(?P<prefix>.*?)(?P<split>train|t10k|test)-(?P<kind>images-idx3|"
+    r"labels-idx1)-ubyte(?P<gz>\.gz)?"
+)
+_IDX_ROLES = (
+    ("train", "images-idx3"),
+    ("train", "labels-idx1"),
+    ("test", "images-idx3"),
+    ("test", "labels-idx1"),
+)
+
+
+def _read_bytes(path: PathLike) -> bytes:
+    """Reads a file, gunzipping it when it starts with the gzip magic."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(
+                f"{os.fspath(path)}: corrupt or truncated gzip data ({e})."
+            ) from e
+    return data
+
+
+def read_idx(path: PathLike) -> np.ndarray:
+    """Reads one IDX file (the MNIST file format), gzipped or not.
+
+    The header is two zero bytes, a type code (``0x08`` uint8, ``0x09``
+    int8, ``0x0B`` int16, ``0x0C`` int32, ``0x0D`` float32, ``0x0E``
+    float64), the number of dimensions and then each dimension as a
+    big-endian uint32; the big-endian payload follows. A file is treated as
+    gzipped when it starts with the gzip magic bytes, whatever its name.
+
+    Args:
+      path: the file to read.
+
+    Returns:
+      A writable array in native byte order with the header's shape and
+      dtype.
+
+    Raises:
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: naming the file, if the gzip stream is corrupt, the magic
+        number or type code is wrong, or the payload is shorter or longer
+        than the header's dimensions require.
+    """
+    name = os.fspath(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(
+            f"{name}: not an IDX file: {len(data)} bytes, shorter than the"
+            " 4-byte magic number."
+        )
+    if data[0] != 0 or data[1] != 0:
+        raise ValueError(
+            f"{name}: not an IDX file: the magic number starts with"
+            f" 0x{data[:2].hex()}, expected 0x0000."
+        )
+    if data[2] not in _IDX_DTYPES:
+        codes = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
+        raise ValueError(
+            f"{name}: unknown IDX type code 0x{data[2]:02X}; expected one of"
+            f" {codes}."
+        )
+    dtype = _IDX_DTYPES[data[2]]
+    ndim = data[3]
+    if ndim == 0:
+        raise ValueError(f"{name}: the IDX header declares 0 dimensions.")
+    offset = 4 + 4 * ndim
+    if len(data) < offset:
+        raise ValueError(
+            f"{name}: truncated IDX header: {ndim} dimensions need"
+            f" {offset} bytes, the file has {len(data)}."
+        )
+    shape = struct.unpack(f">{ndim}I", data[4:offset])
+    expected = math.prod(shape) * dtype.itemsize
+    actual = len(data) - offset
+    if actual != expected:
+        problem = "truncated" if actual < expected else "has trailing bytes"
+        raise ValueError(
+            f"{name}: payload {problem}: shape {shape} of {dtype.name} needs"
+            f" {expected} bytes after the header, found {actual}."
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
+    return array.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _listing(directory: PathLike, limit: int = 20) -> str:
+    """The sorted entries of ``directory``, shortened to ``limit`` names."""
+    names = sorted(os.listdir(directory))
+    shown = ", ".join(names[:limit])
+    if len(names) > limit:
+        shown += f", ... ({len(names) - limit} more)"
+    return shown or "nothing"
+
+
+def _find_idx_files(
+    directory: str, prefix: str | None
+) -> tuple[str, dict[tuple[str, str], str]]:
+    """Returns the prefix used and the path of each of the four IDX files."""
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"IDX directory {directory!r} does not exist.")
+    # (prefix, role) -> candidate file names.
+    found: dict[str, dict[tuple[str, str], list[str]]] = {}
+    for entry in os.listdir(directory):
+        match = _IDX_NAME.fullmatch(entry)
+        if not match or not os.path.isfile(os.path.join(directory, entry)):
+            continue
+        file_prefix = match["prefix"]
+        if file_prefix and not file_prefix.endswith("-"):
+            continue
+        split = "train" if match["split"] == "train" else "test"
+        roles = found.setdefault(file_prefix, {})
+        roles.setdefault((split, match["kind"]), []).append(entry)
+    complete = sorted(p for p, roles in found.items() if len(roles) == 4)
+    if prefix is None:
+        if len(complete) > 1:
+            raise ValueError(
+                f"{directory!r} holds several IDX datasets, with file-name"
+                f" prefixes {complete}; choose one with load_idx(directory,"
+                " prefix=...) or the spec 'idx:DIR/PREFIX'."
+            )
+        prefix = complete[0] if complete else ""
+    elif prefix and not prefix.endswith("-"):
+        prefix += "-"
+    roles = found.get(prefix, {})
+    missing = [role for role in _IDX_ROLES if role not in roles]
+    if missing:
+        expected = ", ".join(
+            f"{prefix}{'train' if s == 'train' else 't10k'}-{k}-ubyte[.gz]"
+            for s, k in _IDX_ROLES
+        )
+        raise FileNotFoundError(
+            f"IDX directory {directory!r} lacks the expected files {expected}"
+            " ('test' may replace 't10k'). Found: "
+            f"{_listing(directory)}."
+        )
+
+    def preference(entry: str) -> tuple[bool, bool]:
+        # t10k before test, uncompressed before gzipped.
+        return ("-test-" in f"-{entry}", entry.endswith(".gz"))
+
+    paths = {
+        role: os.path.join(directory, min(roles[role], key=preference))
+        for role in _IDX_ROLES
+    }
+    return prefix, paths
+
+
+def load_idx(directory: PathLike, *, prefix: str | None = None) -> Dataset:
+    """Loads an MNIST-family dataset from IDX files in a directory.
+
+    The directory must hold ``train-images-idx3-ubyte``,
+    ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte``, each optionally gzipped (``.gz``; the
+    uncompressed file wins if both exist). ``test`` may replace ``t10k``,
+    and every name may carry a prefix ending in ``-``, as EMNIST's
+    ``emnist-balanced-train-images-idx3-ubyte``. MNIST, Fashion-MNIST and
+    KMNIST use these names unchanged. EMNIST stores each image transposed
+    relative to MNIST; the pixels are returned as stored.
+
+    Args:
+      directory: the directory holding the files.
+      prefix: file-name prefix selecting one dataset when the directory
+        holds several (e.g. ``"emnist-balanced-"``; a missing trailing
+        ``-`` is added). ``None`` picks the only complete set of files.
+
+    Returns:
+      A :class:`Dataset` with ``(N, H, W, 1)`` uint8 images, int32 labels and
+      ``num_classes`` one more than the largest label.
+
+    Raises:
+      FileNotFoundError: if the directory does not exist or lacks one of the
+        four files; the message lists the expected names and what was found.
+      ValueError: if a file is corrupt (see :func:`read_idx`), images are
+        not 3-D uint8 or labels not 1-D integers, the image and label counts
+        differ, or several prefixes match and ``prefix`` is ``None``.
+    """
+    directory = os.fspath(os.path.expanduser(directory))
+    prefix, paths = _find_idx_files(directory, prefix)
+    arrays = {}
+    for split in ("train", "test"):
+        images_path = paths[(split, "images-idx3")]
+        labels_path = paths[(split, "labels-idx1")]
+        images = read_idx(images_path)
+        labels = read_idx(labels_path)
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise ValueError(
+                f"{images_path}: expected (N, H, W) uint8 images, got shape"
+                f" {images.shape} of {images.dtype}."
+            )
+        if labels.ndim != 1:
+            raise ValueError(
+                f"{labels_path}: expected (N,) labels, got shape"
+                f" {labels.shape}."
+            )
+        if len(images) != len(labels):
+            raise ValueError(
+                f"{images_path} holds {len(images)} images but {labels_path}"
+                f" holds {len(labels)} labels."
+            )
+        arrays[f"{split}_images"] = images[..., None]
+        arrays[f"{split}_labels"] = _to_labels(labels, labels_path)
+    largest = max(
+        (
+            int(arrays[k].max())
+            for k in ("train_labels", "test_labels")
+            if arrays[k].size
+        ),
+        default=0,
+    )
+    names = ", ".join(os.path.basename(paths[role]) for role in _IDX_ROLES)
+    spec_path = os.path.join(directory, prefix) if prefix else directory
+    return Dataset(
+        **arrays,
+        num_classes=largest + 1,
+        name=f"idx:{spec_path}",
+        source=f"IDX files in {directory}: {names}",
+    )
+
+
+# ----------------------------------------------------------------------------
+# CIFAR-10, binary version
+# ----------------------------------------------------------------------------
+
+_CIFAR_TRAIN = tuple(f"data_batch_{i}.bin" for i in range(1, 6))
+_CIFAR_TEST = ("test_batch.bin",)
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+_CIFAR_PICKLED = (
+    *(f"data_batch_{i}" for i in range(1, 6)),
+    "test_batch",
+    "batches.meta",
+)
+
+
+def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes one CIFAR-10 binary batch into NHWC uint8 images and labels."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if not data or len(data) % _CIFAR_RECORD:
+        raise ValueError(
+            f"{path}: {len(data)} bytes is not a positive multiple of the"
+            f" {_CIFAR_RECORD}-byte CIFAR-10 record (1 label byte + 3072"
+            " pixel bytes): the file is truncated or not CIFAR-10 binary."
+        )
+    records = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0]
+    if labels.max() > 9:
+        bad = int(np.argmax(labels > 9))
+        raise ValueError(
+            f"{path}: record {bad} has label byte {labels[bad]}, not a"
+            " CIFAR-10 class (0-9); is this CIFAR-100?"
+        )
+    images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(images), labels.astype(np.int32)
+
+
+def load_cifar10(directory: PathLike) -> Dataset:
+    """Loads the binary version of CIFAR-10 from a directory.
+
+    Reads ``data_batch_1.bin`` ... ``data_batch_5.bin`` and
+    ``test_batch.bin`` from ``directory`` or from its subdirectory
+    ``cifar-10-batches-bin`` (the layout of the extracted
+    ``cifar-10-binary.tar.gz``). Each record is one label byte followed by
+    3072 pixel bytes: the red, green and blue 32x32 planes, row by row.
+
+    The pickled "python version" (``data_batch_1`` without ``.bin``,
+    ``batches.meta``) is never read: unpickling a downloaded file can run
+    arbitrary code.
+
+    Args:
+      directory: the directory holding the batch files.
+
+    Returns:
+      A :class:`Dataset` with ``(N, 32, 32, 3)`` uint8 images (NHWC), int32
+      labels and ``num_classes=10``.
+
+    Raises:
+      FileNotFoundError: if the directory does not exist or lacks a batch
+        file; the message lists the expected names and what was found.
+      ValueError: if only the pickled version is present, or a file's size
+        is not a multiple of the 3073-byte record, or a label exceeds 9.
+    """
+    directory = os.fspath(os.path.expanduser(directory))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"CIFAR-10 directory {directory!r} does not exist."
+        )
+    candidates = [directory, os.path.join(directory, "cifar-10-batches-bin")]
+    for folder in candidates:
+        if all(
+            os.path.isfile(os.path.join(folder, name))
+            for name in _CIFAR_TRAIN + _CIFAR_TEST
+        ):
+            break
+    else:
+        for pickled in (
+            directory,
+            os.path.join(directory, "cifar-10-batches-py"),
+        ):
+            if os.path.isdir(pickled) and any(
+                os.path.exists(os.path.join(pickled, name))
+                for name in _CIFAR_PICKLED
+            ):
+                raise ValueError(
+                    f"{pickled!r} holds the pickled 'python version' of"
+                    " CIFAR-10, which bnnjax refuses to load for safety"
+                    " (unpickling a downloaded file can run arbitrary code)."
+                    " Download the binary version (cifar-10-binary.tar.gz,"
+                    " files data_batch_1.bin ... test_batch.bin) and point"
+                    " 'cifar:DIR' at its directory."
+                )
+        raise FileNotFoundError(
+            f"CIFAR-10 directory {directory!r} (or its cifar-10-batches-bin"
+            f" subdirectory) lacks the expected files"
+            f" {', '.join(_CIFAR_TRAIN + _CIFAR_TEST)}. Found:"
+            f" {_listing(directory)}."
+        )
+    splits = {}
+    for split, names in (("train", _CIFAR_TRAIN), ("test", _CIFAR_TEST)):
+        parts = [_read_cifar_batch(os.path.join(folder, n)) for n in names]
+        splits[f"{split}_images"] = np.concatenate([p[0] for p in parts])
+        splits[f"{split}_labels"] = np.concatenate([p[1] for p in parts])
+    return Dataset(
+        **splits,
+        num_classes=10,
+        name=f"cifar:{directory}",
+        source=f"CIFAR-10 binary version in {folder}",
+    )
+
+
+# ----------------------------------------------------------------------------
+# Embedded MNIST sample
+# ----------------------------------------------------------------------------
+
+_SAMPLE = "mnist_sample.npz"
+
+
+def load_mnist_sample() -> Dataset:
+    """Loads the small real MNIST sample that ships with bnnjax.
+
+    6000 training images (600 per class) from MNIST's training set and 1000
+    test images (100 per class) from its test set, drawn without replacement
+    with a fixed seed by ``scripts/make_mnist_sample.py`` and kept in the
+    files' original order. Pixels are unchanged. MNIST is by Yann LeCun,
+    Corinna Cortes and Christopher J.C. Burges and distributed under CC
+    BY-SA 3.0; see ``bnnjax/_data/LICENSE-MNIST.txt``.
+
+    Returns:
+      A :class:`Dataset` with ``(N, 28, 28, 1)`` uint8 images, int32 labels
+      and ``num_classes=10``.
+
+    Raises:
+      FileNotFoundError: if bnnjax was installed without its package data.
+    """
+    resource = importlib.resources.files("bnnjax") / "_data" / _SAMPLE
+    try:
+        with resource.open("rb") as f, np.load(f, allow_pickle=False) as npz:
+            arrays = {
+                key: npz[key]
+                for key in (
+                    "train_images",
+                    "train_labels",
+                    "test_images",
+                    "test_labels",
+                )
+            }
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"bnnjax/_data/{_SAMPLE} is missing: bnnjax was installed without"
+            " its package data. Reinstall bnnjax, or use 'idx:DIR' with the"
+            " MNIST IDX files."
+        ) from None
+    return Dataset(
+        **arrays,
+        num_classes=10,
+        name="mnist-sample",
+        source=(
+            "class-balanced sample of MNIST (LeCun, Cortes, Burges; CC BY-SA"
+            " 3.0) shipped as bnnjax/_data/mnist_sample.npz"
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------
+# TFDS (optional extra)
+# ----------------------------------------------------------------------------
+
+
+def _import_tfds():
+    """Imports tensorflow_datasets, naming the extra if it is missing."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as e:
+        raise ImportError(
+            "Loading a TFDS dataset needs tensorflow-datasets, which could"
+            f" not be imported ({e}). Install the extra: {_EXTRA_HINT}. "
+            + _LOCAL_HINT
+        ) from e
+    return tfds
+
+
+def _source_to_examples(
+    source: Sequence[dict[str, Any]],
+    image_key: str,
+    label_key: str,
+    what: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decodes every record of a TFDS data source into numpy arrays."""
+    images, labels = [], []
+    for i in range(len(source)):
+        try:
+            record = source[i]
+        except ImportError as e:
+            raise ImportError(
+                f"Decoding the images of {what} needs Pillow or OpenCV ({e})."
+                f" {_EXTRA_HINT} installs Pillow."
+            ) from e
+        images.append(np.asarray(record[image_key]))
+        labels.append(record[label_key])
+    if not images:
+        raise ValueError(f"{what} has no examples.")
+    shapes = {image.shape for image in images}
+    if len(shapes) > 1:
+        raise ValueError(
+            f"{what}: images have different shapes {sorted(shapes)[:5]}; a"
+            " Dataset needs one (H, W, C)."
+        )
+    stacked = np.stack(images)
+    if stacked.dtype != np.uint8:
+        raise ValueError(
+            f"{what}: images have dtype {stacked.dtype}; a Dataset needs"
+            " uint8 images."
+        )
+    if stacked.ndim == 3:
+        stacked = stacked[..., None]
+    if stacked.ndim != 4:
+        raise ValueError(
+            f"{what}: expected (H, W) or (H, W, C) images, got"
+            f" {stacked.shape[1:]}."
+        )
+    return stacked, _to_labels(np.asarray(labels), what)
+
+
+def load_tfds(
+    name: str,
+    *,
+    data_dir: PathLike | None = None,
+    download: bool = True,
+    train_split: str = "train",
+    test_split: str = "test",
+) -> Dataset:
+    """Loads a TFDS image-classification dataset as numpy arrays.
+
+    Uses ``tfds.data_source`` (ArrayRecord random access), which reads
+    without TensorFlow. Decoding real (PNG/JPEG-encoded) images needs Pillow
+    or OpenCV. Preparing a dataset that is not yet in ``data_dir`` needs
+    network access and, for most image datasets, TensorFlow once
+    (``pip install tensorflow-cpu``); after that, reading is TF-free.
+    Offline, TFDS retries each download for a few minutes before failing;
+    pass ``download=False`` to fail at once when the dataset is missing.
+
+    The image and label features are the dataset's ``supervised_keys``
+    (``("image", "label")`` if it declares none).
+
+    Args:
+      name: a registered TFDS name, optionally with config and version
+        (``"mnist"``, ``"emnist/balanced"``, ``"cifar10:3.0.2"``).
+      data_dir: TFDS data directory; ``None`` uses TFDS's default
+        (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+      download: whether TFDS may download and prepare a missing dataset.
+      train_split: TFDS split used as training data.
+      test_split: TFDS split used as test data.
+
+    Returns:
+      A :class:`Dataset` with uint8 NHWC images, int32 labels and the
+      label feature's ``num_classes``.
+
+    Raises:
+      ImportError: if tensorflow-datasets is not installed, or neither
+        Pillow nor OpenCV is there to decode images; the message names the
+        extra, ``pip install "bnnjax[data]"``.
+      ValueError: if TFDS has no dataset ``name``, or its images are not
+        fixed-shape uint8 or its labels not integers.
+      RuntimeError: if the dataset is not prepared in ``data_dir`` and could
+        not be downloaded and prepared (offline, or ``download=False``).
+    """
+    tfds = _import_tfds()
+    if data_dir is not None:
+        data_dir = os.fspath(os.path.expanduser(data_dir))
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.DatasetNotFoundError:
+        raise ValueError(
+            f"TFDS has no dataset named {name!r}. Accepted dataset specs: "
+            + "; ".join(_SPEC_FORMS)
+            + "."
+        ) from None
+    prepared = builder.is_prepared()
+    try:
+        train_source, test_source = tfds.data_source(
+            name,
+            split=[train_split, test_split],
+            data_dir=data_dir,
+            download=download,
+        )
+    except Exception as e:
+        if prepared:
+            raise
+        action = "downloaded and prepared" if download else "read"
+        why = "" if download else " (download=False)"
+        raise RuntimeError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}"
+            f" and could not be {action}{why}: {type(e).__name__}: {e}. "
+            "Preparing needs network access and, for most image datasets,"
+            " TensorFlow once (pip install tensorflow-cpu); reading a"
+            " prepared dataset needs neither. " + _LOCAL_HINT
+        ) from e
+    info = train_source.dataset_info
+    image_key, label_key = info.supervised_keys or ("image", "label")
+    features = info.features
+    if image_key not in features or label_key not in features:
+        raise ValueError(
+            f"TFDS dataset {name!r} has features {sorted(features)}; expected"
+            f" an image feature {image_key!r} and a label {label_key!r}."
+        )
+    num_classes = getattr(features[label_key], "num_classes", None)
+    if not num_classes:
+        raise ValueError(
+            f"TFDS dataset {name!r}: feature {label_key!r} is not a class"
+            " label (it has no num_classes)."
+        )
+    arrays = {}
+    for split, source, split_name in (
+        ("train", train_source, train_split),
+        ("test", test_source, test_split),
+    ):
+        images, labels = _source_to_examples(
+            source, image_key, label_key, f"TFDS {name!r} split {split_name!r}"
+        )
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels
+    return Dataset(
+        **arrays,
+        num_classes=int(num_classes),
+        name=name,
+        source=(
+            f"tfds.data_source({name!r}, split=[{train_split!r},"
+            f" {test_split!r}]) from {builder.data_dir}"
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------
+# The string edge
+# ----------------------------------------------------------------------------
+
+
+def load_dataset(spec: str, *, data_dir: PathLike | None = None) -> Dataset:
+    """Loads the dataset named by a string; the entry point for the CLI.
+
+    Accepted forms:
+
+    * ``"mnist-sample"``: the MNIST sample shipped with bnnjax
+      (:func:`load_mnist_sample`).
+    * ``"idx:DIR"``: MNIST-family IDX files in ``DIR`` (:func:`load_idx`).
+      ``"idx:DIR/PREFIX-"``, where ``DIR/PREFIX-`` is not a directory, selects
+      files named ``PREFIX-train-images-idx3-ubyte`` etc. in ``DIR`` (e.g.
+      ``"idx:~/emnist/emnist-balanced-"``).
+    * ``"cifar:DIR"``: the binary version of CIFAR-10 in ``DIR``
+      (:func:`load_cifar10`).
+    * a TFDS name (``"mnist"``, ``"fashion_mnist"``, ``"kmnist"``,
+      ``"cifar10"``, ``"emnist/balanced"``, ...): :func:`load_tfds` with
+      ``download=True``, with the ``data`` extra installed. Offline, TFDS
+      retries a missing dataset's downloads for minutes before the error;
+      call :func:`load_tfds` with ``download=False`` to fail at once.
+
+    Args:
+      spec: one of the forms above.
+      data_dir: TFDS data directory; only valid with a TFDS name.
+
+    Returns:
+      The :class:`Dataset`.
+
+    Raises:
+      TypeError: if ``spec`` is not a string.
+      ValueError: if ``spec`` has none of the accepted forms (the message
+        lists them), ``DIR`` is empty, ``data_dir`` is given with a local
+        source, or the loader raises it.
+      FileNotFoundError: if a local directory or its files are missing.
+      ImportError: for a TFDS name without tensorflow-datasets installed.
+      RuntimeError: for a TFDS dataset that is not prepared and cannot be
+        downloaded.
+    """
+    if not isinstance(spec, str):
+        raise TypeError(
+            f"load_dataset(spec) takes a string, got {type(spec).__name__}."
+        )
+    kind, sep, path = spec.partition(":")
+    is_local = spec == "mnist-sample" or (sep and kind in ("idx", "cifar"))
+    if is_local and data_dir is not None:
+        raise ValueError(
+            f"data_dir={os.fspath(data_dir)!r} is only used for TFDS names;"
+            f" dataset spec {spec!r} reads local files."
+        )
+    if spec == "mnist-sample":
+        return load_mnist_sample()
+    if sep and kind in ("idx", "cifar"):
+        if not path:
+            raise ValueError(
+                f"Dataset spec {spec!r} names no directory; use '{kind}:DIR'."
+            )
+        path = os.path.expanduser(path)
+        if kind == "cifar":
+            return load_cifar10(path)
+        parent, base = os.path.split(path)
+        parent = parent or "."
+        if os.path.isdir(path) or not base or not os.path.isdir(parent):
+            return load_idx(path)
+        if not any(name.startswith(base) for name in os.listdir(parent)):
+            raise FileNotFoundError(
+                f"IDX directory {path!r} does not exist, and no file in"
+                f" {parent!r} starts with the prefix {base!r}."
+            )
+        return load_idx(parent, prefix=base)
+    if _TFDS_NAME.fullmatch(spec):
+        return load_tfds(spec, data_dir=data_dir)
+    raise ValueError(
+        f"Unknown dataset spec {spec!r}. Accepted forms: "
+        + "; ".join(_SPEC_FORMS)
+        + "."
+    )
+
+
+# ----------------------------------------------------------------------------
+# Validation split, preprocessing
+# ----------------------------------------------------------------------------
+
+
+def split_validation(
+    dataset: Dataset,
+    *,
+    size: int | None = None,
+    fraction: float | None = None,
+    seed: int,
+) -> tuple[Dataset, Examples]:
+    """Holds out a stratified validation set from the training data.
+
+    Only the training arrays are split; the test arrays pass through
+    untouched. The split is stratified: class ``c`` with ``n_c`` of the
+    ``n`` training examples gives ``size * n_c / n`` of them to validation,
+    rounded by largest remainder so the total is exactly ``size``; which
+    examples is a random choice determined by ``seed``. Both parts keep the
+    original order, are disjoint and together cover the training set.
+
+    Args:
+      dataset: the dataset to split.
+      size: number of validation examples, in ``[1, n - 1]``.
+      fraction: fraction of the training examples to hold out, in
+        ``(0, 1)``; rounded to the nearest count. Give ``size`` or
+        ``fraction``, not both.
+      seed: non-negative int; the same seed gives the same split.
+
+    Returns:
+      ``(train, validation)``: a :class:`Dataset` whose training arrays are
+      the remaining examples (test arrays unchanged), and the held-out
+      :class:`Examples`.
+
+    Raises:
+      ValueError: if neither or both of ``size`` and ``fraction`` are given,
+        the resulting size is 0 or at least the number of training
+        examples, or ``seed`` is not a non-negative int.
+    """
+    n = len(dataset.train_labels)
+    if (size is None) == (fraction is None):
+        raise ValueError(
+            "split_validation needs exactly one of size= or fraction=, got"
+            f" size={size!r}, fraction={fraction!r}."
+        )
+    if fraction is not None:
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(
+                f"split_validation fraction={fraction!r}; expected a number"
+                " in (0, 1)."
+            )
+        size = round(fraction * n)
+        what = f"fraction={fraction!r} of {n} examples gives size={size}"
+    else:
+        what = f"size={size!r}"
+    if (
+        not isinstance(size, numbers.Integral)
+        or isinstance(size, bool)
+        or not 1 <= size <= n - 1
+    ):
+        raise ValueError(
+            f"split_validation {what}; the validation set needs between 1"
+            f" and {n - 1} of the {n} training examples."
+        )
+    _check_seed(seed, "split_validation seed")
+    labels = dataset.train_labels
+    rng = np.random.default_rng(
+        np.random.SeedSequence(seed, spawn_key=(_SPLIT_STREAM,))
+    )
+    counts = np.bincount(labels, minlength=dataset.num_classes)
+    take, remainder = np.divmod(size * counts, n)  # exact integer quotas
+    # Largest remainders get the leftover places; ties go to lower classes.
+    order = np.lexsort((np.arange(len(counts)), -remainder))
+    take[order[: size - int(take.sum())]] += 1
+    # A random order within each class, then the first take[c] of class c.
+    shuffled = rng.permutation(n)
+    by_class = shuffled[np.argsort(labels[shuffled], kind="stable")]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    held = np.concatenate(
+        [by_class[s : s + t] for s, t in zip(starts, take, strict=True)]
+    )
+    mask = np.zeros(n, bool)
+    mask[held] = True
+    train = dataclasses.replace(
+        dataset,
+        train_images=dataset.train_images[~mask],
+        train_labels=dataset.train_labels[~mask],
+        source="; ".join(
+            filter(
+                None,
+                [
+                    dataset.source,
+                    f"training data minus a stratified validation set of"
+                    f" {size} (seed={seed})",
+                ],
+            )
+        ),
+    )
+    validation = Examples(
+        dataset.train_images[mask], dataset.train_labels[mask]
+    )
+    return train, validation
+
+
+def to_float(images: jax.typing.ArrayLike) -> jax.Array:
+    """Maps uint8 pixels to float32 in ``[0, 1]``: ``x / 255``.
+
+    No per-dataset standardisation: binary networks follow the first layer
+    with batch norm, and ``[0, 1]`` keeps the pixels' meaning. For inputs in
+    ``[-1, 1]`` use ``2 * to_float(x) - 1``. Works inside ``jax.jit``, so the
+    host can send ``uint8`` batches (a quarter of the bytes) to the device.
+
+    Args:
+      images: uint8 array of any shape.
+
+    Returns:
+      A float32 array of the same shape.
+
+    Raises:
+      TypeError: if ``images`` is not uint8 (e.g. already float).
+    """
+    images = jnp.asarray(images)
+    if images.dtype != jnp.uint8:
+        raise TypeError(
+            f"to_float expects uint8 pixels, got dtype {images.dtype};"
+            " already-float images must not be divided by 255 again."
+        )
+    return images.astype(jnp.float32) / 255.0
+
+
+def flatten(images: jax.typing.ArrayLike) -> jax.Array:
+    """Flattens the last three ``(H, W, C)`` axes, for MLP inputs.
+
+    Leading axes are kept, so ``(B, H, W, C)`` becomes ``(B, H*W*C)`` and a
+    seed-stacked ``(S, B, H, W, C)`` becomes ``(S, B, H*W*C)``.
+
+    Args:
+      images: array with at least three axes.
+
+    Returns:
+      The array reshaped to ``images.shape[:-3] + (H*W*C,)``.
+
+    Raises:
+      ValueError: if ``images`` has fewer than three axes.
+    """
+    images = jnp.asarray(images)
+    if images.ndim < 3:
+        raise ValueError(
+            f"flatten expects (..., H, W, C) images, got shape {images.shape}."
+        )
+    return images.reshape((*images.shape[:-3], -1))
+
+
+# ----------------------------------------------------------------------------
+# Batching
+# ----------------------------------------------------------------------------
+
+
+def _check_seed(seed: Any, what: str) -> None:
+    if (
+        not isinstance(seed, numbers.Integral)
+        or isinstance(seed, bool)
+        or seed < 0
+    ):
+        raise ValueError(f"{what}={seed!r}; expected a non-negative int.")
+
+
+def num_batches(
+    num_examples: int, *, batch_size: int, drop_remainder: bool = True
+) -> int:
+    """Number of batches :func:`iterate_batches` yields in one epoch.
+
+    Args:
+      num_examples: number of examples.
+      batch_size: examples per batch, at least 1.
+      drop_remainder: whether the last, smaller batch is dropped.
+
+    Returns:
+      ``num_examples // batch_size`` if ``drop_remainder`` else the ceiling;
+      possibly 0.
+
+    Raises:
+      ValueError: if ``batch_size`` is not a positive int or
+        ``num_examples`` is negative.
+    """
+    if (
+        not isinstance(batch_size, numbers.Integral)
+        or isinstance(batch_size, bool)
+        or batch_size < 1
+    ):
+        raise ValueError(f"batch_size={batch_size!r}; expected a positive int.")
+    if num_examples < 0:
+        raise ValueError(f"num_examples={num_examples!r} is negative.")
+    if drop_remainder:
+        return num_examples // batch_size
+    return -(-num_examples // batch_size)
+
+
+def _epoch_order(n: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    if not shuffle:
+        return np.arange(n)
+    sequence = np.random.SeedSequence(seed, spawn_key=(_BATCH_STREAM, epoch))
+    return np.random.default_rng(sequence).permutation(n)
+
+
+def iterate_batches(
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    seed: int | Sequence[int],
+    epoch: int,
+    shuffle: bool = True,
+    drop_remainder: bool = True,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yields one epoch of ``(images, labels)`` numpy batches.
+
+    The order is a permutation drawn from ``np.random.default_rng`` seeded
+    by ``(seed, epoch)`` (``SeedSequence(seed, spawn_key=(1, epoch))``), so
+    an epoch can be replayed exactly and each epoch has its own order. No
+    global random state is used.
+
+    With a sequence of seeds, each seed gets its own order and the batches
+    are stacked along a new leading seed axis: ``seed=[0, 1, 2]`` yields
+    images of shape ``(3, batch_size, H, W, C)`` and labels
+    ``(3, batch_size)``, ready for a step vmapped over seeds. Row ``i``
+    equals the batch that ``seed=seeds[i]`` alone would give.
+
+    Arguments are checked when this function is called, not at the first
+    ``next``.
+
+    Args:
+      images: ``(N, ...)`` array, e.g. uint8 NHWC images.
+      labels: ``(N,)`` array.
+      batch_size: examples per batch.
+      seed: non-negative int, or a sequence of them for stacked batches.
+      epoch: non-negative epoch number.
+      shuffle: if False, every seed uses the original order.
+      drop_remainder: if True every batch has ``batch_size`` examples and
+        the last ``N % batch_size`` of the epoch's order are skipped; if
+        False the last batch is smaller and every example appears exactly
+        once.
+
+    Returns:
+      An iterator over :func:`num_batches` ``(images, labels)`` pairs.
+
+    Raises:
+      ValueError: if the lengths of ``images`` and ``labels`` differ, a seed
+        or ``epoch`` is not a non-negative int, the seed sequence is empty,
+        ``batch_size`` is not positive, or the epoch would have no batch.
+    """
+    images = np.asarray(images)
+    labels = np.asarray(labels)
+    if images.ndim < 1 or labels.shape[:1] != images.shape[:1]:
+        raise ValueError(
+            "iterate_batches needs images and labels with the same leading"
+            f" length, got shapes {images.shape} and {labels.shape}."
+        )
+    n = len(images)
+    count = num_batches(n, batch_size=batch_size, drop_remainder=drop_remainder)
+    if count == 0:
+        raise ValueError(
+            f"iterate_batches: batch_size={batch_size} with"
+            f" drop_remainder={drop_remainder} gives no batch from {n}"
+            " examples."
+        )
+    stacked = np.ndim(seed) != 0
+    seeds = list(seed) if stacked else [seed]
+    if not seeds:
+        raise ValueError("iterate_batches seed=[] ; give at least one seed.")
+    for s in seeds:
+        _check_seed(s, "iterate_batches seed")
+    _check_seed(epoch, "iterate_batches epoch")
+    orders = np.stack([_epoch_order(n, s, epoch, shuffle) for s in seeds])
+    if not stacked:
+        orders = orders[0]
+
+    def batches():
+        for b in range(count):
+            index = orders[..., b * batch_size : (b + 1) * batch_size]
+            yield images[index], labels[index]
+
+    return batches()
+
+
+def prefetch_to_device(
+    iterator: Iterable[_T], size: int = 2, *, device: Any = None
+) -> Iterator[_T]:
+    """Keeps ``size`` batches already transferred to the device.
+
+    Each element (any pytree of arrays) is passed to ``jax.device_put``
+    ``size`` elements ahead of its use. ``device_put`` is asynchronous, so
+    the copy of the next batch overlaps the jitted step running on the
+    current one (the double-buffering idiom of the flax examples).
+
+    Args:
+      iterator: the batches, e.g. from :func:`iterate_batches`.
+      size: how many batches to keep in flight, at least 1.
+      device: ``device`` argument of ``jax.device_put`` (a device or a
+        sharding); ``None`` uses the default device.
+
+    Returns:
+      An iterator over the same elements as ``jax.Array`` pytrees.
+
+    Raises:
+      ValueError: if ``size`` is not a positive int.
+    """
+    if (
+        not isinstance(size, numbers.Integral)
+        or isinstance(size, bool)
+        or (size < 1)
+    ):
+        raise ValueError(f"prefetch_to_device size={size!r}; expected >= 1.")
+    source = iter(iterator)
+
+    def prefetched():
+        queue = collections.deque()
+
+        def enqueue(k):
+            for element in itertools.islice(source, k):
+                queue.append(jax.device_put(element, device))
+
+        enqueue(size)
+        while queue:
+            yield queue.popleft()
+            enqueue(1)
+
+    return prefetched()
