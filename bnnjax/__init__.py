@@ -18,8 +18,12 @@ from bnnjax.binarize import Surrogate as Surrogate
 from bnnjax.binarize import SwishSignSurrogate as SwishSignSurrogate
 from bnnjax.binarize import binarize as binarize
 from bnnjax.binarize import get_surrogate as get_surrogate
+from bnnjax.optim import BINARY as BINARY
+from bnnjax.optim import REAL as REAL
 from bnnjax.optim import BopSecondOrderState as BopSecondOrderState
 from bnnjax.optim import BopState as BopState
+from bnnjax.optim import binary_param_labels as binary_param_labels
+from bnnjax.optim import binary_partition as binary_partition
 from bnnjax.optim import bop as bop
 from bnnjax.optim import bop_second_order as bop_second_order
 from bnnjax.optim import clip_latent_weights as clip_latent_weights
@@ -42,6 +46,7 @@ from bnnjax.scale import std as std
 __version__ = "0.1.0"
 
 __all__ = [
+    "BINARY",
     "ApproxSignSurrogate",
     "Binarizer",
     "BopSecondOrderState",
@@ -51,6 +56,7 @@ __all__ = [
     "MeanAbsDevScale",
     "MeanAbsScale",
     "NoScale",
+    "REAL",
     "Scale",
     "ScaledSigmoidSurrogate",
     "SigmoidSurrogate",
@@ -61,6 +67,8 @@ __all__ = [
     "SwishSignSurrogate",
     "__version__",
     "binarize",
+    "binary_param_labels",
+    "binary_partition",
     "bop",
     "bop_second_order",
     "clip_latent_weights",

@@ -15,6 +15,12 @@ binary parameter group):
 Latent-free optimizers (terminal; they emit the final ``-2w`` or ``0``
 updates on ``±1`` weights): :func:`bop` and :func:`bop_second_order`.
 
+Parameter groups: :func:`binary_param_labels` labels latent weights
+``"binary"`` (the linen ``latent_kernel`` key, the nnx ``LatentParam`` type)
+and everything else ``"real"``; :func:`binary_partition` routes one
+transform to each group with ``optax.partition``, for linen parameter trees
+and for ``nnx.Optimizer``.
+
 Every factory takes keyword-only numeric hyperparameters, so
 ``optax.inject_hyperparams`` can schedule them; structural options are
 booleans (treated as static by ``inject_hyperparams``). Transforms that need
@@ -24,18 +30,31 @@ the current parameters raise a ``ValueError`` when ``params`` is not given.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from bnnjax import scale as scale_lib
+from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.nn.nnx import LatentParam
+
+BINARY = "binary"
+"""Label of latent (binarized) weights in parameter groups."""
+REAL = "real"
+"""Label of every other parameter."""
 
 __all__ = [
+    "BINARY",
+    "REAL",
     "BopSecondOrderState",
     "BopState",
+    "binary_param_labels",
+    "binary_partition",
     "bop",
     "bop_second_order",
     "clip_latent_weights",
@@ -382,3 +401,129 @@ def bop_second_order(
         return flips, BopSecondOrderState(momentum, second_moment)
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_variable(value: object) -> bool:
+    return isinstance(value, nnx.Variable)
+
+
+def binary_param_labels(params: Any) -> Any:
+    """Labels each parameter ``"binary"`` (latent weight) or ``"real"``.
+
+    Latent weights are found by their documented kind, never by guessing
+    from names: in linen trees, leaves stored under the key
+    ``"latent_kernel"``; in nnx, variables of type
+    :class:`bnnjax.nn.nnx.LatentParam`.
+
+    Args:
+      params: a linen parameter tree (``variables["params"]``), an nnx
+        ``State`` (``nnx.state(model, nnx.Param)``), or an ``nnx.Module``
+        (its ``nnx.Param`` state is used). For nnx, build the labels once,
+        from the model, before creating ``nnx.Optimizer``: inside its update
+        the leaves are plain arrays and carry no type.
+
+    Returns:
+      A tree of the same structure with ``"binary"``/``"real"`` leaves,
+      suitable for ``optax.partition``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> binary_param_labels({"dense": {"latent_kernel": jnp.ones((2, 2)),
+      ...                                "bias": jnp.ones(2)}})
+      {'dense': {'bias': 'real', 'latent_kernel': 'binary'}}
+    """
+    if isinstance(params, nnx.Module):
+        params = nnx.state(params, nnx.Param)
+    if isinstance(params, nnx.State) or any(
+        _is_variable(leaf)
+        for leaf in jax.tree.leaves(params, is_leaf=_is_variable)
+    ):
+        return jax.tree.map(
+            lambda v: BINARY if isinstance(v, LatentParam) else REAL,
+            params,
+            is_leaf=_is_variable,
+        )
+
+    def label(path, _):
+        last = path[-1] if path else None
+        key = getattr(last, "key", getattr(last, "name", None))
+        return BINARY if key == LATENT_KERNEL else REAL
+
+    return jax.tree_util.tree_map_with_path(label, params)
+
+
+def binary_partition(
+    binary: optax.GradientTransformation,
+    real: optax.GradientTransformation,
+    params: Any = None,
+    *,
+    labels: Any = None,
+) -> optax.GradientTransformation:
+    """One transform for latent weights, another for every other parameter.
+
+    ``optax.partition({"binary": binary, "real": real}, labels)`` with the
+    labels of :func:`binary_param_labels` (or given explicitly, e.g. by a
+    converted model), checked once: every label must be ``"binary"`` or
+    ``"real"`` and at least one parameter must be binary, so no parameter
+    silently falls into no group or the wrong one.
+
+    Args:
+      binary: transform for latent weights, e.g.
+        ``optax.chain(optax.adam(1e-2), scale_by_mean_abs_dev())``.
+      real: transform for every other parameter, e.g. ``optax.adam(1e-3)``.
+      params: a linen parameter tree, nnx ``State`` or ``nnx.Module`` to
+        label with :func:`binary_param_labels`.
+      labels: an explicit label tree instead of ``params``.
+
+    Returns:
+      The partitioned ``optax.GradientTransformation``. For nnx, pass it to
+      ``nnx.Optimizer(model, tx, wrt=nnx.Param)``.
+
+    Raises:
+      ValueError: if neither or both of ``params``/``labels`` are given, a
+        label is not ``"binary"``/``"real"``, or nothing is binary.
+      TypeError: if ``binary``/``real`` are not optax transforms.
+
+    Example:
+      >>> import optax, jax.numpy as jnp
+      >>> params = {"dense": {"latent_kernel": jnp.ones((2, 2)),
+      ...                     "bias": jnp.zeros(2)}}
+      >>> tx = binary_partition(optax.sgd(1e-2), optax.adam(1e-3), params)
+      >>> state = tx.init(params)
+    """
+    for name, tx in (("binary", binary), ("real", real)):
+        if not isinstance(tx, optax.GradientTransformation):
+            raise TypeError(
+                f"binary_partition: {name} must be an "
+                f"optax.GradientTransformation, got {tx!r}."
+            )
+    if (params is None) == (labels is None):
+        raise ValueError(
+            "binary_partition needs exactly one of params (to label by "
+            "parameter kind) or labels (an explicit label tree)."
+        )
+    if labels is None:
+        labels = binary_param_labels(params)
+    if callable(labels):
+        raise TypeError(
+            "binary_partition: labels must be a tree, not a function, so it "
+            "can be checked once; call the function on the params first."
+        )
+    leaves = jax.tree.leaves(labels)
+    unknown = sorted({str(v) for v in leaves} - {BINARY, REAL})
+    if unknown:
+        raise ValueError(
+            f"binary_partition: labels {unknown} belong to no group; every "
+            f"label must be {BINARY!r} or {REAL!r}."
+        )
+    if BINARY not in leaves:
+        raise ValueError(
+            "binary_partition: no parameter is labelled 'binary' (no linen "
+            "'latent_kernel' and no nnx LatentParam found); for a float "
+            "model use a plain optax optimizer."
+        )
+    transforms: Mapping[str, optax.GradientTransformation] = {
+        BINARY: binary,
+        REAL: real,
+    }
+    return optax.partition(transforms, labels)

@@ -193,3 +193,112 @@ class HyperparameterTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class ParameterGroupTest(parameterized.TestCase):
+    def _linen_model_and_params(self):
+        import flax.linen as fnn
+
+        from bnnjax.nn import linen as bnn
+
+        class Model(fnn.Module):
+            @fnn.compact
+            def __call__(self, x):
+                x = fnn.Dense(4, name="first")(x)
+                x = bnn.BinaryDense(4, use_bias=False, name="hidden")(x)
+                x = fnn.BatchNorm(use_running_average=True, name="bn")(x)
+                return bnn.BinaryDense(2, name="last")(x)
+
+        model = Model()
+        variables = model.init(jax.random.key(0), jnp.ones((3, 5)))
+        return model, variables
+
+    def test_linen_labels_by_latent_kernel_key(self):
+        _, variables = self._linen_model_and_params()
+        labels = optim.binary_param_labels(variables["params"])
+        self.assertEqual(
+            labels,
+            {
+                "first": {"kernel": "real", "bias": "real"},
+                "hidden": {"latent_kernel": "binary"},
+                "bn": {"scale": "real", "bias": "real"},
+                "last": {"latent_kernel": "binary", "bias": "real"},
+            },
+        )
+
+    def test_linen_partition_routes_each_group(self):
+        model, variables = self._linen_model_and_params()
+        params = variables["params"]
+        tx = optim.binary_partition(optax.sgd(1.0), optax.set_to_zero(), params)
+        grads = jax.grad(
+            lambda p: jnp.sum(
+                model.apply({**variables, "params": p}, jnp.ones((3, 5))) ** 2
+            )
+        )(params)
+        updates, _ = jax.jit(tx.update)(grads, tx.init(params), params)
+        labels = optim.binary_param_labels(params)
+        for label, u, g in zip(
+            jax.tree.leaves(labels),
+            jax.tree.leaves(updates),
+            jax.tree.leaves(grads),
+            strict=True,
+        ):
+            if label == "binary":
+                np.testing.assert_allclose(u, -g)
+                self.assertGreater(float(jnp.max(jnp.abs(g))), 0.0)
+            else:
+                np.testing.assert_array_equal(u, np.zeros_like(u))
+
+    def test_nnx_optimizer_updates_only_latent_weights_with_binary_tx(self):
+        from flax import nnx as fnnx
+
+        from bnnjax.nn import nnx as bnx
+
+        class Model(fnnx.Module):
+            def __init__(self, rngs):
+                self.first = fnnx.Linear(5, 4, rngs=rngs)
+                self.hidden = bnx.BinaryLinear(4, 3, rngs=rngs)
+
+            def __call__(self, x):
+                return self.hidden(self.first(x))
+
+        model = Model(fnnx.Rngs(0))
+        tx = optim.binary_partition(optax.sgd(1.0), optax.set_to_zero(), model)
+        optimizer = fnnx.Optimizer(model, tx, wrt=fnnx.Param)
+        before = jax.tree.map(
+            np.asarray, fnnx.to_pure_dict(fnnx.state(model, fnnx.Param))
+        )
+        grads = fnnx.grad(lambda m: jnp.sum(m(jnp.ones((2, 5))) ** 2))(model)
+        optimizer.update(model, grads)
+        after = fnnx.to_pure_dict(fnnx.state(model, fnnx.Param))
+        np.testing.assert_array_equal(
+            after["first"]["kernel"], before["first"]["kernel"]
+        )
+        np.testing.assert_array_equal(
+            after["hidden"]["bias"], before["hidden"]["bias"]
+        )
+        g = fnnx.to_pure_dict(grads)["hidden"]["latent_kernel"]
+        np.testing.assert_allclose(
+            after["hidden"]["latent_kernel"],
+            before["hidden"]["latent_kernel"] - g,
+            rtol=1e-6,
+        )
+
+    def test_partition_errors(self):
+        params = {"dense": {"kernel": jnp.ones((2, 2))}}
+        with self.assertRaisesRegex(ValueError, "no parameter is labelled"):
+            optim.binary_partition(optax.sgd(1.0), optax.sgd(1.0), params)
+        with self.assertRaisesRegex(ValueError, "belong to no group"):
+            optim.binary_partition(
+                optax.sgd(1.0),
+                optax.sgd(1.0),
+                labels={"dense": {"kernel": "binray"}},
+            )
+        with self.assertRaisesRegex(ValueError, "exactly one"):
+            optim.binary_partition(optax.sgd(1.0), optax.sgd(1.0))
+        with self.assertRaisesRegex(TypeError, "GradientTransformation"):
+            optim.binary_partition("adam", optax.sgd(1.0), params)
+        with self.assertRaisesRegex(TypeError, "not a function"):
+            optim.binary_partition(
+                optax.sgd(1.0), optax.sgd(1.0), labels=optim.binary_param_labels
+            )
