@@ -42,6 +42,9 @@ from bnnjax.scale import mean_abs as mean_abs
 from bnnjax.scale import mean_abs_dev as mean_abs_dev
 from bnnjax.scale import reduce_axes as reduce_axes
 from bnnjax.scale import std as std
+from bnnjax.summary import ModelSummary as ModelSummary
+from bnnjax.summary import ParamSummary as ParamSummary
+from bnnjax.summary import summary as summary
 
 __version__ = "0.1.0"
 
@@ -55,7 +58,9 @@ __all__ = [
     "EdeSurrogate",
     "MeanAbsDevScale",
     "MeanAbsScale",
+    "ModelSummary",
     "NoScale",
+    "ParamSummary",
     "REAL",
     "Scale",
     "ScaledSigmoidSurrogate",
@@ -83,4 +88,5 @@ __all__ = [
     "scale_by_glorot_lr",
     "scale_by_mean_abs_dev",
     "std",
+    "summary",
 ]
