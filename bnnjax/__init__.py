@@ -30,6 +30,7 @@ from bnnjax.optim import clip_latent_weights as clip_latent_weights
 from bnnjax.optim import (
     clip_latent_weights_by_spread as clip_latent_weights_by_spread,
 )
+from bnnjax.optim import scale_adaptive as scale_adaptive
 from bnnjax.optim import scale_by_glorot_lr as scale_by_glorot_lr
 from bnnjax.optim import scale_by_mean_abs_dev as scale_by_mean_abs_dev
 from bnnjax.scale import MeanAbsDevScale as MeanAbsDevScale
@@ -85,6 +86,7 @@ __all__ = [
     "mean_abs_dev",
     "nn",
     "reduce_axes",
+    "scale_adaptive",
     "scale_by_glorot_lr",
     "scale_by_mean_abs_dev",
     "std",

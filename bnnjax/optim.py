@@ -7,6 +7,9 @@ binary parameter group):
   update. A sign flips when a latent weight crosses zero, a distance of the
   order of the weights' spread, so each tensor's (or channel's) update is
   multiplied by its mean absolute deviation.
+* :func:`scale_adaptive`: wraps any optimizer so that it sees gradients
+  in units of the spread and takes steps in units of the spread, which makes
+  training exactly invariant to the latent weights' scale.
 * :func:`scale_by_glorot_lr`: BinaryConnect's per-layer learning-rate scale.
 * :func:`clip_latent_weights`, :func:`clip_latent_weights_by_spread`:
   BinaryConnect's latent clipping, to a fixed bound or to a multiple of the
@@ -59,6 +62,7 @@ __all__ = [
     "bop_second_order",
     "clip_latent_weights",
     "clip_latent_weights_by_spread",
+    "scale_adaptive",
     "scale_by_glorot_lr",
     "scale_by_mean_abs_dev",
 ]
@@ -161,6 +165,50 @@ def scale_by_mean_abs_dev(
         return updates, state
 
     return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def scale_adaptive(
+    optimizer: optax.GradientTransformation, *, per_channel: bool = True
+) -> optax.GradientTransformation:
+    """Runs ``optimizer`` on spread-scaled gradients, then scales its steps.
+
+    ``optax.chain(scale_by_mean_abs_dev(), optimizer,
+    scale_by_mean_abs_dev())``: the gradient is multiplied by the weights'
+    spread ``s`` before the optimizer and the step after it.
+
+    Why both: in a batch-normalized network the loss does not change when a
+    latent tensor is scaled by ``c`` (with the mean-absolute-deviation scale
+    and the scaled sigmoid surrogate), so its gradient scales as ``1/c``.
+    ``g * s`` is then scale-free, and so is everything the optimizer
+    computes from it, including the effect of Adam's ``eps``; the final
+    ``* s`` makes the step a fixed fraction of the spread. Multiplying the
+    initial latent weights by a power of two then multiplies the whole
+    latent trajectory by it exactly (up to batch norm's own ``epsilon``).
+    :func:`scale_by_mean_abs_dev` after the optimizer alone leaves Adam's
+    ``eps`` acting on ``1/c``-sized gradients.
+
+    Args:
+      optimizer: any optax transform, e.g. ``optax.adam(1e-2)``.
+      per_channel: one spread per output channel (the last axis) instead of
+        one per tensor.
+
+    Returns:
+      An ``optax.GradientTransformation`` that needs ``params``.
+
+    Example:
+      >>> import optax
+      >>> tx = scale_adaptive(optax.adam(1e-2))
+    """
+    if not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            "scale_adaptive: optimizer must be an optax.GradientTransformation,"
+            f" got {optimizer!r}."
+        )
+    return optax.chain(
+        scale_by_mean_abs_dev(per_channel=per_channel),
+        optimizer,
+        scale_by_mean_abs_dev(per_channel=per_channel),
+    )
 
 
 def scale_by_glorot_lr() -> optax.GradientTransformation:

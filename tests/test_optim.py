@@ -59,6 +59,31 @@ class ScaleTest(parameterized.TestCase):
         _, _, (u16,), _ = _run(tx, g, 16.0 * W)
         np.testing.assert_allclose(u16, 16.0 * u1, rtol=1e-6)
 
+    def test_scale_adaptive_is_invariant_to_weight_scale(self):
+        # A batch-normalized network's gradient scales as 1/c when the
+        # latent weights scale by c: the wrapped Adam sees the same input
+        # (eps included) and the step scales by c, exactly for powers of 2.
+        tx = optim.scale_adaptive(optax.adam(1e-2, eps=1e-3))
+        g = jnp.cos(jnp.arange(8.0)).reshape(4, 2)
+        _, _, steps1, _ = _run(tx, g, W, steps=3)
+        _, _, steps16, _ = _run(tx, g / 16.0, 16.0 * W, steps=3)
+        for u1, u16 in zip(steps1, steps16, strict=True):
+            np.testing.assert_array_equal(u16, 16.0 * u1)
+        # By hand, first step: Adam's first step is g' / (|g'| + eps) * lr
+        # with g' = g * s, then times s again.
+        gs = g * MAD_CHANNEL
+        want = -1e-2 * gs / (jnp.abs(gs) + 1e-3) * MAD_CHANNEL
+        np.testing.assert_allclose(steps1[0], want, rtol=1e-5)
+        # Adam's eps is what the single post-scaling leaves exposed.
+        post = optax.chain(
+            optax.adam(1e-2, eps=1e-3), optim.scale_by_mean_abs_dev()
+        )
+        _, _, (p1,), _ = _run(post, g, W)
+        _, _, (p16,), _ = _run(post, g / 16.0, 16.0 * W)
+        self.assertGreater(float(jnp.max(jnp.abs(p16 - 16.0 * p1))), 1e-4)
+        with self.assertRaisesRegex(TypeError, "GradientTransformation"):
+            optim.scale_adaptive("adam")
+
     def test_glorot_lr_scale(self):
         tx = optim.scale_by_glorot_lr()
         dense = jnp.ones((784, 256))
