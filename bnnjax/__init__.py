@@ -18,6 +18,8 @@ from bnnjax.binarize import Surrogate as Surrogate
 from bnnjax.binarize import SwishSignSurrogate as SwishSignSurrogate
 from bnnjax.binarize import binarize as binarize
 from bnnjax.binarize import get_surrogate as get_surrogate
+from bnnjax.convert import BinarizeRule as BinarizeRule
+from bnnjax.convert import binarize_model as binarize_model
 from bnnjax.optim import BINARY as BINARY
 from bnnjax.optim import REAL as REAL
 from bnnjax.optim import BopSecondOrderState as BopSecondOrderState
@@ -52,6 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BINARY",
     "ApproxSignSurrogate",
+    "BinarizeRule",
     "Binarizer",
     "BopSecondOrderState",
     "BopState",
@@ -73,6 +76,7 @@ __all__ = [
     "SwishSignSurrogate",
     "__version__",
     "binarize",
+    "binarize_model",
     "binary_param_labels",
     "binary_partition",
     "bop",
