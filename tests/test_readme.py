@@ -18,6 +18,11 @@ class ReadmeTest(absltest.TestCase):
         # The custom-surrogate example produced a binarized array.
         self.assertEqual(namespace["y"].tolist(), [-1.0, 1.0, 1.0])
         self.assertEqual(namespace["wb"].shape, (784, 256))
+        # The conversion example binarizes the middle layers only.
+        self.assertEqual(
+            sorted(namespace["binary_mlp"].binarized_layers),
+            ["Dense_1", "Dense_2"],
+        )
 
 
 if __name__ == "__main__":
