@@ -5,6 +5,7 @@ files and prints nothing.
 """
 
 from bnnjax import data as data
+from bnnjax import models as models
 from bnnjax import nn as nn
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
 from bnnjax.binarize import Binarizer as Binarizer
@@ -88,6 +89,7 @@ __all__ = [
     "get_surrogate",
     "mean_abs",
     "mean_abs_dev",
+    "models",
     "nn",
     "reduce_axes",
     "scale_adaptive",

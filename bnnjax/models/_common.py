@@ -1,0 +1,257 @@
+"""Validation, defaults and layouts shared by the linen and nnx models.
+
+Pure Python and ``jax.numpy`` only: no Module classes, no state. Both
+:mod:`bnnjax.models.linen` and :mod:`bnnjax.models.nnx` validate their
+arguments here, so the two APIs raise the same errors and build the same
+layer lists.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from types import MappingProxyType
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnnjax.binarize import Binarizer
+from bnnjax.nn._common import (
+    DEFAULT_KERNEL_BINARIZER,
+    check_binarizer,
+    check_pad_value,
+    check_positive_int,
+)
+
+__all__ = [
+    "APPROX_SIGN_ACTIVATION",
+    "BINARYNET_CNN_CONV",
+    "BINARYNET_CNN_DENSE",
+    "DEFAULT_KERNEL_BINARIZER",
+    "RESNET18",
+    "RESNET20",
+    "SIGN_ACTIVATION",
+    "bireal_layout",
+    "check_binarizer",
+    "check_bool",
+    "check_image_batch",
+    "check_momentum",
+    "check_pad_value",
+    "check_positive_float",
+    "check_positive_int",
+    "check_rate",
+    "check_train",
+    "check_widths",
+    "flatten_batch",
+    "scale_widths",
+    "stem_padding",
+]
+
+SIGN_ACTIVATION = Binarizer(surrogate="clipped_ste", scale=None)
+"""BinaryNet's activation: ``sign(x)`` with the hardtanh (clipped) STE."""
+
+APPROX_SIGN_ACTIVATION = Binarizer(surrogate="approx_sign", scale=None)
+"""Bi-Real Net's activation: ``sign(x)`` with the ApproxSign gradient."""
+
+BINARYNET_CNN_CONV = (128, 128, 256, 256, 512, 512)
+"""BinaryNet's CIFAR-10 convolutions; a 2x2 max pool follows every second."""
+
+BINARYNET_CNN_DENSE = (1024, 1024)
+"""BinaryNet's CIFAR-10 hidden dense layers."""
+
+RESNET18: Mapping[str, object] = MappingProxyType(
+    {
+        "stage_sizes": (2, 2, 2, 2),
+        "stage_features": (64, 128, 256, 512),
+        "num_classes": 1000,
+        "stem_features": 64,
+        "stem_kernel_size": 7,
+        "stem_strides": 2,
+        "stem_max_pool": True,
+    }
+)
+"""Bi-Real Net-18: the ImageNet ResNet-18 layout."""
+
+RESNET20: Mapping[str, object] = MappingProxyType(
+    {
+        "stage_sizes": (3, 3, 3),
+        "stage_features": (16, 32, 64),
+        "num_classes": 10,
+        "stem_features": 16,
+        "stem_kernel_size": 3,
+        "stem_strides": 1,
+        "stem_max_pool": False,
+    }
+)
+"""The CIFAR ResNet-20 layout (He et al, 2016) with Bi-Real blocks."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(
+        value, (int, float, np.integer, np.floating)
+    ) and not isinstance(value, (bool, np.bool_))
+
+
+def check_bool(name: str, value: object) -> bool:
+    """Returns ``value`` if it is a bool, else raises ``TypeError``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            f"{name} must be a bool, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_train(value: object) -> bool:
+    """Checks the linen ``train`` flag, a static Python bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(
+            "train must be a Python bool (it selects batch statistics or "
+            f"running averages at trace time), got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    return bool(value)
+
+
+def check_widths(name: str, value: object) -> tuple[int, ...]:
+    """Returns ``value`` as a non-empty tuple of positive ints.
+
+    Raises:
+      TypeError: if ``value`` is not a sequence of ints.
+      ValueError: if it is empty or holds a value below 1.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"{name} must be a non-empty sequence of positive ints, got "
+            f"{value!r} of type {type(value).__name__}."
+        )
+    if not value:
+        raise ValueError(
+            f"{name} must be a non-empty sequence of positive ints, got "
+            f"{value!r}."
+        )
+    if not all(_is_int(v) for v in value):
+        raise TypeError(f"{name} must hold ints, got {tuple(value)!r}.")
+    if any(v < 1 for v in value):
+        raise ValueError(
+            f"{name} must hold positive ints, got {tuple(value)!r}."
+        )
+    return tuple(int(v) for v in value)
+
+
+def check_positive_float(name: str, value: object) -> float:
+    """Returns ``value`` as a float, or raises unless finite and > 0."""
+    if not _is_real(value):
+        raise TypeError(
+            f"{name} must be a real number, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {value!r}.")
+    return float(value)
+
+
+def check_rate(name: str, value: object) -> float:
+    """Returns a dropout rate in ``[0, 1)`` as a float, or raises."""
+    if not _is_real(value):
+        raise TypeError(
+            f"{name} must be a real number in [0, 1), got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}.")
+    return float(value)
+
+
+def check_momentum(name: str, value: object) -> float:
+    """Returns a batch-norm momentum in ``[0, 1]`` as a float, or raises."""
+    if not _is_real(value):
+        raise TypeError(
+            f"{name} must be a real number in [0, 1], got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def scale_widths(widths: Sequence[int], multiplier: float) -> tuple[int, ...]:
+    """``round(w * multiplier)`` for each width, at least 1."""
+    return tuple(max(1, round(w * multiplier)) for w in widths)
+
+
+def bireal_layout(
+    stage_sizes: Sequence[int], stage_features: Sequence[int]
+) -> tuple[tuple[int, int], ...]:
+    """``(features, strides)`` of every binary convolution of a Bi-Real net.
+
+    A stage of ``n`` basic blocks holds ``2 n`` binary 3x3 convolutions, each
+    with its own shortcut. The first convolution of every stage but the
+    first has stride 2.
+
+    Raises:
+      TypeError, ValueError: for invalid or mismatched stage lists, naming
+        ``stage_sizes`` or ``stage_features``.
+    """
+    sizes = check_widths("stage_sizes", stage_sizes)
+    features = check_widths("stage_features", stage_features)
+    if len(sizes) != len(features):
+        raise ValueError(
+            f"stage_sizes={sizes!r} and stage_features={features!r} must "
+            "have one entry per stage, got "
+            f"{len(sizes)} and {len(features)}."
+        )
+    layout = []
+    for stage, (size, width) in enumerate(zip(sizes, features, strict=True)):
+        for conv in range(2 * size):
+            layout.append((width, 2 if stage > 0 and conv == 0 else 1))
+    return tuple(layout)
+
+
+def stem_padding(kernel_size: int) -> tuple[tuple[int, int], ...]:
+    """PyTorch-style stem padding: ``(k - 1) // 2`` low, ``k // 2`` high."""
+    return (((kernel_size - 1) // 2, kernel_size // 2),) * 2
+
+
+def check_image_batch(
+    model: str, shape: Sequence[int], *, min_size: int = 1
+) -> None:
+    """Checks ``(batch, height, width, channels)`` inputs.
+
+    Raises:
+      ValueError: for another rank, or a spatial size below ``min_size``.
+    """
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(
+            f"{model} expects images of shape (batch, height, width, "
+            f"channels), got inputs of shape {shape}."
+        )
+    if min(shape[1:3]) < min_size:
+        raise ValueError(
+            f"{model} needs images of at least {min_size}x{min_size} "
+            f"pixels, got inputs of shape {shape}."
+        )
+
+
+def flatten_batch(model: str, x: jax.typing.ArrayLike) -> jax.Array:
+    """Flattens ``(batch, ...)`` inputs to ``(batch, features)``.
+
+    Raises:
+      ValueError: for inputs without a batch axis and a feature axis.
+    """
+    x = jnp.asarray(x)
+    if x.ndim < 2:
+        raise ValueError(
+            f"{model} expects inputs of shape (batch, features) or "
+            f"(batch, height, width, channels), got inputs of shape "
+            f"{x.shape}."
+        )
+    return jnp.reshape(x, (x.shape[0], -1))

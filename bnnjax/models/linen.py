@@ -1,0 +1,651 @@
+"""Reference binary networks for ``flax.linen``.
+
+* :class:`BinaryMLP`: the BinaryConnect / BinaryNet MNIST MLP.
+* :class:`BinaryNetCNN`: BinaryNet's VGG-like CIFAR-10 network.
+* :class:`BiRealResNet` (:func:`bireal_resnet18`, :func:`bireal_resnet20`)
+  built from :class:`BiRealBlock`: binary ResNets with a real-valued
+  shortcut around every binary convolution.
+
+Every model is called as ``model.apply(variables, x, train=...,
+progress=...)``: ``train`` selects batch statistics (``True``, with
+``mutable=["batch_stats"]``) or the running averages (``False``), as
+``flax.linen.BatchNorm(use_running_average=not train)``; ``progress`` (a
+scalar in ``[0, 1]``, may be traced) reaches every binary layer, for
+annealed surrogates such as :class:`bnnjax.EdeSurrogate`. Latent kernels
+are stored under ``"latent_kernel"``; the real-valued layers (first
+convolutions, real heads, shortcuts, batch norm) use flax's own modules
+and names. Sub-module names match the attribute paths of
+:mod:`bnnjax.models.nnx` with list indices joined by ``_`` (nnx
+``blocks[3].conv`` is linen ``blocks_3/conv``).
+
+A layer followed by batch norm has no bias (``use_bias=False``): batch
+norm's learned shift makes it redundant. Stochastic binarizers draw from
+the layers' ``"binarize"`` rng stream and dropout from ``"dropout"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from bnnjax.binarize import Binarizer
+from bnnjax.models import _common
+from bnnjax.nn.linen import BinaryConv, BinaryDense
+
+__all__ = [
+    "BiRealBlock",
+    "BiRealResNet",
+    "BinaryMLP",
+    "BinaryNetCNN",
+    "bireal_resnet18",
+    "bireal_resnet20",
+]
+
+
+class _NormMixin:
+    """Batch norm configured from the model's fields."""
+
+    def _norm(self, train: bool, name: str) -> nn.BatchNorm:
+        return nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.bn_momentum,
+            epsilon=self.bn_epsilon,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
+        )
+
+
+class BinaryMLP(_NormMixin, nn.Module):
+    """The BinaryConnect / BinaryNet MLP with batch norm after every layer.
+
+    Layers, for ``hidden=(h_1, ..., h_L)`` and inputs flattened to
+    ``(batch, d)``::
+
+        dense_0:   BinaryDense(h_1), real inputs   -> BN -> act
+        dense_i:   BinaryDense(h_(i+1))            -> BN -> act
+        head:      BinaryDense(num_classes)        -> BN      (binary_last)
+                   or nn.Dense(num_classes)                   (otherwise)
+
+    ``act`` is ``sign`` (``binary_activations=True``, BinaryNet: the next
+    layer binarizes its inputs with ``activation_binarizer``) or ReLU
+    (``False``, BinaryConnect: binary weights, real activations). Every
+    dense layer binarizes its kernel with ``kernel_binarizer``; the first
+    sees the real-valued pixels. A real head (``binary_last=False``) sees
+    real values: the batch-norm output, or its ReLU.
+
+    Published sizes: BinaryNet's MNIST MLP is ``hidden=(4096, 4096,
+    4096)``; the default ``(1024, 1024, 1024)`` is 4x smaller and trains
+    much faster on a CPU.
+
+    Deviations from the papers: no biases before batch norm (the Theano
+    code kept them; batch norm's shift makes them redundant). The model
+    returns logits; the papers' squared hinge (L2-SVM) loss belongs to the
+    training code. Dropout (``input_dropout_rate``, ``dropout_rate``) only
+    acts on real-valued signals: BinaryNet's MNIST script also dropped the
+    +-1 hidden activations (rate 0.5), which makes them ternary.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> model = BinaryMLP(hidden=(32, 32))
+      >>> x = jnp.ones((2, 28, 28, 1))
+      >>> variables = model.init(jax.random.key(0), x, train=False)
+      >>> sorted(variables)
+      ['batch_stats', 'params']
+      >>> model.apply(variables, x, train=False).shape
+      (2, 10)
+
+    Attributes:
+      hidden: widths of the hidden layers (non-empty, positive).
+      num_classes: number of outputs.
+      binary_activations: ``sign`` activations (BinaryNet) or ReLU
+        (BinaryConnect).
+      binary_last: binary head followed by batch norm (as published), or a
+        real ``nn.Dense`` with a bias.
+      kernel_binarizer: rule for every binary kernel; default
+        ``bnnjax.Binarizer(axis=-1)`` (scaled sigmoid, one
+        mean-absolute-deviation scale per output feature, which batch norm
+        absorbs). BinaryNet's own rule is
+        ``bnnjax.Binarizer(surrogate="clipped_ste", scale=None)``.
+      activation_binarizer: rule for the activations; default
+        ``bnnjax.Binarizer(surrogate="clipped_ste", scale=None)``, sign
+        with BinaryNet's hardtanh straight-through gradient.
+      input_dropout_rate: dropout rate on the input pixels (default 0).
+      dropout_rate: dropout rate on real-valued hidden activations and the
+        input of a real head (default 0).
+      bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
+      bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      dtype: computation dtype of every layer (default: inferred).
+      param_dtype: parameter dtype (default float32).
+
+    References:
+      Courbariaux et al, `BinaryConnect: Training Deep Neural Networks with
+      binary weights during propagations <https://arxiv.org/abs/1511.00363>`_,
+      2015; Hubara et al, `Binarized Neural Networks
+      <https://arxiv.org/abs/1602.02830>`_, 2016
+    """
+
+    _: dataclasses.KW_ONLY
+    hidden: Sequence[int] = (1024, 1024, 1024)
+    num_classes: int = 10
+    binary_activations: bool = True
+    binary_last: bool = True
+    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    activation_binarizer: Binarizer = _common.SIGN_ACTIVATION
+    input_dropout_rate: float = 0.0
+    dropout_rate: float = 0.0
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-4
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+
+    def __post_init__(self):
+        _check_mlp(self)
+        super().__post_init__()
+
+    def _dropout(self, x: jax.Array, rate: float, train: bool) -> jax.Array:
+        if rate == 0.0:
+            return x
+        return nn.Dropout(rate, deterministic=not train)(x)
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        train: bool,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Returns ``(batch, num_classes)`` logits.
+
+        Args:
+          x: ``(batch, features)`` or ``(batch, height, width, channels)``
+            inputs, flattened to ``(batch, features)``.
+          train: use batch statistics (pass ``mutable=["batch_stats"]``)
+            and dropout, or the running averages.
+          progress: training progress in ``[0, 1]`` for every binary layer.
+
+        Raises:
+          ValueError: for inputs without a batch axis.
+          TypeError: if ``train`` is not a bool.
+        """
+        train = _common.check_train(train)
+        x = _common.flatten_batch("BinaryMLP", x)
+        act = self.activation_binarizer if self.binary_activations else None
+        x = self._dropout(x, self.input_dropout_rate, train)
+        for i, width in enumerate(self.hidden):
+            if i > 0 and act is None:
+                x = self._dropout(x, self.dropout_rate, train)
+            x = BinaryDense(
+                width,
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_binarizer=self.kernel_binarizer,
+                input_binarizer=act if i > 0 else None,
+                name=f"dense_{i}",
+            )(x, progress=progress)
+            x = self._norm(train, f"dense_norm_{i}")(x)
+            if act is None:
+                x = nn.relu(x)
+        if not self.binary_last:
+            x = self._dropout(x, self.dropout_rate, train)
+            return nn.Dense(
+                self.num_classes,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="head",
+            )(x)
+        if act is None:
+            x = self._dropout(x, self.dropout_rate, train)
+        x = BinaryDense(
+            self.num_classes,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_binarizer=self.kernel_binarizer,
+            input_binarizer=act,
+            name="head",
+        )(x, progress=progress)
+        return self._norm(train, "head_norm")(x)
+
+
+def _check_mlp(model: Any) -> None:
+    _common.check_widths("hidden", model.hidden)
+    _common.check_positive_int("num_classes", model.num_classes)
+    _common.check_bool("binary_activations", model.binary_activations)
+    _common.check_bool("binary_last", model.binary_last)
+    _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
+    _common.check_binarizer("activation_binarizer", model.activation_binarizer)
+    _common.check_rate("input_dropout_rate", model.input_dropout_rate)
+    _common.check_rate("dropout_rate", model.dropout_rate)
+    _common.check_momentum("bn_momentum", model.bn_momentum)
+    _common.check_positive_float("bn_epsilon", model.bn_epsilon)
+
+
+class BinaryNetCNN(_NormMixin, nn.Module):
+    """BinaryNet's VGG-like CIFAR-10 network, all weights binary.
+
+    Layers (``C3``: 3x3 convolution, ``MP2``: 2x2 max pool, ``FC``: dense;
+    batch norm after every layer, ``sign`` activations in between)::
+
+        2x128C3 - MP2 - 2x256C3 - MP2 - 2x512C3 - MP2 - 2x1024FC - 10FC
+
+    in the order of BinaryNet's code: ``conv -> [max pool] -> BN -> sign``.
+    The first convolution sees the real-valued pixels (and pads them with
+    zeros); every later layer binarizes its inputs with
+    ``activation_binarizer`` and pads them with ``pad_value``. The head is
+    binary and followed by batch norm. Widths other than the head's scale
+    with ``width_multiplier``.
+
+    Published size (``width_multiplier=1``, 32x32x3 inputs): 4,574,592
+    convolution and 9,447,424 dense latent weights, plus batch norm.
+
+    Deviations from the paper: no biases before batch norm (the Theano code
+    kept them); ``pad_value=0`` (default) pads binary activations with
+    zeros, as the paper's code did, which makes border inputs ternary; use
+    ``pad_value=-1.0`` or ``1.0`` for strictly binary inputs.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> model = BinaryNetCNN(width_multiplier=0.125)
+      >>> x = jnp.ones((1, 32, 32, 3))
+      >>> variables = model.init(jax.random.key(0), x, train=False)
+      >>> variables["params"]["conv_0"]["latent_kernel"].shape
+      (3, 3, 3, 16)
+      >>> model.apply(variables, x, train=False).shape
+      (1, 10)
+
+    Attributes:
+      num_classes: number of outputs.
+      width_multiplier: scales every width but the head's (rounded, at
+        least 1).
+      kernel_binarizer: rule for every kernel; default
+        ``bnnjax.Binarizer(axis=-1)``. BinaryNet's own rule is
+        ``bnnjax.Binarizer(surrogate="clipped_ste", scale=None)``.
+      activation_binarizer: rule for the activations; default sign with the
+        hardtanh straight-through gradient, as BinaryNet.
+      pad_value: constant the binary activations are padded with.
+      bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
+      bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      dtype: computation dtype of every layer (default: inferred).
+      param_dtype: parameter dtype (default float32).
+
+    References:
+      Hubara et al, `Binarized Neural Networks
+      <https://arxiv.org/abs/1602.02830>`_, 2016
+    """
+
+    _: dataclasses.KW_ONLY
+    num_classes: int = 10
+    width_multiplier: float = 1.0
+    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    activation_binarizer: Binarizer = _common.SIGN_ACTIVATION
+    pad_value: float = 0.0
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-4
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+
+    def __post_init__(self):
+        _check_cnn(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        train: bool,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Returns ``(batch, num_classes)`` logits.
+
+        Args:
+          x: ``(batch, height, width, channels)`` images, at least 8x8.
+          train: use batch statistics (pass ``mutable=["batch_stats"]``) or
+            the running averages.
+          progress: training progress in ``[0, 1]`` for every binary layer.
+
+        Raises:
+          ValueError: for inputs of another rank or smaller than 8x8.
+          TypeError: if ``train`` is not a bool.
+        """
+        train = _common.check_train(train)
+        x = jnp.asarray(x)
+        _common.check_image_batch("BinaryNetCNN", x.shape, min_size=8)
+        act = self.activation_binarizer
+        conv = _common.scale_widths(
+            _common.BINARYNET_CNN_CONV, self.width_multiplier
+        )
+        for i, features in enumerate(conv):
+            x = BinaryConv(
+                features,
+                (3, 3),
+                padding="SAME",
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_binarizer=self.kernel_binarizer,
+                input_binarizer=act if i > 0 else None,
+                pad_value=self.pad_value if i > 0 else 0.0,
+                name=f"conv_{i}",
+            )(x, progress=progress)
+            if i % 2 == 1:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = self._norm(train, f"conv_norm_{i}")(x)
+        x = jnp.reshape(x, (x.shape[0], -1))
+        dense = _common.scale_widths(
+            _common.BINARYNET_CNN_DENSE, self.width_multiplier
+        )
+        for i, width in enumerate((*dense, self.num_classes)):
+            last = i == len(dense)
+            x = BinaryDense(
+                width,
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                kernel_binarizer=self.kernel_binarizer,
+                input_binarizer=act,
+                name="head" if last else f"dense_{i}",
+            )(x, progress=progress)
+            x = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(x)
+        return x
+
+
+def _check_cnn(model: Any) -> None:
+    _common.check_positive_int("num_classes", model.num_classes)
+    _common.check_positive_float("width_multiplier", model.width_multiplier)
+    _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
+    _common.check_binarizer("activation_binarizer", model.activation_binarizer)
+    _common.check_pad_value(model.pad_value, "SAME")
+    _common.check_momentum("bn_momentum", model.bn_momentum)
+    _common.check_positive_float("bn_epsilon", model.bn_epsilon)
+
+
+class BiRealBlock(_NormMixin, nn.Module):
+    """One Bi-Real block: a binary 3x3 convolution with a real shortcut.
+
+    Forward::
+
+        y = BN(BinaryConv(sign(x)))  + shortcut(x)
+        shortcut(x) = x                                  (same shape)
+                    = BN(Conv1x1(AvgPool_s(x)))          (otherwise)
+
+    ``sign`` is ``activation_binarizer`` (the convolution's input
+    binarizer), so the real-valued ``x`` flows past every binary
+    convolution. The shortcut's average pool (window and stride
+    ``strides``, ``'SAME'`` padding that does not count padded zeros) and
+    1x1 convolution are real-valued; the pool equals PyTorch's
+    ``AvgPool2d(2)`` on even sizes and matches the convolution's output
+    size on odd ones.
+
+    Attributes:
+      features: output channels.
+      strides: stride of the binary convolution and the shortcut pool.
+      kernel_binarizer: rule for the binary kernel.
+      activation_binarizer: rule for the convolution's inputs; default
+        Bi-Real Net's ApproxSign.
+      pad_value: constant the binary activations are padded with.
+      bn_momentum: batch-norm running-average momentum.
+      bn_epsilon: batch-norm epsilon.
+      dtype: computation dtype (default: inferred).
+      param_dtype: parameter dtype (default float32).
+    """
+
+    features: int
+    strides: int = 1
+    _: dataclasses.KW_ONLY
+    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION
+    pad_value: float = 0.0
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+
+    def __post_init__(self):
+        _common.check_positive_int("features", self.features)
+        _common.check_positive_int("strides", self.strides)
+        _check_block_rules(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        train: bool,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the block to ``(batch, height, width, channels)`` inputs.
+
+        Args:
+          x: real-valued channels-last activations.
+          train: use batch statistics or the running averages.
+          progress: training progress in ``[0, 1]`` for the binary layer.
+        """
+        train = _common.check_train(train)
+        x = jnp.asarray(x)
+        _common.check_image_batch("BiRealBlock", x.shape)
+        y = BinaryConv(
+            self.features,
+            (3, 3),
+            self.strides,
+            padding=1,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            kernel_binarizer=self.kernel_binarizer,
+            input_binarizer=self.activation_binarizer,
+            pad_value=self.pad_value,
+            name="conv",
+        )(x, progress=progress)
+        y = self._norm(train, "norm")(y)
+        shortcut = x
+        if self.strides != 1 or x.shape[-1] != self.features:
+            if self.strides != 1:
+                window = (self.strides, self.strides)
+                shortcut = nn.avg_pool(
+                    shortcut,
+                    window,
+                    strides=window,
+                    padding="SAME",
+                    count_include_pad=False,
+                )
+            shortcut = nn.Conv(
+                self.features,
+                (1, 1),
+                use_bias=False,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name="shortcut_conv",
+            )(shortcut)
+            shortcut = self._norm(train, "shortcut_norm")(shortcut)
+        return y + shortcut
+
+
+def _check_block_rules(model: Any) -> None:
+    _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
+    _common.check_binarizer("activation_binarizer", model.activation_binarizer)
+    _common.check_pad_value(model.pad_value, "SAME")
+    _common.check_momentum("bn_momentum", model.bn_momentum)
+    _common.check_positive_float("bn_epsilon", model.bn_epsilon)
+
+
+class BiRealResNet(_NormMixin, nn.Module):
+    """A binary ResNet with a real-valued shortcut around every binary conv.
+
+    Layers::
+
+        stem_conv:  Conv(stem_features, k x k, stem_strides), real -> BN
+                    [-> MaxPool 3x3 / 2]                  (stem_max_pool)
+        blocks_i:   BiRealBlock, 2 per basic block, stage by stage; the
+                    first of every stage but the first has stride 2
+        head:       global average pool -> Dense(num_classes), real
+
+    The defaults are Bi-Real Net-18 (ImageNet, :func:`bireal_resnet18`):
+    stem 7x7/2 with 64 channels and a max pool, ``stage_sizes=(2, 2, 2,
+    2)`` basic blocks (16 binary convolutions) with ``stage_features=(64,
+    128, 256, 512)``. :func:`bireal_resnet20` gives the CIFAR layout: stem
+    3x3/1 with 16 channels, no max pool, ``stage_sizes=(3, 3, 3)`` with
+    ``(16, 32, 64)`` features. A basic block of a standard ResNet (two
+    convolutions, one shortcut) becomes two :class:`BiRealBlock`, each with
+    its own shortcut.
+
+    Published size: Bi-Real Net-18 has 10,985,472 binary weights and
+    704,040 real parameters (stem, 1x1 shortcuts, batch norm, head),
+    11,689,512 in all, as ResNet-18.
+
+    Deviations: none intended in the layers (no ReLU anywhere, as in the
+    authors' PyTorch code: the stem is conv -> BN -> max pool). The kernel
+    rule differs by default: ``bnnjax.Binarizer(axis=-1)`` scales by the
+    mean absolute deviation with a scaled sigmoid gradient, while Bi-Real
+    Net scales by ``mean(|W|)`` per output channel, closest to
+    ``bnnjax.Binarizer(surrogate="clipped_ste", scale="mean_abs",
+    axis=-1)``. Real-valued pre-training with a clip activation is
+    training code.
+
+    Attributes:
+      stage_sizes: basic blocks per stage (two binary convs each).
+      stage_features: channels of each stage.
+      num_classes: number of outputs.
+      stem_features: channels of the real stem convolution.
+      stem_kernel_size: its window (padded ``(k - 1) // 2`` low and
+        ``k // 2`` high, as PyTorch's ``padding=k // 2`` for odd ``k``).
+      stem_strides: its stride.
+      stem_max_pool: 3x3 max pool with stride 2 after the stem.
+      kernel_binarizer: rule for every binary kernel.
+      activation_binarizer: rule for the binary convolutions' inputs;
+        default ``bnnjax.Binarizer(surrogate="approx_sign", scale=None)``.
+      pad_value: constant the binary activations are padded with.
+      bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
+      bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
+      dtype: computation dtype of every layer (default: inferred).
+      param_dtype: parameter dtype (default float32).
+
+    References:
+      Liu et al, `Bi-Real Net: Enhancing the Performance of 1-bit CNNs with
+      Improved Representational Capability and Advanced Training Algorithm
+      <https://arxiv.org/abs/1808.00278>`_, 2018; He et al, `Deep Residual
+      Learning for Image Recognition <https://arxiv.org/abs/1512.03385>`_,
+      2016
+    """
+
+    _: dataclasses.KW_ONLY
+    stage_sizes: Sequence[int] = _common.RESNET18["stage_sizes"]
+    stage_features: Sequence[int] = _common.RESNET18["stage_features"]
+    num_classes: int = _common.RESNET18["num_classes"]
+    stem_features: int = _common.RESNET18["stem_features"]
+    stem_kernel_size: int = _common.RESNET18["stem_kernel_size"]
+    stem_strides: int = _common.RESNET18["stem_strides"]
+    stem_max_pool: bool = _common.RESNET18["stem_max_pool"]
+    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION
+    pad_value: float = 0.0
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+
+    def __post_init__(self):
+        _check_resnet(self)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        train: bool,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Returns ``(batch, num_classes)`` logits.
+
+        Args:
+          x: ``(batch, height, width, channels)`` images.
+          train: use batch statistics (pass ``mutable=["batch_stats"]``) or
+            the running averages.
+          progress: training progress in ``[0, 1]`` for every binary layer.
+
+        Raises:
+          ValueError: for inputs of another rank.
+          TypeError: if ``train`` is not a bool.
+        """
+        train = _common.check_train(train)
+        x = jnp.asarray(x)
+        _common.check_image_batch("BiRealResNet", x.shape)
+        k = self.stem_kernel_size
+        x = nn.Conv(
+            self.stem_features,
+            (k, k),
+            strides=self.stem_strides,
+            padding=_common.stem_padding(k),
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="stem_conv",
+        )(x)
+        x = self._norm(train, "stem_norm")(x)
+        if self.stem_max_pool:
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        layout = _common.bireal_layout(self.stage_sizes, self.stage_features)
+        for i, (features, strides) in enumerate(layout):
+            x = BiRealBlock(
+                features,
+                strides,
+                kernel_binarizer=self.kernel_binarizer,
+                activation_binarizer=self.activation_binarizer,
+                pad_value=self.pad_value,
+                bn_momentum=self.bn_momentum,
+                bn_epsilon=self.bn_epsilon,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=f"blocks_{i}",
+            )(x, train=train, progress=progress)
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(
+            self.num_classes,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="head",
+        )(x)
+
+
+def _check_resnet(model: Any) -> None:
+    _common.bireal_layout(model.stage_sizes, model.stage_features)
+    _common.check_positive_int("num_classes", model.num_classes)
+    _common.check_positive_int("stem_features", model.stem_features)
+    _common.check_positive_int("stem_kernel_size", model.stem_kernel_size)
+    _common.check_positive_int("stem_strides", model.stem_strides)
+    _common.check_bool("stem_max_pool", model.stem_max_pool)
+    _check_block_rules(model)
+
+
+def bireal_resnet18(**kwargs: Any) -> BiRealResNet:
+    """Bi-Real Net-18 for ImageNet-sized inputs (1000 classes).
+
+    Args:
+      **kwargs: :class:`BiRealResNet` fields overriding the layout (e.g.
+        ``num_classes``) or the binarizers.
+    """
+    return BiRealResNet(**{**_common.RESNET18, **kwargs})
+
+
+def bireal_resnet20(**kwargs: Any) -> BiRealResNet:
+    """ResNet-20 for CIFAR-sized inputs (10 classes) with Bi-Real blocks.
+
+    Layers: stem 3x3 conv (16) -> 3 stages of 3 basic blocks (6 binary
+    convolutions) with 16, 32 and 64 channels -> global average pool ->
+    dense, 18 binary and 2 real layers.
+
+    Args:
+      **kwargs: :class:`BiRealResNet` fields overriding the layout or the
+        binarizers.
+    """
+    return BiRealResNet(**{**_common.RESNET20, **kwargs})

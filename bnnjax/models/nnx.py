@@ -1,0 +1,750 @@
+"""Reference binary networks for ``flax.nnx``.
+
+* :class:`BinaryMLP`: the BinaryConnect / BinaryNet MNIST MLP.
+* :class:`BinaryNetCNN`: BinaryNet's VGG-like CIFAR-10 network.
+* :class:`BiRealResNet` (:func:`bireal_resnet18`, :func:`bireal_resnet20`)
+  built from :class:`BiRealBlock`: binary ResNets with a real-valued
+  shortcut around every binary convolution.
+
+The architectures, defaults and errors are those of
+:mod:`bnnjax.models.linen`; see there for the layer lists and references.
+As nnx requires, input sizes are constructor arguments (``in_features``,
+and ``input_size`` for the CNN's dense layers) and parameters are created
+from ``rngs``. Models start in training mode, like ``nnx.BatchNorm`` and
+``nnx.Dropout``: call ``model.eval()`` to use the running averages (and no
+dropout) and ``model.train()`` to go back, or take an evaluation view
+``nnx.view(model, use_running_average=True)`` (add ``deterministic=True``
+for a model with dropout).
+
+Models are called as ``model(x, progress=...)``; ``progress`` (a scalar in
+``[0, 1]``, may be traced) reaches every binary layer. Latent kernels are
+:class:`bnnjax.nn.nnx.LatentParam` (select them with
+``nnx.state(model, LatentParam)``); real layers use ``nnx.Conv``,
+``nnx.Linear`` and ``nnx.BatchNorm``. A layer followed by batch norm has no
+bias: batch norm's learned shift makes it redundant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from bnnjax.binarize import Binarizer
+from bnnjax.models import _common
+from bnnjax.nn.nnx import BinaryConv, BinaryLinear
+
+__all__ = [
+    "BiRealBlock",
+    "BiRealResNet",
+    "BinaryMLP",
+    "BinaryNetCNN",
+    "bireal_resnet18",
+    "bireal_resnet20",
+]
+
+
+def _check_rngs(rngs: object) -> nnx.Rngs:
+    if not isinstance(rngs, nnx.Rngs):
+        raise TypeError(
+            f"rngs must be an nnx.Rngs, got {rngs!r} of type "
+            f"{type(rngs).__name__}; e.g. rngs=nnx.Rngs(0)."
+        )
+    return rngs
+
+
+def _batch_norm(
+    features: int,
+    *,
+    momentum: float,
+    epsilon: float,
+    dtype: jax.typing.DTypeLike | None,
+    param_dtype: jax.typing.DTypeLike,
+    rngs: nnx.Rngs,
+) -> nnx.BatchNorm:
+    return nnx.BatchNorm(
+        features,
+        momentum=momentum,
+        epsilon=epsilon,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        rngs=rngs,
+    )
+
+
+def _dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout | None:
+    return nnx.Dropout(rate, rngs=rngs) if rate > 0 else nnx.data(None)
+
+
+def _apply(layer: nnx.Module | None, x: jax.Array) -> jax.Array:
+    return x if layer is None else layer(x)
+
+
+class BinaryMLP(nnx.Module):
+    """The BinaryConnect / BinaryNet MLP with batch norm after every layer.
+
+    See :class:`bnnjax.models.linen.BinaryMLP` for the layer list,
+    published sizes and deviations from the papers. Attributes ``dense``
+    and ``dense_norm`` (``nnx.List``) hold the hidden layers, ``head`` and
+    ``head_norm`` the output layer (``head_norm`` is ``None`` with a real
+    head).
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> model = BinaryMLP(hidden=(32, 32), rngs=nnx.Rngs(0))
+      >>> model.eval()
+      >>> model(jnp.ones((2, 28, 28, 1))).shape
+      (2, 10)
+
+    Args:
+      in_features: number of input features after flattening (MNIST: 784).
+      hidden: widths of the hidden layers (non-empty, positive).
+      num_classes: number of outputs.
+      binary_activations: ``sign`` activations (BinaryNet) or ReLU
+        (BinaryConnect).
+      binary_last: binary head followed by batch norm (as published), or a
+        real ``nnx.Linear`` with a bias.
+      kernel_binarizer: rule for every binary kernel; default
+        ``bnnjax.Binarizer(axis=-1)``.
+      activation_binarizer: rule for the activations; default sign with
+        BinaryNet's hardtanh straight-through gradient.
+      input_dropout_rate: dropout rate on the input pixels (default 0).
+      dropout_rate: dropout rate on real-valued hidden activations and the
+        input of a real head (default 0).
+      bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
+      bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      dtype: computation dtype of every layer (default: inferred).
+      param_dtype: parameter dtype (default float32).
+      rngs: ``nnx.Rngs`` for the parameters, dropout and stochastic
+        binarizers.
+
+    Raises:
+      TypeError, ValueError: naming the invalid argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int = 784,
+        hidden: Sequence[int] = (1024, 1024, 1024),
+        num_classes: int = 10,
+        binary_activations: bool = True,
+        binary_last: bool = True,
+        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        activation_binarizer: Binarizer = _common.SIGN_ACTIVATION,
+        input_dropout_rate: float = 0.0,
+        dropout_rate: float = 0.0,
+        bn_momentum: float = 0.9,
+        bn_epsilon: float = 1e-4,
+        dtype: jax.typing.DTypeLike | None = None,
+        param_dtype: jax.typing.DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_features = _common.check_positive_int("in_features", in_features)
+        hidden = _common.check_widths("hidden", hidden)
+        _common.check_positive_int("num_classes", num_classes)
+        _common.check_bool("binary_activations", binary_activations)
+        _common.check_bool("binary_last", binary_last)
+        _common.check_binarizer("kernel_binarizer", kernel_binarizer)
+        _common.check_binarizer("activation_binarizer", activation_binarizer)
+        _common.check_rate("input_dropout_rate", input_dropout_rate)
+        _common.check_rate("dropout_rate", dropout_rate)
+        _common.check_momentum("bn_momentum", bn_momentum)
+        _common.check_positive_float("bn_epsilon", bn_epsilon)
+        rngs = _check_rngs(rngs)
+
+        act = activation_binarizer if binary_activations else None
+        norm = {
+            "momentum": bn_momentum,
+            "epsilon": bn_epsilon,
+            "dtype": dtype,
+            "param_dtype": param_dtype,
+            "rngs": rngs,
+        }
+        widths = (in_features, *hidden)
+        self.dense = nnx.List(
+            [
+                BinaryLinear(
+                    widths[i],
+                    widths[i + 1],
+                    use_bias=False,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                    kernel_binarizer=kernel_binarizer,
+                    input_binarizer=act if i > 0 else None,
+                )
+                for i in range(len(hidden))
+            ]
+        )
+        self.dense_norm = nnx.List([_batch_norm(w, **norm) for w in hidden])
+        self.head: BinaryLinear | nnx.Linear
+        self.head_norm: nnx.BatchNorm | None
+        if binary_last:
+            self.head = BinaryLinear(
+                hidden[-1],
+                num_classes,
+                use_bias=False,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+                kernel_binarizer=kernel_binarizer,
+                input_binarizer=act,
+            )
+            self.head_norm = _batch_norm(num_classes, **norm)
+        else:
+            self.head = nnx.Linear(
+                hidden[-1],
+                num_classes,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+            self.head_norm = nnx.data(None)
+        self.input_dropout = _dropout(input_dropout_rate, rngs)
+        self.dropout = _dropout(dropout_rate, rngs)
+
+        self.in_features = in_features
+        self.hidden = hidden
+        self.num_classes = num_classes
+        self.binary_activations = binary_activations
+        self.binary_last = binary_last
+        self.kernel_binarizer = kernel_binarizer
+        self.activation_binarizer = activation_binarizer
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Returns ``(batch, num_classes)`` logits.
+
+        Args:
+          x: ``(batch, features)`` or ``(batch, height, width, channels)``
+            inputs, flattened to ``(batch, in_features)``.
+          progress: training progress in ``[0, 1]`` for every binary layer.
+
+        Raises:
+          ValueError: for inputs without a batch axis or with a flattened
+            size other than ``in_features``.
+        """
+        x = _common.flatten_batch("BinaryMLP", x)
+        if x.shape[1] != self.in_features:
+            raise ValueError(
+                f"BinaryMLP was built with in_features={self.in_features}, "
+                f"got inputs of {x.shape[1]} features after flattening to "
+                f"{x.shape}."
+            )
+        real = not self.binary_activations
+        x = _apply(self.input_dropout, x)
+        for i, (dense, norm) in enumerate(
+            zip(self.dense, self.dense_norm, strict=True)
+        ):
+            if i > 0 and real:
+                x = _apply(self.dropout, x)
+            x = norm(dense(x, progress=progress))
+            if real:
+                x = nnx.relu(x)
+        if self.head_norm is None:
+            return self.head(_apply(self.dropout, x))
+        if real:
+            x = _apply(self.dropout, x)
+        return self.head_norm(self.head(x, progress=progress))
+
+
+class BinaryNetCNN(nnx.Module):
+    """BinaryNet's VGG-like CIFAR-10 network, all weights binary.
+
+    See :class:`bnnjax.models.linen.BinaryNetCNN` for the layer list,
+    published size and deviations. Attributes: ``conv``/``conv_norm`` (six
+    each), ``dense``/``dense_norm`` (two each), ``head``/``head_norm``.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> model = BinaryNetCNN(width_multiplier=0.125, rngs=nnx.Rngs(0))
+      >>> model.conv[0].latent_kernel.shape
+      (3, 3, 3, 16)
+      >>> model.eval()
+      >>> model(jnp.ones((1, 32, 32, 3))).shape
+      (1, 10)
+
+    Args:
+      in_features: input channels (CIFAR-10: 3).
+      input_size: ``(height, width)`` of the inputs, which fixes the first
+        dense layer's size (CIFAR-10: ``(32, 32)``); each at least 8.
+      num_classes: number of outputs.
+      width_multiplier: scales every width but the head's.
+      kernel_binarizer: rule for every kernel; default
+        ``bnnjax.Binarizer(axis=-1)``.
+      activation_binarizer: rule for the activations; default sign with the
+        hardtanh straight-through gradient.
+      pad_value: constant the binary activations are padded with (the
+        first convolution pads its real inputs with zeros).
+      bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
+      bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      dtype: computation dtype of every layer (default: inferred).
+      param_dtype: parameter dtype (default float32).
+      rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
+
+    Raises:
+      TypeError, ValueError: naming the invalid argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int = 3,
+        input_size: tuple[int, int] = (32, 32),
+        num_classes: int = 10,
+        width_multiplier: float = 1.0,
+        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        activation_binarizer: Binarizer = _common.SIGN_ACTIVATION,
+        pad_value: float = 0.0,
+        bn_momentum: float = 0.9,
+        bn_epsilon: float = 1e-4,
+        dtype: jax.typing.DTypeLike | None = None,
+        param_dtype: jax.typing.DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_features = _common.check_positive_int("in_features", in_features)
+        input_size = _common.check_widths("input_size", input_size)
+        if len(input_size) != 2 or min(input_size) < 8:
+            raise ValueError(
+                "input_size must be (height, width), each at least 8 (three "
+                f"2x2 max pools), got {input_size!r}."
+            )
+        _common.check_positive_int("num_classes", num_classes)
+        multiplier = _common.check_positive_float(
+            "width_multiplier", width_multiplier
+        )
+        _common.check_binarizer("kernel_binarizer", kernel_binarizer)
+        _common.check_binarizer("activation_binarizer", activation_binarizer)
+        _common.check_pad_value(pad_value, "SAME")
+        _common.check_momentum("bn_momentum", bn_momentum)
+        _common.check_positive_float("bn_epsilon", bn_epsilon)
+        rngs = _check_rngs(rngs)
+
+        act = activation_binarizer
+        norm = {
+            "momentum": bn_momentum,
+            "epsilon": bn_epsilon,
+            "dtype": dtype,
+            "param_dtype": param_dtype,
+            "rngs": rngs,
+        }
+        conv = _common.scale_widths(_common.BINARYNET_CNN_CONV, multiplier)
+        channels = (in_features, *conv)
+        self.conv = nnx.List(
+            [
+                BinaryConv(
+                    channels[i],
+                    channels[i + 1],
+                    (3, 3),
+                    padding="SAME",
+                    use_bias=False,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                    kernel_binarizer=kernel_binarizer,
+                    input_binarizer=act if i > 0 else None,
+                    pad_value=pad_value if i > 0 else 0.0,
+                )
+                for i in range(len(conv))
+            ]
+        )
+        self.conv_norm = nnx.List([_batch_norm(c, **norm) for c in conv])
+        flat = (input_size[0] // 8) * (input_size[1] // 8) * conv[-1]
+        dense = _common.scale_widths(_common.BINARYNET_CNN_DENSE, multiplier)
+        widths = (flat, *dense, num_classes)
+        linear = [
+            BinaryLinear(
+                widths[i],
+                widths[i + 1],
+                use_bias=False,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+                kernel_binarizer=kernel_binarizer,
+                input_binarizer=act,
+            )
+            for i in range(len(widths) - 1)
+        ]
+        self.dense = nnx.List(linear[:-1])
+        self.dense_norm = nnx.List([_batch_norm(w, **norm) for w in dense])
+        self.head = linear[-1]
+        self.head_norm = _batch_norm(num_classes, **norm)
+
+        self.in_features = in_features
+        self.input_size = input_size
+        self.num_classes = num_classes
+        self.width_multiplier = multiplier
+        self.kernel_binarizer = kernel_binarizer
+        self.activation_binarizer = activation_binarizer
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Returns ``(batch, num_classes)`` logits.
+
+        Args:
+          x: ``(batch, *input_size, in_features)`` images.
+          progress: training progress in ``[0, 1]`` for every binary layer.
+
+        Raises:
+          ValueError: for inputs of another shape.
+        """
+        x = jnp.asarray(x)
+        want = (*self.input_size, self.in_features)
+        if x.ndim != 4 or x.shape[1:] != want:
+            raise ValueError(
+                f"BinaryNetCNN was built for images of shape (batch, "
+                f"{', '.join(map(str, want))}) (input_size, in_features), "
+                f"got inputs of shape {x.shape}."
+            )
+        for i, (conv, norm) in enumerate(
+            zip(self.conv, self.conv_norm, strict=True)
+        ):
+            x = conv(x, progress=progress)
+            if i % 2 == 1:
+                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
+            x = norm(x)
+        x = jnp.reshape(x, (x.shape[0], -1))
+        for dense, norm in zip(self.dense, self.dense_norm, strict=True):
+            x = norm(dense(x, progress=progress))
+        return self.head_norm(self.head(x, progress=progress))
+
+
+class BiRealBlock(nnx.Module):
+    """One Bi-Real block: a binary 3x3 convolution with a real shortcut.
+
+    Forward ``y = BN(BinaryConv(sign(x))) + shortcut(x)``; see
+    :class:`bnnjax.models.linen.BiRealBlock`. Attributes: ``conv``,
+    ``norm`` and, when the shape changes, ``shortcut_conv`` (a real 1x1
+    ``nnx.Conv`` after a ``strides`` average pool) and ``shortcut_norm``
+    (otherwise ``None``).
+
+    Args:
+      in_features: input channels.
+      out_features: output channels.
+      strides: stride of the binary convolution and the shortcut pool.
+      kernel_binarizer: rule for the binary kernel.
+      activation_binarizer: rule for the convolution's inputs; default
+        Bi-Real Net's ApproxSign.
+      pad_value: constant the binary activations are padded with.
+      bn_momentum: batch-norm running-average momentum.
+      bn_epsilon: batch-norm epsilon.
+      dtype: computation dtype (default: inferred).
+      param_dtype: parameter dtype (default float32).
+      rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        strides: int = 1,
+        *,
+        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION,
+        pad_value: float = 0.0,
+        bn_momentum: float = 0.9,
+        bn_epsilon: float = 1e-5,
+        dtype: jax.typing.DTypeLike | None = None,
+        param_dtype: jax.typing.DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_features = _common.check_positive_int("in_features", in_features)
+        out_features = _common.check_positive_int("out_features", out_features)
+        strides = _common.check_positive_int("strides", strides)
+        _check_block_rules(
+            kernel_binarizer,
+            activation_binarizer,
+            pad_value,
+            bn_momentum,
+            bn_epsilon,
+        )
+        rngs = _check_rngs(rngs)
+        norm = {
+            "momentum": bn_momentum,
+            "epsilon": bn_epsilon,
+            "dtype": dtype,
+            "param_dtype": param_dtype,
+            "rngs": rngs,
+        }
+        self.conv = BinaryConv(
+            in_features,
+            out_features,
+            (3, 3),
+            strides,
+            padding=1,
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+            kernel_binarizer=kernel_binarizer,
+            input_binarizer=activation_binarizer,
+            pad_value=pad_value,
+        )
+        self.norm = _batch_norm(out_features, **norm)
+        self.shortcut_conv: nnx.Conv | None
+        self.shortcut_norm: nnx.BatchNorm | None
+        if strides != 1 or in_features != out_features:
+            self.shortcut_conv = nnx.Conv(
+                in_features,
+                out_features,
+                (1, 1),
+                use_bias=False,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+            self.shortcut_norm = _batch_norm(out_features, **norm)
+        else:
+            self.shortcut_conv = nnx.data(None)
+            self.shortcut_norm = nnx.data(None)
+
+        self.in_features = in_features
+        self.out_features = out_features
+        self.strides = strides
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Applies the block to ``(batch, height, width, in_features)``.
+
+        Args:
+          x: real-valued channels-last activations.
+          progress: training progress in ``[0, 1]`` for the binary layer.
+        """
+        x = jnp.asarray(x)
+        _common.check_image_batch("BiRealBlock", x.shape)
+        y = self.norm(self.conv(x, progress=progress))
+        if self.shortcut_conv is None:
+            return y + x
+        shortcut = x
+        if self.strides != 1:
+            window = (self.strides, self.strides)
+            shortcut = nnx.avg_pool(
+                shortcut,
+                window,
+                strides=window,
+                padding="SAME",
+                count_include_pad=False,
+            )
+        return y + self.shortcut_norm(self.shortcut_conv(shortcut))
+
+
+def _check_block_rules(
+    kernel_binarizer: object,
+    activation_binarizer: object,
+    pad_value: object,
+    bn_momentum: object,
+    bn_epsilon: object,
+) -> None:
+    _common.check_binarizer("kernel_binarizer", kernel_binarizer)
+    _common.check_binarizer("activation_binarizer", activation_binarizer)
+    _common.check_pad_value(pad_value, "SAME")
+    _common.check_momentum("bn_momentum", bn_momentum)
+    _common.check_positive_float("bn_epsilon", bn_epsilon)
+
+
+class BiRealResNet(nnx.Module):
+    """A binary ResNet with a real-valued shortcut around every binary conv.
+
+    See :class:`bnnjax.models.linen.BiRealResNet` for the layer list,
+    published sizes and deviations. The defaults are Bi-Real Net-18
+    (:func:`bireal_resnet18`); :func:`bireal_resnet20` gives the CIFAR
+    layout. Attributes: ``stem_conv``, ``stem_norm``, ``blocks`` (an
+    ``nnx.List`` of :class:`BiRealBlock`, two per basic block) and ``head``.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> model = bireal_resnet20(rngs=nnx.Rngs(0))
+      >>> len(model.blocks)
+      18
+      >>> model.eval()
+      >>> model(jnp.ones((1, 32, 32, 3))).shape
+      (1, 10)
+
+    Args:
+      in_features: input channels (3 for RGB images).
+      stage_sizes: basic blocks per stage (two binary convs each).
+      stage_features: channels of each stage.
+      num_classes: number of outputs.
+      stem_features: channels of the real stem convolution.
+      stem_kernel_size: its window.
+      stem_strides: its stride.
+      stem_max_pool: 3x3 max pool with stride 2 after the stem.
+      kernel_binarizer: rule for every binary kernel.
+      activation_binarizer: rule for the binary convolutions' inputs;
+        default Bi-Real Net's ApproxSign.
+      pad_value: constant the binary activations are padded with.
+      bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
+      bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
+      dtype: computation dtype of every layer (default: inferred).
+      param_dtype: parameter dtype (default float32).
+      rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
+
+    Raises:
+      TypeError, ValueError: naming the invalid argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        in_features: int = 3,
+        stage_sizes: Sequence[int] = _common.RESNET18["stage_sizes"],
+        stage_features: Sequence[int] = _common.RESNET18["stage_features"],
+        num_classes: int = _common.RESNET18["num_classes"],
+        stem_features: int = _common.RESNET18["stem_features"],
+        stem_kernel_size: int = _common.RESNET18["stem_kernel_size"],
+        stem_strides: int = _common.RESNET18["stem_strides"],
+        stem_max_pool: bool = _common.RESNET18["stem_max_pool"],
+        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION,
+        pad_value: float = 0.0,
+        bn_momentum: float = 0.9,
+        bn_epsilon: float = 1e-5,
+        dtype: jax.typing.DTypeLike | None = None,
+        param_dtype: jax.typing.DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        in_features = _common.check_positive_int("in_features", in_features)
+        layout = _common.bireal_layout(stage_sizes, stage_features)
+        _common.check_positive_int("num_classes", num_classes)
+        _common.check_positive_int("stem_features", stem_features)
+        _common.check_positive_int("stem_kernel_size", stem_kernel_size)
+        _common.check_positive_int("stem_strides", stem_strides)
+        _common.check_bool("stem_max_pool", stem_max_pool)
+        _check_block_rules(
+            kernel_binarizer,
+            activation_binarizer,
+            pad_value,
+            bn_momentum,
+            bn_epsilon,
+        )
+        rngs = _check_rngs(rngs)
+
+        k = stem_kernel_size
+        self.stem_conv = nnx.Conv(
+            in_features,
+            stem_features,
+            (k, k),
+            stem_strides,
+            padding=_common.stem_padding(k),
+            use_bias=False,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        self.stem_norm = _batch_norm(
+            stem_features,
+            momentum=bn_momentum,
+            epsilon=bn_epsilon,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+        channels = (stem_features, *(features for features, _ in layout))
+        self.blocks = nnx.List(
+            [
+                BiRealBlock(
+                    channels[i],
+                    features,
+                    strides,
+                    kernel_binarizer=kernel_binarizer,
+                    activation_binarizer=activation_binarizer,
+                    pad_value=pad_value,
+                    bn_momentum=bn_momentum,
+                    bn_epsilon=bn_epsilon,
+                    dtype=dtype,
+                    param_dtype=param_dtype,
+                    rngs=rngs,
+                )
+                for i, (features, strides) in enumerate(layout)
+            ]
+        )
+        self.head = nnx.Linear(
+            channels[-1],
+            num_classes,
+            dtype=dtype,
+            param_dtype=param_dtype,
+            rngs=rngs,
+        )
+
+        self.in_features = in_features
+        self.stage_sizes = tuple(stage_sizes)
+        self.stage_features = tuple(stage_features)
+        self.num_classes = num_classes
+        self.stem_max_pool = stem_max_pool
+
+    def __call__(
+        self,
+        x: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Returns ``(batch, num_classes)`` logits.
+
+        Args:
+          x: ``(batch, height, width, in_features)`` images.
+          progress: training progress in ``[0, 1]`` for every binary layer.
+
+        Raises:
+          ValueError: for inputs of another rank or channel count.
+        """
+        x = jnp.asarray(x)
+        _common.check_image_batch("BiRealResNet", x.shape)
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"BiRealResNet was built with in_features={self.in_features}"
+                f", got images with {x.shape[-1]} channels (shape "
+                f"{x.shape})."
+            )
+        x = self.stem_norm(self.stem_conv(x))
+        if self.stem_max_pool:
+            x = nnx.max_pool(
+                x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1))
+            )
+        for block in self.blocks:
+            x = block(x, progress=progress)
+        return self.head(jnp.mean(x, axis=(1, 2)))
+
+
+def bireal_resnet18(*, rngs: nnx.Rngs, **kwargs: Any) -> BiRealResNet:
+    """Bi-Real Net-18 for ImageNet-sized inputs (1000 classes).
+
+    Args:
+      rngs: ``nnx.Rngs`` for the parameters.
+      **kwargs: :class:`BiRealResNet` arguments overriding the layout (e.g.
+        ``num_classes``) or the binarizers.
+    """
+    return BiRealResNet(**{**_common.RESNET18, **kwargs}, rngs=rngs)
+
+
+def bireal_resnet20(*, rngs: nnx.Rngs, **kwargs: Any) -> BiRealResNet:
+    """ResNet-20 for CIFAR-sized inputs (10 classes) with Bi-Real blocks.
+
+    Layers: stem 3x3 conv (16) -> 3 stages of 3 basic blocks (6 binary
+    convolutions) with 16, 32 and 64 channels -> global average pool ->
+    dense, 18 binary and 2 real layers.
+
+    Args:
+      rngs: ``nnx.Rngs`` for the parameters.
+      **kwargs: :class:`BiRealResNet` arguments overriding the layout or
+        the binarizers.
+    """
+    return BiRealResNet(**{**_common.RESNET20, **kwargs}, rngs=rngs)
