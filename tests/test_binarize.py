@@ -250,7 +250,8 @@ class GradientTest(parameterized.TestCase):
         alpha = bnnjax.get_scale(scale)(w, -1)
         aux = surrogate.prepare(w, (0,), **extra)
         want = alpha * surrogate.derivative(w, aux)
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+        # 1e-6 on CPU; XLA on GPU fuses the jitted path differently (ulps).
+        np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-7)
 
     @parameterized.parameters("mean_abs", "mean_abs_dev", "std")
     def test_gradient_flows_through_scale_when_asked(self, scale_name):
