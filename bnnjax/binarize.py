@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from bnnjax import scale as scale_lib
+from bnnjax._validate import is_int, is_real
 from bnnjax.scale import _accumulation_dtype
 
 Aux = tuple[jax.Array, ...]
@@ -61,9 +62,7 @@ def _sign(x: jax.Array) -> jax.Array:
 def _check_positive(owner: object, field: str, value: object) -> None:
     """Raises unless ``value`` is a finite, positive real number."""
     cls = type(owner).__name__
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
+    if not is_real(value):
         raise TypeError(
             f"{cls}.{field} must be a real number (int or float), got "
             f"{value!r} of type {type(value).__name__}. Scheduled or traced "
@@ -638,22 +637,16 @@ def binarize(
     return scale(x, axis) * signs
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
 def _as_axis(axis: scale_lib.Axis) -> int | tuple[int, ...] | None:
     """Normalizes ``axis`` to None, an int or a tuple of ints (hashable)."""
     if axis is None:
         return None
-    if _is_int(axis):
+    if is_int(axis):
         return int(axis)
     if (
         isinstance(axis, (tuple, list))
         and axis
-        and all(_is_int(a) for a in axis)
+        and all(is_int(a) for a in axis)
     ):
         return tuple(int(a) for a in axis)
     raise TypeError(

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnnjax._validate import is_int as _is_int
+from bnnjax._validate import is_real as _is_real
 from bnnjax.binarize import Binarizer
 from bnnjax.nn._common import (
     DEFAULT_KERNEL_BINARIZER,
@@ -85,18 +87,6 @@ RESNET20: Mapping[str, object] = MappingProxyType(
     }
 )
 """The CIFAR ResNet-20 layout (He et al, 2016) with Bi-Real blocks."""
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _is_real(value: object) -> bool:
-    return isinstance(
-        value, (int, float, np.integer, np.floating)
-    ) and not isinstance(value, (bool, np.bool_))
 
 
 def check_bool(name: str, value: object) -> bool:

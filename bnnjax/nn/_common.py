@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from bnnjax._validate import is_int as _is_int
 from bnnjax.binarize import Binarizer, Surrogate
 from bnnjax.scale import Scale
 
@@ -69,12 +70,6 @@ __all__ = [
     "explicit_padding",
     "pad_inputs",
 ]
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(
-        value, (bool, np.bool_)
-    )
 
 
 def check_positive_int(name: str, value: object) -> int:
