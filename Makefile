@@ -1,12 +1,12 @@
 # Two commands on a fresh machine with Python >= 3.10 and make:
-#   make demo   set up .venv (if missing) and run the main job
+#   make demo   set up .venv (if missing) and run the main job (bnnjax train)
 #   make test   set up .venv (if missing), lint, and run the tests
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format clean
+.PHONY: demo binarizer-demo test test-slow lint format clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/bnnjax train
+
+binarizer-demo: $(STAMP)
 	$(BIN)/bnnjax demo
 
 lint: $(STAMP)

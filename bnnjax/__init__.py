@@ -7,6 +7,8 @@ files and prints nothing.
 from bnnjax import data as data
 from bnnjax import models as models
 from bnnjax import nn as nn
+from bnnjax import presets as presets
+from bnnjax import train as train
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
 from bnnjax.binarize import Binarizer as Binarizer
 from bnnjax.binarize import ClippedSteSurrogate as ClippedSteSurrogate
@@ -49,6 +51,7 @@ from bnnjax.scale import std as std
 from bnnjax.summary import ModelSummary as ModelSummary
 from bnnjax.summary import ParamSummary as ParamSummary
 from bnnjax.summary import summary as summary
+from bnnjax.train import TrainConfig as TrainConfig
 
 __version__ = "0.1.0"
 
@@ -75,6 +78,7 @@ __all__ = [
     "StochasticSurrogate",
     "Surrogate",
     "SwishSignSurrogate",
+    "TrainConfig",
     "__version__",
     "binarize",
     "binarize_model",
@@ -91,10 +95,12 @@ __all__ = [
     "mean_abs_dev",
     "models",
     "nn",
+    "presets",
     "reduce_axes",
     "scale_adaptive",
     "scale_by_glorot_lr",
     "scale_by_mean_abs_dev",
     "std",
     "summary",
+    "train",
 ]

@@ -5,20 +5,32 @@ Commands:
 
 * ``demo``: a short demonstration of the binarizer and its surrogate
   gradients, and a check of the founding method's scale invariance.
+* ``train``: train a binary network (:func:`bnnjax.train.run`) with a
+  progress bar on stderr, then print one JSON line of results on stdout.
+
+Exit status: 0 on success; 2 for invalid arguments (unknown names,
+impossible values); 1 when the run cannot proceed (missing data, a run
+directory that is not empty, a corrupt checkpoint, a non-finite loss);
+130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import bnnjax
+from bnnjax import checkpoint as checkpoint_lib
+from bnnjax import presets as presets_lib
+from bnnjax import train as train_lib
 
 _DEMO_POINTS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 _DEMO_SCALES = (1e-3, 1.0, 1e3)
@@ -131,7 +143,201 @@ def _print_demo(results: dict, out) -> None:
     p("alpha) and reaches almost none of the large ones.")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive integer, got {text!r}"
+        )
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number, got {text!r}"
+        ) from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(
+            f"expected a finite positive number, got {text!r}"
+        )
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1), got {text!r}"
+        ) from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1), got {text!r}"
+        )
+    return value
+
+
+def _int_list(text: str, *, minimum: int, what: str) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers ({what}), got {text!r}"
+        ) from None
+    if not values or any(v < minimum for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= {minimum} ({what}), got "
+            f"{text!r}"
+        )
+    return values
+
+
+def _seeds(text: str) -> list[int]:
+    return _int_list(text, minimum=0, what="seeds")
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    return tuple(_int_list(text, minimum=1, what="layer widths"))
+
+
+def _method_table() -> str:
+    lines = ["methods (--method) and their default learning rates:"]
+    for name in presets_lib.PRESET_NAMES:
+        preset = presets_lib.get_preset(name)
+        lines.append(
+            f"  {name:<15} lr {preset.learning_rate:g}, real lr "
+            f"{preset.real_learning_rate:g}  ({preset.reference})"
+        )
+    return "\n".join(lines)
+
+
+def _add_train_arguments(
+    parser: argparse.ArgumentParser, *, suppress: bool = False
+) -> None:
+    """Adds the train flags; ``suppress`` leaves unset flags out."""
+    d = train_lib.TrainConfig()
+
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--dataset",
+        default=default(d.dataset),
+        help="'mnist-sample' (embedded 6000-digit MNIST sample), a TFDS "
+        "name (mnist, fashion_mnist, cifar10, ...), 'idx:DIR' (MNIST-family "
+        "IDX files) or 'cifar:DIR' (binary CIFAR-10) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("mlp", "cnn", "resnet20", "resnet18"),
+        default=default(d.model),
+        help="architecture (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--method",
+        choices=presets_lib.PRESET_NAMES,
+        default=default(d.method),
+        help="training method, see below (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--binary-activations",
+        action=argparse.BooleanOptionalAction,
+        default=default(d.binary_activations),
+        help="binarize activations with the method's rule (default: off "
+        "for mlp, which then uses ReLU; always on for cnn and resnets)",
+    )
+    parser.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=default(d.epochs),
+        help="passes over the training split (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=default(d.batch_size),
+        help="examples per step and seed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--lr",
+        type=_positive_float,
+        default=default(d.learning_rate),
+        help="learning rate of the binary weights (Bop: its gamma) "
+        "(default: the method's, listed below)",
+    )
+    parser.add_argument(
+        "--real-lr",
+        type=_positive_float,
+        default=default(d.real_learning_rate),
+        help="learning rate of the real parameters (default: the method's)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        choices=("adam", "adamw", "sgd"),
+        default=default(d.optimizer),
+        help="base optimizer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default=default(d.schedule),
+        help="learning-rate schedule (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_seeds,
+        action="append",
+        default=argparse.SUPPRESS if suppress else None,
+        metavar="SEED[,SEED...]",
+        help="seed; repeat it or give a comma list to train several seeds "
+        f"at once (default: {','.join(map(str, d.seeds))})",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=_widths,
+        default=default(d.hidden),
+        metavar="W[,W...]",
+        help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
+    )
+    parser.add_argument(
+        "--val-fraction",
+        type=_fraction,
+        default=default(d.val_fraction),
+        help="fraction of the training data held out for validation "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out",
+        default=default(None),
+        metavar="DIR",
+        help="run directory; must not exist or be empty unless --resume "
+        "(default: runs/<YYYYmmdd-HHMMSS>)",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=default(False),
+        help="continue the run in --out from its last checkpoint, with its "
+        "saved settings (flags given again must match; --epochs may grow)",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=default(True),
+        help="show a progress bar on stderr (default: on)",
+    )
+
+
+def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bnnjax",
         description="Binarized neural networks in JAX and Flax.",
@@ -149,11 +355,187 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--json", action="store_true", help="print one JSON line instead"
     )
+    train = commands.add_parser(
+        "train",
+        help="train a binary network; prints one JSON line of results",
+        description=(
+            "Train a binary network and print one JSON line of results on\n"
+            "stdout (a progress bar goes to stderr). With no arguments: the\n"
+            "founding method on an MLP with binary weights and real\n"
+            "activations, on the MNIST sample shipped with bnnjax."
+        ),
+        epilog=_method_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_train_arguments(train, suppress=suppress)
     return parser
 
 
+_FLAG_TO_FIELD = {
+    "dataset": "dataset",
+    "model": "model",
+    "method": "method",
+    "binary_activations": "binary_activations",
+    "epochs": "epochs",
+    "batch_size": "batch_size",
+    "lr": "learning_rate",
+    "real_lr": "real_learning_rate",
+    "optimizer": "optimizer",
+    "schedule": "schedule",
+    "seed": "seeds",
+    "hidden": "hidden",
+    "val_fraction": "val_fraction",
+}
+
+
+def _train_config(
+    args: argparse.Namespace, explicit: dict[str, Any]
+) -> train_lib.TrainConfig:
+    """Builds the TrainConfig from the flags (and, resuming, config.json).
+
+    Raises:
+      ValueError: for invalid or contradictory flags.
+      FileNotFoundError: resuming a directory without a run.
+    """
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out DIR, the run to continue.")
+    if "hidden" in explicit and args.model != "mlp":
+        raise ValueError(
+            f"--hidden sets MLP widths; it does not apply to --model "
+            f"{args.model}."
+        )
+    values: dict[str, Any] = {}
+    if args.resume:
+        out = os.path.abspath(args.out)
+        if not os.path.isfile(os.path.join(out, checkpoint_lib.CONFIG_FILE)):
+            raise FileNotFoundError(
+                f"Nothing to resume in {out!r}: it holds no "
+                f"{checkpoint_lib.CONFIG_FILE}."
+            )
+        values = checkpoint_lib.read_config(out)
+        flags = explicit
+    else:
+        flags = vars(args)
+    for flag, field in _FLAG_TO_FIELD.items():
+        if flag in flags:
+            values[field] = flags[flag]
+    if values.get("seeds") is None:
+        values.pop("seeds", None)
+    elif "seed" in flags:  # --seed 0,1 --seed 2: a list of lists
+        values["seeds"] = tuple(s for group in flags["seed"] for s in group)
+    values["out_dir"] = args.out or train_lib.default_out_dir()
+    return train_lib.TrainConfig.from_dict(values)
+
+
+class _Progress:
+    """A tqdm bar on stderr fed by :func:`bnnjax.train.run`'s callbacks."""
+
+    def __init__(self, enabled: bool, desc: str):
+        self._enabled = enabled
+        self._desc = desc
+        self._bar = None
+
+    def on_step(self, info: train_lib.StepInfo) -> None:
+        if not self._enabled:
+            return
+        if self._bar is None:
+            try:
+                from tqdm.auto import tqdm
+            except ImportError:  # no bar without tqdm
+                self._enabled = False
+                return
+            self._bar = tqdm(
+                total=info.total_steps,
+                initial=info.step - 1,
+                desc=self._desc,
+                unit="step",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        self._bar.set_postfix(
+            epoch=info.epoch,
+            loss=f"{info.loss:.4f}",
+            acc=f"{info.accuracy:.3f}",
+            refresh=False,
+        )
+        self._bar.update(1)
+
+    def on_epoch(self, epoch: int, records: list[dict[str, Any]]) -> None:
+        if not self._enabled or self._bar is None:
+            return
+        val = np.mean([r["val_accuracy"] for r in records])
+        flips = np.mean([r["flip_ratio"] for r in records])
+        self._bar.write(
+            f"epoch {epoch}: train loss "
+            f"{np.mean([r['train_loss'] for r in records]):.4f}, val "
+            f"accuracy {val:.4f}, flip ratio {flips:.2e}",
+            file=sys.stderr,
+        )
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
+    def fail(message: str, status: int) -> int:
+        print(f"bnnjax train: error: {message}", file=sys.stderr)
+        return status
+
+    try:
+        config = _train_config(args, explicit)
+    except (ValueError, TypeError) as e:
+        return fail(str(e), 2)
+    except OSError as e:
+        return fail(str(e), 1)
+    progress = _Progress(args.progress, f"{config.method} {config.model}")
+    try:
+        results = train_lib.run(
+            config,
+            resume=args.resume,
+            on_step=progress.on_step,
+            on_epoch=progress.on_epoch,
+        )
+    except (
+        OSError,
+        ValueError,
+        ImportError,
+        checkpoint_lib.CheckpointError,
+        train_lib.NonFiniteLossError,
+    ) as e:
+        progress.close()
+        return fail(str(e), 1)
+    except KeyboardInterrupt:
+        progress.close()
+        where = config.out_dir or "the run directory"
+        print(
+            "bnnjax train: interrupted; continue with "
+            f"`bnnjax train --resume --out {where}`.",
+            file=sys.stderr,
+        )
+        return 130
+    progress.close()
+    print(json.dumps(results))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the process exit status."""
+    """Runs the command line; returns the process exit status.
+
+    Args:
+      argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+      0 on success, 2 for invalid settings, 1 when a run fails, 130 when
+      interrupted.
+
+    Raises:
+      SystemExit: from argparse, for ``--help``/``--version`` (code 0) and
+        unparsable arguments such as an unknown choice or flag (code 2,
+        usage on stderr).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _build_parser().parse_args(argv)
     if args.command == "demo":
         results = _demo_results(args.seed)
@@ -162,6 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _print_demo(results, sys.stdout)
         return 0
+    if args.command == "train":
+        explicit = vars(_build_parser(suppress=True).parse_args(argv))
+        return _train(args, explicit)
     raise AssertionError(f"unhandled command {args.command!r}")
 
 

@@ -1,0 +1,486 @@
+"""Training methods by name: binarizers and optimizer groups per paper.
+
+A :class:`Preset` bundles what distinguishes one published way of training
+a binary network from another, on the same architecture:
+
+* ``kernel_binarizer``: the rule for every binary kernel;
+* ``activation_binarizer``: the rule for binary activations (used when the
+  model binarizes its activations);
+* ``binary_transform``: how the binary parameter group is optimized, given
+  the base optimizer (Adam by default) and the learning-rate schedule;
+  the real group (batch norm, real layers) always gets the base optimizer
+  with the real learning rate, through :func:`bnnjax.binary_partition`;
+* default learning rates, whether kernels start at ``±1`` (Bop), and
+  whether the kernels are binary at all (``float``, the full-precision
+  ceiling).
+
+Presets are looked up by name only by :func:`get_preset`, which
+:class:`bnnjax.train.TrainConfig` and the CLI call; library code passes
+:class:`Preset` objects.
+
+=================  ==============================  =========================
+name               kernel rule / activation rule    binary-group optimizer
+=================  ==============================  =========================
+``scaled_sigmoid`` scaled sigmoid, MAD scale per    ``scale_adaptive(adam)``
+                   channel / scaled sigmoid
+``bnn``            clipped STE, no scale /          adam, latent clip to
+                   clipped STE                      ``[-1, 1]``
+``xnor``           clipped STE, mean-abs scale per  adam
+                   channel / clipped STE
+``bireal``         clipped STE, mean-abs scale per  adam
+                   channel with gradient through
+                   the scale / ApproxSign
+``irnet``          EDE on centred weights, std      adam
+                   scale per channel / EDE
+``bnn_plus``       SwishSign, mean-abs scale per    adam
+                   channel / SwishSign
+``bop``            STE on ``±1`` kernels / clipped  Bop (no latent weights)
+                   STE
+``float``          identity / hardtanh              adam on every kernel
+=================  ==============================  =========================
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from bnnjax import optim
+from bnnjax.binarize import (
+    ApproxSignSurrogate,
+    Aux,
+    Binarizer,
+    ClippedSteSurrogate,
+    EdeSurrogate,
+    ScaledSigmoidSurrogate,
+    SteSurrogate,
+    Surrogate,
+    SwishSignSurrogate,
+)
+from bnnjax.scale import MeanAbsDevScale, MeanAbsScale, StdScale
+
+__all__ = [
+    "PRESET_NAMES",
+    "HardTanhSurrogate",
+    "IdentitySurrogate",
+    "Preset",
+    "bireal_preset",
+    "bnn_plus_preset",
+    "bnn_preset",
+    "bop_preset",
+    "float_preset",
+    "get_preset",
+    "irnet_preset",
+    "scaled_sigmoid_preset",
+    "xnor_preset",
+]
+
+Schedule = optax.ScalarOrSchedule
+MakeOptimizer = Callable[[Schedule], optax.GradientTransformation]
+BinaryTransform = Callable[
+    [MakeOptimizer, Schedule], optax.GradientTransformation
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IdentitySurrogate(Surrogate):
+    """Not a binarizer: forward ``x``, backward ``1``.
+
+    Used by the ``float`` preset so that the binary model classes compute
+    with real-valued kernels (the full-precision ceiling of the same
+    architecture). Forward: ``x``. Proxy: ``x``. Backward: ``d/dx = 1``.
+    """
+
+    name: ClassVar[str] = "identity"
+
+    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return x
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return x
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.ones_like(x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HardTanhSurrogate(Surrogate):
+    """Not a binarizer: the real-valued relaxation of ``sign``.
+
+    Forward: ``clip(x, -1, 1)``. Proxy: the same. Backward:
+    ``d/dx = 1`` if ``|x| <= 1`` else ``0`` (the clipped STE's window).
+    The ``float`` preset uses it where a binary model would binarize its
+    activations, so the float ceiling keeps the nonlinearity's shape (as
+    Bi-Real Net's real-valued pre-training with a clip activation).
+    """
+
+    name: ClassVar[str] = "hardtanh"
+
+    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.clip(x, -1, 1)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.clip(x, -1, 1)
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return (jnp.abs(x) <= 1).astype(x.dtype)
+
+
+def _plain(make: MakeOptimizer, lr: Schedule) -> optax.GradientTransformation:
+    return make(lr)
+
+
+def _scale_adaptive(
+    make: MakeOptimizer, lr: Schedule
+) -> optax.GradientTransformation:
+    return optim.scale_adaptive(make(lr))
+
+
+def _clipped(make: MakeOptimizer, lr: Schedule) -> optax.GradientTransformation:
+    return optax.chain(make(lr), optim.clip_latent_weights(bound=1.0))
+
+
+_BOP_THRESHOLD = 1e-8
+
+
+def _bop(make: MakeOptimizer, lr: Schedule) -> optax.GradientTransformation:
+    del make
+    if callable(lr):
+        return optax.inject_hyperparams(optim.bop)(
+            threshold=_BOP_THRESHOLD, gamma=lr
+        )
+    return optim.bop(threshold=_BOP_THRESHOLD, gamma=lr)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Preset:
+    """A named training method: binarizers and optimizer groups.
+
+    Attributes:
+      name: the registry name (``"scaled_sigmoid"``, ``"bnn"``, ...).
+      kernel_binarizer: rule for every binary kernel.
+      activation_binarizer: rule for binary activations; used when the
+        model binarizes activations.
+      binary_transform: ``f(make_optimizer, schedule)`` returning the
+        transform of the binary (latent-kernel) group; ``make_optimizer``
+        builds the base optimizer (e.g. ``optax.adam``) for a learning rate
+        or schedule.
+      learning_rate: default learning rate of the binary group (for Bop:
+        its adaptivity rate ``gamma``).
+      real_learning_rate: default learning rate of the real group.
+      sign_init: initialise kernels to ``sign(w)`` (``±1``; latent-free
+        optimizers such as Bop).
+      binary: whether the kernels are binary at deployment. ``False`` for
+        the float ceiling: every parameter then counts as real in the
+        memory summary.
+      reference: the source paper.
+    """
+
+    name: str
+    kernel_binarizer: Binarizer
+    activation_binarizer: Binarizer
+    binary_transform: BinaryTransform
+    learning_rate: float
+    real_learning_rate: float
+    sign_init: bool = False
+    binary: bool = True
+    reference: str = ""
+
+    def optimizer(
+        self,
+        params: Any,
+        *,
+        make_optimizer: MakeOptimizer,
+        learning_rate: Schedule,
+        real_learning_rate: Schedule,
+    ) -> optax.GradientTransformation:
+        """Builds the partitioned optimizer for a linen parameter tree.
+
+        Args:
+          params: the parameters (one model's tree, no seed axis), labelled
+            with :func:`bnnjax.binary_param_labels`.
+          make_optimizer: base optimizer factory, e.g. ``optax.adam``.
+          learning_rate: binary-group learning rate or schedule.
+          real_learning_rate: real-group learning rate or schedule.
+
+        Returns:
+          ``binary_partition(binary_transform(...), make_optimizer(real))``.
+        """
+        return optim.binary_partition(
+            self.binary_transform(make_optimizer, learning_rate),
+            make_optimizer(real_learning_rate),
+            params,
+        )
+
+
+def scaled_sigmoid_preset() -> Preset:
+    """The founding method (bnnjax's own; no external paper).
+
+    Kernels: ``Binarizer(surrogate="scaled_sigmoid", scale="mean_abs_dev",
+    axis=-1)``: ``alpha_j sign(w)`` with ``alpha_j`` the mean absolute
+    deviation of output channel ``j`` and the gradient of a sigmoid whose
+    width is that spread. Activations: ``Binarizer(surrogate=
+    "scaled_sigmoid", scale=None)``. Binary group:
+    ``bnnjax.scale_adaptive(adam(lr))`` (gradients and steps in units of
+    the spread, so training is invariant to the latent weights' scale).
+    Real group: ``adam(real_lr)``.
+    """
+    return Preset(
+        name="scaled_sigmoid",
+        kernel_binarizer=Binarizer(
+            surrogate=ScaledSigmoidSurrogate(), scale=MeanAbsDevScale(), axis=-1
+        ),
+        activation_binarizer=Binarizer(
+            surrogate=ScaledSigmoidSurrogate(), scale=None
+        ),
+        binary_transform=_scale_adaptive,
+        learning_rate=3e-2,
+        real_learning_rate=1e-3,
+        reference="bnnjax founding method (scale-adaptive sigmoid surrogate)",
+    )
+
+
+def bnn_preset() -> Preset:
+    """BinaryNet: sign weights and activations with the clipped STE.
+
+    Kernels and activations: ``sign`` with the hardtanh straight-through
+    gradient (``clipped_ste``), no scale. Binary group: Adam followed by
+    latent clipping to ``[-1, 1]``. Real group: Adam. (BinaryNet also
+    scaled each layer's learning rate by Glorot's ``1/H``; with Adam's
+    per-weight normalisation we keep one learning rate, as Larq does.)
+
+    References:
+      Hubara et al, `Binarized Neural Networks
+      <https://arxiv.org/abs/1602.02830>`_, 2016
+    """
+    sign = Binarizer(surrogate=ClippedSteSurrogate(), scale=None)
+    return Preset(
+        name="bnn",
+        kernel_binarizer=sign,
+        activation_binarizer=sign,
+        binary_transform=_clipped,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        reference="Hubara et al. 2016, arXiv:1602.02830",
+    )
+
+
+def xnor_preset() -> Preset:
+    """XNOR-Net: per-channel ``mean(|W|)`` scales, clipped STE.
+
+    Kernels: ``Binarizer(surrogate="clipped_ste", scale="mean_abs",
+    axis=-1)``. Activations: ``sign`` with the clipped STE (XNOR-Net's
+    activation scale ``K`` is omitted: the following batch norm absorbs a
+    per-channel scale). Both groups: Adam, as in the paper.
+
+    References:
+      Rastegari et al, `XNOR-Net: ImageNet Classification Using Binary
+      Convolutional Neural Networks <https://arxiv.org/abs/1603.05279>`_,
+      2016
+    """
+    return Preset(
+        name="xnor",
+        kernel_binarizer=Binarizer(
+            surrogate=ClippedSteSurrogate(), scale=MeanAbsScale(), axis=-1
+        ),
+        activation_binarizer=Binarizer(
+            surrogate=ClippedSteSurrogate(), scale=None
+        ),
+        binary_transform=_plain,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        reference="Rastegari et al. 2016, arXiv:1603.05279",
+    )
+
+
+def bireal_preset() -> Preset:
+    """Bi-Real Net: ApproxSign activations, magnitude-aware kernels.
+
+    Kernels: ``alpha_j sign(w)`` with ``alpha_j = mean(|w_j|)`` per output
+    channel; the gradient flows through ``alpha`` as well
+    (``MeanAbsScale(stop_gradient=False)``, the paper's magnitude-aware
+    gradient) and through ``sign`` with the clipped STE. Activations:
+    ``sign`` with the ApproxSign gradient ``2 - 2|x|``. Both groups: Adam.
+
+    References:
+      Liu et al, `Bi-Real Net: Enhancing the Performance of 1-bit CNNs with
+      Improved Representational Capability and Advanced Training Algorithm
+      <https://arxiv.org/abs/1808.00278>`_, 2018
+    """
+    return Preset(
+        name="bireal",
+        kernel_binarizer=Binarizer(
+            surrogate=ClippedSteSurrogate(),
+            scale=MeanAbsScale(stop_gradient=False),
+            axis=-1,
+        ),
+        activation_binarizer=Binarizer(
+            surrogate=ApproxSignSurrogate(), scale=None
+        ),
+        binary_transform=_plain,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        reference="Liu et al. 2018, arXiv:1808.00278",
+    )
+
+
+def irnet_preset() -> Preset:
+    """IR-Net: balanced (centred) kernels and the annealed EDE gradient.
+
+    Kernels: ``std_j(w) sign(w - mean_j(w))`` per output channel
+    (``center=True``, ``scale="std"``): Libra-PB centres and standardises
+    each channel before ``sign``; we keep the standard deviation as the
+    scale instead of the paper's power-of-two ``2^round(log2(mean|w'|))``
+    bit-shift scale, which a following batch norm absorbs anyway. The
+    gradient is the Error Decay Estimator, ``k t (1 - tanh(t x)^2)`` with
+    ``t`` annealed from 0.1 to 10 by ``progress = step / total_steps``,
+    passed to the model at every step. Activations: ``sign`` with EDE too.
+    Both groups: Adam.
+
+    References:
+      Qin et al, `Forward and Backward Information Retention for Accurate
+      Binary Neural Networks <https://arxiv.org/abs/1909.10788>`_, 2020
+    """
+    ede = EdeSurrogate()
+    return Preset(
+        name="irnet",
+        kernel_binarizer=Binarizer(
+            surrogate=ede, scale=StdScale(), axis=-1, center=True
+        ),
+        activation_binarizer=Binarizer(surrogate=ede, scale=None),
+        binary_transform=_plain,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        reference="Qin et al. 2020, arXiv:1909.10788",
+    )
+
+
+def bnn_plus_preset() -> Preset:
+    """BNN+: the SwishSign surrogate for kernels and activations.
+
+    Kernels: ``Binarizer(surrogate=SwishSignSurrogate(beta=5.0),
+    scale="mean_abs", axis=-1)`` (BNN+ learns per-channel scales
+    initialised to ``mean(|W|)``; we compute them). Activations: ``sign``
+    with SwishSign. Both groups: Adam. The paper's weight regulariser is
+    not used.
+
+    References:
+      Darabi et al, `BNN+: Improved Binary Network Training
+      <https://arxiv.org/abs/1812.11800>`_, 2018
+    """
+    swish = SwishSignSurrogate(beta=5.0)
+    return Preset(
+        name="bnn_plus",
+        kernel_binarizer=Binarizer(
+            surrogate=swish, scale=MeanAbsScale(), axis=-1
+        ),
+        activation_binarizer=Binarizer(surrogate=swish, scale=None),
+        binary_transform=_plain,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        reference="Darabi et al. 2018, arXiv:1812.11800",
+    )
+
+
+def bop_preset() -> Preset:
+    """Bop: latent-free flips of ``±1`` kernels; Adam for the rest.
+
+    Kernels are initialised to ``sign(w)`` and binarized with
+    ``Binarizer(surrogate="ste", scale=None)``, the identity on ``±1``, so
+    the gradient reaches them unchanged. Binary group:
+    ``bnnjax.bop(threshold=1e-8, gamma=lr)`` (the learning rate is Bop's
+    adaptivity rate ``gamma``, scheduled with
+    ``optax.inject_hyperparams``). Activations: ``sign`` with the clipped
+    STE. Real group: Adam.
+
+    References:
+      Helwegen et al, `Latent Weights Do Not Exist: Rethinking Binarized
+      Neural Network Optimization <https://arxiv.org/abs/1906.02107>`_, 2019
+    """
+    return Preset(
+        name="bop",
+        kernel_binarizer=Binarizer(surrogate=SteSurrogate(), scale=None),
+        activation_binarizer=Binarizer(
+            surrogate=ClippedSteSurrogate(), scale=None
+        ),
+        binary_transform=_bop,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        sign_init=True,
+        reference="Helwegen et al. 2019, arXiv:1906.02107",
+    )
+
+
+def float_preset() -> Preset:
+    """The full-precision ceiling of the same architecture.
+
+    The same binary model classes and parameter tree, with an identity
+    kernel rule (:class:`IdentitySurrogate`, no scale: the kernels are
+    used as they are) and, where the model would binarize activations,
+    ``hardtanh`` (:class:`HardTanhSurrogate`). Every parameter is real:
+    Adam on both groups, and the memory summary counts the kernels at 32
+    bits.
+    """
+    return Preset(
+        name="float",
+        kernel_binarizer=Binarizer(surrogate=IdentitySurrogate(), scale=None),
+        activation_binarizer=Binarizer(
+            surrogate=HardTanhSurrogate(), scale=None
+        ),
+        binary_transform=_plain,
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        binary=False,
+        reference="full precision (no binarization)",
+    )
+
+
+_PRESETS: dict[str, Callable[[], Preset]] = {
+    "scaled_sigmoid": scaled_sigmoid_preset,
+    "bnn": bnn_preset,
+    "xnor": xnor_preset,
+    "bireal": bireal_preset,
+    "irnet": irnet_preset,
+    "bnn_plus": bnn_plus_preset,
+    "bop": bop_preset,
+    "float": float_preset,
+}
+
+PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
+"""Registered preset names; the first is the default."""
+
+
+def get_preset(name: str) -> Preset:
+    """Returns the preset registered as ``name``.
+
+    Args:
+      name: one of :data:`PRESET_NAMES`.
+
+    Returns:
+      A new :class:`Preset`.
+
+    Raises:
+      ValueError: for an unknown name, listing the valid ones.
+
+    Example:
+      >>> get_preset("bnn").kernel_binarizer.scale is None
+      True
+    """
+    try:
+        factory = _PRESETS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown method {name!r}; expected one of {list(PRESET_NAMES)}."
+        ) from None
+    return factory()

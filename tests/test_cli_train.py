@@ -1,0 +1,195 @@
+"""Tests for the ``bnnjax train`` command (``cli.main`` called in-process)."""
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+from absl.testing import absltest, parameterized
+
+from bnnjax import cli, train
+
+FAST = ["--hidden", "16", "--epochs", "1", "--batch-size", "500"]
+
+
+def _main(argv):
+    """Runs the CLI; argparse's SystemExit counts as a returned status."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.main(argv)
+        except SystemExit as e:
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
+
+
+class CliTrainTest(parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def test_help_lists_choices_and_true_defaults(self):
+        status, out, _ = _main(["train", "--help"])
+        self.assertEqual(status, 0)
+        d = train.TrainConfig()
+        for text in (
+            "{mlp,cnn,resnet20,resnet18}",
+            "scaled_sigmoid,bnn,xnor,bireal,irnet,bnn_plus,bop,float",
+            f"(default: {d.epochs})",
+            f"(default: {d.batch_size})",
+            "(default: mnist-sample)",
+            "(default: scaled_sigmoid)",
+            "(default: cosine)",
+            "(default: " + ",".join(map(str, d.hidden)) + ")",
+            "runs/<YYYYmmdd-HHMMSS>",
+            "Hubara et al. 2016",
+        ):
+            self.assertIn(text, " ".join(out.split()), text)
+
+    def test_train_prints_one_json_line_with_results(self):
+        cwd = os.getcwd()
+        os.chdir(self.tmp)
+        self.addCleanup(os.chdir, cwd)
+        status, out, err = _main(["train", *FAST, "--seed", "0,1"])
+        self.assertEqual(status, 0, err)
+        lines = out.splitlines()
+        self.assertLen(lines, 1)
+        result = json.loads(lines[0])
+        for key in (
+            "test_accuracy",
+            "val_accuracy",
+            "epochs",
+            "train_seconds",
+            "examples_per_second",
+            "binary_params",
+            "real_params",
+            "latent_bytes",
+            "packed_bytes",
+            "test_accuracy_std",
+            "test_accuracy_per_seed",
+            "val_accuracy_per_seed",
+        ):
+            self.assertIn(key, result)
+        self.assertEqual(result["seeds"], [0, 1])
+        self.assertLen(result["test_accuracy_per_seed"], 2)
+        self.assertEqual(result["epochs"], 1)
+        self.assertEqual(result["binary_params"], 784 * 16 + 16 * 10)
+        self.assertLess(result["packed_bytes"], result["latent_bytes"] / 30)
+        # Default run directory: runs/<timestamp> under the working dir.
+        self.assertEqual(
+            os.path.dirname(result["out_dir"]),
+            os.path.join(os.path.realpath(self.tmp), "runs"),
+        )
+        self.assertIn("step", err)  # the progress bar, on stderr
+
+    def test_seed_flag_repeats_and_resume(self):
+        out_dir = os.path.join(self.tmp, "run")
+        status, out, err = _main(
+            ["train", *FAST, "--seed", "3", "--seed", "5", "--out", out_dir]
+        )
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["seeds"], [3, 5])
+        status, out, err = _main(
+            ["train", "--resume", "--out", out_dir, "--epochs", "2"]
+        )
+        self.assertEqual(status, 0, err)
+        result = json.loads(out)
+        self.assertEqual(result["epochs"], 2)
+        self.assertEqual(result["resumed_from_epoch"], 1)
+        self.assertEqual(result["seeds"], [3, 5])
+        # A setting that differs from the saved run is refused.
+        status, out, err = _main(
+            ["train", "--resume", "--out", out_dir, "--method", "bnn"]
+        )
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("method='scaled_sigmoid' (now 'bnn')", err)
+
+    @parameterized.named_parameters(
+        ("method", ["--method", "magic"], "invalid choice: 'magic'"),
+        ("model", ["--model", "vgg"], "invalid choice: 'vgg'"),
+        ("epochs", ["--epochs", "0"], "expected a positive integer"),
+        ("batch", ["--batch-size", "x"], "expected a positive integer"),
+        ("lr", ["--lr", "-1"], "expected a finite positive number"),
+        ("hidden", ["--hidden", "64,0"], "layer widths"),
+        ("seed", ["--seed", "-1"], "seeds"),
+        ("val", ["--val-fraction", "1.5"], r"in \(0, 1\)"),
+        ("unknown", ["--colour", "red"], "unrecognized arguments"),
+        ("hidden_cnn", ["--model", "cnn", "--hidden", "8"], "--hidden"),
+        ("resume_no_out", ["--resume"], "--resume needs --out"),
+        (
+            "cnn_real",
+            ["--model", "cnn", "--no-binary-activations"],
+            "binary_activations=False",
+        ),
+    )
+    def test_bad_flags_exit_2(self, flags, message):
+        out_dir = os.path.join(self.tmp, "never")
+        out_flags = [] if "--resume" in flags else ["--out", out_dir]
+        status, out, err = _main(["train", *flags, *out_flags])
+        self.assertEqual(status, 2)
+        self.assertEqual(out, "")
+        self.assertRegex(err, message)
+        self.assertFalse(os.path.exists(out_dir))
+
+    def test_bad_data_and_taken_directory_exit_1(self):
+        missing = os.path.join(self.tmp, "no-such-dir")
+        out_dir = os.path.join(self.tmp, "out")
+        status, out, err = _main(
+            ["train", "--dataset", f"idx:{missing}", "--out", out_dir]
+        )
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn(missing, err)
+        self.assertFalse(os.path.exists(out_dir))
+
+        empty = os.path.join(self.tmp, "empty-data")
+        os.makedirs(empty)
+        status, _, err = _main(
+            ["train", "--dataset", f"idx:{empty}", "--out", out_dir]
+        )
+        self.assertEqual(status, 1)
+        self.assertIn("lacks the expected files", err)
+
+        status, _, err = _main(
+            ["train", "--dataset", "not a dataset!", "--out", out_dir]
+        )
+        self.assertEqual(status, 1)
+        self.assertIn("Unknown dataset spec", err)
+
+        os.makedirs(out_dir)
+        with open(os.path.join(out_dir, "keep.txt"), "w") as f:
+            f.write("precious")
+        status, out, err = _main(["train", *FAST, "--out", out_dir])
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("not empty", err)
+        self.assertEqual(os.listdir(out_dir), ["keep.txt"])
+
+        status, _, err = _main(
+            ["train", "--resume", "--out", os.path.join(self.tmp, "x")]
+        )
+        self.assertEqual(status, 1)
+        self.assertIn("Nothing to resume", err)
+
+    def test_demo_still_works(self):
+        status, out, _ = _main(["demo", "--json"])
+        self.assertEqual(status, 0)
+        self.assertIn("surrogate_slopes", json.loads(out))
+
+
+@pytest.mark.slow
+class DefaultRunTest(absltest.TestCase):
+    def test_default_run_reaches_useful_accuracy(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        status, out, err = _main(["train", "--out", os.path.join(tmp, "run")])
+        self.assertEqual(status, 0, err)
+        result = json.loads(out)
+        self.assertGreater(result["val_accuracy"], 0.95)
+        self.assertGreater(result["test_accuracy"], 0.94)
+
+
+if __name__ == "__main__":
+    absltest.main()
