@@ -368,7 +368,86 @@ def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_train_arguments(train, suppress=suppress)
+    d = train_lib.TrainConfig()
+    summary = commands.add_parser(
+        "summary",
+        help="print the memory table of a model configuration",
+        description=(
+            "Print the per-tensor memory table of a model configuration: "
+            "binary kernels at 1 bit deployed, everything else at its "
+            "dtype; totals and the compression ratio against float32."
+        ),
+    )
+    summary.add_argument(
+        "--model",
+        choices=tuple(_SUMMARY_INPUTS),
+        default=d.model,
+        help="architecture (default: %(default)s)",
+    )
+    summary.add_argument(
+        "--method",
+        choices=presets_lib.PRESET_NAMES,
+        default=d.method,
+        help="training method (default: %(default)s)",
+    )
+    summary.add_argument(
+        "--binary-activations",
+        action=argparse.BooleanOptionalAction,
+        default=d.binary_activations,
+        help="binarize activations (default: as in train)",
+    )
+    summary.add_argument(
+        "--hidden",
+        type=_widths,
+        default=d.hidden,
+        metavar="W[,W...]",
+        help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
+    )
+    summary.add_argument(
+        "--num-classes",
+        type=_positive_int,
+        default=10,
+        help="number of outputs (default: %(default)s)",
+    )
+    summary.add_argument(
+        "--json", action="store_true", help="print one JSON line instead"
+    )
     return parser
+
+
+# One example input per model (batch 1), for the abstract initialization.
+_SUMMARY_INPUTS = {
+    "mlp": (1, 784),
+    "cnn": (1, 32, 32, 3),
+    "resnet20": (1, 32, 32, 3),
+    "resnet18": (1, 224, 224, 3),
+}
+
+
+def _summary(args: argparse.Namespace) -> int:
+    try:
+        config = train_lib.TrainConfig(
+            model=args.model,
+            method=args.method,
+            binary_activations=args.binary_activations,
+            hidden=args.hidden,
+        )
+    except (ValueError, TypeError) as e:
+        print(f"bnnjax summary: error: {e}", file=sys.stderr)
+        return 2
+    model = config.make_model(args.num_classes)
+    sample = jnp.zeros(_SUMMARY_INPUTS[args.model], jnp.float32)
+    shapes = jax.eval_shape(
+        lambda k: model.init(k, sample, train=False, progress=jnp.float32(0)),
+        jax.random.key(0),
+    )
+    variables = jax.tree.map(lambda v: np.zeros(v.shape, v.dtype), shapes)
+    table = bnnjax.summary(variables)
+    if args.json:
+        print(json.dumps(table.to_dict()))
+    else:
+        print(table)
+    return 0
 
 
 _FLAG_TO_FIELD = {
@@ -544,6 +623,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             _print_demo(results, sys.stdout)
         return 0
+    if args.command == "summary":
+        return _summary(args)
     if args.command == "train":
         explicit = vars(_build_parser(suppress=True).parse_args(argv))
         return _train(args, explicit)

@@ -104,3 +104,41 @@ class SummaryTest(absltest.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class SummaryCliTest(absltest.TestCase):
+    def _run(self, argv):
+        import contextlib
+        import io
+
+        from bnnjax import cli
+
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            status = cli.main(argv)
+        return status, out.getvalue(), err.getvalue()
+
+    def test_mlp_numbers_from_the_layer_list(self):
+        import json
+
+        status, out, _ = self._run(
+            ["summary", "--hidden", "64,32", "--num-classes", "5", "--json"]
+        )
+        self.assertEqual(status, 0)
+        result = json.loads(out)
+        # 784-64-32-5, all kernels binary (binary head); BN after each.
+        self.assertEqual(result["binary_params"], 784 * 64 + 64 * 32 + 32 * 5)
+        self.assertEqual(result["real_params"], 4 * (64 + 32 + 5))
+        packed = 64 * 98 + 32 * 8 + 5 * 4  # ceil(in / 8) bytes per output
+        self.assertEqual(result["deploy_bytes"], packed + 4 * 4 * (64 + 32 + 5))
+
+    def test_text_table_and_bad_config(self):
+        status, out, _ = self._run(["summary", "--model", "resnet20"])
+        self.assertEqual(status, 0)
+        self.assertIn("compression:", out)
+        self.assertIn("stem_conv", out)
+        status, _, err = self._run(
+            ["summary", "--model", "cnn", "--no-binary-activations"]
+        )
+        self.assertEqual(status, 2)
+        self.assertIn("binary_activations", err)
