@@ -5,8 +5,10 @@ files and prints nothing.
 """
 
 from bnnjax import data as data
+from bnnjax import export as export
 from bnnjax import models as models
 from bnnjax import nn as nn
+from bnnjax import packed as packed
 from bnnjax import presets as presets
 from bnnjax import train as train
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
@@ -89,12 +91,14 @@ __all__ = [
     "clip_latent_weights",
     "clip_latent_weights_by_spread",
     "data",
+    "export",
     "get_scale",
     "get_surrogate",
     "mean_abs",
     "mean_abs_dev",
     "models",
     "nn",
+    "packed",
     "presets",
     "reduce_axes",
     "scale_adaptive",

@@ -1,0 +1,1278 @@
+"""1-bit export: a trained model in one self-describing file, and inference.
+
+:func:`pack_model` turns a trained ``flax.linen`` reference model
+(``BinaryMLP``, ``BinaryNetCNN`` or ``BiRealResNet`` from
+:mod:`bnnjax.models.linen`) and its ``{"params", "batch_stats"}`` into a
+:class:`PackedModel`: binary kernels packed 32 signs per ``uint32`` word,
+per-channel kernel scales, the real layers' parameters, batch norm folded
+into thresholds where that is exact, and a small program (a list of ops)
+that :func:`predict` runs with nothing but those arrays: no latent weights,
+no flax module.
+:func:`save`/:func:`load` write and read it; :func:`export_model` does
+``pack_model`` + ``save``.
+
+Numerics (what "identical" means):
+
+* Binary kernels are stored as the signs of the float model's own
+  binarized kernel ``kernel_binarizer(latent)`` and its per-output-channel
+  magnitude ``alpha``, so ``alpha * sign`` equals it bit for bit.
+* A layer with ``+-1`` inputs computes the exact integer count ``c`` (XNOR-
+  popcount). When batch norm and ``sign`` follow, they fold into an
+  integer threshold per channel, ``bit = (c >= t) != flip``, found by
+  evaluating the float model's batch norm
+  (:func:`bnnjax.packed.batch_norm`, the same XLA operations) on
+  ``fl(alpha * c)``: gamma < 0 (``flip``), gamma == 0 (a constant), ties
+  at the threshold and ``-0.0`` (``sign(0) = +1``) resolve as in the float
+  model evaluated at ``fl(alpha * c)``. A max pool between the layer and
+  the batch norm commutes with the monotone map ``c -> fl(alpha * c)``
+  and runs on the counts.
+* A layer with real inputs followed by batch norm and ``sign`` folds into
+  a float threshold (:func:`bnnjax.packed.fold_batch_norm_sign`), exact
+  for the float32 value the layer produces.
+* Everywhere else (real layers, batch norm before a residual add or the
+  logits) the float model's operations are repeated in the same order.
+
+The packed model equals the float model up to float rounding in the layers'
+sums: the float model computes ``x @ (alpha * S)`` as a float dot whose
+rounding differs from the exact count (or from the packed kernels'
+summation order). Only a pre-activation within that rounding of a folded
+threshold can binarize differently. That happens when a threshold sits on a
+reachable count, as untrained batch norm puts it (running mean 0, beta 0:
+the threshold is at ``c = 0``, where the float dot of ``+-alpha`` terms
+returns a rounding residue of either sign); :func:`pack_model` counts such
+channels (header ``near_tie_channels``, see
+:func:`bnnjax.packed.near_count_lattice`) and warns. Trained statistics
+put thresholds at generic values, where such channels are rare (about
+``n * 2**-22`` of them). With ``scale=None`` kernels
+(BinaryNet's rule) the float dots of ``+-1`` values are exact and binary
+layers agree bit for bit. The tests bound the logits by
+``max |packed - float| <= 1e-5 * max |float|`` (measured: below ``3e-7``)
+and require identical argmax.
+
+File format (version 1), all integers little-endian::
+
+    offset  size  content
+    0       8     magic b"\\x89BNNJAX\\n"
+    8       4     format version (uint32), 1
+    12      8     header length H (uint64)
+    20      H     header: UTF-8 JSON object (see below)
+    ...           zero bytes up to a multiple of 64: the payload start P
+    P       L     payload: the arrays, raw C-order bytes, each starting at
+                  a multiple of 64 from P, zero bytes between
+    P + L   32    SHA-256 of every preceding byte of the file
+
+Header keys: ``format`` (``"bnnjax.packed"``), ``format_version``,
+``bnnjax_version``, ``jax_version``, ``architecture`` (class name),
+``config`` (the model's constructor fields as JSON), ``binarizers``,
+``program`` (``{"input", "output", "ops"}``), ``arrays`` (``name ->
+{"dtype", "shape", "offset", "nbytes"}``, dtypes ``<u4``, ``<i4``,
+``<f4``, ``|u1`` only), ``payload_bytes`` ``L``, ``payload_sha256`` (of
+the payload alone: a fingerprint of the weights), ``float32_bytes`` and
+``deploy_bytes`` (of the source variables, see :mod:`bnnjax.summary`),
+``near_tie_channels`` (folded channels whose sign the float model's
+rounding decides), ``bit_layout``. Binary kernels are ``<u4`` words of
+shape ``(out, *kernel_size, ceil(in / 32))``: bit ``i % 32`` (least
+significant first) of word ``i // 32`` is input feature ``i``, 1 means
+``+1``, padding bits are 0 (:func:`bnnjax.packed.pack_kernel`). Loading
+never unpickles: arrays are read with ``np.frombuffer`` from a dtype
+whitelist.
+
+Writing is atomic: a temporary file in the destination directory is
+written, flushed, ``fsync``-ed and renamed over the destination with
+``os.replace``; a failure leaves no partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+from jax import lax
+
+from bnnjax import packed as packed_lib
+from bnnjax.binarize import Binarizer
+from bnnjax.models import _common as models_common
+from bnnjax.models import linen as models_linen
+from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.scale import NoScale, reduce_axes
+from bnnjax.summary import summary as summary_fn
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "PackedModel",
+    "PackedSizes",
+    "export_model",
+    "file_sizes",
+    "load",
+    "pack_model",
+    "predict",
+    "save",
+]
+
+MAGIC = b"\x89BNNJAX\n"
+"""First 8 bytes of every packed model file."""
+
+FORMAT_VERSION = 1
+"""Version of the file format this module writes and reads."""
+
+_FORMAT = "bnnjax.packed"
+_PREFIX = struct.Struct("<8sIQ")  # magic, version, header length
+_DIGEST_BYTES = 32
+_ALIGN = 64
+_DTYPES = {
+    "<u4": np.dtype("<u4"),
+    "<i4": np.dtype("<i4"),
+    "<f4": np.dtype("<f4"),
+    "|u1": np.dtype("|u1"),
+}
+_BIT_LAYOUT = (
+    "binary kernels: <u4 words (out, *kernel_size, ceil(in/32)); bit i%32 "
+    "(LSB first) of word i//32 is input feature i; 1 = +1 (latent >= 0), "
+    "0 = -1; padding bits 0"
+)
+
+
+class PackedSizes(NamedTuple):
+    """Sizes for a compression report.
+
+    Attributes:
+      file_bytes: bytes of the packed model file.
+      float32_bytes: bytes of the source ``params`` and ``batch_stats``
+        at 32 bits per value.
+    """
+
+    file_bytes: int
+    float32_bytes: int
+
+    @property
+    def compression_ratio(self) -> float:
+        """``float32_bytes / file_bytes``."""
+        return self.float32_bytes / self.file_bytes if self.file_bytes else 0.0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PackedModel:
+    """A packed model: JSON-able header and named numpy arrays.
+
+    Build with :func:`pack_model` or :func:`load`; run with
+    :func:`predict`. The prepared device arrays and compiled program are
+    cached on the instance.
+
+    Attributes:
+      header: the file header (see the module docstring).
+      arrays: the arrays, by name.
+    """
+
+    header: Mapping[str, Any]
+    arrays: Mapping[str, np.ndarray]
+    _cache: dict = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    @property
+    def architecture(self) -> str:
+        """Class name of the exported model (``"BinaryMLP"``, ...)."""
+        return self.header["architecture"]
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        """The model's constructor fields, as stored."""
+        return self.header["config"]
+
+    @property
+    def float32_bytes(self) -> int:
+        """Bytes of the source variables at 32 bits per value."""
+        return int(self.header["float32_bytes"])
+
+
+# --------------------------------------------------------------------------
+# Converting a linen model into a program over packed arrays.
+
+
+def _json_value(value: Any) -> Any:
+    """Model fields as JSON: binarizers, dtypes and tuples converted."""
+    if isinstance(value, Binarizer):
+        return _binarizer_json(value)
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return value.item()
+    if isinstance(value, (tuple, list)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    with contextlib.suppress(TypeError):
+        return np.dtype(value).name
+    return repr(value)
+
+
+def _binarizer_json(b: Binarizer) -> dict[str, Any]:
+    surrogate = {"name": b.surrogate.name, **dataclasses.asdict(b.surrogate)}
+    scale = None
+    if b.scale is not None:
+        scale = {"name": b.scale.name, **dataclasses.asdict(b.scale)}
+    axis = list(b.axis) if isinstance(b.axis, tuple) else b.axis
+    return {
+        "surrogate": surrogate,
+        "scale": scale,
+        "axis": axis,
+        "center": b.center,
+    }
+
+
+def _model_config(model: Any) -> dict[str, Any]:
+    fields = {}
+    for f in dataclasses.fields(model):
+        if f.name in ("parent", "name") or f.name.startswith("_"):
+            continue
+        fields[f.name] = _json_value(getattr(model, f.name))
+    return fields
+
+
+@dataclasses.dataclass
+class _Value:
+    """A value of the program: its name and what it holds."""
+
+    name: str
+    kind: str  # "real" (float), "bits" (bool, True = +1), "count" (int32)
+    alpha: np.ndarray | None = None  # count: per-channel kernel scale
+    alpha_name: str | None = None
+    n: int | None = None  # count: fan-in
+
+
+class _Builder:
+    """Emits ops and arrays while walking a model's parameter tree."""
+
+    def __init__(self, params: Mapping, stats: Mapping, where: str):
+        self.params = params
+        self.stats = stats
+        self.where = where
+        self.arrays: dict[str, np.ndarray] = {}
+        self.ops: list[dict[str, Any]] = []
+        self.used: set[tuple[str, str, str]] = set()
+        self.near_ties: dict[str, int] = {}
+        self._count = 0
+
+    # -- bookkeeping
+
+    def _name(self) -> str:
+        self._count += 1
+        return f"v{self._count}"
+
+    def _array(self, name: str, value: np.ndarray, dtype: str) -> str:
+        if name in self.arrays:
+            raise ValueError(f"{self.where}: array {name!r} written twice.")
+        self.arrays[name] = np.ascontiguousarray(value, _DTYPES[dtype])
+        return name
+
+    def _emit(self, op: str, inputs, **fields) -> str:
+        out = self._name()
+        self.ops.append({"op": op, "in": inputs, "out": out, **fields})
+        return out
+
+    def _param(self, path: str, name: str, tree: str = "params") -> np.ndarray:
+        node = self.params if tree == "params" else self.stats
+        for part in path.split("/"):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ValueError(
+                    f"{self.where}: {tree} have no {path!r}; the variables do "
+                    "not match the model (export needs the model that "
+                    "produced them)."
+                )
+            node = node[part]
+        if name not in node:
+            raise ValueError(f"{self.where}: {tree}[{path!r}] has no {name!r}.")
+        self.used.add((tree, path, name))
+        value = np.asarray(node[name])
+        if value.dtype != np.float32:
+            raise ValueError(
+                f"{self.where}: {tree}[{path!r}][{name!r}] has dtype "
+                f"{value.dtype}; export supports float32 models only."
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(
+                f"{self.where}: {tree}[{path!r}][{name!r}] is not finite."
+            )
+        return value
+
+    def check_features(self, path: str, shape, expected: int) -> None:
+        if shape[-1] != expected:
+            raise ValueError(
+                f"{self.where}: {path} has {shape[-1]} output features but "
+                f"the model has {expected}: the variables do not match the "
+                "model."
+            )
+
+    def check_all_used(self) -> None:
+        """Every parameter and statistic must have gone into the program."""
+        for tree, node in (
+            ("params", self.params),
+            ("batch_stats", self.stats),
+        ):
+            flat = traverse_util.flatten_dict(dict(node)) if node else {}
+            for key in flat:
+                entry = (tree, "/".join(key[:-1]), key[-1])
+                if entry not in self.used:
+                    raise ValueError(
+                        f"{self.where}: {tree}[{'/'.join(key)!r}] is not used "
+                        "by the model: the variables do not match the model."
+                    )
+
+    def has(self, path: str, name: str) -> bool:
+        node = self.params
+        for part in path.split("/"):
+            if not isinstance(node, Mapping) or part not in node:
+                return False
+            node = node[part]
+        return name in node
+
+    # -- ops
+
+    def input(self) -> _Value:
+        return _Value("input", "real")
+
+    def flatten(self, x: _Value) -> _Value:
+        return dataclasses.replace(x, name=self._emit("flatten", x.name))
+
+    def relu(self, x: _Value) -> _Value:
+        return _Value(self._emit("relu", self._real(x).name), "real")
+
+    def sign(self, x: _Value) -> _Value:
+        if x.kind == "bits":
+            return x
+        return _Value(self._emit("sign", self._real(x).name), "bits")
+
+    def mean(self, x: _Value, axes: Sequence[int]) -> _Value:
+        name = self._emit("mean", self._real(x).name, axes=list(axes))
+        return _Value(name, "real")
+
+    def add(self, x: _Value, y: _Value) -> _Value:
+        name = self._emit("add", [self._real(x).name, self._real(y).name])
+        return _Value(name, "real")
+
+    def max_pool(self, x: _Value, window, strides, padding) -> _Value:
+        """Max pool of reals or counts (it commutes with ``fl(alpha * c)``)."""
+        x = self._real(x) if x.kind == "bits" else x
+        name = self._emit(
+            "max_pool",
+            x.name,
+            window=list(window),
+            strides=list(strides),
+            padding=[list(p) for p in padding],
+        )
+        return dataclasses.replace(x, name=name)
+
+    def avg_pool(self, x: _Value, window, strides, padding: str) -> _Value:
+        name = self._emit(
+            "avg_pool",
+            self._real(x).name,
+            window=list(window),
+            strides=list(strides),
+            padding=padding,
+            count_include_pad=False,
+        )
+        return _Value(name, "real")
+
+    def _real(self, x: _Value) -> _Value:
+        """Counts become real: ``fl(alpha * c)``; bits are not real."""
+        if x.kind == "real":
+            return x
+        if x.kind == "count":
+            name = self._emit("scale", x.name, alpha=x.alpha_name)
+            return _Value(name, "real")
+        raise ValueError(f"{self.where}: internal error, bits used as reals.")
+
+    def dense(self, path: str, x: _Value, features: int) -> _Value:
+        value = self._param(path, "kernel")
+        self.check_features(path, value.shape, features)
+        kernel = self._array(f"{path}/kernel", value, "<f4")
+        bias = None
+        if self.has(path, "bias"):
+            bias = self._array(f"{path}/bias", self._param(path, "bias"), "<f4")
+        name = self._emit("dense", self._real(x).name, kernel=kernel, bias=bias)
+        return _Value(name, "real")
+
+    def conv(
+        self, path: str, x: _Value, features: int, strides, padding
+    ) -> _Value:
+        kernel = self._param(path, "kernel")
+        self.check_features(path, kernel.shape, features)
+        if kernel.ndim != 4:
+            raise ValueError(f"{self.where}: {path} is not a 2D convolution.")
+        bias = None
+        if self.has(path, "bias"):
+            bias = self._array(f"{path}/bias", self._param(path, "bias"), "<f4")
+        name = self._emit(
+            "conv",
+            self._real(x).name,
+            kernel=self._array(f"{path}/kernel", kernel, "<f4"),
+            bias=bias,
+            strides=list(strides),
+            padding=[list(p) for p in padding],
+        )
+        return _Value(name, "real")
+
+    def batch_norm(self, path: str, x: _Value, epsilon: float) -> _Value:
+        x = self._real(x)
+        names = {}
+        for key, tree in (
+            ("mean", "batch_stats"),
+            ("var", "batch_stats"),
+            ("scale", "params"),
+            ("bias", "params"),
+        ):
+            names[key] = self._array(
+                f"{path}/{key}", self._param(path, key, tree), "<f4"
+            )
+        name = self._emit("batch_norm", x.name, epsilon=epsilon, **names)
+        return _Value(name, "real")
+
+    def batch_norm_sign(self, path: str, x: _Value, epsilon: float) -> _Value:
+        """``sign(batch_norm(x))`` folded into a threshold: bits out."""
+        stats = [
+            self._param(path, "mean", "batch_stats"),
+            self._param(path, "var", "batch_stats"),
+            self._param(path, "scale"),
+            self._param(path, "bias"),
+        ]
+        try:
+            threshold, flip = packed_lib.fold_batch_norm_sign(*stats, epsilon)
+        except ValueError as error:
+            raise ValueError(f"{self.where}: {path}: {error}") from None
+        flip_name = self._array(f"{path}/flip", flip.astype(np.uint8), "|u1")
+        if x.kind == "real":
+            name = self._emit(
+                "threshold",
+                x.name,
+                threshold=self._array(f"{path}/threshold", threshold, "<f4"),
+                flip=flip_name,
+            )
+            return _Value(name, "bits")
+        if x.kind != "count":
+            raise ValueError(f"{self.where}: batch norm of bits at {path}.")
+        try:
+            t, flip = packed_lib.fold_count_threshold(
+                threshold, flip, x.alpha, x.n
+            )
+        except ValueError as error:
+            raise ValueError(f"{self.where}: {path}: {error}") from None
+        near = int(packed_lib.near_count_lattice(threshold, x.alpha, x.n).sum())
+        if near:
+            self.near_ties[path] = near
+        name = self._emit(
+            "count_threshold",
+            x.name,
+            threshold=self._array(f"{path}/count_threshold", t, "<i4"),
+            flip=flip_name,
+        )
+        return _Value(name, "bits")
+
+    def _binary_kernel(
+        self, path: str, binarizer: Binarizer
+    ) -> tuple[str, str, np.ndarray]:
+        """Packs ``binarizer(latent)``: (words name, alpha name, alpha)."""
+        latent = self._param(path, LATENT_KERNEL)
+        if self.has(path, "bias"):
+            raise ValueError(
+                f"{self.where}: {path} has a bias; export supports binary "
+                "layers without bias (the reference models put batch norm "
+                "after them)."
+            )
+        if binarizer.stochastic:
+            raise ValueError(
+                f"{self.where}: the kernel binarizer of {path} uses "
+                f"{type(binarizer.surrogate).__name__}, whose forward pass "
+                "is random; export needs a deterministic binarizer."
+            )
+        axes = reduce_axes(latent.ndim, binarizer.axis)
+        if axes not in (
+            tuple(range(latent.ndim)),
+            tuple(range(latent.ndim - 1)),
+        ):
+            raise ValueError(
+                f"{self.where}: the kernel binarizer of {path} has "
+                f"axis={binarizer.axis!r}; export supports one scale per "
+                "tensor (axis=None) or per output channel (axis=-1)."
+            )
+        kernel = np.asarray(binarizer(jnp.asarray(latent), progress=1.0))
+        out = kernel.shape[-1]
+        magnitude = np.abs(kernel).reshape(-1, out)
+        alpha = magnitude[0].astype(np.float32)
+        if not (np.isfinite(alpha).all() and (magnitude == alpha).all()):
+            raise ValueError(
+                f"{self.where}: the kernel binarizer of {path} does not give "
+                "alpha * sign(W) with one finite alpha per output channel."
+            )
+        bits = ~np.signbit(kernel)  # alpha * (+-1); also right for alpha == 0
+        words = _pack_words(np.moveaxis(bits, -1, 0))
+        return (
+            self._array(f"{path}/kernel", words, "<u4"),
+            self._array(f"{path}/alpha", alpha, "<f4"),
+            alpha,
+        )
+
+    def binary(
+        self,
+        path: str,
+        x: _Value,
+        binarizer: Binarizer,
+        features: int,
+        conv: Mapping[str, Any] | None = None,
+    ) -> _Value:
+        """A BinaryDense (``conv=None``) or BinaryConv layer.
+
+        Bits in: exact counts out (``kind="count"``, scaled later by
+        ``alpha``); real values in: ``x @ (alpha * S)`` out.
+        """
+        x = self._real(x) if x.kind == "count" else x
+        kernel_shape = self._param(path, LATENT_KERNEL).shape
+        self.check_features(path, kernel_shape, features)
+        if conv is not None and kernel_shape[:-2] != tuple(conv["kernel_size"]):
+            raise ValueError(
+                f"{self.where}: {path} has a kernel of shape {kernel_shape}; "
+                f"the model has a {conv['kernel_size']} window."
+            )
+        words, alpha_name, alpha = self._binary_kernel(path, binarizer)
+        n_in = int(kernel_shape[-2])
+        fields: dict[str, Any] = {
+            "kernel": words,
+            "alpha": alpha_name,
+            "n_in": n_in,
+            "features": int(kernel_shape[-1]),
+            "input": "bits" if x.kind == "bits" else "real",
+        }
+        op = "binary_dense"
+        fan_in = n_in
+        if conv is not None:
+            op = "binary_conv"
+            fields.update(conv)
+            fan_in = n_in * math.prod(kernel_shape[:-2])
+            if x.kind == "bits" and conv["pad_value"] not in (-1.0, 0.0, 1.0):
+                raise ValueError(
+                    f"{self.where}: {path} pads binary activations with "
+                    f"pad_value={conv['pad_value']!r}; export supports -1, "
+                    "0 and 1."
+                )
+        name = self._emit(op, x.name, **fields)
+        if x.kind == "bits":
+            return _Value(name, "count", alpha, alpha_name, fan_in)
+        return _Value(name, "real")
+
+
+def _pack_words(bits: np.ndarray) -> np.ndarray:
+    """numpy twin of :func:`bnnjax.packed.pack_bits` on the last axis."""
+    n = bits.shape[-1]
+    words = -(-n // packed_lib.WORD_BITS)
+    as_bytes = np.packbits(bits, axis=-1, bitorder="little")
+    pad = [(0, 0)] * (bits.ndim - 1) + [(0, 4 * words - as_bytes.shape[-1])]
+    as_bytes = np.ascontiguousarray(np.pad(as_bytes, pad))
+    return as_bytes.view("<u4").reshape(*bits.shape[:-1], words)
+
+
+def _check_sign_activation(model: Any, field: str) -> Binarizer:
+    act = getattr(model, field)
+    scale_free = act.scale is None or isinstance(act.scale, NoScale)
+    if not scale_free or act.center or act.stochastic:
+        raise ValueError(
+            f"{type(model).__name__}.{field}={act!r}: export supports sign "
+            "activations (scale=None, center=False, deterministic); a scale "
+            "or centring of activations depends on the whole batch."
+        )
+    return act
+
+
+def _check_dtypes(model: Any) -> None:
+    for field in ("dtype", "param_dtype"):
+        value = getattr(model, field)
+        if value is not None and np.dtype(value) != np.float32:
+            raise ValueError(
+                f"{type(model).__name__}.{field}={value!r}: export supports "
+                "float32 models only."
+            )
+
+
+def _same_pads(kernel_size: Sequence[int]) -> list[tuple[int, int]]:
+    # 'SAME' with stride 1: (k - 1) // 2 low, the rest high, any input size.
+    return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_size]
+
+
+def _program_mlp(model: Any, b: _Builder) -> _Value:
+    act_binary = model.binary_activations
+    if act_binary:
+        _check_sign_activation(model, "activation_binarizer")
+    eps = model.bn_epsilon
+    x = b.flatten(b.input())
+    depth = len(model.hidden)
+    for i, width in enumerate(model.hidden):
+        x = b.binary(f"dense_{i}", x, model.kernel_binarizer, width)
+        norm = f"dense_norm_{i}"
+        next_binarizes = act_binary and (i < depth - 1 or model.binary_last)
+        if next_binarizes:
+            x = b.batch_norm_sign(norm, x, eps)
+        else:
+            x = b.batch_norm(norm, x, eps)
+            if not act_binary:
+                x = b.relu(x)
+    if not model.binary_last:
+        return b.dense("head", x, model.num_classes)
+    x = b.binary("head", x, model.kernel_binarizer, model.num_classes)
+    return b.batch_norm("head_norm", x, eps)
+
+
+def _program_cnn(model: Any, b: _Builder) -> _Value:
+    _check_sign_activation(model, "activation_binarizer")
+    eps = model.bn_epsilon
+    x = b.input()
+    widths = models_common.scale_widths(
+        models_common.BINARYNET_CNN_CONV, model.width_multiplier
+    )
+    for i, width in enumerate(widths):
+        conv = {
+            "kernel_size": [3, 3],
+            "strides": [1, 1],
+            "dilation": [1, 1],
+            "padding": [list(p) for p in _same_pads((3, 3))],
+            "pad_value": float(model.pad_value) if i > 0 else 0.0,
+        }
+        x = b.binary(f"conv_{i}", x, model.kernel_binarizer, width, conv)
+        if i % 2 == 1:
+            x = b.max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
+        x = b.batch_norm_sign(f"conv_norm_{i}", x, eps)
+    x = b.flatten(x)
+    dense = models_common.scale_widths(
+        models_common.BINARYNET_CNN_DENSE, model.width_multiplier
+    )
+    for i, width in enumerate(dense):
+        x = b.binary(f"dense_{i}", x, model.kernel_binarizer, width)
+        x = b.batch_norm_sign(f"dense_norm_{i}", x, eps)
+    x = b.binary("head", x, model.kernel_binarizer, model.num_classes)
+    return b.batch_norm("head_norm", x, eps)
+
+
+def _program_resnet(model: Any, b: _Builder) -> _Value:
+    _check_sign_activation(model, "activation_binarizer")
+    eps = model.bn_epsilon
+    k = model.stem_kernel_size
+    x = b.conv(
+        "stem_conv",
+        b.input(),
+        model.stem_features,
+        (model.stem_strides,) * 2,
+        models_common.stem_padding(k),
+    )
+    x = b.batch_norm("stem_norm", x, eps)
+    if model.stem_max_pool:
+        x = b.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
+    layout = models_common.bireal_layout(
+        model.stage_sizes, model.stage_features
+    )
+    for i, (features, strides) in enumerate(layout):
+        block = f"blocks_{i}"
+        conv = {
+            "kernel_size": [3, 3],
+            "strides": [strides, strides],
+            "dilation": [1, 1],
+            "padding": [[1, 1], [1, 1]],
+            "pad_value": float(model.pad_value),
+        }
+        y = b.binary(
+            f"{block}/conv", b.sign(x), model.kernel_binarizer, features, conv
+        )
+        y = b.batch_norm(f"{block}/norm", y, eps)
+        shortcut = x
+        if b.has(f"{block}/shortcut_conv", "kernel"):
+            if strides != 1:
+                shortcut = b.avg_pool(
+                    shortcut, (strides, strides), (strides, strides), "SAME"
+                )
+            shortcut = b.conv(
+                f"{block}/shortcut_conv",
+                shortcut,
+                features,
+                (1, 1),
+                ((0, 0), (0, 0)),
+            )
+            shortcut = b.batch_norm(f"{block}/shortcut_norm", shortcut, eps)
+        x = b.add(y, shortcut)
+    return b.dense("head", b.mean(x, (1, 2)), model.num_classes)
+
+
+_PROGRAMS: dict[type, Callable[[Any, _Builder], _Value]] = {
+    models_linen.BinaryMLP: _program_mlp,
+    models_linen.BinaryNetCNN: _program_cnn,
+    models_linen.BiRealResNet: _program_resnet,
+}
+
+
+def pack_model(model: Any, variables: Mapping[str, Any]) -> PackedModel:
+    """Packs a trained linen reference model for 1-bit inference.
+
+    Args:
+      model: a :class:`bnnjax.models.linen.BinaryMLP`,
+        :class:`~bnnjax.models.linen.BinaryNetCNN` or
+        :class:`~bnnjax.models.linen.BiRealResNet` (float32); its kernel
+        binarizer must be deterministic with one scale per tensor or per
+        output channel, its activation binarizer a plain sign.
+      variables: ``{"params": ..., "batch_stats": ...}`` as returned by
+        ``model.init`` and updated by training.
+
+    Returns:
+      The :class:`PackedModel`; :func:`predict` on it matches
+      ``model.apply(variables, x, train=False)``.
+
+    Raises:
+      TypeError: for an unsupported model.
+      ValueError: for unsupported settings, mismatched variables or
+        non-finite values, naming the layer.
+    """
+    program = _PROGRAMS.get(type(model))
+    if program is None:
+        raise TypeError(
+            f"pack_model supports {sorted(c.__name__ for c in _PROGRAMS)} "
+            f"from bnnjax.models.linen, got {type(model).__name__}."
+        )
+    if not isinstance(variables, Mapping) or "params" not in variables:
+        raise ValueError(
+            "pack_model expects variables {'params': ..., 'batch_stats': "
+            f"...}}, got {type(variables).__name__} with keys "
+            f"{sorted(variables) if isinstance(variables, Mapping) else '?'}."
+        )
+    _check_dtypes(model)
+    where = type(model).__name__
+    b = _Builder(variables["params"], variables.get("batch_stats", {}), where)
+    output = b._real(program(model, b))
+    b.check_all_used()
+    counted = {
+        k: variables[k] for k in ("params", "batch_stats") if k in variables
+    }
+    sizes = summary_fn(counted)
+    header = {
+        "format": _FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bnnjax_version": _bnnjax_version(),
+        "jax_version": jax.__version__,
+        "architecture": type(model).__name__,
+        "config": _model_config(model),
+        "binarizers": {
+            "kernel": _binarizer_json(model.kernel_binarizer),
+            "activation": _binarizer_json(model.activation_binarizer),
+        },
+        "bit_layout": _BIT_LAYOUT,
+        "program": {"input": "input", "output": output.name, "ops": b.ops},
+        "float32_bytes": int(sizes.float32_bytes),
+        "deploy_bytes": int(sizes.deploy_bytes),
+        "near_tie_channels": dict(b.near_ties),
+    }
+    if b.near_ties:
+        warnings.warn(
+            f"{where}: {sum(b.near_ties.values())} channels "
+            f"({b.near_ties}) have a batch-norm threshold within float "
+            "rounding of a reachable pre-activation (typical of untrained "
+            "batch norm: running mean 0, beta 0). The float model's dot "
+            "rounding decides those signs and the packed model's exact "
+            "counts may differ from model.apply there; trained statistics "
+            "do not do this.",
+            stacklevel=2,
+        )
+    return PackedModel(header=header, arrays=dict(b.arrays))
+
+
+def _bnnjax_version() -> str:
+    import bnnjax  # late: bnnjax/__init__ may import this module
+
+    return bnnjax.__version__
+
+
+# --------------------------------------------------------------------------
+# The file.
+
+
+def _payload(arrays: Mapping[str, np.ndarray]) -> tuple[dict, list[bytes]]:
+    manifest = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(arrays):
+        value = np.asarray(arrays[name])
+        dtype = (
+            value.dtype.newbyteorder("<")
+            if value.dtype.itemsize > 1
+            else value.dtype
+        )
+        key = dtype.str
+        if key not in _DTYPES:
+            raise ValueError(
+                f"array {name!r} has dtype {value.dtype}; the format stores "
+                f"{sorted(_DTYPES)} only."
+            )
+        data = np.ascontiguousarray(value, dtype).tobytes()
+        pad = -offset % _ALIGN
+        if pad:
+            chunks.append(b"\0" * pad)
+            offset += pad
+        manifest[name] = {
+            "dtype": key,
+            "shape": [int(d) for d in value.shape],
+            "offset": offset,
+            "nbytes": len(data),
+        }
+        chunks.append(data)
+        offset += len(data)
+    return manifest, chunks
+
+
+def _file_chunks(packed: PackedModel):
+    """Yields the file's bytes in order (the SHA-256 trailer last)."""
+    manifest, payload = _payload(packed.arrays)
+    digest = hashlib.sha256()
+    for chunk in payload:
+        digest.update(chunk)
+    header = dict(packed.header)
+    header["arrays"] = manifest
+    header["payload_bytes"] = sum(len(c) for c in payload)
+    header["payload_sha256"] = digest.hexdigest()
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(text))
+    pad = b"\0" * (-(len(prefix) + len(text)) % _ALIGN)
+    whole = hashlib.sha256()
+    for chunk in (prefix, text, pad, *payload):
+        whole.update(chunk)
+        yield chunk
+    yield whole.digest()
+
+
+def save(packed: PackedModel, path: str | os.PathLike) -> int:
+    """Writes ``packed`` to ``path`` atomically; returns the file's bytes.
+
+    The bytes go to a temporary file in the same directory, which is
+    flushed, ``fsync``-ed and renamed over ``path`` (``os.replace``); on
+    any error the temporary file is removed and ``path`` is untouched.
+
+    Args:
+      packed: the model.
+      path: destination file (its directory must exist).
+
+    Returns:
+      The size of the written file in bytes.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory
+    )
+    try:
+        size = 0
+        with os.fdopen(fd, "wb") as f:
+            for chunk in _file_chunks(packed):
+                f.write(chunk)
+                size += len(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # persist the rename; best effort
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    return size
+
+
+def export_model(
+    model: Any, variables: Mapping[str, Any], path: str | os.PathLike
+) -> PackedSizes:
+    """:func:`pack_model` then :func:`save`; returns the sizes.
+
+    Args:
+      model: the linen reference model.
+      variables: its trained ``{"params", "batch_stats"}``.
+      path: destination file.
+
+    Returns:
+      :class:`PackedSizes` with the file's bytes and the float32 bytes of
+      ``variables``.
+    """
+    packed = pack_model(model, variables)
+    return PackedSizes(save(packed, path), packed.float32_bytes)
+
+
+def _fail(path: str, problem: str) -> ValueError:
+    return ValueError(f"{path}: {problem}")
+
+
+def load(path: str | os.PathLike) -> PackedModel:
+    """Reads a packed model file, verifying it before using any byte.
+
+    Checks, in order: the magic bytes (a foreign file), the SHA-256 trailer
+    over the whole file (any flipped byte, a truncated file), the format
+    version, the JSON header and its array table. Arrays are read with
+    ``np.frombuffer`` from a dtype whitelist; nothing is unpickled.
+
+    Args:
+      path: the file.
+
+    Returns:
+      The :class:`PackedModel` (arrays are read-only views of the file's
+      bytes).
+
+    Raises:
+      ValueError: naming the file, for a foreign, corrupt, truncated or
+        newer-format file.
+      OSError: if the file cannot be read.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
+        raise _fail(
+            path,
+            f"not a bnnjax packed model: it starts with {data[:8]!r}, "
+            f"expected the magic bytes {MAGIC!r}.",
+        )
+    if len(data) < _PREFIX.size + _DIGEST_BYTES:
+        raise _fail(path, f"truncated: only {len(data)} bytes.")
+    body, trailer = data[:-_DIGEST_BYTES], data[-_DIGEST_BYTES:]
+    if hashlib.sha256(body).digest() != trailer:
+        raise _fail(
+            path,
+            "checksum mismatch: the file is corrupt or truncated (its last "
+            "32 bytes are not the SHA-256 of the rest).",
+        )
+    _, version, header_len = _PREFIX.unpack_from(data)
+    if version != FORMAT_VERSION:
+        raise _fail(
+            path,
+            f"format version {version} is not supported; this bnnjax reads "
+            f"version {FORMAT_VERSION}"
+            + (" (upgrade bnnjax)." if version > FORMAT_VERSION else "."),
+        )
+    start = _PREFIX.size
+    if header_len > len(body) - start:
+        raise _fail(path, f"header length {header_len} exceeds the file.")
+    try:
+        header = json.loads(data[start : start + header_len].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _fail(path, f"the header is not JSON: {error}") from None
+    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+        raise _fail(path, f"the header does not describe a {_FORMAT!r} file.")
+    payload_start = start + header_len + (-(start + header_len) % _ALIGN)
+    payload = body[payload_start:]
+    try:
+        expected = int(header["payload_bytes"])
+        manifest = header["arrays"]
+        payload_digest = header["payload_sha256"]
+    except (KeyError, TypeError, ValueError):
+        raise _fail(path, "the header lacks its array table.") from None
+    if len(payload) != expected:
+        raise _fail(
+            path,
+            f"payload has {len(payload)} bytes, the header says {expected}.",
+        )
+    if hashlib.sha256(payload).hexdigest() != payload_digest:
+        raise _fail(path, "payload checksum mismatch.")
+    arrays = {}
+    if not isinstance(manifest, dict):
+        raise _fail(path, "the array table is not an object.")
+    for name, entry in manifest.items():
+        try:
+            dtype = _DTYPES[entry["dtype"]]
+            shape = tuple(int(d) for d in entry["shape"])
+            offset, nbytes = int(entry["offset"]), int(entry["nbytes"])
+        except (KeyError, TypeError, ValueError):
+            raise _fail(
+                path, f"array {name!r} has an invalid table entry {entry!r}."
+            ) from None
+        count = math.prod(shape)
+        if (
+            min(shape, default=0) < 0
+            or nbytes != count * dtype.itemsize
+            or offset < 0
+            or offset + nbytes > len(payload)
+        ):
+            raise _fail(path, f"array {name!r} does not fit the payload.")
+        arrays[name] = np.frombuffer(payload, dtype, count, offset).reshape(
+            shape
+        )
+    result = PackedModel(header=header, arrays=arrays)
+    _check_program(result, path)
+    return result
+
+
+def file_sizes(path: str | os.PathLike) -> PackedSizes:
+    """File bytes and source float32 bytes of a packed model file.
+
+    Loads (and so verifies) the file.
+    """
+    packed = load(path)
+    return PackedSizes(os.path.getsize(path), packed.float32_bytes)
+
+
+# --------------------------------------------------------------------------
+# Running the program.
+
+_ARRAY_FIELDS = {
+    "binary_dense": ("kernel", "alpha"),
+    "binary_conv": ("kernel", "alpha"),
+    "threshold": ("threshold", "flip"),
+    "count_threshold": ("threshold", "flip"),
+    "scale": ("alpha",),
+    "batch_norm": ("mean", "var", "scale", "bias"),
+    "dense": ("kernel", "bias"),
+    "conv": ("kernel", "bias"),
+    "flatten": (),
+    "relu": (),
+    "sign": (),
+    "mean": (),
+    "add": (),
+    "max_pool": (),
+    "avg_pool": (),
+}
+
+
+def _check_program(packed: PackedModel, path: str) -> None:
+    try:
+        program = packed.header["program"]
+        ops = program["ops"]
+        defined = {program["input"]}
+        for op in ops:
+            kind = op["op"]
+            if kind not in _ARRAY_FIELDS:
+                raise _fail(path, f"unknown op {kind!r}.")
+            inputs = op["in"] if isinstance(op["in"], list) else [op["in"]]
+            missing = [v for v in inputs if v not in defined]
+            if missing:
+                raise _fail(path, f"op {kind!r} reads undefined {missing}.")
+            for field in _ARRAY_FIELDS[kind]:
+                name = op.get(field)
+                if name is not None and name not in packed.arrays:
+                    raise _fail(path, f"op {kind!r} needs array {name!r}.")
+            defined.add(op["out"])
+        if program["output"] not in defined:
+            raise _fail(path, "the program's output is never computed.")
+    except (KeyError, TypeError) as error:
+        raise _fail(path, f"malformed program: {error!r}.") from None
+
+
+def _prepare(packed: PackedModel) -> list[dict[str, jax.Array]]:
+    """Device arrays per op, in the layouts the kernels want."""
+    arrays = packed.arrays
+    prepared = []
+    for op in packed.header["program"]["ops"]:
+        kind = op["op"]
+        mine: dict[str, jax.Array] = {}
+        for field in _ARRAY_FIELDS[kind]:
+            name = op.get(field)
+            if name is not None:
+                mine[field] = jnp.asarray(arrays[name])
+        if kind in ("threshold", "count_threshold"):
+            mine["flip"] = mine["flip"] != 0
+        if kind in ("binary_dense", "binary_conv"):
+            words = mine.pop("kernel")
+            if op["input"] == "bits":
+                if kind == "binary_conv" and op["pad_value"] == 0.0:
+                    mine["tap_sums"] = packed_lib.kernel_tap_sums(
+                        words, op["n_in"]
+                    )
+                mine["xnor"] = packed_lib.prepare_xnor_kernel(words)
+            else:
+                weights = packed_lib.prepare_binary_weights(words, op["n_in"])
+                mine["words_t"] = weights.words_t
+                mine["bytes_t"] = weights.bytes_t
+        prepared.append(mine)
+    return prepared
+
+
+def _row(v: jax.Array, ndim: int) -> jax.Array:
+    return v.reshape((1,) * (ndim - 1) + (-1,))
+
+
+def _pool(x, init, fn, window, strides, padding):
+    pads = (
+        padding
+        if isinstance(padding, str)
+        else [(0, 0), *map(tuple, padding), (0, 0)]
+    )
+    return lax.reduce_window(
+        x, init, fn, (1, *window, 1), (1, *strides, 1), pads
+    )
+
+
+def _run_op(op: Mapping[str, Any], a: Mapping[str, jax.Array], env: dict):
+    kind = op["op"]
+    if kind == "add":
+        x, y = (env[v] for v in op["in"])
+        return x + y
+    x = env[op["in"]]
+    if kind == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if kind == "relu":
+        return jnp.maximum(x, 0)
+    if kind == "sign":
+        return x >= 0
+    if kind == "mean":
+        return jnp.mean(x, axis=tuple(op["axes"]))
+    if kind == "scale":
+        return x.astype(jnp.float32) * _row(a["alpha"], x.ndim)
+    if kind in ("threshold", "count_threshold"):
+        return (x >= _row(a["threshold"], x.ndim)) != _row(a["flip"], x.ndim)
+    if kind == "batch_norm":
+        return packed_lib.batch_norm(
+            x, a["mean"], a["var"], a["scale"], a["bias"], op["epsilon"]
+        )
+    if kind == "dense":
+        y = lax.dot_general(x, a["kernel"], (((x.ndim - 1,), (0,)), ((), ())))
+        return y + _row(a["bias"], y.ndim) if "bias" in a else y
+    if kind == "conv":
+        y = lax.conv_general_dilated(
+            x,
+            a["kernel"],
+            tuple(op["strides"]),
+            [tuple(p) for p in op["padding"]],
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        return y + _row(a["bias"], y.ndim) if "bias" in a else y
+    if kind == "max_pool":
+        init = (
+            -jnp.inf
+            if jnp.issubdtype(x.dtype, jnp.floating)
+            else jnp.iinfo(x.dtype).min
+        )
+        return _pool(
+            x,
+            jnp.asarray(init, x.dtype),
+            lax.max,
+            op["window"],
+            op["strides"],
+            op["padding"],
+        )
+    if kind == "avg_pool":
+        args = (op["window"], op["strides"], op["padding"])
+        y = _pool(x, jnp.asarray(0, x.dtype), lax.add, *args)
+        ones = jnp.ones((1, *x.shape[1:-1], 1), x.dtype)
+        return y / _pool(ones, jnp.asarray(0, x.dtype), lax.add, *args)
+    if kind == "binary_dense":
+        if op["input"] == "bits":
+            return packed_lib.xnor_dense(
+                packed_lib.pack_bits(x), a["xnor"], op["n_in"]
+            )
+        weights = packed_lib.BinaryWeights(
+            a["words_t"], a["bytes_t"], op["n_in"]
+        )
+        return packed_lib.binary_weight_dense(x, weights, a["alpha"])
+    if kind == "binary_conv":
+        window = {
+            "kernel_size": op["kernel_size"],
+            "strides": op["strides"],
+            "dilation": op["dilation"],
+            "padding": [tuple(p) for p in op["padding"]],
+            "pad_value": op["pad_value"],
+        }
+        if op["input"] == "bits":
+            return packed_lib.xnor_conv(
+                x,
+                a["xnor"],
+                n_in=op["n_in"],
+                tap_sums=a.get("tap_sums"),
+                **window,
+            )
+        weights = packed_lib.BinaryWeights(
+            a["words_t"],
+            a["bytes_t"],
+            op["n_in"] * math.prod(op["kernel_size"]),
+        )
+        return packed_lib.binary_weight_conv(x, weights, a["alpha"], **window)
+    raise ValueError(f"unknown op {kind!r}")  # _check_program prevents it
+
+
+def _execute(program: Mapping[str, Any], prepared, images: jax.Array):
+    env = {program["input"]: images}
+    for op, arrays in zip(program["ops"], prepared, strict=True):
+        env[op["out"]] = _run_op(op, arrays, env)
+    return env[program["output"]]
+
+
+def _check_images(packed: PackedModel, images: jax.Array) -> None:
+    ops = packed.header["program"]["ops"]
+    first = next(
+        (o for o in ops if o["op"] in ("binary_dense", "binary_conv", "conv")),
+        None,
+    )
+    if packed.architecture == "BinaryMLP":
+        n = math.prod(images.shape[1:]) if images.ndim >= 2 else None
+        if n != first["n_in"]:
+            raise ValueError(
+                f"BinaryMLP was exported for inputs of {first['n_in']} "
+                f"features per example, got images of shape {images.shape}."
+            )
+    elif images.ndim != 4:
+        raise ValueError(
+            f"{packed.architecture} expects images (batch, height, width, "
+            f"channels), got shape {images.shape}."
+        )
+
+
+def predict(
+    packed: PackedModel,
+    images: jax.typing.ArrayLike,
+    *,
+    batch_size: int | None = None,
+) -> jax.Array:
+    """Logits of a packed model, from its packed arrays only.
+
+    Matches ``model.apply(variables, images, train=False)`` of the exported
+    model (see the module docstring for the numerics). The program is
+    jit-compiled once per input shape and cached on ``packed``.
+
+    Args:
+      packed: from :func:`pack_model` or :func:`load`.
+      images: inputs as the float model takes them (cast to float32).
+      batch_size: run in chunks of this many examples (default: all).
+
+    Returns:
+      ``(batch, num_classes)`` float32 logits.
+
+    Raises:
+      ValueError: for inputs of the wrong shape.
+    """
+    images = jnp.asarray(images)
+    if images.dtype != jnp.float32:
+        images = images.astype(jnp.float32)
+    if images.ndim < 1:
+        raise ValueError("predict expects a batch of inputs.")
+    _check_images(packed, images)
+    if "run" not in packed._cache:
+        program = packed.header["program"]
+        packed._cache["run"] = (
+            jax.jit(functools.partial(_execute, program)),
+            _prepare(packed),
+        )
+    run, prepared = packed._cache["run"]
+    n = images.shape[0]
+    if batch_size is None or batch_size >= n:
+        return run(prepared, images)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    parts = [
+        run(prepared, images[i : i + batch_size])
+        for i in range(0, n, batch_size)
+    ]
+    return jnp.concatenate(parts, axis=0)

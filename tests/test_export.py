@@ -1,0 +1,657 @@
+"""1-bit export: exact packing, XNOR-popcount, folded batch norm, the file.
+
+Every reference architecture is packed, written, reloaded and run from the
+packed arrays alone; its logits must match the float model's eval-mode
+forward (identical argmax, ``max |diff| <= 1e-5 * max |logit|``).
+"""
+
+import hashlib
+import json
+import os
+import pickle
+import re
+import shutil
+import struct
+import tempfile
+from unittest import mock
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest, parameterized
+from flax import traverse_util
+
+import bnnjax
+from bnnjax import export as export_lib
+from bnnjax import packed
+from bnnjax.data import load_mnist_sample
+from bnnjax.models import linen as mlinen
+from bnnjax.nn import LATENT_KERNEL
+
+SIGN = bnnjax.Binarizer(surrogate="ste", scale=None)
+LOGIT_RTOL = 1e-5  # max |packed - float| / max |float| allowed
+
+
+class _TempDirTest(parameterized.TestCase):
+    """Temporary files without absl's flags (pytest does not parse them)."""
+
+    def tmp_path(self, name):
+        if not hasattr(self, "_tmp"):
+            self._tmp = tempfile.mkdtemp()
+            self.addCleanup(shutil.rmtree, self._tmp, ignore_errors=True)
+        return os.path.join(self._tmp, name)
+
+
+def _rng(seed):
+    return np.random.default_rng(seed)
+
+
+def _pm1(bits):
+    return np.where(bits, 1, -1)
+
+
+def _sign(x):
+    """The float model's sign: bnnjax.binarize without a scale."""
+    return np.asarray(bnnjax.binarize(jnp.asarray(x), "ste", scale=None))
+
+
+def _random_like(tree, seed=0):
+    """Random weights and batch-norm statistics of ``tree``'s shapes."""
+    rng = _rng(seed)
+
+    def fill(path, leaf):
+        if path[-1] == "var":
+            value = rng.uniform(0.5, 1.5, leaf.shape)
+        elif path[-1] == "mean":
+            value = 0.1 * rng.normal(size=leaf.shape)
+        elif path[-1] == "scale":
+            value = rng.normal(size=leaf.shape)  # negative gammas too
+        else:
+            value = 0.5 * rng.normal(size=leaf.shape)
+        return jnp.asarray(value, leaf.dtype)
+
+    flat = traverse_util.flatten_dict(tree)
+    return traverse_util.unflatten_dict(
+        {k: fill(k, v) for k, v in flat.items()}
+    )
+
+
+def _variables(model, x, seed=0):
+    shapes = jax.eval_shape(
+        lambda k: model.init(k, x, train=False, progress=0.0),
+        jax.random.key(0),
+    )
+    return _random_like(shapes, seed)
+
+
+def _float_logits(model, variables, x):
+    return jax.jit(lambda v, x: model.apply(v, x, train=False, progress=1.0))(
+        variables, x
+    )
+
+
+def _assert_same_predictions(test, got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    test.assertEqual(got.shape, want.shape)
+    np.testing.assert_array_equal(got.argmax(-1), want.argmax(-1))
+    rel = np.abs(got - want).max() / np.abs(want).max()
+    test.assertLessEqual(rel, LOGIT_RTOL)
+
+
+class PackTest(parameterized.TestCase):
+    @parameterized.parameters((1, 1), (31, 3), (33, 5), (100, 2), (1000, 4))
+    def test_kernel_round_trip_with_zeros(self, n_in, out):
+        w = _rng(n_in).normal(size=(n_in, out)).astype(np.float32)
+        w[0, 0] = 0.0
+        w[-1, -1] = -0.0
+        p = jax.jit(packed.pack_kernel)(jnp.asarray(w))
+        self.assertEqual(p.words.dtype, jnp.uint32)
+        self.assertEqual(p.words.shape, (out, -(-n_in // 32)))
+        self.assertEqual(p.n_in, n_in)
+        got = np.asarray(packed.unpack_kernel(p))
+        np.testing.assert_array_equal(got, _sign(w))
+        self.assertEqual(got[0, 0], 1.0)
+        self.assertEqual(got[-1, -1], 1.0)  # sign(-0.0) = +1
+        # Padding bits are zero: the popcount counts only real weights.
+        ones = np.asarray(jax.lax.population_count(p.words)).sum(-1)
+        np.testing.assert_array_equal(ones, (w >= 0).sum(0))
+
+    def test_conv_kernel_layout(self):
+        w = _rng(0).normal(size=(3, 2, 37, 5)).astype(np.float32)
+        w[1, 1, 36, 4] = 0.0
+        p = packed.pack_kernel(w)
+        self.assertEqual(p.words.shape, (5, 3, 2, 2))
+        np.testing.assert_array_equal(packed.unpack_kernel(p), _sign(w))
+        # Bit i % 32 of word i // 32 is input feature i.
+        bit = (np.asarray(p.words)[4, 1, 1, 1] >> np.uint32(4)) & 1
+        self.assertEqual(bit, 1)
+
+    @parameterized.parameters(1, 31, 32, 33, 100)
+    def test_bits_round_trip(self, n):
+        bits = _rng(n).random((3, n, 2)) < 0.5
+        words = packed.pack_bits(bits, axis=1)
+        self.assertEqual(words.shape, (3, -(-n // 32), 2))
+        np.testing.assert_array_equal(
+            packed.unpack_bits(words, n, axis=1), bits
+        )
+
+    def test_rejects_bad_inputs(self):
+        with self.assertRaisesRegex(ValueError, r"\(\.\.\., in, out\)"):
+            packed.pack_kernel(jnp.ones(3))
+        with self.assertRaisesRegex(TypeError, "uint32"):
+            packed.unpack_bits(jnp.ones(2, jnp.int32), 3)
+        with self.assertRaisesRegex(ValueError, "do not fit"):
+            packed.unpack_bits(jnp.ones(1, jnp.uint32), 33)
+
+
+class XnorTest(parameterized.TestCase):
+    @parameterized.parameters(1, 31, 33, 100, 1000, 2100)
+    def test_equals_float_dot(self, n):
+        rng = _rng(n)
+        a = rng.random((3, n)) < 0.5
+        w = rng.normal(size=(n, 7))
+        want = _pm1(a) @ _pm1(w >= 0)
+        k = packed.pack_kernel(w).words
+        run = jax.jit(packed.xnor_dense, static_argnums=2)
+        got = run(packed.pack_bits(a), packed.prepare_xnor_kernel(k), n)
+        self.assertEqual(got.dtype, jnp.int32)
+        np.testing.assert_array_equal(got, want)
+        # Unprepared kernels (padded on the fly) give the same counts.
+        np.testing.assert_array_equal(run(packed.pack_bits(a), k, n), want)
+
+    @parameterized.parameters(
+        (-1.0, (1, 1), ((1, 1), (1, 1)), (1, 1)),
+        (1.0, (2, 2), ((1, 1), (1, 1)), (1, 1)),
+        (0.0, (1, 1), ((1, 1), (1, 1)), (1, 1)),
+        (0.0, (2, 1), ((0, 2), (2, 0)), (2, 1)),
+        (0.0, (1, 1), ((0, 0), (0, 0)), (1, 1)),
+    )
+    def test_conv_equals_float_conv(self, pad_value, strides, pads, dilation):
+        rng = _rng(7)
+        bits = rng.random((2, 7, 6, 33)) < 0.5
+        w = rng.normal(size=(3, 3, 33, 5))
+        x = _pm1(bits).astype(np.float32)
+        x = np.pad(x, ((0, 0), *pads, (0, 0)), constant_values=pad_value)
+        want = jax.lax.conv_general_dilated(
+            x,
+            _pm1(w >= 0).astype(np.float32),
+            strides,
+            "VALID",
+            rhs_dilation=dilation,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        words = packed.pack_kernel(w).words
+        got = packed.xnor_conv(
+            bits,
+            packed.prepare_xnor_kernel(words),
+            n_in=33,
+            kernel_size=(3, 3),
+            strides=strides,
+            dilation=dilation,
+            padding=pads,
+            pad_value=pad_value,
+            tap_sums=packed.kernel_tap_sums(words, 33),
+        )
+        np.testing.assert_array_equal(got, np.asarray(want).astype(np.int32))
+
+
+class BinaryWeightTest(parameterized.TestCase):
+    @parameterized.product(
+        n=(31, 100, 1000), rows=(1, 3, 64), method=("lookup", "unpack")
+    )
+    def test_dense_equals_float_dot(self, n, rows, method):
+        rng = _rng(n + rows)
+        x = rng.normal(size=(rows, n)).astype(np.float32)
+        w = rng.normal(size=(n, 24)).astype(np.float32)
+        w[0, :3] = 0.0
+        alpha = rng.uniform(0.1, 2.0, 24).astype(np.float32)
+        kernel = alpha * _sign(w)
+        want = x.astype(np.float64) @ kernel.astype(np.float64)
+        weights = packed.prepare_binary_weights(packed.pack_kernel(w).words, n)
+        got = jax.jit(
+            lambda x, w, a: packed.binary_weight_dense(x, w, a, method=method)
+        )(x, weights, alpha)
+        # Float rounding of a sum of n terms: bound relative to sum |terms|.
+        bound = 1e-6 * (np.abs(x) @ np.abs(kernel)).max()
+        self.assertLessEqual(np.abs(np.asarray(got) - want).max(), bound)
+
+    @parameterized.parameters(0.0, 0.5)
+    def test_conv_equals_float_conv(self, pad_value):
+        rng = _rng(3)
+        x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
+        w = rng.normal(size=(3, 3, 3, 8)).astype(np.float32)
+        alpha = rng.uniform(0.1, 2.0, 8).astype(np.float32)
+        kernel = alpha * _sign(w)
+        padded = np.pad(
+            x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad_value
+        )
+        want = jax.lax.conv_general_dilated(
+            padded,
+            kernel,
+            (1, 1),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        )
+        weights = packed.prepare_binary_weights(packed.pack_kernel(w).words, 3)
+        got = packed.binary_weight_conv(
+            x,
+            weights,
+            alpha,
+            kernel_size=(3, 3),
+            strides=(1, 1),
+            dilation=(1, 1),
+            padding=((1, 1), (1, 1)),
+            pad_value=pad_value,
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _flax_bn_sign(y, mean, var, scale, bias, epsilon):
+    """sign(BatchNorm(y)) by flax's own module, as the float model does."""
+    bn = nn.BatchNorm(use_running_average=True, epsilon=epsilon)
+    variables = {
+        "params": {"scale": jnp.asarray(scale), "bias": jnp.asarray(bias)},
+        "batch_stats": {"mean": jnp.asarray(mean), "var": jnp.asarray(var)},
+    }
+    out = jax.jit(bn.apply)(variables, jnp.asarray(y))
+    return _sign(out) > 0
+
+
+def _bn_params():
+    """Channels covering gamma > 0, < 0, == +-0, ties and -0.0 outputs."""
+    f = np.float32
+    mean = np.array([0.3, -0.2, 0.0, 0.5, 0.0, 0.25, 1.0, 0.0], f)
+    var = np.array([1.0, 0.7, 1.0, 2.0, 1.0, 0.0, 1e-3, 1.0], f)
+    scale = np.array([1.5, -0.8, 0.0, -0.0, 2.0, -1.0, 3.0, 1.0], f)
+    # Channel 4: beta = -0.0 with mean 0 gives BN(+-0) = -0.0 -> sign +1.
+    # Channel 5 (gamma < 0, beta = 0): BN(0.25) is exactly 0 -> +1.
+    # Channel 7: BN(y) = y * rsqrt(1 + eps): tie at y = 0.
+    bias = np.array([0.1, 0.2, -0.3, 0.0, -0.0, 0.0, -0.5, 0.0], f)
+    return mean, var, scale, bias
+
+
+class FoldTest(parameterized.TestCase):
+    def test_batch_norm_sign_threshold_exact(self):
+        mean, var, scale, bias = _bn_params()
+        eps = 1e-4
+        t, flip = packed.fold_batch_norm_sign(mean, var, scale, bias, eps)
+        self.assertEqual(t.dtype, np.float32)
+        # gamma > 0: no flip; gamma < 0: flip; gamma == 0: constant sign(beta)
+        # encoded as threshold -inf with flip = (beta < 0).
+        np.testing.assert_array_equal(flip[:4], [False, True, True, False])
+        np.testing.assert_array_equal(t[2:4], [-np.inf, -np.inf])
+        # Probe every channel at its threshold's float neighbours, at +-0,
+        # at the exact ties and at random values.
+        rng = _rng(0)
+        probes = [
+            np.nextafter(t, np.float32(-np.inf)),
+            t,
+            np.nextafter(t, np.float32(np.inf)),
+            np.zeros_like(t),
+            -np.zeros_like(t),
+            np.full_like(t, 0.25),
+            *rng.normal(size=(200, t.size)).astype(np.float32),
+        ]
+        y = np.stack(probes).astype(np.float32)
+        y = np.where(np.isfinite(y), y, 0.0).astype(np.float32)
+        want = _flax_bn_sign(y, mean, var, scale, bias, eps)
+        got = (y >= t) != flip
+        np.testing.assert_array_equal(got, want)
+        # The planted ties really are ties, resolved as sign(0) = +1.
+        self.assertTrue(want[3, 4] and want[4, 4])  # BN(+-0) = -0.0
+        self.assertTrue(want[5, 5])  # BN(0.25) == 0 with gamma < 0
+
+    @parameterized.parameters(9, 64)
+    def test_count_threshold_exact(self, n):
+        mean, var, scale, bias = _bn_params()
+        alpha = np.array(
+            [0.37, 1.0, 0.5, 0.1, 0.0, 0.25, 0.013, 1.0], np.float32
+        )
+        eps = 1e-4
+        t, flip = packed.fold_batch_norm_sign(mean, var, scale, bias, eps)
+        tc, flip_c = packed.fold_count_threshold(t, flip, alpha, n)
+        self.assertEqual(tc.dtype, np.int32)
+        c = np.arange(-n, n + 1)[:, None]
+        y = (alpha * c.astype(np.float32)).astype(np.float32)
+        want = _flax_bn_sign(y, mean, var, scale, bias, eps)
+        np.testing.assert_array_equal((c >= tc) != flip_c, want)
+        # Channel 5: alpha * 1 = 0.25 = mean hits the tie exactly.
+        self.assertTrue(want[n + 1, 5])
+
+    def test_rejects_bad_statistics(self):
+        ones = np.ones(2, np.float32)
+        with self.assertRaisesRegex(ValueError, "variances must be >= 0"):
+            packed.fold_batch_norm_sign(ones, -ones, ones, ones, 1e-5)
+        with self.assertRaisesRegex(ValueError, "finite"):
+            packed.fold_batch_norm_sign(ones * np.nan, ones, ones, ones, 1e-5)
+        with self.assertRaisesRegex(ValueError, "alpha must be finite"):
+            packed.fold_count_threshold(ones, ones > 0, -ones, 3)
+
+
+def _arch(name):
+    """(model, inputs) of small configurations of every architecture."""
+    img = lambda seed, shape: jax.random.normal(jax.random.key(seed), shape)  # noqa: E731
+    mlp_x = img(1, (16, 8, 8, 1))
+    if name == "mlp":
+        return mlinen.BinaryMLP(hidden=(48, 40)), mlp_x
+    if name == "mlp_real_head":
+        return mlinen.BinaryMLP(hidden=(48, 40), binary_last=False), mlp_x
+    if name == "binaryconnect":
+        return mlinen.BinaryMLP(
+            hidden=(48, 40),
+            binary_activations=False,
+            kernel_binarizer=bnnjax.Binarizer(scale="mean_abs", center=True),
+        ), mlp_x
+    if name == "mlp_sign_kernels":
+        return mlinen.BinaryMLP(hidden=(48, 40), kernel_binarizer=SIGN), mlp_x
+    if name == "cnn":
+        return mlinen.BinaryNetCNN(width_multiplier=1 / 16), img(
+            2, (4, 16, 16, 3)
+        )
+    if name == "cnn_pad_minus_one":
+        return mlinen.BinaryNetCNN(
+            width_multiplier=1 / 16,
+            pad_value=-1.0,
+            kernel_binarizer=bnnjax.Binarizer(surrogate="ede", axis=-1),
+        ), img(2, (4, 16, 16, 3))
+    if name == "resnet20":
+        return mlinen.bireal_resnet20(
+            stage_sizes=(1, 1, 1), stage_features=(4, 8, 16), pad_value=1.0
+        ), img(3, (4, 12, 12, 3))
+    return mlinen.bireal_resnet18(
+        stage_sizes=(1, 1, 1, 1),
+        stage_features=(4, 8, 8, 16),
+        stem_features=4,
+        num_classes=10,
+    ), img(4, (2, 33, 33, 3))
+
+
+class ExportTest(_TempDirTest):
+    @parameterized.parameters(
+        "mlp",
+        "mlp_real_head",
+        "binaryconnect",
+        "mlp_sign_kernels",
+        "cnn",
+        "cnn_pad_minus_one",
+        "resnet20",
+        "resnet18",
+    )
+    def test_reloads_and_predicts_as_float_model(self, name):
+        model, x = _arch(name)
+        variables = _variables(model, x)
+        path = self.tmp_path("model.bnn")
+        sizes = export_lib.export_model(model, variables, path)
+        self.assertEqual(sizes.file_bytes, os.path.getsize(path))
+        self.assertEqual(
+            sizes.float32_bytes, bnnjax.summary(variables).float32_bytes
+        )
+        self.assertEqual(export_lib.file_sizes(path), sizes)
+        loaded = export_lib.load(path)
+        self.assertEqual(loaded.architecture, type(model).__name__)
+        self.assertEqual(loaded.header["near_tie_channels"], {})
+        want = _float_logits(model, variables, x)
+        _assert_same_predictions(self, export_lib.predict(loaded, x), want)
+        if name == "mlp_sign_kernels":  # exact float dots: bit for bit
+            np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
+
+    def test_warns_about_thresholds_on_a_count(self):
+        # Untrained batch norm (mean 0, beta 0) puts the folded threshold of
+        # dense_norm_1 at count 0 (fan-in 48 is even, so 0 is reachable),
+        # where the float dot's rounding residue decides the sign.
+        model, x = _arch("mlp")
+        variables = _variables(model, x)
+
+        def zero_means_and_biases(tree):
+            flat = traverse_util.flatten_dict(tree)
+            return traverse_util.unflatten_dict(
+                {
+                    k: jnp.zeros_like(v) if k[-1] in ("mean", "bias") else v
+                    for k, v in flat.items()
+                }
+            )
+
+        untrained = {k: zero_means_and_biases(v) for k, v in variables.items()}
+        with self.assertWarnsRegex(UserWarning, "40 channels.*dense_norm_1"):
+            p = export_lib.pack_model(model, untrained)
+        self.assertEqual(p.header["near_tie_channels"], {"dense_norm_1": 40})
+        alpha = p.arrays["dense_1/alpha"]
+        self.assertTrue(
+            packed.near_count_lattice(np.zeros(40), alpha, 48).all()
+        )
+        self.assertFalse(
+            packed.near_count_lattice(alpha * 2.5, alpha, 48).any()
+        )
+
+    def test_kernels_are_stored_packed(self):
+        model, x = _arch("cnn")
+        variables = _variables(model, x)
+        p = export_lib.pack_model(model, variables)
+        header = p.header
+        self.assertEqual(header["format_version"], export_lib.FORMAT_VERSION)
+        self.assertEqual(header["bnnjax_version"], bnnjax.__version__)
+        self.assertEqual(header["config"]["width_multiplier"], 1 / 16)
+        self.assertEqual(
+            header["binarizers"]["kernel"]["scale"]["name"], "mean_abs_dev"
+        )
+        for layer in ("conv_1", "dense_0"):
+            latent = variables["params"][layer][LATENT_KERNEL]
+            binarized = model.kernel_binarizer(latent)
+            words = p.arrays[f"{layer}/kernel"]
+            self.assertEqual(words.dtype, np.dtype("<u4"))
+            np.testing.assert_array_equal(
+                words, packed.pack_kernel(binarized).words
+            )
+            alpha = np.abs(np.asarray(binarized)).reshape(-1, words.shape[0])
+            np.testing.assert_array_equal(p.arrays[f"{layer}/alpha"], alpha[0])
+        self.assertNotIn(LATENT_KERNEL, json.dumps(header["program"]))
+        # 1 bit per binary weight: far below float32.
+        self.assertGreater(
+            p.float32_bytes / sum(a.nbytes for a in p.arrays.values()), 8
+        )
+
+    def test_mnist_sample_predictions_identical(self):
+        data = load_mnist_sample()
+        images = jnp.asarray(data.test.images, jnp.float32) / 255.0
+        model = mlinen.BinaryMLP(hidden=(128, 128))
+        variables = _variables(model, images[:1], seed=3)
+        p = export_lib.pack_model(model, variables)
+        want = _float_logits(model, variables, images)
+        got = export_lib.predict(p, images, batch_size=300)
+        self.assertEqual(got.shape, (1000, 10))
+        _assert_same_predictions(self, got, want)
+        np.testing.assert_allclose(
+            export_lib.predict(p, images[:300]), got[:300], rtol=0, atol=0
+        )
+
+    def test_rejects_unsupported_models(self):
+        x = jnp.zeros((1, 8, 8, 1))
+        ok = mlinen.BinaryMLP(hidden=(8,))
+        variables = _variables(ok, x)
+        cases = [
+            (
+                mlinen.BinaryMLP(
+                    hidden=(8,),
+                    kernel_binarizer=bnnjax.Binarizer(surrogate="stochastic"),
+                ),
+                "random",
+            ),
+            (
+                mlinen.BinaryMLP(
+                    hidden=(8,), kernel_binarizer=bnnjax.Binarizer(axis=0)
+                ),
+                "axis=0",
+            ),
+            (
+                mlinen.BinaryMLP(
+                    hidden=(8,), activation_binarizer=bnnjax.Binarizer()
+                ),
+                "sign activations",
+            ),
+            (mlinen.BinaryMLP(hidden=(8,), dtype=jnp.bfloat16), "float32"),
+            (mlinen.BinaryMLP(hidden=(16,)), "not match|shape"),
+        ]
+        for model, message in cases:
+            with self.assertRaisesRegex(ValueError, message):
+                export_lib.pack_model(model, variables)
+        with self.assertRaisesRegex(TypeError, "BinaryMLP"):
+            export_lib.pack_model(nn.Dense(3), variables)
+        cnn, cx = _arch("cnn")
+        bad_pad = mlinen.BinaryNetCNN(width_multiplier=1 / 16, pad_value=0.5)
+        with self.assertRaisesRegex(ValueError, "pad_value=0.5"):
+            export_lib.pack_model(bad_pad, _variables(cnn, cx))
+        p = export_lib.pack_model(ok, variables)
+        with self.assertRaisesRegex(ValueError, "64 features"):
+            export_lib.predict(p, jnp.zeros((2, 9, 9, 1)))
+
+
+def _split(data):
+    """(version, header dict, payload bytes) of a valid file's bytes."""
+    _, version, hlen = struct.unpack_from("<8sIQ", data)
+    header = json.loads(data[20 : 20 + hlen])
+    start = 20 + hlen + (-(20 + hlen) % 64)
+    return version, header, data[start:-32]
+
+
+def _join(version, header, payload):
+    """File bytes with consistent checksums (to forge semantic errors)."""
+    header = dict(header, payload_sha256=hashlib.sha256(payload).hexdigest())
+    text = json.dumps(header).encode()
+    body = struct.pack("<8sIQ", export_lib.MAGIC, version, len(text)) + text
+    body += b"\0" * (-len(body) % 64) + payload
+    return body + hashlib.sha256(body).digest()
+
+
+class FileTest(_TempDirTest):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        model = mlinen.BinaryMLP(hidden=(16,))
+        cls.x = jax.random.normal(jax.random.key(0), (3, 4, 4, 1))
+        cls.packed = export_lib.pack_model(model, _variables(model, cls.x))
+
+    def _saved(self):
+        path = self.tmp_path("m.bnn")
+        export_lib.save(self.packed, path)
+        with open(path, "rb") as f:
+            return path, f.read()
+
+    def _write(self, data):
+        path = self.tmp_path(
+            f"bad{len(os.listdir(os.path.dirname(self.tmp_path('x'))))}.bnn"
+        )
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def test_loading_never_unpickles(self):
+        path, _ = self._saved()
+        boom = mock.Mock(side_effect=AssertionError("pickle used"))
+        with (
+            mock.patch.object(pickle, "load", boom),
+            mock.patch.object(pickle, "loads", boom),
+            mock.patch.object(pickle, "Unpickler", boom),
+            mock.patch.object(np, "load", boom),
+        ):
+            loaded = export_lib.load(path)
+            got = export_lib.predict(loaded, self.x)
+        boom.assert_not_called()
+        np.testing.assert_array_equal(
+            got, export_lib.predict(self.packed, self.x)
+        )
+        self.assertTrue(
+            all(not a.dtype.hasobject for a in loaded.arrays.values())
+        )
+
+    def test_every_flipped_byte_is_detected(self):
+        path, data = self._saved()
+        self.assertGreater(len(data), 1000)
+        for i in range(len(data)):
+            corrupt = bytearray(data)
+            corrupt[i] ^= 0x10
+            with open(path, "wb") as f:
+                f.write(corrupt)
+            with self.assertRaisesRegex(ValueError, re.escape(path)):
+                export_lib.load(path)
+
+    def test_truncated_file(self):
+        _, data = self._saved()
+        for size in (0, 5, 20, 60, len(data) // 2, len(data) - 1):
+            path = self._write(data[:size])
+            with self.assertRaisesRegex(ValueError, "magic|truncated|checksum"):
+                export_lib.load(path)
+
+    def test_foreign_files(self):
+        npz = self.tmp_path("foreign.npz")
+        np.savez(npz, a=np.arange(3))
+        with self.assertRaisesRegex(ValueError, "not a bnnjax packed model"):
+            export_lib.load(npz)
+        text = self._write(b"hello world, not a model at all")
+        with self.assertRaisesRegex(ValueError, "not a bnnjax packed model"):
+            export_lib.load(text)
+
+    def test_semantic_errors_with_valid_checksums(self):
+        _, data = self._saved()
+        version, header, payload = _split(data)
+        # A consistent rebuild loads: the forging helper is faithful.
+        export_lib.load(self._write(_join(version, header, payload)))
+        newer = self._write(_join(version + 1, header, payload))
+        with self.assertRaisesRegex(ValueError, "format version 2.*upgrade"):
+            export_lib.load(newer)
+        arrays = dict(header["arrays"])
+        name = sorted(arrays)[0]
+        arrays[name] = dict(arrays[name], dtype="|O")
+        with self.assertRaisesRegex(ValueError, "invalid table entry"):
+            export_lib.load(
+                self._write(
+                    _join(version, dict(header, arrays=arrays), payload)
+                )
+            )
+        program = dict(
+            header["program"], ops=[{"op": "exec", "in": "input", "out": "v1"}]
+        )
+        with self.assertRaisesRegex(ValueError, "unknown op 'exec'"):
+            export_lib.load(
+                self._write(
+                    _join(version, dict(header, program=program), payload)
+                )
+            )
+
+    def test_failed_write_leaves_no_partial_file(self):
+        directory = self.tmp_path("out")
+        os.mkdir(directory)
+        path = os.path.join(directory, "model.bnn")
+        with (
+            mock.patch.object(
+                export_lib.os, "fsync", side_effect=OSError("disk full")
+            ),
+            self.assertRaisesRegex(OSError, "disk full"),
+        ):
+            export_lib.save(self.packed, path)
+        self.assertEqual(os.listdir(directory), [])
+        # An existing file survives a failure in the middle of writing.
+        export_lib.save(self.packed, path)
+        with open(path, "rb") as f:
+            before = f.read()
+
+        original = export_lib._file_chunks
+
+        def half_then_fail(packed_model):
+            chunks = original(packed_model)
+            yield next(chunks)
+            raise RuntimeError("interrupted")
+
+        with (
+            mock.patch.object(export_lib, "_file_chunks", half_then_fail),
+            self.assertRaisesRegex(RuntimeError, "interrupted"),
+        ):
+            export_lib.save(self.packed, path)
+        self.assertEqual(os.listdir(directory), ["model.bnn"])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), before)
+        export_lib.load(path)
+
+
+if __name__ == "__main__":
+    absltest.main()
