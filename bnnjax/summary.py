@@ -33,7 +33,7 @@ from flax import nnx
 
 from bnnjax.optim import BINARY, REAL, binary_param_labels
 
-__all__ = ["ModelSummary", "ParamSummary", "summary"]
+__all__ = ["ModelSummary", "ParamSummary", "path_names", "summary"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +175,8 @@ class ModelSummary:
         return "\n".join(lines)
 
 
-def _path_names(path) -> list[str]:
+def path_names(path) -> list[str]:
+    """Names of a pytree key path's entries (dict keys, attributes, indices)."""
     names = []
     for entry in path:
         for attr in ("key", "name", "idx"):
@@ -188,7 +189,7 @@ def _path_names(path) -> list[str]:
 
 
 def _row(path, value, kind: str, collection: str) -> ParamSummary:
-    names = _path_names(path)
+    names = path_names(path)
     shape = tuple(int(d) for d in np.shape(value))
     count = math.prod(shape)
     itemsize = np.dtype(value.dtype).itemsize
@@ -289,7 +290,7 @@ def _rows_for(tree, tree_labels, collection: str) -> list[ParamSummary]:
     for (path, value), kind in zip(leaves, label_leaves, strict=True):
         if kind not in (BINARY, REAL):
             raise ValueError(
-                f"summary: label {kind!r} at {'/'.join(_path_names(path))} "
+                f"summary: label {kind!r} at {'/'.join(path_names(path))} "
                 f"is not {BINARY!r} or {REAL!r}."
             )
         rows.append(_row(path, value, kind, collection))

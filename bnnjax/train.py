@@ -52,6 +52,7 @@ from bnnjax.binarize import Binarizer
 from bnnjax.models import linen as models
 from bnnjax.nn._common import LATENT_KERNEL
 from bnnjax.optim import REAL
+from bnnjax.summary import path_names
 from bnnjax.summary import summary as memory_summary
 
 __all__ = [
@@ -432,14 +433,6 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
     return config.make_model(num_classes)
 
 
-def _layer_name(path: tuple[Any, ...]) -> str:
-    names = []
-    for entry in path:
-        key = getattr(entry, "key", getattr(entry, "name", None))
-        names.append(str(key if key is not None else entry))
-    return "/".join(names)
-
-
 def latent_kernels(params: Any) -> dict[str, jax.Array]:
     """The latent kernels of a linen parameter tree, by layer path.
 
@@ -460,7 +453,7 @@ def latent_kernels(params: Any) -> dict[str, jax.Array]:
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
         last = path[-1] if path else None
         if getattr(last, "key", None) == LATENT_KERNEL:
-            kernels[_layer_name(path[:-1])] = leaf
+            kernels["/".join(path_names(path[:-1]))] = leaf
     return kernels
 
 
