@@ -29,6 +29,7 @@ import numpy as np
 
 import bnnjax
 from bnnjax import checkpoint as checkpoint_lib
+from bnnjax import data as data_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
 
@@ -581,6 +582,7 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         ValueError,
         ImportError,
         checkpoint_lib.CheckpointError,
+        data_lib.DatasetUnavailableError,
         train_lib.NonFiniteLossError,
     ) as e:
         progress.close()

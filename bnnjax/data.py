@@ -38,6 +38,7 @@ import math
 import numbers
 import os
 import re
+import socket
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
@@ -49,6 +50,7 @@ import numpy as np
 
 __all__ = [
     "Dataset",
+    "DatasetUnavailableError",
     "Examples",
     "flatten",
     "iterate_batches",
@@ -87,6 +89,29 @@ _LOCAL_HINT = (
     " IDX files), 'cifar:DIR' (binary CIFAR-10) or the embedded"
     " 'mnist-sample'."
 )
+
+
+class DatasetUnavailableError(RuntimeError):
+    """A TFDS dataset is neither prepared locally nor downloadable."""
+
+
+# TFDS downloads most datasets (and its pre-prepared copies) from Google
+# Cloud Storage; reaching it is the cheap test that a download can work.
+_DOWNLOAD_HOST = "storage.googleapis.com"
+_PROBE_TIMEOUT_SECONDS = 2.0
+
+
+def _download_possible() -> bool:
+    """Whether TFDS's download host is reachable (True behind a proxy)."""
+    if any(os.environ.get(v) for v in ("https_proxy", "HTTPS_PROXY")):
+        return True
+    try:
+        socket.create_connection(
+            (_DOWNLOAD_HOST, 443), timeout=_PROBE_TIMEOUT_SECONDS
+        ).close()
+    except OSError:
+        return False
+    return True
 
 
 class Examples(NamedTuple):
@@ -693,8 +718,12 @@ def load_tfds(
     or OpenCV. Preparing a dataset that is not yet in ``data_dir`` needs
     network access and, for most image datasets, TensorFlow once
     (``pip install tensorflow-cpu``); after that, reading is TF-free.
-    Offline, TFDS retries each download for a few minutes before failing;
-    pass ``download=False`` to fail at once when the dataset is missing.
+    Offline, TFDS would retry each download for minutes before failing, so
+    before a download this function checks, in about a second, that TFDS's
+    download host resolves and accepts a connection (skipped when an
+    ``https_proxy``/``HTTPS_PROXY`` variable routes traffic through a
+    proxy) and fails at once if it does not; ``download=False`` never
+    touches the network.
 
     The image and label features are the dataset's ``supervised_keys``
     (``("image", "label")`` if it declares none).
@@ -718,7 +747,8 @@ def load_tfds(
         extra, ``pip install "bnnjax[data]"``.
       ValueError: if TFDS has no dataset ``name``, or its images are not
         fixed-shape uint8 or its labels not integers.
-      RuntimeError: if the dataset is not prepared in ``data_dir`` and could
+      DatasetUnavailableError: (a ``RuntimeError``) if the dataset is not
+        prepared in ``data_dir`` and could
         not be downloaded and prepared (offline, or ``download=False``).
     """
     tfds = _import_tfds()
@@ -733,6 +763,14 @@ def load_tfds(
             + "."
         ) from None
     prepared = builder.is_prepared()
+    if not prepared and download and not _download_possible():
+        raise DatasetUnavailableError(
+            f"TFDS dataset {name!r} is not prepared in {builder.data_dir}"
+            " and cannot be downloaded: this machine cannot reach"
+            f" {_DOWNLOAD_HOST} (offline?). Prepare it on a machine with"
+            " network access and copy the directory, or pass its location"
+            " as the TFDS data directory. " + _LOCAL_HINT
+        )
     try:
         train_source, test_source = tfds.data_source(
             name,
@@ -745,7 +783,7 @@ def load_tfds(
             raise
         action = "downloaded and prepared" if download else "read"
         why = "" if download else " (download=False)"
-        raise RuntimeError(
+        raise DatasetUnavailableError(
             f"TFDS dataset {name!r} is not prepared in {builder.data_dir}"
             f" and could not be {action}{why}: {type(e).__name__}: {e}. "
             "Preparing needs network access and, for most image datasets,"
@@ -807,9 +845,9 @@ def load_dataset(spec: str, *, data_dir: PathLike | None = None) -> Dataset:
       (:func:`load_cifar10`).
     * a TFDS name (``"mnist"``, ``"fashion_mnist"``, ``"kmnist"``,
       ``"cifar10"``, ``"emnist/balanced"``, ...): :func:`load_tfds` with
-      ``download=True``, with the ``data`` extra installed. Offline, TFDS
-      retries a missing dataset's downloads for minutes before the error;
-      call :func:`load_tfds` with ``download=False`` to fail at once.
+      ``download=True``, with the ``data`` extra installed. Offline, a
+      dataset that is not prepared fails within seconds with a message
+      naming the local alternatives.
 
     Args:
       spec: one of the forms above.
@@ -825,7 +863,8 @@ def load_dataset(spec: str, *, data_dir: PathLike | None = None) -> Dataset:
         source, or the loader raises it.
       FileNotFoundError: if a local directory or its files are missing.
       ImportError: for a TFDS name without tensorflow-datasets installed.
-      RuntimeError: for a TFDS dataset that is not prepared and cannot be
+      DatasetUnavailableError: (a ``RuntimeError``) for a TFDS dataset
+        that is not prepared and cannot be
         downloaded.
     """
     if not isinstance(spec, str):

@@ -1,16 +1,19 @@
 """Tests for the ``bnnjax train`` command (``cli.main`` called in-process)."""
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
 import shutil
 import tempfile
+import unittest
+from unittest import mock
 
 import pytest
 from absl.testing import absltest, parameterized
 
-from bnnjax import cli, train
+from bnnjax import cli, data, train
 
 FAST = ["--hidden", "16", "--epochs", "1", "--batch-size", "500"]
 
@@ -172,6 +175,25 @@ class CliTrainTest(parameterized.TestCase):
         )
         self.assertEqual(status, 1)
         self.assertIn("Nothing to resume", err)
+
+    @unittest.skipIf(
+        importlib.util.find_spec("tensorflow_datasets") is None,
+        "needs the data extra",
+    )
+    def test_offline_tfds_fails_fast_naming_local_files(self):
+        out_dir = os.path.join(self.tmp, "out")
+        with (
+            mock.patch.dict(os.environ, {"TFDS_DATA_DIR": self.tmp}),
+            mock.patch.object(data, "_download_possible", return_value=False),
+        ):
+            status, out, err = _main(
+                ["train", "--dataset", "kmnist", "--out", out_dir]
+            )
+        self.assertEqual((status, out), (1, ""))
+        self.assertIn("'kmnist' is not prepared", err)
+        self.assertIn("'idx:DIR'", err)
+        self.assertNotIn("Traceback", err)
+        self.assertFalse(os.path.exists(out_dir))
 
     def test_demo_still_works(self):
         status, out, _ = _main(["demo", "--json"])

@@ -865,8 +865,20 @@ class TfdsMissingTest(parameterized.TestCase):
             data.load_dataset("mnist")
 
 
+_REAL_PROBE = data._download_possible
+
+
 @unittest.skipIf(tfds is None, NO_TFDS)
 class TfdsTest(_TmpDirMixin, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        # These tests simulate a machine where TFDS could download (mocked
+        # data, or a mocked failing download); the reachability probe is
+        # tested on its own below.
+        probe = mock.patch.object(data, "_download_possible", return_value=True)
+        probe.start()
+        self.addCleanup(probe.stop)
+
     def _mock(self, num_examples=6):
         return tfds.testing.mock_data(
             num_examples=num_examples,
@@ -929,6 +941,42 @@ class TfdsTest(_TmpDirMixin, parameterized.TestCase):
             ),
         ):
             data.load_dataset("mnist", data_dir=self.tmpdir())
+
+    def test_offline_fails_at_once_naming_local_files(self):
+        # The probe cannot connect: no download is attempted at all.
+        with (
+            mock.patch.object(data, "_download_possible", _REAL_PROBE),
+            mock.patch.dict(os.environ, {"https_proxy": "", "HTTPS_PROXY": ""}),
+            mock.patch(
+                "socket.create_connection", side_effect=OSError("unreachable")
+            ) as connect,
+            mock.patch.object(tfds, "data_source") as source,
+            self.assertRaisesRegex(
+                RuntimeError,
+                r"cannot be downloaded: this machine cannot reach "
+                r"storage\.googleapis\.com.*'idx:DIR'.*'mnist-sample'",
+            ),
+        ):
+            data.load_dataset("mnist", data_dir=self.tmpdir())
+        connect.assert_called_once()
+        source.assert_not_called()
+
+    def test_download_probe(self):
+        with mock.patch.dict(
+            os.environ, {"https_proxy": "", "HTTPS_PROXY": ""}
+        ):
+            with mock.patch("socket.create_connection", side_effect=OSError):
+                self.assertFalse(_REAL_PROBE())
+            with mock.patch("socket.create_connection") as connect:
+                self.assertTrue(_REAL_PROBE())
+            connect.return_value.close.assert_called_once()
+        # Behind a proxy a direct connection says nothing: assume possible.
+        with (
+            mock.patch.dict(os.environ, {"HTTPS_PROXY": "http://proxy:3128"}),
+            mock.patch("socket.create_connection") as connect,
+        ):
+            self.assertTrue(_REAL_PROBE())
+        connect.assert_not_called()
 
     def test_download_disabled_and_not_prepared(self):
         with self.assertRaisesRegex(
