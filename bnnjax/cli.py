@@ -11,7 +11,9 @@ Commands:
 Exit status: 0 on success; 2 for invalid arguments (unknown names,
 impossible values); 1 when the run cannot proceed (missing data, a run
 directory that is not empty, a corrupt checkpoint, a non-finite loss);
-130 when interrupted.
+130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM). An
+interrupted, terminated or killed ``train`` keeps its last complete
+checkpoint; ``--resume`` continues from it to the same final parameters.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -558,6 +562,14 @@ class _Progress:
             self._bar = None
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so the run stops the same way."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     def fail(message: str, status: int) -> int:
         print(f"bnnjax train: error: {message}", file=sys.stderr)
@@ -570,6 +582,9 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     except OSError as e:
         return fail(str(e), 1)
     progress = _Progress(args.progress, f"{config.method} {config.model}")
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         results = train_lib.run(
             config,
@@ -587,15 +602,19 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     ) as e:
         progress.close()
         return fail(str(e), 1)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         progress.close()
         where = config.out_dir or "the run directory"
+        what = "terminated" if isinstance(e, _Terminated) else "interrupted"
         print(
-            "bnnjax train: interrupted; continue with "
-            f"`bnnjax train --resume --out {where}`.",
+            f"bnnjax train: {what}; the last complete checkpoint is kept; "
+            f"continue with `bnnjax train --resume --out {where}`.",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(e, _Terminated) else 130
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     progress.close()
     print(json.dumps(results))
     return 0
@@ -609,7 +628,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
       0 on success, 2 for invalid settings, 1 when a run fails, 130 when
-      interrupted.
+      interrupted, 143 when terminated by SIGTERM.
 
     Raises:
       SystemExit: from argparse, for ``--help``/``--version`` (code 0) and
