@@ -7,6 +7,11 @@ Commands:
   gradients, and a check of the founding method's scale invariance.
 * ``train``: train a binary network (:func:`bnnjax.train.run`) with a
   progress bar on stderr, then print one JSON line of results on stdout.
+* ``summary``: the memory table of a model configuration.
+* ``export``: pack a trained run into a 1-bit model file
+  (:mod:`bnnjax.export`), verifying its predictions against the float
+  model.
+* ``predict``: evaluate a packed model file on a dataset's test split.
 
 Exit status: 0 on success; 2 for invalid arguments (unknown names,
 impossible values); 1 when the run cannot proceed (missing data, a run
@@ -24,6 +29,8 @@ import os
 import signal
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,6 +41,7 @@ import numpy as np
 import bnnjax
 from bnnjax import checkpoint as checkpoint_lib
 from bnnjax import data as data_lib
+from bnnjax import export as export_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
 
@@ -374,6 +382,69 @@ def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     )
     _add_train_arguments(train, suppress=suppress)
     d = train_lib.TrainConfig()
+    export = commands.add_parser(
+        "export",
+        help="pack a trained run into a 1-bit model file",
+        description=(
+            "Pack a run's trained model (one seed, one checkpoint) into a "
+            "single self-describing file: binary kernels at 1 bit, batch "
+            "norm folded, checksummed (see bnnjax.export). Prints one JSON "
+            "line with file_bytes and float32_bytes; with --verify (the "
+            "default) also the float and packed models' test accuracy and "
+            "how many predictions agree."
+        ),
+    )
+    export.add_argument("run_dir", help="a run directory of `bnnjax train`")
+    export.add_argument(
+        "-o", "--output", required=True, metavar="FILE", help="file to write"
+    )
+    export.add_argument(
+        "--epoch",
+        type=_positive_int,
+        default=None,
+        help="which checkpoint (default: the latest)",
+    )
+    export.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="which seed of a multi-seed run (default: its first)",
+    )
+    export.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare packed and float predictions on the run's test split "
+        "(default: on)",
+    )
+    export.add_argument(
+        "--force",
+        action="store_true",
+        help="replace FILE if it exists (default: refuse)",
+    )
+    predict = commands.add_parser(
+        "predict",
+        help="evaluate a packed model file on a dataset",
+        description=(
+            "Load a packed model file (verifying its checksum), run packed "
+            "inference on a dataset's test split and print one JSON line "
+            "with test_accuracy, file_bytes and the compression ratio "
+            "against the float32 checkpoint."
+        ),
+    )
+    predict.add_argument("file", help="a file written by `bnnjax export`")
+    predict.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset spec as for train (default: the one the model was "
+        "trained on, stored in the file)",
+    )
+    predict.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=1000,
+        help="examples per inference call (default: %(default)s)",
+    )
     summary = commands.add_parser(
         "summary",
         help="print the memory table of a model configuration",
@@ -452,6 +523,187 @@ def _summary(args: argparse.Namespace) -> int:
         print(json.dumps(table.to_dict()))
     else:
         print(table)
+    return 0
+
+
+def _select_seed(config: train_lib.TrainConfig, seed: int | None) -> int:
+    seeds = list(config.seeds)
+    if seed is None:
+        return 0
+    if seed not in seeds:
+        raise ValueError(
+            f"--seed {seed} was not trained in this run; its seeds are {seeds}."
+        )
+    return seeds.index(seed)
+
+
+def _float_logits(model, variables, images, batch_size: int) -> np.ndarray:
+    apply = jax.jit(
+        lambda v, x: model.apply(
+            v, data_lib.to_float(x), train=False, progress=jnp.float32(1)
+        )
+    )
+    parts = [
+        np.asarray(apply(variables, images[i : i + batch_size]))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(parts)
+
+
+def _export(args: argparse.Namespace) -> int:
+    def fail(message: str, status: int) -> int:
+        print(f"bnnjax export: error: {message}", file=sys.stderr)
+        return status
+
+    output = os.path.abspath(args.output)
+    if os.path.exists(output) and not args.force:
+        return fail(
+            f"{output} exists; pass --force to replace it (the old file is "
+            "only replaced once the new one is complete).",
+            1,
+        )
+    if os.path.isdir(output):
+        return fail(f"{output} is a directory; give a file name.", 2)
+    run_dir = os.path.abspath(args.run_dir)
+    try:
+        config = train_lib.TrainConfig.from_dict(
+            checkpoint_lib.read_config(run_dir)
+        )
+        index = _select_seed(config, args.seed)
+        model, state, info = train_lib.load_checkpoint(
+            run_dir, epoch=args.epoch
+        )
+    except (ValueError, TypeError) as e:
+        return fail(str(e), 2)
+    except (OSError, checkpoint_lib.CheckpointError) as e:
+        return fail(str(e), 1)
+    variables = {
+        "params": jax.tree.map(lambda a: a[index], state.params),
+        "batch_stats": jax.tree.map(lambda a: a[index], state.batch_stats),
+    }
+    seed = config.seeds[index]
+    metadata = {
+        "run_dir": run_dir,
+        "dataset": config.dataset,
+        "method": config.method,
+        "model": config.model,
+        "binary_activations": config.activations_binary,
+        "seed": seed,
+        "epoch": int(info["epoch"]),
+        "input_scaling": "uint8 pixels / 255",
+    }
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            packed = export_lib.pack_model(model, variables, metadata=metadata)
+        file_bytes = export_lib.save(packed, output)
+    except (TypeError, ValueError) as e:
+        return fail(f"cannot export this run: {e}", 1)
+    except OSError as e:
+        return fail(str(e), 1)
+    result: dict[str, Any] = {
+        "file": output,
+        "file_bytes": file_bytes,
+        "float32_bytes": packed.float32_bytes,
+        "compression_ratio": packed.float32_bytes / file_bytes,
+        "deploy_bytes": int(packed.header["deploy_bytes"]),
+        "architecture": packed.architecture,
+        **metadata,
+        "near_tie_channels": sum(packed.header["near_tie_channels"].values()),
+        "warnings": [str(w.message) for w in caught],
+    }
+    if args.verify:
+        try:
+            dataset = data_lib.load_dataset(config.dataset)
+        except (OSError, ValueError, ImportError, RuntimeError) as e:
+            return fail(f"exported, but cannot verify: {e}", 1)
+        images, labels = dataset.test_images, dataset.test_labels
+        want = _float_logits(model, variables, images, 1000)
+        got = np.asarray(
+            export_lib.predict(
+                packed, data_lib.to_float(images), batch_size=1000
+            )
+        )
+        result.update(
+            {
+                "test_examples": len(labels),
+                "float_test_accuracy": float(
+                    np.mean(want.argmax(-1) == labels)
+                ),
+                "packed_test_accuracy": float(
+                    np.mean(got.argmax(-1) == labels)
+                ),
+                "prediction_agreement": float(
+                    np.mean(want.argmax(-1) == got.argmax(-1))
+                ),
+                "max_abs_logit_difference": float(np.max(np.abs(want - got))),
+                "max_abs_logit": float(np.max(np.abs(want))),
+            }
+        )
+    print(json.dumps(result))
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    def fail(message: str, status: int) -> int:
+        print(f"bnnjax predict: error: {message}", file=sys.stderr)
+        return status
+
+    try:
+        packed = export_lib.load(args.file)
+    except (OSError, ValueError) as e:
+        return fail(str(e), 1)
+    spec = args.dataset or packed.metadata.get("dataset")
+    if spec is None:
+        return fail(
+            f"{args.file} does not record its dataset; pass --dataset "
+            "(e.g. mnist-sample, idx:DIR, cifar:DIR or a TFDS name).",
+            2,
+        )
+    try:
+        dataset = data_lib.load_dataset(spec)
+    except (TypeError, ValueError) as e:
+        return fail(str(e), 2)
+    except (OSError, ImportError, RuntimeError) as e:
+        return fail(str(e), 1)
+    images = data_lib.to_float(dataset.test_images)
+    try:
+        # Compile (and check shapes) outside the timed call.
+        export_lib.predict(
+            packed, images[: args.batch_size]
+        ).block_until_ready()
+        start = time.perf_counter()
+        logits = export_lib.predict(packed, images, batch_size=args.batch_size)
+        predictions = np.asarray(logits.argmax(-1))
+        seconds = time.perf_counter() - start
+    except ValueError as e:
+        return fail(f"the model does not fit dataset {spec!r}: {e}", 2)
+    if logits.shape[-1] != dataset.num_classes:
+        return fail(
+            f"the model has {logits.shape[-1]} outputs but dataset {spec!r} "
+            f"has {dataset.num_classes} classes.",
+            2,
+        )
+    file_bytes = os.path.getsize(args.file)
+    print(
+        json.dumps(
+            {
+                "file": os.path.abspath(args.file),
+                "dataset": spec,
+                "architecture": packed.architecture,
+                "test_accuracy": float(
+                    np.mean(predictions == dataset.test_labels)
+                ),
+                "test_examples": len(predictions),
+                "file_bytes": file_bytes,
+                "float32_bytes": packed.float32_bytes,
+                "compression_ratio": packed.float32_bytes / file_bytes,
+                "seconds": seconds,
+                "examples_per_second": len(predictions) / seconds,
+                "device": str(jax.devices()[0]),
+            }
+        )
+    )
     return 0
 
 
@@ -646,6 +898,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "summary":
         return _summary(args)
+    if args.command == "export":
+        return _export(args)
+    if args.command == "predict":
+        return _predict(args)
     if args.command == "train":
         explicit = vars(_build_parser(suppress=True).parse_args(argv))
         return _train(args, explicit)

@@ -65,17 +65,17 @@ Header keys: ``format`` (``"bnnjax.packed"``), ``format_version``,
 ``bnnjax_version``, ``jax_version``, ``architecture`` (class name),
 ``config`` (the model's constructor fields as JSON), ``binarizers``,
 ``program`` (``{"input", "output", "ops"}``), ``arrays`` (``name ->
-{"dtype", "shape", "offset", "nbytes"}``, dtypes ``<u4``, ``<i4``,
-``<f4``, ``|u1`` only), ``payload_bytes`` ``L``, ``payload_sha256`` (of
-the payload alone: a fingerprint of the weights), ``float32_bytes`` and
-``deploy_bytes`` (of the source variables, see :mod:`bnnjax.summary`),
-``near_tie_channels`` (folded channels whose sign the float model's
-rounding decides), ``bit_layout``. Binary kernels are ``<u4`` words of
-shape ``(out, *kernel_size, ceil(in / 32))``: bit ``i % 32`` (least
-significant first) of word ``i // 32`` is input feature ``i``, 1 means
-``+1``, padding bits are 0 (:func:`bnnjax.packed.pack_kernel`). Loading
-never unpickles: arrays are read with ``np.frombuffer`` from a dtype
-whitelist.
+{"dtype", "shape", "offset", "nbytes"}``, dtypes ``<u4``, ``<i4``, ``<f4``,
+``|u1`` only), ``payload_bytes`` ``L``, ``payload_sha256`` (of the payload
+alone: a fingerprint of the weights), ``float32_bytes`` and ``deploy_bytes``
+(of the source variables, see :mod:`bnnjax.summary`), ``near_tie_channels``
+(folded channels whose sign the float model's rounding decides),
+``bit_layout``, ``metadata`` (free JSON, e.g. the training run and dataset;
+absent in older files). Binary kernels are ``<u4`` words of shape ``(out,
+*kernel_size, ceil(in / 32))``: bit ``i % 32`` (least significant first) of
+word ``i // 32`` is input feature ``i``, 1 means ``+1``, padding bits are 0
+(:func:`bnnjax.packed.pack_kernel`). Loading never unpickles: arrays are
+read with ``np.frombuffer`` from a dtype whitelist.
 
 Writing is atomic: a temporary file in the destination directory is
 written, flushed, ``fsync``-ed and renamed over the destination with
@@ -193,6 +193,11 @@ class PackedModel:
     def config(self) -> Mapping[str, Any]:
         """The model's constructor fields, as stored."""
         return self.header["config"]
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """The free JSON stored at export (empty if none)."""
+        return self.header.get("metadata") or {}
 
     @property
     def float32_bytes(self) -> int:
@@ -719,7 +724,12 @@ _PROGRAMS: dict[type, Callable[[Any, _Builder], _Value]] = {
 }
 
 
-def pack_model(model: Any, variables: Mapping[str, Any]) -> PackedModel:
+def pack_model(
+    model: Any,
+    variables: Mapping[str, Any],
+    *,
+    metadata: Mapping[str, Any] | None = None,
+) -> PackedModel:
     """Packs a trained linen reference model for 1-bit inference.
 
     Args:
@@ -730,6 +740,9 @@ def pack_model(model: Any, variables: Mapping[str, Any]) -> PackedModel:
         output channel, its activation binarizer a plain sign.
       variables: ``{"params": ..., "batch_stats": ...}`` as returned by
         ``model.init`` and updated by training.
+      metadata: JSON-serialisable facts to keep in the header under
+        ``"metadata"`` (e.g. the dataset and training run); not used for
+        inference.
 
     Returns:
       The :class:`PackedModel`; :func:`predict` on it matches
@@ -739,7 +752,9 @@ def pack_model(model: Any, variables: Mapping[str, Any]) -> PackedModel:
       TypeError: for an unsupported model.
       ValueError: for unsupported settings, mismatched variables or
         non-finite values, naming the layer.
+      TypeError: for ``metadata`` that is not a JSON object.
     """
+    metadata = _check_metadata(metadata)
     program = _PROGRAMS.get(type(model))
     if program is None:
         raise TypeError(
@@ -777,6 +792,7 @@ def pack_model(model: Any, variables: Mapping[str, Any]) -> PackedModel:
         "float32_bytes": int(sizes.float32_bytes),
         "deploy_bytes": int(sizes.deploy_bytes),
         "near_tie_channels": dict(b.near_ties),
+        "metadata": metadata,
     }
     if b.near_ties:
         warnings.warn(
@@ -790,6 +806,25 @@ def pack_model(model: Any, variables: Mapping[str, Any]) -> PackedModel:
             stacklevel=2,
         )
     return PackedModel(header=header, arrays=dict(b.arrays))
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, Mapping) or not all(
+        isinstance(k, str) for k in metadata
+    ):
+        raise TypeError(
+            "metadata must be a mapping with string keys, got "
+            f"{type(metadata).__name__}."
+        )
+    try:
+        return json.loads(json.dumps(dict(metadata), allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"metadata must hold JSON values (str, numbers, bool, None, lists,"
+            f" dicts; finite floats only): {e}"
+        ) from None
 
 
 def _bnnjax_version() -> str:
@@ -898,7 +933,11 @@ def save(packed: PackedModel, path: str | os.PathLike) -> int:
 
 
 def export_model(
-    model: Any, variables: Mapping[str, Any], path: str | os.PathLike
+    model: Any,
+    variables: Mapping[str, Any],
+    path: str | os.PathLike,
+    *,
+    metadata: Mapping[str, Any] | None = None,
 ) -> PackedSizes:
     """:func:`pack_model` then :func:`save`; returns the sizes.
 
@@ -906,12 +945,13 @@ def export_model(
       model: the linen reference model.
       variables: its trained ``{"params", "batch_stats"}``.
       path: destination file.
+      metadata: JSON facts stored in the header (see :func:`pack_model`).
 
     Returns:
       :class:`PackedSizes` with the file's bytes and the float32 bytes of
       ``variables``.
     """
-    packed = pack_model(model, variables)
+    packed = pack_model(model, variables, metadata=metadata)
     return PackedSizes(save(packed, path), packed.float32_bytes)
 
 

@@ -545,6 +545,18 @@ class FileTest(_TempDirTest):
             f.write(data)
         return path
 
+    def test_metadata_round_trip_and_validation(self):
+        self.assertEqual(self.packed.metadata, {})
+        model = mlinen.BinaryMLP(hidden=(16,))
+        variables = _variables(model, self.x)
+        meta = {"dataset": "idx:/data", "seed": 3, "val": [0.5, None]}
+        path = self.tmp_path("meta.bnn")
+        export_lib.export_model(model, variables, path, metadata=meta)
+        self.assertEqual(export_lib.load(path).metadata, meta)
+        for bad in ({"x": float("nan")}, {"x": object()}, {1: "a"}, [1]):
+            with self.assertRaisesRegex(TypeError, "metadata must"):
+                export_lib.pack_model(model, variables, metadata=bad)
+
     def test_loading_never_unpickles(self):
         path, _ = self._saved()
         boom = mock.Mock(side_effect=AssertionError("pickle used"))
