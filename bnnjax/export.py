@@ -1,8 +1,9 @@
 """1-bit export: a trained model in one self-describing file, and inference.
 
-:func:`pack_model` turns a trained ``flax.linen`` reference model
-(``BinaryMLP``, ``BinaryNetCNN`` or ``BiRealResNet`` from
-:mod:`bnnjax.models.linen`) and its ``{"params", "batch_stats"}`` into a
+:func:`pack_model` turns a trained reference model (``BinaryMLP``,
+``BinaryNetCNN`` or ``BiRealResNet`` from :mod:`bnnjax.models.linen` with
+its ``{"params", "batch_stats"}``, or the same from
+:mod:`bnnjax.models.nnx`) into a
 :class:`PackedModel`: binary kernels packed 32 signs per ``uint32`` word,
 per-channel kernel scales, the real layers' parameters, batch norm folded
 into thresholds where that is exact, and a small program (a list of ops)
@@ -100,13 +101,14 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import traverse_util
+from flax import nnx, traverse_util
 from jax import lax
 
 from bnnjax import packed as packed_lib
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common as models_common
 from bnnjax.models import linen as models_linen
+from bnnjax.models import nnx as models_nnx
 from bnnjax.nn._common import LATENT_KERNEL
 from bnnjax.scale import NoScale, reduce_axes
 from bnnjax.summary import summary as summary_fn
@@ -724,22 +726,115 @@ _PROGRAMS: dict[type, Callable[[Any, _Builder], _Value]] = {
 }
 
 
+def _nnx_path_to_linen(path: Sequence[Any]) -> tuple[str, ...]:
+    # nnx ``blocks[3].conv`` is linen ``blocks_3/conv``.
+    names: list[str] = []
+    for part in path:
+        if isinstance(part, int):
+            names[-1] = f"{names[-1]}_{part}"
+        else:
+            names.append(str(part))
+    return tuple(names)
+
+
+def _nnx_collection(model: Any, kind: type) -> dict[str, Any]:
+    pure = nnx.to_pure_dict(nnx.state(model, kind))
+    flat = traverse_util.flatten_dict(pure)
+    return traverse_util.unflatten_dict(
+        {_nnx_path_to_linen(k): np.asarray(v) for k, v in flat.items()}
+    )
+
+
+def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
+    """The linen reference model and variables equal to an nnx one.
+
+    The nnx and linen reference models compute the same function from the
+    same parameters (tested in ``tests/test_models.py``); their parameter
+    trees differ only in list indices (nnx ``dense[1]`` is linen
+    ``dense_1``).
+    """
+    if isinstance(model, models_nnx.BinaryMLP):
+        norm = model.dense_norm[0]
+        twin = models_linen.BinaryMLP(
+            hidden=tuple(model.hidden),
+            num_classes=model.num_classes,
+            binary_activations=model.binary_activations,
+            binary_last=model.binary_last,
+            kernel_binarizer=model.kernel_binarizer,
+            activation_binarizer=model.activation_binarizer,
+            bn_momentum=norm.momentum,
+            bn_epsilon=norm.epsilon,
+            dtype=norm.dtype,
+            param_dtype=norm.param_dtype,
+        )
+    elif isinstance(model, models_nnx.BinaryNetCNN):
+        norm = model.conv_norm[0]
+        twin = models_linen.BinaryNetCNN(
+            num_classes=model.num_classes,
+            width_multiplier=model.width_multiplier,
+            kernel_binarizer=model.kernel_binarizer,
+            activation_binarizer=model.activation_binarizer,
+            pad_value=model.conv[1].pad_value,
+            bn_momentum=norm.momentum,
+            bn_epsilon=norm.epsilon,
+            dtype=norm.dtype,
+            param_dtype=norm.param_dtype,
+        )
+    elif isinstance(model, models_nnx.BiRealResNet):
+        norm, stem, conv = (
+            model.stem_norm,
+            model.stem_conv,
+            model.blocks[0].conv,
+        )
+        twin = models_linen.BiRealResNet(
+            stage_sizes=model.stage_sizes,
+            stage_features=model.stage_features,
+            num_classes=model.num_classes,
+            stem_features=stem.out_features,
+            stem_kernel_size=stem.kernel_size[0],
+            stem_strides=stem.strides[0]
+            if isinstance(stem.strides, Sequence)
+            else stem.strides,
+            stem_max_pool=model.stem_max_pool,
+            kernel_binarizer=conv.kernel_binarizer,
+            activation_binarizer=conv.input_binarizer,
+            pad_value=conv.pad_value,
+            bn_momentum=norm.momentum,
+            bn_epsilon=norm.epsilon,
+            dtype=norm.dtype,
+            param_dtype=norm.param_dtype,
+        )
+    else:
+        raise TypeError(
+            "pack_model supports BinaryMLP, BinaryNetCNN and BiRealResNet "
+            f"from bnnjax.models.nnx, got {type(model).__name__}."
+        )
+    variables = {
+        "params": _nnx_collection(model, nnx.Param),
+        "batch_stats": _nnx_collection(model, nnx.BatchStat),
+    }
+    return twin, variables
+
+
 def pack_model(
     model: Any,
-    variables: Mapping[str, Any],
+    variables: Mapping[str, Any] | None = None,
     *,
     metadata: Mapping[str, Any] | None = None,
 ) -> PackedModel:
-    """Packs a trained linen reference model for 1-bit inference.
+    """Packs a trained reference model for 1-bit inference.
 
     Args:
       model: a :class:`bnnjax.models.linen.BinaryMLP`,
         :class:`~bnnjax.models.linen.BinaryNetCNN` or
-        :class:`~bnnjax.models.linen.BiRealResNet` (float32); its kernel
-        binarizer must be deterministic with one scale per tensor or per
-        output channel, its activation binarizer a plain sign.
-      variables: ``{"params": ..., "batch_stats": ...}`` as returned by
-        ``model.init`` and updated by training.
+        :class:`~bnnjax.models.linen.BiRealResNet` (float32), or the
+        :mod:`bnnjax.models.nnx` model of the same name (which holds its
+        own variables); its kernel binarizer must be deterministic with one
+        scale per tensor or per output channel, its activation binarizer a
+        plain sign.
+      variables: for a linen model, ``{"params": ..., "batch_stats":
+        ...}`` as returned by ``model.init`` and updated by training; for
+        an nnx model, ``None``.
       metadata: JSON-serialisable facts to keep in the header under
         ``"metadata"`` (e.g. the dataset and training run); not used for
         inference.
@@ -755,6 +850,13 @@ def pack_model(
       TypeError: for ``metadata`` that is not a JSON object.
     """
     metadata = _check_metadata(metadata)
+    if isinstance(model, nnx.Module):
+        if variables is not None:
+            raise ValueError(
+                f"{type(model).__name__} is an nnx model, which holds its "
+                "own variables: call pack_model(model) without variables."
+            )
+        model, variables = _linen_twin(model)
     program = _PROGRAMS.get(type(model))
     if program is None:
         raise TypeError(
@@ -934,7 +1036,7 @@ def save(packed: PackedModel, path: str | os.PathLike) -> int:
 
 def export_model(
     model: Any,
-    variables: Mapping[str, Any],
+    variables: Mapping[str, Any] | None,
     path: str | os.PathLike,
     *,
     metadata: Mapping[str, Any] | None = None,
@@ -942,8 +1044,9 @@ def export_model(
     """:func:`pack_model` then :func:`save`; returns the sizes.
 
     Args:
-      model: the linen reference model.
-      variables: its trained ``{"params", "batch_stats"}``.
+      model: the linen or nnx reference model.
+      variables: a linen model's trained ``{"params", "batch_stats"}``;
+        ``None`` for an nnx model.
       path: destination file.
       metadata: JSON facts stored in the header (see :func:`pack_model`).
 

@@ -20,13 +20,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
-from flax import traverse_util
+from flax import nnx, traverse_util
 
 import bnnjax
 from bnnjax import export as export_lib
 from bnnjax import packed
 from bnnjax.data import load_mnist_sample
 from bnnjax.models import linen as mlinen
+from bnnjax.models import nnx as mnnx
 from bnnjax.nn import LATENT_KERNEL
 
 SIGN = bnnjax.Binarizer(surrogate="ste", scale=None)
@@ -395,6 +396,57 @@ class ExportTest(_TempDirTest):
         _assert_same_predictions(self, export_lib.predict(loaded, x), want)
         if name == "mlp_sign_kernels":  # exact float dots: bit for bit
             np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
+
+    @parameterized.parameters("mlp", "mlp_real_head", "cnn", "resnet20")
+    def test_nnx_models_export_like_linen(self, name):
+        rngs = nnx.Rngs(0)
+        if name.startswith("mlp"):
+            x = jax.random.normal(jax.random.key(1), (16, 8, 8, 1))
+            model = mnnx.BinaryMLP(
+                in_features=64,
+                hidden=(48, 40),
+                binary_last=name == "mlp",
+                bn_epsilon=1e-3,
+                rngs=rngs,
+            )
+        elif name == "cnn":
+            x = jax.random.normal(jax.random.key(2), (4, 16, 16, 3))
+            model = mnnx.BinaryNetCNN(
+                input_size=(16, 16),
+                width_multiplier=1 / 16,
+                pad_value=-1.0,
+                rngs=rngs,
+            )
+        else:
+            x = jax.random.normal(jax.random.key(3), (4, 12, 12, 3))
+            model = mnnx.bireal_resnet20(
+                stage_sizes=(1, 1, 1),
+                stage_features=(4, 8, 16),
+                pad_value=1.0,
+                rngs=rngs,
+            )
+        for seed, kind in enumerate((nnx.Param, nnx.BatchStat)):
+            state = nnx.state(model, kind)
+            nnx.replace_by_pure_dict(
+                state, _random_like(nnx.to_pure_dict(state), seed=seed)
+            )
+            nnx.update(model, state)
+        model.eval()
+        want = model(x)
+        path = self.tmp_path("nnx.bnn")
+        sizes = export_lib.export_model(model, None, path)
+        loaded = export_lib.load(path)
+        self.assertEqual(loaded.architecture, type(model).__name__)
+        self.assertEqual(
+            sizes.float32_bytes, bnnjax.summary(model).float32_bytes
+        )
+        _assert_same_predictions(self, export_lib.predict(loaded, x), want)
+        with self.assertRaisesRegex(ValueError, "without variables"):
+            export_lib.pack_model(model, {"params": {}})
+
+    def test_nnx_unsupported_model(self):
+        with self.assertRaisesRegex(TypeError, "from bnnjax.models.nnx"):
+            export_lib.pack_model(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
 
     def test_warns_about_thresholds_on_a_count(self):
         # Untrained batch norm (mean 0, beta 0) puts the folded threshold of
