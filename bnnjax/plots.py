@@ -1,8 +1,9 @@
-"""Plots of a training run, written as PNG files with matplotlib.
+"""Plots of a training run or a method comparison, as PNG files.
 
-matplotlib is imported inside :func:`plot_run` and drawn through its Agg
-canvas directly (``matplotlib.figure.Figure`` + ``FigureCanvasAgg``), so
-importing this module needs no matplotlib and changes no global backend.
+matplotlib is imported inside :func:`plot_run` and :func:`plot_comparison`
+and drawn through its Agg canvas directly (``matplotlib.figure.Figure`` +
+``FigureCanvasAgg``), so importing this module needs no matplotlib and
+changes no global backend.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_run"]
+__all__ = ["plot_comparison", "plot_run"]
 
 
 def plot_run(
@@ -148,4 +149,180 @@ def plot_run(
         for ax in axes[n:]:
             ax.set_visible(False)
         save(fig, "latent_histograms.png")
+    return paths
+
+
+def _by_method(
+    records: Sequence[Mapping[str, Any]],
+) -> dict[str, list[Mapping[str, Any]]]:
+    methods: dict[str, list[Mapping[str, Any]]] = {}
+    for record in records:
+        methods.setdefault(str(record["method"]), []).append(record)
+    return methods
+
+
+def _band(ax: Any, curves: list[list[float]], label: str, color: Any) -> None:
+    """Mean line and min-max band over seeds (curves of equal length)."""
+    values = np.asarray(curves, np.float64)
+    epochs = np.arange(1, values.shape[1] + 1)
+    ax.plot(epochs, values.mean(0), label=label, color=color)
+    if len(values) > 1:
+        ax.fill_between(
+            epochs, values.min(0), values.max(0), color=color, alpha=0.2
+        )
+
+
+def plot_comparison(
+    records: Sequence[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    *,
+    target_accuracy: float | None = None,
+    title: str = "",
+    prefix: str = "",
+) -> list[str]:
+    """Writes the plots of a method comparison.
+
+    Files (in ``out_dir``, names prefixed by ``prefix``):
+
+    * ``val_accuracy.png``: validation accuracy against epoch, one line per
+      method (mean over seeds) with a band from the lowest to the highest
+      seed, and the target accuracy as a dashed line; a second panel
+      zooms on the last half of the epochs;
+    * ``flip_ratio.png``: fraction of binary weights whose sign changed in
+      each epoch (mean and min-max band over seeds; log scale), for the
+      methods with binary weights;
+    * ``test_accuracy.png``: test accuracy per seed (dots) with the mean
+      and sample standard deviation (bar) per method.
+
+    Args:
+      records: per-seed records of the final runs, as
+        :meth:`bnnjax.compare.RunResult.records` gives them: ``method``,
+        ``seed``, ``val_accuracy`` and ``flip_ratio`` (lists over epochs,
+        ``flip_ratio`` may be ``None``) and ``test_accuracy``.
+      out_dir: directory (created if missing).
+      target_accuracy: drawn on the validation plot when given.
+      title: figure title (e.g. the dataset and architecture).
+      prefix: file-name prefix, e.g. ``"binary_weights_"``.
+
+    Returns:
+      The paths written, or ``[]`` if matplotlib is not installed.
+
+    Raises:
+      ValueError: if ``records`` is empty.
+    """
+    if not records:
+        raise ValueError("plot_comparison: no records to plot.")
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        return []
+
+    out_dir = os.fspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    methods = _by_method(records)
+    colors = {name: f"C{i % 10}" for i, name in enumerate(methods)}
+    styles = {name: "-" if i < 10 else "--" for i, name in enumerate(methods)}
+    paths = []
+
+    def save(fig: Figure, name: str) -> None:
+        FigureCanvasAgg(fig)
+        if title:
+            fig.suptitle(title, fontsize="medium")
+        fig.tight_layout()
+        path = os.path.join(out_dir, prefix + name)
+        fig.savefig(path, dpi=100)
+        paths.append(path)
+
+    fig = Figure(figsize=(12, 4.5))
+    full_ax, zoom_ax = fig.subplots(1, 2)
+    for name, rows in methods.items():
+        curves = [list(r["val_accuracy"]) for r in rows]
+        for ax in (full_ax, zoom_ax):
+            _band(ax, curves, name, colors[name])
+            ax.lines[-1].set_linestyle(styles[name])
+    epochs = max(len(r["val_accuracy"]) for r in records)
+    if epochs > 1:
+        zoom_ax.set_xlim(max(1, epochs // 2), epochs)
+    tail = [
+        v
+        for r in records
+        for v in r["val_accuracy"][max(0, epochs // 2 - 1) :]
+        if np.isfinite(v)
+    ]
+    if tail:
+        low, high = min(tail), max(tail)
+        pad = max(0.002, 0.1 * (high - low))
+        zoom_ax.set_ylim(low - pad, high + pad)
+    for ax, what in ((full_ax, "all epochs"), (zoom_ax, "last half")):
+        if target_accuracy is not None:
+            ax.axhline(
+                target_accuracy,
+                color="black",
+                linestyle=":",
+                linewidth=0.8,
+                label=f"target {100 * target_accuracy:g}%",
+            )
+        ax.set(
+            xlabel="epoch",
+            ylabel="validation accuracy",
+            title=f"validation accuracy ({what}; band: min-max over seeds)",
+        )
+        ax.grid(alpha=0.3)
+    full_ax.legend(fontsize="small")
+    save(fig, "val_accuracy.png")
+
+    binary = {
+        name: rows
+        for name, rows in methods.items()
+        if all(r.get("flip_ratio") is not None for r in rows)
+    }
+    if binary:
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        for name, rows in binary.items():
+            curves = [[max(v, 1e-7) for v in r["flip_ratio"]] for r in rows]
+            _band(ax, curves, name, colors[name])
+            ax.lines[-1].set_linestyle(styles[name])
+        ax.set_yscale("log")
+        ax.set(
+            xlabel="epoch",
+            ylabel="fraction of binary weights (floor 1e-7)",
+            title="sign flips per epoch (band: min-max over seeds)",
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        save(fig, "flip_ratio.png")
+
+    tested = {
+        name: [r["test_accuracy"] for r in rows]
+        for name, rows in methods.items()
+        if all(r.get("test_accuracy") is not None for r in rows)
+    }
+    if tested:
+        fig = Figure(figsize=(max(6, 0.8 * len(tested) + 2), 4.5))
+        ax = fig.subplots()
+        for x, (name, values) in enumerate(tested.items()):
+            values = 100 * np.asarray(values, np.float64)
+            ax.scatter(
+                np.full(len(values), x), values, color=colors[name], s=14
+            )
+            std = values.std(ddof=1) if len(values) > 1 else 0.0
+            ax.errorbar(
+                x + 0.15,
+                values.mean(),
+                yerr=std,
+                fmt="o",
+                color="black",
+                capsize=3,
+                markersize=4,
+            )
+        ax.set_xticks(range(len(tested)))
+        ax.set_xticklabels(list(tested), rotation=30, ha="right")
+        ax.set(
+            ylabel="test accuracy (%)",
+            title="test accuracy: seeds (dots), mean ± std (black)",
+        )
+        ax.grid(alpha=0.3, axis="y")
+        save(fig, "test_accuracy.png")
     return paths

@@ -38,12 +38,32 @@ name               kernel rule / activation rule    binary-group optimizer
                    STE
 ``float``          identity / hardtanh              adam on every kernel
 =================  ==============================  =========================
+
+Comparison-only methods (:data:`METHOD_NAMES`, for
+:func:`bnnjax.compare`; ``bnnjax train`` accepts :data:`PRESET_NAMES`):
+
+=================  ==============================  =========================
+``sigmoid``        fixed-width sigmoid, MAD scale   ``scale_adaptive(adam)``
+                   per channel / fixed sigmoid
+=================  ==============================  =========================
+
+Factories take keyword options (the founding method's ``k``, ``scale``
+and ``scale_adaptive``; ``beta`` of the sigmoid and SwishSign; Bop's
+``threshold``), so ablations and tuning build variants with
+``get_preset(name, **options)``. :func:`tuning_grid` declares, per method,
+the small grid of learning rates and options that the comparison harness
+searches on the validation split.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+import inspect
+import itertools
+import math
+import types
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -51,6 +71,7 @@ import jax.numpy as jnp
 import optax
 
 from bnnjax import optim
+from bnnjax._validate import is_real
 from bnnjax.binarize import (
     ApproxSignSurrogate,
     Aux,
@@ -58,6 +79,7 @@ from bnnjax.binarize import (
     ClippedSteSurrogate,
     EdeSurrogate,
     ScaledSigmoidSurrogate,
+    SigmoidSurrogate,
     SteSurrogate,
     Surrogate,
     SwishSignSurrogate,
@@ -65,10 +87,15 @@ from bnnjax.binarize import (
 from bnnjax.scale import MeanAbsDevScale, MeanAbsScale, StdScale
 
 __all__ = [
+    "ADAM_LEARNING_RATES",
+    "BOP_GAMMAS",
+    "METHOD_NAMES",
     "PRESET_NAMES",
+    "SCALE_ADAPTIVE_LEARNING_RATES",
     "HardTanhSurrogate",
     "IdentitySurrogate",
     "Preset",
+    "TuningGrid",
     "bireal_preset",
     "bnn_plus_preset",
     "bnn_preset",
@@ -76,7 +103,10 @@ __all__ = [
     "float_preset",
     "get_preset",
     "irnet_preset",
+    "method_options",
     "scaled_sigmoid_preset",
+    "sigmoid_preset",
+    "tuning_grid",
     "xnor_preset",
 ]
 
@@ -154,13 +184,15 @@ def _clipped(make: MakeOptimizer, lr: Schedule) -> optax.GradientTransformation:
 _BOP_THRESHOLD = 1e-8
 
 
-def _bop(make: MakeOptimizer, lr: Schedule) -> optax.GradientTransformation:
+def _bop(
+    make: MakeOptimizer, lr: Schedule, *, threshold: float = _BOP_THRESHOLD
+) -> optax.GradientTransformation:
     del make
     if callable(lr):
         return optax.inject_hyperparams(optim.bop)(
-            threshold=_BOP_THRESHOLD, gamma=lr
+            threshold=threshold, gamma=lr
         )
-    return optim.bop(threshold=_BOP_THRESHOLD, gamma=lr)
+    return optim.bop(threshold=threshold, gamma=lr)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -224,30 +256,89 @@ class Preset:
         )
 
 
-def scaled_sigmoid_preset() -> Preset:
+def _check_bool(factory: str, name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"{factory}: {name} must be True or False, got {value!r}."
+        )
+
+
+def scaled_sigmoid_preset(
+    *,
+    k: float = 2.0,
+    scale: str = "mean_abs_dev",
+    scale_adaptive: bool = True,
+) -> Preset:
     """The founding method (bnnjax's own; no external paper).
 
-    Kernels: ``Binarizer(surrogate="scaled_sigmoid", scale="mean_abs_dev",
-    axis=-1)``: ``alpha_j sign(w)`` with ``alpha_j`` the mean absolute
-    deviation of output channel ``j`` and the gradient of a sigmoid whose
-    width is that spread. Activations: ``Binarizer(surrogate=
-    "scaled_sigmoid", scale=None)``. Binary group:
-    ``bnnjax.scale_adaptive(adam(lr))`` (gradients and steps in units of
-    the spread, so training is invariant to the latent weights' scale).
-    Real group: ``adam(real_lr)``.
+    Kernels: ``Binarizer(surrogate=ScaledSigmoidSurrogate(k=k),
+    scale="mean_abs_dev", axis=-1)``: ``alpha_j sign(w)`` with ``alpha_j``
+    the mean absolute deviation of output channel ``j`` and the gradient
+    of a sigmoid whose width is that spread. Activations:
+    ``Binarizer(surrogate=ScaledSigmoidSurrogate(k=k), scale=None)``.
+    Binary group: ``bnnjax.scale_adaptive(adam(lr))`` (gradients and steps
+    in units of the spread, so training is invariant to the latent
+    weights' scale). Real group: ``adam(real_lr)``.
+
+    The options change one part at a time (the ablations of
+    ``benchmarks/compare``); the defaults are the founding method.
+
+    Args:
+      k: sharpness of the scaled sigmoid in units of the spread (kernels
+        and activations).
+      scale: the kernels' scale ``alpha``: ``"mean_abs_dev"`` (founding),
+        ``"mean_abs"`` (XNOR-Net's), ``"std"`` or ``"none"``.
+      scale_adaptive: wrap Adam in :func:`bnnjax.scale_adaptive` (default
+        learning rate ``3e-2``, in units of the spread); ``False``: plain
+        Adam on the latent weights (default learning rate ``1e-3``).
+
+    Returns:
+      The :class:`Preset` (named ``"scaled_sigmoid"`` whatever the
+      options).
+
+    Raises:
+      ValueError: for a ``k`` that is not positive or an unknown scale.
     """
+    _check_bool("scaled_sigmoid_preset", "scale_adaptive", scale_adaptive)
+    surrogate = ScaledSigmoidSurrogate(k=k)
     return Preset(
         name="scaled_sigmoid",
+        kernel_binarizer=Binarizer(surrogate=surrogate, scale=scale, axis=-1),
+        activation_binarizer=Binarizer(surrogate=surrogate, scale=None),
+        binary_transform=_scale_adaptive if scale_adaptive else _plain,
+        learning_rate=3e-2 if scale_adaptive else 1e-3,
+        real_learning_rate=1e-3,
+        reference="bnnjax founding method (scale-adaptive sigmoid surrogate)",
+    )
+
+
+def sigmoid_preset(*, beta: float = 5.0) -> Preset:
+    """The founding method with a fixed-width sigmoid (its ablation).
+
+    As :func:`scaled_sigmoid_preset` (MAD scale per channel,
+    ``scale_adaptive(adam)``), with ``SigmoidSurrogate(beta=beta)`` for
+    kernels and activations: the gradient of ``2 sigmoid(beta x) - 1``,
+    whose width ``1 / beta`` ignores the weights' spread. Not in
+    :data:`PRESET_NAMES` (``bnnjax train`` does not offer it); the
+    comparison harness does.
+
+    Args:
+      beta: sharpness (the window is about ``|x| < 5 / beta`` wide).
+
+    Returns:
+      The :class:`Preset` named ``"sigmoid"``.
+    """
+    surrogate = SigmoidSurrogate(beta=beta)
+    return Preset(
+        name="sigmoid",
         kernel_binarizer=Binarizer(
-            surrogate=ScaledSigmoidSurrogate(), scale=MeanAbsDevScale(), axis=-1
+            surrogate=surrogate, scale=MeanAbsDevScale(), axis=-1
         ),
-        activation_binarizer=Binarizer(
-            surrogate=ScaledSigmoidSurrogate(), scale=None
-        ),
+        activation_binarizer=Binarizer(surrogate=surrogate, scale=None),
         binary_transform=_scale_adaptive,
         learning_rate=3e-2,
         real_learning_rate=1e-3,
-        reference="bnnjax founding method (scale-adaptive sigmoid surrogate)",
+        reference="fixed-width sigmoid surrogate (founding-method ablation)",
     )
 
 
@@ -366,20 +457,23 @@ def irnet_preset() -> Preset:
     )
 
 
-def bnn_plus_preset() -> Preset:
+def bnn_plus_preset(*, beta: float = 5.0) -> Preset:
     """BNN+: the SwishSign surrogate for kernels and activations.
 
-    Kernels: ``Binarizer(surrogate=SwishSignSurrogate(beta=5.0),
+    Kernels: ``Binarizer(surrogate=SwishSignSurrogate(beta=beta),
     scale="mean_abs", axis=-1)`` (BNN+ learns per-channel scales
     initialised to ``mean(|W|)``; we compute them). Activations: ``sign``
     with SwishSign. Both groups: Adam. The paper's weight regulariser is
     not used.
 
+    Args:
+      beta: SwishSign's sharpness (paper: 5 to 10).
+
     References:
       Darabi et al, `BNN+: Improved Binary Network Training
       <https://arxiv.org/abs/1812.11800>`_, 2018
     """
-    swish = SwishSignSurrogate(beta=5.0)
+    swish = SwishSignSurrogate(beta=beta)
     return Preset(
         name="bnn_plus",
         kernel_binarizer=Binarizer(
@@ -393,28 +487,37 @@ def bnn_plus_preset() -> Preset:
     )
 
 
-def bop_preset() -> Preset:
+def bop_preset(*, threshold: float = _BOP_THRESHOLD) -> Preset:
     """Bop: latent-free flips of ``±1`` kernels; Adam for the rest.
 
     Kernels are initialised to ``sign(w)`` and binarized with
     ``Binarizer(surrogate="ste", scale=None)``, the identity on ``±1``, so
     the gradient reaches them unchanged. Binary group:
-    ``bnnjax.bop(threshold=1e-8, gamma=lr)`` (the learning rate is Bop's
-    adaptivity rate ``gamma``, scheduled with
+    ``bnnjax.bop(threshold=threshold, gamma=lr)`` (the learning rate is
+    Bop's adaptivity rate ``gamma``, scheduled with
     ``optax.inject_hyperparams``). Activations: ``sign`` with the clipped
     STE. Real group: Adam.
+
+    Args:
+      threshold: Bop's flip threshold ``tau`` (paper: ``1e-8`` to
+        ``1e-6``).
 
     References:
       Helwegen et al, `Latent Weights Do Not Exist: Rethinking Binarized
       Neural Network Optimization <https://arxiv.org/abs/1906.02107>`_, 2019
     """
+    if not (is_real(threshold) and math.isfinite(threshold) and threshold >= 0):
+        raise ValueError(
+            f"bop_preset: threshold={threshold!r}; expected a finite number "
+            ">= 0."
+        )
     return Preset(
         name="bop",
         kernel_binarizer=Binarizer(surrogate=SteSurrogate(), scale=None),
         activation_binarizer=Binarizer(
             surrogate=ClippedSteSurrogate(), scale=None
         ),
-        binary_transform=_bop,
+        binary_transform=functools.partial(_bop, threshold=threshold),
         learning_rate=1e-3,
         real_learning_rate=1e-3,
         sign_init=True,
@@ -446,7 +549,7 @@ def float_preset() -> Preset:
     )
 
 
-_PRESETS: dict[str, Callable[[], Preset]] = {
+_PRESETS: dict[str, Callable[..., Preset]] = {
     "scaled_sigmoid": scaled_sigmoid_preset,
     "bnn": bnn_preset,
     "xnor": xnor_preset,
@@ -457,30 +560,228 @@ _PRESETS: dict[str, Callable[[], Preset]] = {
     "float": float_preset,
 }
 
+# Methods the comparison harness offers beyond the training presets.
+_COMPARE_ONLY: dict[str, Callable[..., Preset]] = {
+    "sigmoid": sigmoid_preset,
+}
+
 PRESET_NAMES: tuple[str, ...] = tuple(_PRESETS)
-"""Registered preset names; the first is the default."""
+"""Registered preset names (``bnnjax train --method``); the first is the
+default."""
+
+METHOD_NAMES: tuple[str, ...] = PRESET_NAMES + tuple(_COMPARE_ONLY)
+"""Every method :func:`get_preset` builds: :data:`PRESET_NAMES` and the
+comparison-only ``"sigmoid"`` (fixed-width founding-method ablation)."""
 
 
-def get_preset(name: str) -> Preset:
-    """Returns the preset registered as ``name``.
+def _factory(name: str) -> Callable[..., Preset]:
+    try:
+        return {**_PRESETS, **_COMPARE_ONLY}[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown method {name!r}; expected one of {list(METHOD_NAMES)}."
+        ) from None
+
+
+def method_options(name: str) -> dict[str, Any]:
+    """The keyword options of a method's factory and their defaults.
 
     Args:
-      name: one of :data:`PRESET_NAMES`.
+      name: one of :data:`METHOD_NAMES`.
+
+    Returns:
+      ``{option: default}``, e.g. ``{"k": 2.0, "scale": "mean_abs_dev",
+      "scale_adaptive": True}`` for ``"scaled_sigmoid"``; ``{}`` for a
+      method without options.
+
+    Raises:
+      ValueError: for an unknown name.
+
+    Example:
+      >>> method_options("bnn_plus")
+      {'beta': 5.0}
+    """
+    parameters = inspect.signature(_factory(name)).parameters.values()
+    return {p.name: p.default for p in parameters}
+
+
+def get_preset(name: str, **options: Any) -> Preset:
+    """Returns the method registered as ``name``, built with ``options``.
+
+    Args:
+      name: one of :data:`METHOD_NAMES` (:data:`PRESET_NAMES` and the
+        comparison-only methods).
+      **options: keyword options of the method's factory (see
+        :func:`method_options`); unset ones keep their defaults.
 
     Returns:
       A new :class:`Preset`.
 
     Raises:
-      ValueError: for an unknown name, listing the valid ones.
+      ValueError: for an unknown name or option (listing the valid ones),
+        or an invalid option value.
 
     Example:
       >>> get_preset("bnn").kernel_binarizer.scale is None
       True
+      >>> get_preset("scaled_sigmoid", k=4.0).kernel_binarizer.surrogate
+      ScaledSigmoidSurrogate(k=4.0)
     """
-    try:
-        factory = _PRESETS[name]
-    except (KeyError, TypeError):
+    factory = _factory(name)
+    allowed = method_options(name)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
         raise ValueError(
-            f"Unknown method {name!r}; expected one of {list(PRESET_NAMES)}."
-        ) from None
-    return factory()
+            f"Unknown option(s) {unknown} for method {name!r}; expected a "
+            f"subset of {sorted(allowed) or '(none: it has no options)'}."
+        )
+    return factory(**options)
+
+
+ADAM_LEARNING_RATES: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
+"""Learning-rate grid of methods that train latent weights with Adam."""
+
+SCALE_ADAPTIVE_LEARNING_RATES: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1)
+"""Learning-rate grid under :func:`bnnjax.scale_adaptive` (steps in units
+of the spread: ``3e-2`` moves a ``lecun_normal`` first-layer kernel about
+as far per step as Adam's ``1e-3``)."""
+
+BOP_GAMMAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
+"""Grid of Bop's adaptivity rate ``gamma`` (its "learning rate")."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class TuningGrid:
+    """A small declared search space for one method.
+
+    Every combination of one learning rate (of the binary group; Bop: its
+    ``gamma``) and one value per option is a candidate; the comparison
+    harness trains each and keeps the best on the validation split.
+
+    Attributes:
+      learning_rates: candidate binary-group learning rates (> 0).
+      options: option name -> candidate values (keyword options of the
+        method's factory, see :func:`method_options`). Stored read-only.
+
+    Example:
+      >>> grid = TuningGrid(learning_rates=(1e-3, 1e-2), options={"k": (2.0,)})
+      >>> grid.candidates()
+      [(0.001, {'k': 2.0}), (0.01, {'k': 2.0})]
+    """
+
+    learning_rates: tuple[float, ...]
+    options: Mapping[str, tuple[Any, ...]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def __post_init__(self):
+        lrs = self.learning_rates
+        if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__len__"):
+            raise TypeError(
+                f"TuningGrid.learning_rates={lrs!r}; expected a sequence of "
+                "positive numbers."
+            )
+        if not lrs or not all(
+            is_real(v) and math.isfinite(v) and v > 0 for v in lrs
+        ):
+            raise ValueError(
+                f"TuningGrid.learning_rates={tuple(lrs)!r}; expected one or "
+                "more finite numbers > 0."
+            )
+        if len(set(lrs)) != len(lrs):
+            raise ValueError(
+                f"TuningGrid.learning_rates={tuple(lrs)!r} has duplicates."
+            )
+        object.__setattr__(self, "learning_rates", tuple(lrs))
+        if not isinstance(self.options, Mapping):
+            raise TypeError(
+                f"TuningGrid.options={self.options!r}; expected a mapping "
+                "of option name -> candidate values."
+            )
+        options = {}
+        for name, values in self.options.items():
+            if isinstance(values, (str, bytes)) or not hasattr(
+                values, "__len__"
+            ):
+                raise TypeError(
+                    f"TuningGrid.options[{name!r}]={values!r}; expected a "
+                    "sequence of candidate values."
+                )
+            if not values:
+                raise ValueError(
+                    f"TuningGrid.options[{name!r}] is empty; give at least "
+                    "one value."
+                )
+            options[name] = tuple(values)
+        object.__setattr__(self, "options", types.MappingProxyType(options))
+
+    def candidates(self) -> list[tuple[float, dict[str, Any]]]:
+        """Every ``(learning_rate, options)`` pair, options outermost."""
+        names = list(self.options)
+        combos = itertools.product(*(self.options[n] for n in names))
+        return [
+            (lr, dict(zip(names, combo, strict=True)))
+            for combo in combos
+            for lr in self.learning_rates
+        ]
+
+    def __repr__(self) -> str:
+        return (
+            f"TuningGrid(learning_rates={self.learning_rates!r}, "
+            f"options={dict(self.options)!r})"
+        )
+
+
+# Each method's own option grid: at most one option with two values, the
+# default first (the lr grid is the method's family grid).
+_OPTION_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "scaled_sigmoid": {"k": (2.0, 4.0)},
+    "sigmoid": {"beta": (5.0, 25.0)},
+    "bnn_plus": {"beta": (5.0, 10.0)},
+    "bop": {"threshold": (1e-8, 1e-6)},
+}
+
+
+def tuning_grid(name: str, **fixed: Any) -> TuningGrid:
+    """The declared search space of a method, with some options fixed.
+
+    Learning rates: :data:`SCALE_ADAPTIVE_LEARNING_RATES` for the methods
+    trained with :func:`bnnjax.scale_adaptive` (``scaled_sigmoid``,
+    ``sigmoid``), :data:`BOP_GAMMAS` for ``bop``, else
+    :data:`ADAM_LEARNING_RATES`. Options: ``scaled_sigmoid``: ``k`` in
+    ``(2, 4)``; ``sigmoid``: ``beta`` in ``(5, 25)``; ``bnn_plus``:
+    ``beta`` in ``(5, 10)``; ``bop``: ``threshold`` in ``(1e-8, 1e-6)``;
+    none for the others. Options given in ``fixed`` are not searched
+    (``scaled_sigmoid`` with ``scale_adaptive=False`` searches the Adam
+    learning rates).
+
+    Args:
+      name: one of :data:`METHOD_NAMES`.
+      **fixed: options held at a value (an ablation), see
+        :func:`method_options`.
+
+    Returns:
+      The :class:`TuningGrid`.
+
+    Raises:
+      ValueError: for an unknown name or option.
+
+    Example:
+      >>> tuning_grid("scaled_sigmoid", k=4.0).options
+      mappingproxy({})
+      >>> tuning_grid("bnn").learning_rates == ADAM_LEARNING_RATES
+      True
+    """
+    preset = get_preset(name, **fixed)
+    if preset.binary_transform is _scale_adaptive:
+        lrs = SCALE_ADAPTIVE_LEARNING_RATES
+    elif name == "bop":
+        lrs = BOP_GAMMAS
+    else:
+        lrs = ADAM_LEARNING_RATES
+    options = {
+        option: values
+        for option, values in _OPTION_GRIDS.get(name, {}).items()
+        if option not in fixed
+    }
+    return TuningGrid(learning_rates=lrs, options=options)

@@ -1,0 +1,1020 @@
+"""Method comparison: a grid of training methods x seeds under one budget.
+
+:func:`compare` trains several methods (the presets of
+:mod:`bnnjax.presets`, their ablations, or your own :class:`Preset`) on
+the same dataset and architecture with the same budget, and reports
+test accuracy over seeds and how fast each method reaches a target
+validation accuracy. The protocol, for every method:
+
+1. **Tune on validation.** Each candidate of the method's declared grid
+   (:func:`bnnjax.presets.tuning_grid`: a few learning rates times at most
+   one option with two values) trains with ``tune_seeds`` (default one
+   seed, ``1000``, not one of the final seeds) for ``tune_epochs``
+   (default: ``epochs``). The candidate with the highest validation
+   accuracy after its last epoch (mean over tuning seeds; the first in
+   grid order on a tie) is chosen. The test split is not evaluated in
+   tuning at all.
+2. **Final runs.** The chosen candidate trains with every seed in
+   ``seeds`` (together, ``jax.vmap`` over a seed axis) for ``epochs``,
+   with the validation accuracy and the sign-flip ratio recorded after
+   every epoch; the test split is evaluated once, at the end.
+
+What is equal across methods: the architecture (same model class, widths
+and initial latent weights per seed; Bop starts from their signs), the
+training and validation examples (the split of
+:func:`bnnjax.train.run`), the batch order per seed and epoch, the batch
+size, the epochs, the base optimizer and schedule, and the real group's
+learning rate. The training step, evaluation and diagnostics are
+:mod:`bnnjax.train`'s own (:func:`~bnnjax.train.make_train_step`,
+:func:`~bnnjax.train.evaluate`, :func:`~bnnjax.train.flip_ratio`), so a
+final run gives the test accuracy :func:`bnnjax.train.run` gives for the
+same preset, learning rate and seed (tested). No checkpoints are written.
+
+Timing: the step is compiled ahead of time and compilation is reported
+apart (``compile_seconds``). ``epoch_seconds`` are wall-clock seconds of
+an epoch's training steps for all seeds together; *seconds to target*
+divides their running sum by the number of seeds (the cost per model), so
+it is comparable between runs with the same number of seeds on the same,
+otherwise idle, machine.
+
+Standard deviations over seeds are sample standard deviations
+(``ddof=1``); with one seed they are ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import math
+import os
+import platform
+import time
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Literal
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from bnnjax import data as data_lib
+from bnnjax import plots as plots_lib
+from bnnjax import presets as presets_lib
+from bnnjax import train as train_lib
+from bnnjax._validate import is_int, is_real
+from bnnjax.models import linen as models
+from bnnjax.presets import Preset, TuningGrid
+
+__all__ = [
+    "CUSTOM_LR_FACTORS",
+    "DEFAULT_METHODS",
+    "TUNE_SEED_OFFSET",
+    "CompareResult",
+    "MethodResult",
+    "MethodSpec",
+    "RunResult",
+    "compare",
+    "environment",
+]
+
+TuneMode = Literal["grid", "lr", "none"]
+Phase = Literal["tune", "final"]
+
+DEFAULT_METHODS: tuple[str, ...] = presets_lib.METHOD_NAMES
+"""Every registered method: the founding method, the established ones,
+the fixed-width sigmoid and the float ceiling."""
+
+TUNE_SEED_OFFSET = 1000
+"""Default tuning seed: tuning runs use seeds ``1000, 1001, ...`` so the
+final seeds' validation accuracy is not the one the choice was made on."""
+
+CUSTOM_LR_FACTORS: tuple[float, ...] = (1 / 3, 1.0, 3.0)
+"""Learning-rate grid of a user :class:`~bnnjax.presets.Preset`: these
+multiples of its ``learning_rate``."""
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class MethodSpec:
+    """A registered method with some options fixed (an ablation).
+
+    Attributes:
+      name: one of :data:`bnnjax.presets.METHOD_NAMES`.
+      options: options of the method's factory held fixed (see
+        :func:`bnnjax.presets.method_options`); the others are tuned (with
+        ``tune="grid"``) or keep their defaults. Stored read-only.
+      label: the name shown in results; default ``name`` followed by
+        ``:option=value`` for each fixed option, e.g.
+        ``"scaled_sigmoid:scale=mean_abs"`` (the CLI's syntax).
+
+    Raises:
+      ValueError: for an unknown name or option, or an invalid value.
+
+    Example:
+      >>> MethodSpec(name="scaled_sigmoid", options={"k": 4.0}).label
+      'scaled_sigmoid:k=4'
+    """
+
+    name: str
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.options, Mapping):
+            raise TypeError(
+                f"MethodSpec.options={self.options!r}; expected a mapping of "
+                "option name -> value."
+            )
+        options = dict(self.options)
+        presets_lib.get_preset(self.name, **options)  # validates
+        object.__setattr__(self, "options", options)
+        if self.label is None:
+            label = self.name + "".join(
+                f":{k}={_format_value(v)}" for k, v in options.items()
+            )
+            object.__setattr__(self, "label", label)
+        elif not isinstance(self.label, str) or not self.label:
+            raise ValueError(
+                f"MethodSpec.label={self.label!r}; expected a non-empty "
+                "string or None."
+            )
+
+    def preset(self, **options: Any) -> Preset:
+        """The preset with the fixed options and then ``options``."""
+        return presets_lib.get_preset(self.name, **self.options, **options)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunResult:
+    """One training run: one candidate configuration and its seeds.
+
+    Per-epoch lists have one entry per epoch; ``*_per_seed`` lists one per
+    seed, in ``seeds`` order.
+
+    Attributes:
+      method: the method's label.
+      name: the preset's name.
+      phase: ``"tune"`` (test split not evaluated) or ``"final"``.
+      options: the factory options of this candidate (JSON values).
+      learning_rate: binary-group learning rate (Bop: ``gamma``).
+      real_learning_rate: real-group learning rate.
+      seeds: the seeds trained together.
+      epochs: epochs trained.
+      val_accuracy: ``[seed][epoch]`` validation accuracy.
+      val_loss: ``[seed][epoch]`` validation loss.
+      train_loss: ``[seed][epoch]`` mean training loss of the epoch.
+      flip_ratio: ``[seed][epoch]`` fraction of binary weights whose sign
+        changed during the epoch; ``None`` for the float ceiling.
+      epoch_seconds: ``[epoch]`` training seconds of all seeds together.
+      compile_seconds: ahead-of-time compilation of the training step.
+      test_accuracy: per seed (final runs), else ``None``.
+      test_loss: per seed (final runs), else ``None``.
+      diverged_epoch: per seed, the first epoch with a non-finite training
+        loss, or ``None``.
+    """
+
+    method: str
+    name: str
+    phase: Phase
+    options: dict[str, Any]
+    learning_rate: float
+    real_learning_rate: float
+    seeds: tuple[int, ...]
+    epochs: int
+    val_accuracy: list[list[float]]
+    val_loss: list[list[float]]
+    train_loss: list[list[float]]
+    flip_ratio: list[list[float]] | None
+    epoch_seconds: list[float]
+    compile_seconds: float
+    test_accuracy: list[float] | None
+    test_loss: list[float] | None
+    diverged_epoch: list[int | None]
+
+    @property
+    def final_val_accuracy(self) -> float:
+        """Mean over seeds of the last epoch's validation accuracy."""
+        return float(np.mean([v[-1] for v in self.val_accuracy]))
+
+    def records(self) -> list[dict[str, Any]]:
+        """One JSON-ready dict per seed (the JSON lines of every run)."""
+        rows = []
+        for i, seed in enumerate(self.seeds):
+            rows.append(
+                {
+                    "kind": "run",
+                    "method": self.method,
+                    "name": self.name,
+                    "phase": self.phase,
+                    "options": self.options,
+                    "learning_rate": self.learning_rate,
+                    "real_learning_rate": self.real_learning_rate,
+                    "seed": seed,
+                    "seeds_together": len(self.seeds),
+                    "epochs": self.epochs,
+                    "val_accuracy": self.val_accuracy[i],
+                    "val_loss": self.val_loss[i],
+                    "train_loss": self.train_loss[i],
+                    "flip_ratio": None
+                    if self.flip_ratio is None
+                    else self.flip_ratio[i],
+                    "epoch_seconds": self.epoch_seconds,
+                    "compile_seconds": self.compile_seconds,
+                    "test_accuracy": None
+                    if self.test_accuracy is None
+                    else self.test_accuracy[i],
+                    "test_loss": None
+                    if self.test_loss is None
+                    else self.test_loss[i],
+                    "diverged_epoch": self.diverged_epoch[i],
+                }
+            )
+        return rows
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MethodResult:
+    """The outcome for one method: chosen candidate and final runs.
+
+    Attributes:
+      method: the label.
+      name: the preset's name.
+      options: the chosen factory options (fixed and tuned).
+      learning_rate: the chosen binary-group learning rate.
+      real_learning_rate: the real group's learning rate.
+      seeds: the final seeds.
+      test_accuracy_mean: mean test accuracy over seeds.
+      test_accuracy_std: sample standard deviation (``None``: one seed).
+      test_accuracy_per_seed: per seed.
+      val_accuracy_mean: mean last-epoch validation accuracy.
+      val_accuracy_std: its sample standard deviation.
+      target_accuracy: the validation accuracy to reach.
+      epochs_to_target_per_seed: first epoch whose validation accuracy is
+        at least the target, per seed (``None``: not reached).
+      seconds_to_target_per_seed: training seconds per model up to that
+        epoch, per seed (``None``: not reached).
+      reached: how many seeds reached the target.
+      epochs_to_target_mean: mean over the seeds that reached it.
+      seconds_to_target_mean: mean over the seeds that reached it.
+      train_seconds: training seconds per model of the final runs.
+      compile_seconds: compilation of the final runs' step.
+      tuning: one entry per candidate, in grid order: ``learning_rate``,
+        ``options``, ``val_accuracy`` (the tuning score); empty when not
+        tuned.
+      at_grid_edge: the chosen learning rate is the smallest or largest of
+        a grid of three or more (the optimum may lie outside).
+      diverged_seeds: final seeds whose training loss became non-finite.
+    """
+
+    method: str
+    name: str
+    options: dict[str, Any]
+    learning_rate: float
+    real_learning_rate: float
+    seeds: tuple[int, ...]
+    test_accuracy_mean: float
+    test_accuracy_std: float | None
+    test_accuracy_per_seed: list[float]
+    val_accuracy_mean: float
+    val_accuracy_std: float | None
+    target_accuracy: float
+    epochs_to_target_per_seed: list[int | None]
+    seconds_to_target_per_seed: list[float | None]
+    reached: int
+    epochs_to_target_mean: float | None
+    seconds_to_target_mean: float | None
+    train_seconds: float
+    compile_seconds: float
+    tuning: list[dict[str, Any]]
+    at_grid_edge: bool
+    diverged_seeds: list[int]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (``kind="method"``)."""
+        values = dataclasses.asdict(self)
+        values["seeds"] = list(self.seeds)
+        return {"kind": "method", **values}
+
+
+def environment() -> dict[str, Any]:
+    """Device and versions, recorded with every comparison."""
+    versions = {}
+    for package in ("bnnjax", "jax", "jaxlib", "flax", "optax", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "device": str(jax.devices()[0]),
+        "platform": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "versions": versions,
+    }
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompareResult:
+    """Everything a comparison measured.
+
+    Attributes:
+      methods: one :class:`MethodResult` per method, in the order given.
+      runs: every :class:`RunResult` (tuning and final), in run order.
+      settings: the shared budget and protocol (dataset, model, widths,
+        epochs, seeds, ...) and :func:`environment`.
+    """
+
+    methods: tuple[MethodResult, ...]
+    runs: tuple[RunResult, ...]
+    settings: dict[str, Any]
+
+    def method(self, label: str) -> MethodResult:
+        """The result of the method labelled ``label``.
+
+        Raises:
+          KeyError: naming the labels present.
+        """
+        for result in self.methods:
+            if result.method == label:
+                return result
+        raise KeyError(
+            f"No method {label!r} in this comparison; it has "
+            f"{[m.method for m in self.methods]}."
+        )
+
+    def records(self) -> list[dict[str, Any]]:
+        """JSON lines: settings, every run per seed, then every method."""
+        lines: list[dict[str, Any]] = [{"kind": "settings", **self.settings}]
+        for run in self.runs:
+            lines.extend(run.records())
+        lines.extend(m.to_dict() for m in self.methods)
+        return lines
+
+    def table(self) -> str:
+        """A Markdown table: test accuracy over seeds and time to target."""
+        target = self.settings["target_accuracy"]
+        head = (
+            "| method | chosen lr, options | test accuracy (mean ± std) | "
+            f"val accuracy | epochs to {100 * target:g}% val | seconds to "
+            f"{100 * target:g}% val | train s / model |"
+        )
+        lines = [head, "| --- | --- | --- | --- | --- | --- | --- |"]
+        for m in self.methods:
+            chosen = f"{m.learning_rate:g}" + "".join(
+                f", {k}={_format_value(v)}" for k, v in m.options.items()
+            )
+            if m.at_grid_edge:
+                chosen += " (grid edge)"
+            n = len(m.seeds)
+            lines.append(
+                f"| {m.method} | {chosen} | "
+                f"{_pct(m.test_accuracy_mean, m.test_accuracy_std)} | "
+                f"{_pct(m.val_accuracy_mean, m.val_accuracy_std)} | "
+                f"{_reach(m.epochs_to_target_mean, m.reached, n, '.1f')} | "
+                f"{_reach(m.seconds_to_target_mean, m.reached, n, '.3g')} | "
+                f"{m.train_seconds:.3g} |"
+            )
+        return "\n".join(lines)
+
+    def plot(
+        self, out_dir: str | os.PathLike, *, prefix: str = ""
+    ) -> list[str]:
+        """Writes the plots; see :func:`bnnjax.plots.plot_comparison`.
+
+        Returns:
+          The paths written (``[]`` without matplotlib).
+        """
+        final = [
+            r
+            for run in self.runs
+            if run.phase == "final"
+            for r in run.records()
+        ]
+        return plots_lib.plot_comparison(
+            final,
+            out_dir,
+            target_accuracy=self.settings["target_accuracy"],
+            title=_plot_title(self.settings),
+            prefix=prefix,
+        )
+
+
+def _plot_title(settings: Mapping[str, Any]) -> str:
+    widths = "-".join(str(h) for h in settings["hidden"])
+    acts = "binary" if settings["binary_activations"] else "real"
+    model = settings["model"]
+    arch = f"{model} {widths}" if model == "mlp" else model
+    return (
+        f"{settings['dataset']}, {arch}, {acts} activations, "
+        f"{settings['epochs']} epochs, {len(settings['seeds'])} seeds"
+    )
+
+
+def _pct(mean: float, std: float | None) -> str:
+    if std is None:
+        return f"{100 * mean:.2f}%"
+    return f"{100 * mean:.2f} ± {100 * std:.2f}%"
+
+
+def _reach(value: float | None, reached: int, n: int, fmt: str) -> str:
+    if value is None:
+        return f"not reached (0/{n})"
+    return f"{value:{fmt}} ({reached}/{n})"
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    array = np.asarray(values, np.float64)
+    std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return float(array.mean()), std
+
+
+# ---------------------------------------------------------------------------
+# Training one candidate.
+
+
+class _Data(typing.NamedTuple):
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val: data_lib.Examples
+    test: data_lib.Examples
+    num_classes: int
+
+
+def _make_model(
+    config: train_lib.TrainConfig, preset: Preset, num_classes: int
+) -> nn.Module:
+    # TrainConfig.make_model with an explicit preset (it reads its own).
+    rules = {
+        "kernel_binarizer": preset.kernel_binarizer,
+        "activation_binarizer": preset.activation_binarizer,
+        "num_classes": num_classes,
+    }
+    if config.model == "mlp":
+        return models.BinaryMLP(
+            hidden=config.hidden,
+            binary_activations=config.activations_binary,
+            **rules,
+        )
+    if config.model == "cnn":
+        return models.BinaryNetCNN(**rules)
+    if config.model == "resnet20":
+        return models.bireal_resnet20(**rules)
+    return models.bireal_resnet18(**rules)
+
+
+def _signs_fn(preset: Preset) -> Callable[[Any], Any]:
+    binarizer = preset.kernel_binarizer
+    return jax.jit(
+        jax.vmap(
+            lambda p: train_lib.kernel_signs(
+                train_lib.latent_kernels(p), binarizer
+            )
+        )
+    )
+
+
+_flips = jax.jit(jax.vmap(lambda a, b: train_lib.flip_ratio(a, b)[0]))
+
+
+def _train_candidate(
+    config: train_lib.TrainConfig,
+    preset: Preset,
+    data: _Data,
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    learning_rate: float,
+    real_learning_rate: float,
+    evaluate_test: bool,
+) -> dict[str, Any]:
+    """Trains one configuration for every seed at once; never prints."""
+    seeds = list(seeds)
+    steps_per_epoch = data_lib.num_batches(
+        len(data.train_labels), batch_size=config.batch_size
+    )
+    total_steps = epochs * steps_per_epoch
+    sample = data_lib.to_float(data.train_images[:1])
+    model = _make_model(config, preset, data.num_classes)
+    tx = preset.optimizer(
+        train_lib.abstract_params(model, sample),
+        make_optimizer=config.make_optimizer,
+        learning_rate=config.schedule_fn(learning_rate, total_steps),
+        real_learning_rate=config.schedule_fn(real_learning_rate, total_steps),
+    )
+    state = train_lib.init_state(
+        model, tx, seeds, sample, sign_init=preset.sign_init
+    )
+    first = next(
+        data_lib.iterate_batches(
+            data.train_images,
+            data.train_labels,
+            batch_size=config.batch_size,
+            seed=seeds,
+            epoch=0,
+        )
+    )
+    start = time.perf_counter()
+    step = (
+        train_lib.make_train_step(model, tx)
+        .lower(state, *first, np.float32(0))
+        .compile()
+    )
+    compile_seconds = time.perf_counter() - start
+    eval_step = train_lib.make_eval_step(model)
+    signs_fn = _signs_fn(preset) if preset.binary else None
+    signs = signs_fn(state.params) if signs_fn else None
+
+    n = len(seeds)
+    val_acc: list[list[float]] = [[] for _ in seeds]
+    val_loss: list[list[float]] = [[] for _ in seeds]
+    train_loss: list[list[float]] = [[] for _ in seeds]
+    flips: list[list[float]] | None = [[] for _ in seeds] if signs_fn else None
+    diverged: list[int | None] = [None] * n
+    epoch_seconds = []
+    done = 0
+    for epoch in range(epochs):
+        batches = data_lib.iterate_batches(
+            data.train_images,
+            data.train_labels,
+            batch_size=config.batch_size,
+            seed=seeds,
+            epoch=epoch,
+        )
+        losses = []
+        start = time.perf_counter()
+        for images, labels in data_lib.prefetch_to_device(batches):
+            state, metrics = step(
+                state, images, labels, np.float32(done / total_steps)
+            )
+            losses.append(metrics["loss"])
+            done += 1
+        jax.block_until_ready(state)
+        epoch_seconds.append(time.perf_counter() - start)
+        losses = np.stack(jax.device_get(losses))  # (steps, seeds)
+        progress = min(done / total_steps, 1.0)
+        loss, accuracy = train_lib.evaluate(
+            eval_step,
+            state,
+            data.val.images,
+            data.val.labels,
+            batch_size=config.eval_batch_size,
+            progress=progress,
+        )
+        if signs_fn is not None:
+            new_signs = signs_fn(state.params)
+            ratio = np.asarray(_flips(signs, new_signs))
+            signs = new_signs
+        for i in range(n):
+            val_acc[i].append(float(accuracy[i]))
+            val_loss[i].append(float(loss[i]))
+            train_loss[i].append(float(np.mean(losses[:, i])))
+            if flips is not None:
+                flips[i].append(float(ratio[i]))
+            if diverged[i] is None and not np.all(np.isfinite(losses[:, i])):
+                diverged[i] = epoch + 1
+
+    test_accuracy = test_loss = None
+    if evaluate_test:
+        loss, accuracy = train_lib.evaluate(
+            eval_step,
+            state,
+            data.test.images,
+            data.test.labels,
+            batch_size=config.eval_batch_size,
+            progress=1.0,
+        )
+        test_accuracy = [float(a) for a in accuracy]
+        test_loss = [float(v) for v in loss]
+    return {
+        "val_accuracy": val_acc,
+        "val_loss": val_loss,
+        "train_loss": train_loss,
+        "flip_ratio": flips,
+        "epoch_seconds": epoch_seconds,
+        "compile_seconds": compile_seconds,
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+        "diverged_epoch": diverged,
+    }
+
+
+# ---------------------------------------------------------------------------
+# The comparison.
+
+
+class _Method(typing.NamedTuple):
+    label: str
+    name: str
+    build: Callable[..., Preset]  # options -> Preset
+    fixed: dict[str, Any]
+    grid: TuningGrid
+
+
+def _resolve(
+    method: str | MethodSpec | Preset, grids: Mapping[str, TuningGrid]
+) -> _Method:
+    if isinstance(method, str):
+        method = MethodSpec(name=method)
+    if isinstance(method, MethodSpec):
+        spec = method
+        grid = grids.get(spec.label) or presets_lib.tuning_grid(
+            spec.name, **spec.options
+        )
+        return _Method(spec.label, spec.name, spec.preset, spec.options, grid)
+    if isinstance(method, Preset):
+        preset = method
+        grid = grids.get(preset.name) or TuningGrid(
+            learning_rates=tuple(
+                preset.learning_rate * f for f in CUSTOM_LR_FACTORS
+            )
+        )
+        if grid.options:
+            raise ValueError(
+                f"The grid for the Preset object {preset.name!r} has options "
+                f"{list(grid.options)}; a Preset object has no factory "
+                "options. Pass a MethodSpec of a registered method instead."
+            )
+
+        def build(**options: Any) -> Preset:
+            del options
+            return preset
+
+        return _Method(preset.name, preset.name, build, {}, grid)
+    raise TypeError(
+        f"compare: a method must be a name (one of "
+        f"{list(presets_lib.METHOD_NAMES)}), a MethodSpec or a Preset, got "
+        f"{method!r}."
+    )
+
+
+def _candidates(
+    method: _Method, tune: TuneMode, default_lr: float
+) -> list[tuple[float, dict[str, Any]]]:
+    if tune == "none":
+        return [(default_lr, {})]
+    if tune == "lr":
+        return [(lr, {}) for lr in method.grid.learning_rates]
+    return method.grid.candidates()
+
+
+def _to_target(
+    curve: Sequence[float],
+    epoch_seconds: Sequence[float],
+    target: float,
+    n: int,
+) -> tuple[int | None, float | None]:
+    for epoch, accuracy in enumerate(curve, 1):
+        if accuracy >= target:
+            return epoch, float(sum(epoch_seconds[:epoch])) / n
+    return None, None
+
+
+def _check_seeds(value: Any, what: str) -> tuple[int, ...]:
+    if is_int(value):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"compare: {what}={value!r}; expected a sequence of distinct "
+            "non-negative ints."
+        )
+    if (
+        not value
+        or not all(is_int(s) and 0 <= s < 2**32 for s in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ValueError(
+            f"compare: {what}={tuple(value)!r}; expected one or more "
+            "distinct ints in [0, 2**32)."
+        )
+    return tuple(int(s) for s in value)
+
+
+def compare(
+    methods: Sequence[str | MethodSpec | Preset] = DEFAULT_METHODS,
+    *,
+    dataset: str | data_lib.Dataset = "mnist-sample",
+    model: train_lib.ModelName = "mlp",
+    hidden: Sequence[int] = train_lib.DEFAULT_HIDDEN,
+    binary_activations: bool | None = None,
+    epochs: int = 10,
+    batch_size: int = 100,
+    optimizer: train_lib.OptimizerName = "adam",
+    schedule: train_lib.ScheduleName = "cosine",
+    real_learning_rate: float | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    tune: TuneMode = "grid",
+    tune_seeds: Sequence[int] = (TUNE_SEED_OFFSET,),
+    tune_epochs: int | None = None,
+    grids: Mapping[str, TuningGrid] | None = None,
+    target_accuracy: float = 0.95,
+    val_fraction: float = 0.1,
+    eval_batch_size: int = 1000,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> CompareResult:
+    """Compares training methods under one budget; never prints.
+
+    See the module docstring for the protocol (tuning on the validation
+    split, then final runs over ``seeds``; the test split is evaluated
+    only at the end of final runs).
+
+    Args:
+      methods: method names (:data:`bnnjax.presets.METHOD_NAMES`),
+        :class:`MethodSpec` (a method with options fixed, e.g. an
+        ablation) or :class:`~bnnjax.presets.Preset` objects (your own
+        method; tuned over :data:`CUSTOM_LR_FACTORS` times its learning
+        rate). Labels must be distinct.
+      dataset: a spec for :func:`bnnjax.data.load_dataset` or a loaded
+        :class:`bnnjax.data.Dataset`.
+      model: ``"mlp"``, ``"cnn"``, ``"resnet20"`` or ``"resnet18"``.
+      hidden: MLP hidden widths.
+      binary_activations: as :class:`bnnjax.train.TrainConfig` (``None``:
+        real for the MLP, binary for the others).
+      epochs: epochs of the final runs.
+      batch_size: examples per step and seed.
+      optimizer: base optimizer (``"adam"``, ``"adamw"``, ``"sgd"``).
+      schedule: ``"cosine"`` or ``"constant"``, over each run's steps.
+      real_learning_rate: real-group learning rate for every method;
+        ``None``: each preset's (``1e-3`` for all built-in ones).
+      seeds: final seeds, trained together.
+      tune: ``"grid"`` (learning rates x options), ``"lr"`` (learning
+        rates only, options at their defaults) or ``"none"`` (the preset's
+        defaults, no tuning runs).
+      tune_seeds: seeds of the tuning runs.
+      tune_epochs: epochs of the tuning runs (default ``epochs``); their
+        schedule spans their own length.
+      grids: overrides of the declared grids, by method label (for a
+        Preset object: its name).
+      target_accuracy: validation accuracy whose first epoch and seconds
+        are reported, in ``(0, 1]``.
+      val_fraction: fraction of the training data held out for validation
+        (split as :func:`bnnjax.train.run` does).
+      eval_batch_size: examples per evaluation batch.
+      on_run: called with each :class:`RunResult` as it finishes (e.g. to
+        log progress or append JSON lines).
+
+    Returns:
+      A :class:`CompareResult`.
+
+    Raises:
+      ValueError: for an invalid setting, an unknown method or option, or
+        duplicate labels.
+      TypeError: for a value of the wrong type.
+      FileNotFoundError: for a missing dataset.
+
+    Example:
+      >>> result = compare(["scaled_sigmoid", "bnn"], hidden=(64,),
+      ...                  epochs=2, seeds=(0, 1))          # doctest: +SKIP
+      >>> print(result.table())                             # doctest: +SKIP
+    """
+    seeds = _check_seeds(seeds, "seeds")
+    tune_seeds = _check_seeds(tune_seeds, "tune_seeds")
+    if tune not in typing.get_args(TuneMode):
+        raise ValueError(
+            f"compare: tune={tune!r}; expected one of "
+            f"{list(typing.get_args(TuneMode))}."
+        )
+    if tune_epochs is None:
+        tune_epochs = epochs
+    if not is_int(tune_epochs) or tune_epochs < 1:
+        raise ValueError(
+            f"compare: tune_epochs={tune_epochs!r}; expected a positive int "
+            "or None (the final runs' epochs)."
+        )
+    if not (is_real(target_accuracy) and 0 < target_accuracy <= 1):
+        raise ValueError(
+            f"compare: target_accuracy={target_accuracy!r}; expected a "
+            "number in (0, 1]."
+        )
+    if isinstance(methods, (str, bytes)) or not isinstance(methods, Sequence):
+        raise TypeError(
+            f"compare: methods={methods!r}; expected a sequence of names, "
+            "MethodSpecs or Presets (e.g. ['scaled_sigmoid', 'bnn'])."
+        )
+    if not methods:
+        raise ValueError("compare: methods is empty; give at least one.")
+    grids = dict(grids or {})
+    for label, grid in grids.items():
+        if not isinstance(grid, TuningGrid):
+            raise TypeError(
+                f"compare: grids[{label!r}]={grid!r}; expected a "
+                "bnnjax.presets.TuningGrid."
+            )
+    resolved = [_resolve(m, grids) for m in methods]
+    labels = [m.label for m in resolved]
+    duplicates = sorted({x for x in labels if labels.count(x) > 1})
+    if duplicates:
+        raise ValueError(
+            f"compare: methods {duplicates} appear more than once; give "
+            "each a distinct label (MethodSpec(label=...))."
+        )
+    unused = sorted(set(grids) - set(labels))
+    if unused:
+        raise ValueError(
+            f"compare: grids for {unused} match no method; methods: {labels}."
+        )
+    if isinstance(dataset, data_lib.Dataset):
+        loaded = dataset
+    elif isinstance(dataset, str):
+        loaded = None
+    else:
+        raise TypeError(
+            f"compare: dataset={dataset!r}; expected a spec string such as "
+            "'mnist-sample' or 'idx:DIR', or a bnnjax.data.Dataset."
+        )
+    # TrainConfig validates the shared budget and builds the base optimizer
+    # and schedule; its method is unused (each run passes its Preset).
+    config = train_lib.TrainConfig(
+        dataset=loaded.name if loaded else dataset,
+        model=model,
+        hidden=hidden,
+        binary_activations=binary_activations,
+        epochs=epochs,
+        batch_size=batch_size,
+        real_learning_rate=real_learning_rate,
+        optimizer=optimizer,
+        schedule=schedule,
+        seeds=seeds,
+        val_fraction=val_fraction,
+        eval_batch_size=eval_batch_size,
+    )
+    if loaded is None:
+        loaded = data_lib.load_dataset(dataset)
+    train_split, val = data_lib.split_validation(
+        loaded, fraction=val_fraction, seed=train_lib.VALIDATION_SPLIT_SEED
+    )
+    if (
+        data_lib.num_batches(
+            len(train_split.train_labels), batch_size=batch_size
+        )
+        == 0
+    ):
+        raise ValueError(
+            f"compare: batch_size={batch_size} is larger than the "
+            f"{len(train_split.train_labels)} training examples left after "
+            f"holding out val_fraction={val_fraction}."
+        )
+    data = _Data(
+        train_split.train_images,
+        train_split.train_labels,
+        val,
+        loaded.test,
+        loaded.num_classes,
+    )
+    settings = {
+        "dataset": config.dataset,
+        "model": config.model,
+        "hidden": list(config.hidden),
+        "binary_activations": config.activations_binary,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "optimizer": optimizer,
+        "schedule": schedule,
+        "real_learning_rate": real_learning_rate,
+        "seeds": list(seeds),
+        "tune": tune,
+        "tune_seeds": list(tune_seeds),
+        "tune_epochs": tune_epochs,
+        "target_accuracy": float(target_accuracy),
+        "val_fraction": val_fraction,
+        "train_examples": len(data.train_labels),
+        "val_examples": len(val.labels),
+        "test_examples": len(data.test.labels),
+        "methods": labels,
+        "grids": {
+            m.label: {
+                "learning_rates": list(m.grid.learning_rates),
+                "options": {k: list(v) for k, v in m.grid.options.items()},
+            }
+            for m in resolved
+        },
+        **environment(),
+    }
+
+    runs: list[RunResult] = []
+
+    def train(
+        method: _Method,
+        options: dict[str, Any],
+        lr: float,
+        phase: Phase,
+    ) -> RunResult:
+        preset = method.build(**options)
+        real_lr = (
+            preset.real_learning_rate
+            if real_learning_rate is None
+            else float(real_learning_rate)
+        )
+        final = phase == "final"
+        out = _train_candidate(
+            config,
+            preset,
+            data,
+            seeds=seeds if final else tune_seeds,
+            epochs=epochs if final else tune_epochs,
+            learning_rate=lr,
+            real_learning_rate=real_lr,
+            evaluate_test=final,
+        )
+        run = RunResult(
+            method=method.label,
+            name=method.name,
+            phase=phase,
+            options={**method.fixed, **options},
+            learning_rate=float(lr),
+            real_learning_rate=real_lr,
+            seeds=seeds if final else tune_seeds,
+            epochs=epochs if final else tune_epochs,
+            **out,
+        )
+        runs.append(run)
+        if on_run is not None:
+            on_run(run)
+        return run
+
+    results = []
+    for method in resolved:
+        default_lr = method.build().learning_rate
+        candidates = _candidates(method, tune, default_lr)
+        tuning = []
+        if len(candidates) > 1:
+            scores = []
+            for lr, options in candidates:
+                run = train(method, options, lr, "tune")
+                score = run.final_val_accuracy
+                scores.append(score if math.isfinite(score) else -math.inf)
+                tuning.append(
+                    {
+                        "learning_rate": lr,
+                        "options": {**method.fixed, **options},
+                        "val_accuracy": score,
+                    }
+                )
+            lr, options = candidates[int(np.argmax(scores))]
+        else:
+            lr, options = candidates[0]
+        run = train(method, options, lr, "final")
+        results.append(
+            _method_result(method, run, tuning, candidates, target_accuracy)
+        )
+    return CompareResult(
+        methods=tuple(results), runs=tuple(runs), settings=settings
+    )
+
+
+def _method_result(
+    method: _Method,
+    run: RunResult,
+    tuning: list[dict[str, Any]],
+    candidates: list[tuple[float, dict[str, Any]]],
+    target: float,
+) -> MethodResult:
+    n = len(run.seeds)
+    test_mean, test_std = _mean_std(run.test_accuracy)
+    val_mean, val_std = _mean_std([v[-1] for v in run.val_accuracy])
+    reach = [
+        _to_target(curve, run.epoch_seconds, target, n)
+        for curve in run.val_accuracy
+    ]
+    epochs_to = [e for e, _ in reach]
+    seconds_to = [s for _, s in reach]
+    hit = [i for i, e in enumerate(epochs_to) if e is not None]
+    lrs = sorted({lr for lr, _ in candidates})
+    return MethodResult(
+        method=method.label,
+        name=method.name,
+        options=run.options,
+        learning_rate=run.learning_rate,
+        real_learning_rate=run.real_learning_rate,
+        seeds=run.seeds,
+        test_accuracy_mean=test_mean,
+        test_accuracy_std=test_std,
+        test_accuracy_per_seed=list(run.test_accuracy),
+        val_accuracy_mean=val_mean,
+        val_accuracy_std=val_std,
+        target_accuracy=float(target),
+        epochs_to_target_per_seed=epochs_to,
+        seconds_to_target_per_seed=seconds_to,
+        reached=len(hit),
+        epochs_to_target_mean=float(np.mean([epochs_to[i] for i in hit]))
+        if hit
+        else None,
+        seconds_to_target_mean=float(np.mean([seconds_to[i] for i in hit]))
+        if hit
+        else None,
+        train_seconds=float(sum(run.epoch_seconds)) / n,
+        compile_seconds=run.compile_seconds,
+        tuning=tuning,
+        at_grid_edge=len(lrs) >= 3 and run.learning_rate in (lrs[0], lrs[-1]),
+        diverged_seeds=[
+            s
+            for s, e in zip(run.seeds, run.diverged_epoch, strict=True)
+            if e is not None
+        ],
+    )
