@@ -887,11 +887,11 @@ def compare(
         "val_examples": len(val.labels),
         "test_examples": len(data.test.labels),
         "methods": labels,
-        "grids": {
-            m.label: {
-                "learning_rates": list(m.grid.learning_rates),
-                "options": {k: list(v) for k, v in m.grid.options.items()},
-            }
+        "candidates": {
+            m.label: [
+                {"learning_rate": lr, "options": {**m.fixed, **options}}
+                for lr, options in _candidates(m, tune, m.build().learning_rate)
+            ]
             for m in resolved
         },
         **environment(),
@@ -940,8 +940,7 @@ def compare(
 
     results = []
     for method in resolved:
-        default_lr = method.build().learning_rate
-        candidates = _candidates(method, tune, default_lr)
+        candidates = _candidates(method, tune, method.build().learning_rate)
         tuning = []
         if len(candidates) > 1:
             scores = []

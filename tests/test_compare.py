@@ -187,6 +187,13 @@ class CompareTest(parameterized.TestCase):
         self.assertEqual(records[0]["seeds"], [0, 1])
         self.assertEqual(records[0]["tune_seeds"], [1000])
         self.assertIn("jax", records[0]["versions"])
+        self.assertEqual(
+            records[0]["candidates"]["bnn"],
+            [
+                {"learning_rate": 1e-4, "options": {}},
+                {"learning_rate": 1e-2, "options": {}},
+            ],
+        )
         runs = [r for r in records if r["kind"] == "run"]
         self.assertLen(runs, 2 * 1 + 2 + 3 * 1 + 2)  # one per run and seed
         methods = [r for r in records if r["kind"] == "method"]
