@@ -7,6 +7,7 @@ Commands:
   gradients, and a check of the founding method's scale invariance.
 * ``train``: train a binary network (:func:`bnnjax.train.run`) with a
   progress bar on stderr, then print one JSON line of results on stdout.
+* ``compare``: a method-comparison grid (:mod:`bnnjax.compare`).
 * ``summary``: the memory table of a model configuration.
 * ``export``: pack a trained run into a 1-bit model file
   (:mod:`bnnjax.export`), verifying its predictions against the float
@@ -39,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bnnjax
+from bnnjax import _cli_compare
 from bnnjax import checkpoint as checkpoint_lib
 from bnnjax import data as data_lib
 from bnnjax import export as export_lib
@@ -382,6 +384,18 @@ def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     )
     _add_train_arguments(train, suppress=suppress)
     d = train_lib.TrainConfig()
+    compare = commands.add_parser(
+        "compare",
+        help="compare training methods on equal terms; one JSON line each",
+        description=(
+            "Train a grid of methods x seeds on one dataset and model under "
+            "one budget; each method's learning rate (and its own "
+            "hyperparameters) is chosen on the validation split; the test "
+            "split is evaluated once per final run. Prints one JSON line "
+            "per method (test_accuracy_mean, test_accuracy_std, ...)."
+        ),
+    )
+    _cli_compare.add_compare_arguments(compare)
     export = commands.add_parser(
         "export",
         help="pack a trained run into a 1-bit model file",
@@ -898,6 +912,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "summary":
         return _summary(args)
+    if args.command == "compare":
+        return _cli_compare.run_compare(args)
     if args.command == "export":
         return _export(args)
     if args.command == "predict":
