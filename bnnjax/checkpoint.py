@@ -17,6 +17,13 @@ directory is ignored and removed at the next start). A checkpoint that
 cannot be restored, or that was written for another model, raises
 :class:`CheckpointError` naming the directory and what to do.
 
+In a multi-process job every process creates the :class:`Checkpointer`
+and calls :meth:`~Checkpointer.save` and :meth:`~Checkpointer.restore`
+together (orbax writes collectively: process 0 the metadata and
+replicated arrays, each process the shards only it holds), on a directory
+every host can reach. The other helpers write files: call them from
+process 0 only.
+
 ``orbax.checkpoint`` is imported when a :class:`Checkpointer` is created,
 not at import time.
 """
@@ -274,15 +281,28 @@ class Checkpointer:
         return dict(meta)
 
     def restore(
-        self, like: Any, epoch: int | None = None
+        self,
+        like: Any,
+        epoch: int | None = None,
+        *,
+        sharding: jax.sharding.Sharding | None = None,
     ) -> tuple[Any, dict[str, Any]]:
         """Restores the checkpoint of ``epoch`` (default: the latest).
+
+        Arrays are read straight into their target sharding, whatever the
+        devices that saved them: a checkpoint saved on ``N`` devices (or
+        hosts) restores on ``M``.
 
         Args:
           like: a pytree with the expected structure, shapes and dtypes
             (arrays or ``jax.ShapeDtypeStruct``), e.g. a freshly initialised
-            state.
+            state. A leaf's ``sharding`` (a ``jax.Array``'s, or a
+            ``ShapeDtypeStruct``'s when set) is its target sharding.
           epoch: which checkpoint; default the latest complete one.
+          sharding: target sharding of every leaf, overriding ``like``'s.
+            Leaves with neither go to the default device in a single
+            process, and are replicated on every device of a multi-process
+            job.
 
         Returns:
           ``(state, info)``: the state in ``like``'s structure and the JSON
@@ -316,7 +336,9 @@ class Checkpointer:
                     f"{hint}"
                 )
         abstract = {
-            f"{i:05d}": jax.ShapeDtypeStruct(np.shape(x), x.dtype)
+            f"{i:05d}": jax.ShapeDtypeStruct(
+                np.shape(x), x.dtype, sharding=_target_sharding(x, sharding)
+            )
             for i, x in enumerate(leaves)
         }
         try:
@@ -345,6 +367,21 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _target_sharding(
+    leaf: Any, sharding: jax.sharding.Sharding | None
+) -> jax.sharding.Sharding:
+    if sharding is not None:
+        return sharding
+    own = getattr(leaf, "sharding", None)
+    if isinstance(own, jax.sharding.Sharding):
+        return own
+    if jax.process_count() == 1:
+        return jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    from bnnjax import distributed
+
+    return distributed.replicated(distributed.data_mesh())
 
 
 def _first_difference(

@@ -27,13 +27,14 @@ step compiles once.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime
 import math
 import os
 import time
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Literal, NamedTuple
 
 import flax.linen as nn
@@ -41,10 +42,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from bnnjax import checkpoint as ckpt
 from bnnjax import data as data_lib
-from bnnjax import plots
+from bnnjax import distributed, plots
 from bnnjax import presets as presets_lib
 from bnnjax import scale as scale_lib
 from bnnjax._validate import is_int, is_real
@@ -64,6 +66,7 @@ __all__ = [
     "TrainState",
     "abstract_params",
     "build_model",
+    "check_batch_split",
     "default_out_dir",
     "evaluate",
     "flip_ratio",
@@ -104,6 +107,39 @@ training seed, so seeds differ only in initialisation and batch order."""
 
 GRADIENT_THRESHOLD = 0.01
 """Default relative threshold of :func:`gradient_fraction`."""
+
+
+def check_batch_split(batch_size: int, devices: int) -> None:
+    """Checks that a global batch splits evenly over ``devices`` devices.
+
+    Args:
+      batch_size: the global batch (examples per step, per seed).
+      devices: the number of devices it is split over.
+
+    Raises:
+      ValueError: if ``batch_size`` is not a multiple of ``devices``; the
+        message lists the batch sizes and device counts that would work.
+
+    Example:
+      >>> check_batch_split(96, 8)
+      >>> check_batch_split(100, 8)  # doctest: +ELLIPSIS
+      Traceback (most recent call last):
+      ...
+      ValueError: batch_size=100 does not split evenly over 8 devices; ...
+    """
+    if batch_size % devices == 0:
+        return
+    below = batch_size // devices * devices
+    above = below + devices
+    sizes = f"e.g. {below} or {above}" if below else f"e.g. {above}"
+    divisors = [d for d in range(1, batch_size + 1) if batch_size % d == 0]
+    shown = ", ".join(map(str, divisors[:5]))
+    raise ValueError(
+        f"batch_size={batch_size} does not split evenly over {devices} "
+        f"devices; accepted: a batch size that is a multiple of {devices} "
+        f"({sizes}), or a device count that divides {batch_size} "
+        f"({shown}{', ...' if len(divisors) > 5 else ''})."
+    )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -154,6 +190,13 @@ class TrainConfig:
         :func:`run` time.
       eval_batch_size: examples per evaluation batch.
       max_to_keep: checkpoints kept in the run directory.
+      devices: number of devices to train on, data-parallel (see
+        :mod:`bnnjax.distributed`); ``None`` (default): every device of
+        the job, on every host. ``batch_size`` is the *global* batch,
+        split evenly over the devices, so it must be a multiple of the
+        device count; batch norm uses the statistics of the global batch.
+        Changing it when resuming is allowed (checkpoints restore on any
+        device count).
     """
 
     dataset: str = "mnist-sample"
@@ -172,6 +215,7 @@ class TrainConfig:
     out_dir: str | None = None
     eval_batch_size: int = 1000
     max_to_keep: int = 2
+    devices: int | None = None
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -251,6 +295,17 @@ class TrainConfig:
                 f"TrainConfig.val_fraction={self.val_fraction!r}; expected a "
                 "number in (0, 1)."
             )
+        if self.devices is not None:
+            if not is_int(self.devices) or self.devices < 1:
+                raise ValueError(
+                    f"TrainConfig.devices={self.devices!r}; expected a "
+                    "positive int, or None for every device."
+                )
+            object.__setattr__(self, "devices", int(self.devices))
+            try:
+                check_batch_split(self.batch_size, self.devices)
+            except ValueError as e:
+                raise ValueError(f"TrainConfig.{e}") from None
         if self.out_dir is not None and (
             not isinstance(self.out_dir, str) or not self.out_dir
         ):
@@ -664,6 +719,7 @@ def init_state(
     sample: jax.typing.ArrayLike,
     *,
     sign_init: bool = False,
+    mesh: Mesh | None = None,
 ) -> TrainState:
     """Initialises one model and optimizer state per seed, stacked.
 
@@ -676,6 +732,9 @@ def init_state(
       seeds: the seeds (the leading axis of every leaf, in this order).
       sample: a float input batch of the right shape (values unused).
       sign_init: replace every latent kernel by its sign (``±1``; Bop).
+      mesh: a device mesh (:func:`bnnjax.distributed.data_mesh`): the
+        state is replicated on every device of it (in a multi-process job,
+        every process must call this). ``None``: the default device.
 
     Returns:
       A :class:`TrainState` whose leaves have a leading ``len(seeds)`` axis.
@@ -695,7 +754,11 @@ def init_state(
             opt_state=tx.init(params),
         )
 
-    return jax.jit(jax.vmap(one))(_seed_keys(seeds))
+    keys = _seed_keys(seeds)
+    if mesh is None:
+        return jax.jit(jax.vmap(one))(keys)
+    rep = distributed.replicated(mesh)
+    return jax.jit(jax.vmap(one), in_shardings=rep, out_shardings=rep)(keys)
 
 
 def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -705,7 +768,10 @@ def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_train_step(
-    model: nn.Module, tx: optax.GradientTransformation
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted training step, vmapped over the seed axis.
 
@@ -724,9 +790,19 @@ def make_train_step(
     The loss is the mean softmax cross-entropy of the batch; batch norm
     uses batch statistics and updates its running averages.
 
+    With a ``mesh`` the step is data-parallel: the batch axis ``B`` of
+    ``images`` and ``labels`` is split over the mesh's devices (the seed
+    axis is not), the state and metrics are replicated, and XLA adds the
+    all-reduces. Every mean over the batch (the loss, batch-norm
+    statistics) is over the global batch, so the step computes what it
+    computes on one device, up to the order of floating-point sums.
+    ``B`` must be a multiple of the number of devices.
+
     Args:
       model: the linen model.
       tx: the optimizer (its updates get the current params).
+      mesh: a device mesh (:func:`bnnjax.distributed.data_mesh`), or
+        ``None`` for the default device.
 
     Returns:
       The jitted step.
@@ -755,11 +831,21 @@ def make_train_step(
         new_state = TrainState(params, batch_stats, opt_state)
         return new_state, {"loss": loss, "accuracy": accuracy}
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None)), donate_argnums=(0,))
+    step = jax.vmap(one, in_axes=(0, 0, 0, None))
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0,))
+    rep = distributed.replicated(mesh)
+    batch = distributed.batch_sharding(mesh, 1)
+    return jax.jit(
+        step,
+        in_shardings=(rep, batch, batch, rep),
+        out_shardings=(rep, rep),
+        donate_argnums=(0,),
+    )
 
 
 def make_eval_step(
-    model: nn.Module,
+    model: nn.Module, *, mesh: Mesh | None = None
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """Builds the jitted evaluation step, vmapped over the seed axis.
 
@@ -770,6 +856,9 @@ def make_eval_step(
 
     Args:
       model: the linen model.
+      mesh: a device mesh: the batch is split over its devices (``B`` a
+        multiple of their number) and the sums are replicated. ``None``:
+        the default device.
 
     Returns:
       The jitted step.
@@ -786,7 +875,16 @@ def make_eval_step(
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
         return jnp.sum(losses * mask), jnp.sum(correct * mask)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)))
+    step = jax.vmap(one, in_axes=(0, None, None, None, None))
+    if mesh is None:
+        return jax.jit(step)
+    rep = distributed.replicated(mesh)
+    batch = distributed.batch_sharding(mesh, 0)
+    return jax.jit(
+        step,
+        in_shardings=(rep, batch, batch, batch, rep),
+        out_shardings=(rep, rep),
+    )
 
 
 def evaluate(
@@ -797,11 +895,14 @@ def evaluate(
     *,
     batch_size: int,
     progress: float = 1.0,
+    mesh: Mesh | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean loss and accuracy per seed over a whole split.
 
     The last batch is padded to ``batch_size`` (and masked), so every call
-    uses one compiled shape.
+    uses one compiled shape. With a ``mesh``, the batch is first rounded
+    up to a multiple of its device count (padding masked too), and each
+    process transfers only the rows its devices hold.
 
     Args:
       eval_step: from :func:`make_eval_step`.
@@ -810,6 +911,7 @@ def evaluate(
       labels: ``(N,)`` int32.
       batch_size: examples per evaluation batch.
       progress: passed to the model (only annealed backward rules read it).
+      mesh: the mesh ``eval_step`` was built with, or ``None``.
 
     Returns:
       ``(loss, accuracy)`` numpy arrays of shape ``(S,)``.
@@ -821,6 +923,10 @@ def evaluate(
     if n == 0:
         raise ValueError("evaluate: the split holds no examples.")
     size = min(batch_size, n)
+    sharding = None
+    if mesh is not None:
+        size = -(-size // mesh.size) * mesh.size
+        sharding = distributed.batch_sharding(mesh, 0)
     loss_sum = correct = 0.0
     p = np.float32(progress)
     for start in range(0, n, size):
@@ -832,6 +938,12 @@ def evaluate(
         if k < size:
             x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), x.dtype)])
             y = np.concatenate([y, np.zeros(size - k, y.dtype)])
+        if sharding is not None:
+            rows = distributed.host_rows(sharding, (size,), 0)
+            x, y, mask = (
+                distributed.global_batch(sharding, a[rows], a.shape)
+                for a in (x, y, mask)
+            )
         batch_loss, batch_correct = eval_step(state, x, y, mask, p)
         loss_sum = loss_sum + batch_loss
         correct = correct + batch_correct
@@ -961,6 +1073,56 @@ def _train_epoch(
     return state, step, losses, accuracies
 
 
+def _global_batches(
+    mesh: Mesh,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    seeds: Sequence[int],
+    epoch: int,
+    prefetch: int = 2,
+) -> Iterator[tuple[jax.Array, jax.Array]]:
+    """One epoch of global ``(S, B, ...)`` batches sharded over ``mesh``.
+
+    The batch order is :func:`bnnjax.data.iterate_batches`' for
+    ``(seeds, epoch)`` whatever the device count: this process gathers
+    only the rows of each batch its devices hold, and the global arrays
+    are assembled with ``jax.make_array_from_process_local_data``.
+    ``prefetch`` batches are kept in flight, so the transfer of the next
+    batch overlaps the current step.
+    """
+    order = data_lib.iterate_batches(
+        np.arange(len(labels)),
+        labels,
+        batch_size=batch_size,
+        seed=list(seeds),
+        epoch=epoch,
+    )
+    sharding = distributed.batch_sharding(mesh, 1)
+    image_shape = (len(seeds), batch_size, *images.shape[1:])
+    label_shape = (len(seeds), batch_size)
+    rows = distributed.host_rows(sharding, label_shape, 1)
+
+    def put(index: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        local = index[:, rows]
+        return (
+            distributed.global_batch(sharding, images[local], image_shape),
+            distributed.global_batch(sharding, labels[local], label_shape),
+        )
+
+    def batches() -> Iterator[tuple[jax.Array, jax.Array]]:
+        queue: collections.deque = collections.deque()
+        for index, _ in order:
+            queue.append(put(index))
+            if len(queue) > prefetch:
+                yield queue.popleft()
+        while queue:
+            yield queue.popleft()
+
+    return batches()
+
+
 def _build(
     config: TrainConfig,
     sample: jax.Array,
@@ -982,13 +1144,23 @@ def _build(
 
 
 def load_checkpoint(
-    out_dir: str | os.PathLike, *, epoch: int | None = None
+    out_dir: str | os.PathLike,
+    *,
+    epoch: int | None = None,
+    sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[nn.Module, TrainState, dict[str, Any]]:
     """Loads a run's model and training state from its directory.
+
+    A checkpoint written on any number of devices or hosts loads on any
+    other: the arrays are read straight into ``sharding``.
 
     Args:
       out_dir: a run directory written by :func:`run`.
       epoch: which checkpoint (default: the latest complete one).
+      sharding: where every array goes, e.g.
+        ``bnnjax.distributed.replicated(mesh)``. ``None``: the default
+        device in a single process; replicated on every device in a
+        multi-process job (where every process must call this).
 
     Returns:
       ``(model, state, info)``: the linen model, the :class:`TrainState`
@@ -1020,11 +1192,13 @@ def load_checkpoint(
                 sign_init=config.preset.sign_init,
             )
         )
-        state, info = checkpointer.restore(like, info["epoch"])
+        state, info = checkpointer.restore(
+            like, info["epoch"], sharding=sharding
+        )
     return model, state, info
 
 
-_RESUMABLE_CHANGES = ("epochs", "out_dir")
+_RESUMABLE_CHANGES = ("epochs", "out_dir", "devices")
 
 
 def _check_resume_config(out_dir: str, config: TrainConfig) -> None:
@@ -1072,6 +1246,20 @@ def run(
     on the step, and the checkpoint holds the parameters, batch
     statistics, optimizer state and step.
 
+    Training is data-parallel over ``config.devices`` devices (default:
+    all; see :mod:`bnnjax.distributed`): each global batch of
+    ``batch_size`` is split over the devices, and the parameters and
+    optimizer state are replicated. The batches are the same whatever the
+    device count, so one device and ``n`` devices train the same model up
+    to floating-point summation order. A resumed run may use another
+    device count. In a multi-process job (after
+    :func:`bnnjax.distributed.initialize`) every process calls this with
+    the same ``config``; each loads the dataset but transfers only the
+    rows of each batch its devices hold; checkpoints are written by all
+    processes together, and ``config.json``, ``metrics.jsonl`` and the
+    plots by process 0 only. The run directory must be on a file system
+    every host reaches. Callbacks run in every process.
+
     Args:
       config: the run.
       resume: continue the run in ``config.out_dir``.
@@ -1091,25 +1279,32 @@ def run(
       the memory summary of one model (``binary_params``,
       ``real_params``, ``latent_bytes``/``packed_bytes`` of the binary
       kernels while training/deployed, ``train_bytes``, ``deploy_bytes``,
-      ``compression_ratio``), ``best_val_epoch_per_seed``, ``out_dir``,
-      ``plots`` and more.
+      ``compression_ratio``), ``best_val_epoch_per_seed``, ``devices``
+      and ``processes`` (the data-parallel device and process counts),
+      ``out_dir``, ``plots`` (empty outside process 0) and more.
 
     Raises:
       FileExistsError: if the run directory is not empty and not resumed.
       FileNotFoundError: for missing data, or nothing to resume.
-      ValueError: for a dataset too small for ``batch_size``, or a resumed
-        run started with other settings.
+      ValueError: for a dataset too small for ``batch_size``, a
+        ``batch_size`` that does not split over the devices, too few
+        devices, or a resumed run started with other settings.
       bnnjax.checkpoint.CheckpointError: for a corrupt or mismatched
         checkpoint.
       NonFiniteLossError: when a loss is NaN or infinite; the last good
         checkpoint is kept.
     """
     wall_start = time.perf_counter()
+    mesh = distributed.data_mesh(config.devices)
+    check_batch_split(config.batch_size, mesh.size)
+    primary = distributed.is_primary()
     out_dir = ckpt.prepare_run_dir(
         config.out_dir or default_out_dir(), resume=resume
     )
     if resume:
         _check_resume_config(out_dir, config)
+    # Every process has checked the directory before process 0 writes.
+    distributed.barrier("bnnjax.train.run: run directory checked")
     dataset = data_lib.load_dataset(config.dataset)
     train_split, val = data_lib.split_validation(
         dataset, fraction=config.val_fraction, seed=VALIDATION_SPLIT_SEED
@@ -1131,7 +1326,9 @@ def run(
         config, sample, dataset.num_classes, steps_per_epoch
     )
     lr, real_lr = config.learning_rates()
-    state = init_state(model, tx, seeds, sample, sign_init=preset.sign_init)
+    state = init_state(
+        model, tx, seeds, sample, sign_init=preset.sign_init, mesh=mesh
+    )
     shape_info = {
         "image_shape": list(dataset.image_shape),
         "num_classes": dataset.num_classes,
@@ -1152,28 +1349,36 @@ def run(
                 f"{config.epochs}: its last checkpoint is already at epoch "
                 f"{start_epoch}."
             )
-        ckpt.write_config(out_dir, {**config.to_dict(), "out_dir": out_dir})
-        records = ckpt.truncate_metrics(out_dir, last_epoch=start_epoch)
+        if primary:
+            ckpt.write_config(out_dir, {**config.to_dict(), "out_dir": out_dir})
+            records = ckpt.truncate_metrics(out_dir, last_epoch=start_epoch)
+        else:  # the same records, read (process 0 may be rewriting them)
+            records = [
+                r
+                for r in ckpt.read_metrics(out_dir)
+                if r.get("epoch", 0) <= start_epoch
+            ]
         last_good = start_epoch if start_epoch else None
 
-        train_step = make_train_step(model, tx)
-        eval_step = make_eval_step(model)
+        train_step = make_train_step(model, tx, mesh=mesh)
+        eval_step = make_eval_step(model, mesh=mesh)
         diagnostics = _epoch_diagnostics(preset.kernel_binarizer)
         signs = _signs_fn(preset.kernel_binarizer)(state.params)
 
         for epoch in range(start_epoch, config.epochs):
             epoch_start = time.perf_counter()
-            batches = data_lib.iterate_batches(
+            batches = _global_batches(
+                mesh,
                 train_split.train_images,
                 train_split.train_labels,
                 batch_size=config.batch_size,
-                seed=seeds,
+                seeds=seeds,
                 epoch=epoch,
             )
             state, step, losses, accuracies = _train_epoch(
                 train_step,
                 state,
-                data_lib.prefetch_to_device(batches),
+                batches,
                 step=step,
                 total_steps=total_steps,
                 steps_per_epoch=steps_per_epoch,
@@ -1194,6 +1399,7 @@ def run(
                 val.labels,
                 batch_size=config.eval_batch_size,
                 progress=progress,
+                mesh=mesh,
             )
             diag, signs = diagnostics(state.params, signs, np.float32(progress))
             diag = jax.device_get(diag)
@@ -1221,7 +1427,8 @@ def run(
                         / train_seconds,
                     }
                 )
-            ckpt.append_metrics(out_dir, epoch_records)
+            if primary:
+                ckpt.append_metrics(out_dir, epoch_records)
             checkpointer.save(epoch + 1, state, {"step": step, **shape_info})
             last_good = epoch + 1
             records.extend(epoch_records)
@@ -1235,6 +1442,7 @@ def run(
         dataset.test_labels,
         batch_size=config.eval_batch_size,
         progress=1.0,
+        mesh=mesh,
     )
     last = [r for r in records if r["epoch"] == config.epochs]
     last.sort(key=lambda r: seeds.index(r["seed"]))
@@ -1251,11 +1459,15 @@ def run(
     train_seconds = float(sum(epoch_seconds.values()))
     examples = len(seeds) * config.epochs * steps_per_epoch * config.batch_size
 
+    host_state = jax.tree.map(np.asarray, state)  # replicated: a local copy
     latents = {
-        layer: np.asarray(w[0])
-        for layer, w in latent_kernels(state.params).items()
+        layer: w[0] for layer, w in latent_kernels(host_state.params).items()
     }
-    plot_paths = plots.plot_run(records, latents, out_dir) if make_plots else []
+    plot_paths = (
+        plots.plot_run(records, latents, out_dir)
+        if make_plots and primary
+        else []
+    )
 
     results: dict[str, Any] = {
         "method": config.method,
@@ -1287,10 +1499,12 @@ def run(
             "examples_per_second": examples / train_seconds
             if train_seconds > 0
             else 0.0,
-            **_summary_numbers(state, preset.binary),
+            **_summary_numbers(host_state, preset.binary),
             "resumed_from_epoch": start_epoch if resume else None,
             "wall_seconds": time.perf_counter() - wall_start,
-            "device": str(jax.devices()[0]),
+            "device": str(mesh.devices.flat[0]),
+            "devices": mesh.size,
+            "processes": jax.process_count(),
             "out_dir": out_dir,
             "plots": plot_paths,
         }

@@ -15,7 +15,7 @@ from absl.testing import absltest, parameterized
 
 import bnnjax
 from bnnjax import checkpoint as ckpt
-from bnnjax import data, presets, train
+from bnnjax import data, distributed, presets, train
 
 # A tiny but real run: 2 epochs of 27 steps on the embedded MNIST sample.
 TINY = dict(hidden=(32,), epochs=2, batch_size=200, val_fraction=0.1)
@@ -285,6 +285,47 @@ class StepTest(absltest.TestCase):
         np.testing.assert_allclose(loss, full_loss, rtol=1e-5)
         np.testing.assert_allclose(acc, full_acc)
         self.assertEqual(eval_step._cache_size(), 2)  # sizes 3 and 7 only
+
+
+class MeshStepTest(absltest.TestCase):
+    """The data-parallel path on this process's device(s); many-device
+    checks are in tests/test_distributed.py (subprocesses)."""
+
+    def test_mesh_step_and_evaluate_equal_the_plain_ones(self):
+        mesh = distributed.data_mesh(1)
+        images, labels = _synthetic_batches(2, 3, batch=16)
+        states = []
+        for m in (None, mesh):
+            model, tx, state = _setup(seeds=(0, 1))
+            if m is not None:
+                state = train.init_state(
+                    model,
+                    tx,
+                    (0, 1),
+                    jnp.zeros((1, 8, 8, 1), jnp.float32),
+                    mesh=m,
+                )
+            step = train.make_train_step(model, tx, mesh=m)
+            for i in range(3):
+                state, _ = step(state, images[i], labels[i], np.float32(0))
+            loss, acc = train.evaluate(
+                train.make_eval_step(model, mesh=m),
+                state,
+                images[0, 0, :7],
+                labels[0, 0, :7],
+                batch_size=3,
+                mesh=m,
+            )
+            states.append((state, loss, acc))
+        (plain, plain_loss, plain_acc), (meshed, loss, acc) = states
+        self.assertEqual(
+            meshed.params["head"]["latent_kernel"].sharding,
+            distributed.replicated(mesh),
+        )
+        for a, b in zip(_leaves(plain), _leaves(meshed), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(loss, plain_loss, rtol=1e-6)
+        np.testing.assert_array_equal(acc, plain_acc)
 
 
 class DiagnosticsTest(absltest.TestCase):
