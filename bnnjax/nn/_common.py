@@ -8,15 +8,24 @@ holds no Module classes and keeps no state.
 Order of operations in both layers (``x`` inputs, ``W`` latent kernel)::
 
     x_b = binarize_in(x)                    # skipped when input_binarizer=None
-    W_b = binarize_k(W)                     # alpha * sign(W), per out channel
-    x_b, W_b, b = cast to the computation dtype
-    y   = x_b @ W_b + b                     # dense
-    y   = conv_valid(pad(x_b, pad_value), W_b) + b    # convolution
+    S, alpha = sign(W), scale(W)            # binarize_k(W) = alpha * S
+    x_b, S, alpha, b = cast to the computation dtype
+    y   = (x_b @ S) * alpha + b             # dense
+    y   = conv_valid(pad(x_b, pad_value), S) * alpha + b    # convolution
 
 Each tensor is binarized in its own dtype (statistics accumulate in at least
 float32) and the result is cast to the computation dtype, which follows
 flax: ``dtype`` if given, else the promoted dtype of the inputs and
 parameters (at least float32 for integer inputs).
+
+The kernel scale ``alpha`` (one value per output feature, or per tensor)
+multiplies the product's output rather than the kernel. Both orders are
+the same function, with the same gradients up to rounding; this one
+computes the product of the signs exactly as packed 1-bit inference
+(``bnnjax.export``) does, saves an elementwise pass over the kernel, and
+keeps the product of ``+-1`` inputs and ``+-1`` signs a sum of integers. A
+scale laid out along other kernel axes is folded into the kernel,
+``x_b @ (alpha * S)``.
 """
 
 from __future__ import annotations
@@ -552,8 +561,18 @@ def _binarize_operands(
     kernel_key: jax.Array | None,
     input_key: jax.Array | None,
     dtype: jax.typing.DTypeLike | None,
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """Binarizes inputs and kernel, then casts all three to one dtype."""
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None]:
+    """Binarizes inputs and kernel, then casts them to one dtype.
+
+    Returns ``(x, kernel, bias, out_scale)``. When the kernel's scale is one
+    value per output feature (the last kernel axis) or per tensor, the
+    kernel is returned as its signs and ``out_scale`` is the scale as a
+    ``(features,)`` vector (or ``None`` without a scale), to multiply the
+    product's output: ``(x @ sign(W)) * alpha``, the same function as
+    ``x @ (alpha * sign(W))``, with the scale applied where packed 1-bit
+    inference applies it. Any other scale layout is folded into the kernel
+    and ``out_scale`` is ``None``.
+    """
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("input_binarizer", input_binarizer, optional=True)
     kernel_key = _key_for("kernel_binarizer", kernel_binarizer, kernel_key)
@@ -564,10 +583,25 @@ def _binarize_operands(
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(dtype)
         x = input_binarizer(x, progress=progress, key=input_key)
-    kernel = kernel_binarizer(latent_kernel, progress=progress, key=kernel_key)
+    kernel, alpha = kernel_binarizer.signs_and_scale(
+        latent_kernel, progress=progress, key=kernel_key
+    )
+    out_scale = None
+    if alpha is not None:
+        if all(d == 1 for d in alpha.shape[:-1]):
+            out_scale = jnp.reshape(alpha, (-1,)).astype(dtype)
+        else:
+            kernel = alpha * kernel
     if bias is not None:
         bias = bias.astype(dtype)
-    return x.astype(dtype), kernel.astype(dtype), bias
+    return x.astype(dtype), kernel.astype(dtype), bias, out_scale
+
+
+def _scale_outputs(y: jax.Array, out_scale: jax.Array | None) -> jax.Array:
+    """Multiplies the last axis of ``y`` by a per-feature (or scalar) scale."""
+    if out_scale is None:
+        return y
+    return y * jnp.reshape(out_scale, (1,) * (y.ndim - 1) + (-1,))
 
 
 def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
@@ -628,7 +662,7 @@ def binary_dense(
     bias = None if bias is None else jnp.asarray(bias)
     check_dense_inputs(inputs.shape, latent_kernel.shape)
     _check_bias(bias, latent_kernel.shape[-1])
-    x, kernel, bias = _binarize_operands(
+    x, kernel, bias, out_scale = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -642,7 +676,7 @@ def binary_dense(
     y = lax.dot_general(
         x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision
     )
-    return _add_bias(y, bias)
+    return _add_bias(_scale_outputs(y, out_scale), bias)
 
 
 def _check_bias(bias: jax.Array | None, features: int) -> None:
@@ -735,7 +769,7 @@ def binary_conv(
     padding = canonicalize_padding(padding, rank)
     pad_value = check_pad_value(pad_value, padding)
 
-    x, kernel, bias = _binarize_operands(
+    x, kernel, bias, out_scale = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -763,4 +797,4 @@ def binary_conv(
         precision=precision,
     )
     y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
-    return _add_bias(y, bias)
+    return _add_bias(_scale_outputs(y, out_scale), bias)

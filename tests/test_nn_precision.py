@@ -1,0 +1,194 @@
+"""The forward product of the binary layers: ``(x @ sign(W)) * alpha``.
+
+The scale is applied to the product's output (per output feature, or per
+tensor), which is the same function as ``x @ (alpha * sign(W))`` with the
+same gradients up to rounding, and the exact product packed 1-bit
+inference computes.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest, parameterized
+from jax import lax
+
+import bnnjax
+from bnnjax import packed
+from bnnjax.nn import _common
+
+SIGN = bnnjax.Binarizer(surrogate="clipped_ste", scale=None)
+KERNEL_RULES = {
+    "founding": bnnjax.Binarizer(axis=-1),
+    "xnor": bnnjax.Binarizer(
+        surrogate="clipped_ste", scale="mean_abs", axis=-1
+    ),
+    "bireal": bnnjax.Binarizer(
+        surrogate="clipped_ste",
+        scale=bnnjax.MeanAbsScale(stop_gradient=False),
+        axis=-1,
+    ),
+    "irnet": bnnjax.Binarizer(
+        surrogate="swish_sign", scale="std", axis=-1, center=True
+    ),
+    "per_tensor": bnnjax.Binarizer(scale="mean_abs_dev", axis=None),
+    "no_scale": bnnjax.Binarizer(surrogate="ste", scale=None),
+    # One scale per *input* feature: cannot move after the product, so it
+    # is folded into the kernel (the old order).
+    "per_input": bnnjax.Binarizer(scale="mean_abs", axis=0),
+}
+
+
+def _dense_reference(x, w, rule, input_rule):
+    """The product in the other order: ``x_b @ (alpha * sign(W))``."""
+    x_b = x if input_rule is None else input_rule(x)
+    return jnp.dot(x_b, rule(w))
+
+
+def _conv_reference(x, w, rule, input_rule, groups):
+    x_b = x if input_rule is None else input_rule(x)
+    return lax.conv_general_dilated(
+        x_b,
+        rule(w),
+        (1, 1),
+        "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+
+
+def _with_grads(fn, *args):
+    """Output and gradients of ``sum(cos-weighted output)`` w.r.t. args."""
+
+    def loss(*a):
+        y = fn(*a)
+        g = jnp.cos(jnp.arange(y.size, dtype=jnp.float32)).reshape(y.shape)
+        return jnp.sum(g * y), y
+
+    (_, y), grads = jax.value_and_grad(
+        loss, argnums=tuple(range(len(args))), has_aux=True
+    )(*args)
+    return y, grads
+
+
+class OrderOfScaleTest(parameterized.TestCase):
+    @parameterized.product(
+        rule=tuple(KERNEL_RULES), binary_inputs=(False, True)
+    )
+    def test_dense_same_function_and_gradients(self, rule, binary_inputs):
+        kernel_rule = KERNEL_RULES[rule]
+        input_rule = SIGN if binary_inputs else None
+        x = jax.random.normal(jax.random.key(0), (16, 96))
+        w = jax.random.normal(jax.random.key(1), (96, 24)) * 0.1 + 0.01
+        w = w.at[3, 4].set(0.0)
+
+        @jax.jit
+        def both(x, w):
+            ours = _with_grads(
+                lambda a, b: _common.binary_dense(
+                    a,
+                    b,
+                    kernel_binarizer=kernel_rule,
+                    input_binarizer=input_rule,
+                ),
+                x,
+                w,
+            )
+            ref = _with_grads(
+                lambda a, b: _dense_reference(a, b, kernel_rule, input_rule),
+                x,
+                w,
+            )
+            return ours, ref
+
+        (y, (gx, gw)), (y_ref, (gx_ref, gw_ref)) = both(x, w)
+        scale = float(jnp.max(jnp.abs(y_ref)))
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6 * scale)
+        for got, want in ((gx, gx_ref), (gw, gw_ref)):
+            top = float(jnp.max(jnp.abs(want)))
+            self.assertGreater(top, 0.0)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * top)
+
+    @parameterized.parameters(1, 4)
+    def test_conv_same_function_and_gradients(self, groups):
+        rule = KERNEL_RULES["founding"]
+        x = jax.random.normal(jax.random.key(2), (2, 6, 5, 8))
+        w = jax.random.normal(jax.random.key(3), (3, 3, 8 // groups, 12))
+
+        @jax.jit
+        def both(x, w):
+            ours = _with_grads(
+                lambda a, b: _common.binary_conv(
+                    a,
+                    b,
+                    feature_group_count=groups,
+                    kernel_binarizer=rule,
+                    input_binarizer=SIGN,
+                ),
+                x,
+                w,
+            )
+            ref = _with_grads(
+                lambda a, b: _conv_reference(a, b, rule, SIGN, groups), x, w
+            )
+            return ours, ref
+
+        (y, (gx, gw)), (y_ref, (gx_ref, gw_ref)) = both(x, w)
+        scale = float(jnp.max(jnp.abs(y_ref)))
+        np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6 * scale)
+        for got, want in ((gx, gx_ref), (gw, gw_ref)):
+            top = float(jnp.max(jnp.abs(want)))
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6 * top)
+
+    def test_scale_multiplies_the_exact_product_of_signs(self):
+        # Binary inputs and kernel: the product of the signs is an exact
+        # integer; the layer's output is exactly that integer times alpha,
+        # bit for bit, which is what XNOR-popcount inference computes.
+        rule = KERNEL_RULES["founding"]
+        x = jnp.where(
+            jax.random.normal(jax.random.key(4), (8, 200)) >= 0, 1.0, -1.0
+        )
+        w = jax.random.normal(jax.random.key(5), (200, 40)) * 0.05
+        y = jax.jit(
+            lambda a, b: _common.binary_dense(
+                a, b, kernel_binarizer=rule, input_binarizer=SIGN
+            )
+        )(x, w)
+        signs, alpha = rule.signs_and_scale(w)
+        counts = packed.xnor_dense(
+            packed.pack_bits(x >= 0),
+            packed.prepare_xnor_kernel(packed.pack_kernel(w).words),
+            200,
+        )
+        np.testing.assert_array_equal(np.asarray(x @ signs), np.asarray(counts))
+        want = np.float32(np.asarray(counts)) * np.asarray(alpha)
+        np.testing.assert_array_equal(np.asarray(y), want)
+
+    def test_float_preset_kernels_are_used_as_they_are(self):
+        # No scale: the kernel (here the identity rule of the float preset)
+        # goes into the product unchanged.
+        rule = bnnjax.presets.get_preset("float").kernel_binarizer
+        x = jax.random.normal(jax.random.key(6), (4, 10))
+        w = jax.random.normal(jax.random.key(7), (10, 3))
+        np.testing.assert_array_equal(
+            _common.binary_dense(x, w, kernel_binarizer=rule), x @ w
+        )
+
+    def test_signs_and_scale_factor_the_binarizer(self):
+        w = jax.random.normal(jax.random.key(8), (7, 5)).at[1, 1].set(0.0)
+        for rule in KERNEL_RULES.values():
+            signs, alpha = rule.signs_and_scale(w)
+            np.testing.assert_array_equal(
+                np.abs(np.asarray(signs)), np.ones(w.shape, np.float32)
+            )
+            if alpha is None:
+                self.assertIsNone(rule.scale)
+                np.testing.assert_array_equal(signs, rule(w))
+            else:
+                np.testing.assert_array_equal(alpha * signs, rule(w))
+        ede = bnnjax.Binarizer(surrogate="ede", axis=-1)
+        signs, alpha = ede.signs_and_scale(w, progress=0.5)
+        np.testing.assert_array_equal(alpha * signs, ede(w, progress=0.5))
+
+
+if __name__ == "__main__":
+    absltest.main()
