@@ -31,7 +31,6 @@ import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -607,9 +606,7 @@ def _export(args: argparse.Namespace) -> int:
         "input_scaling": "uint8 pixels / 255",
     }
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            packed = export_lib.pack_model(model, variables, metadata=metadata)
+        packed = export_lib.pack_model(model, variables, metadata=metadata)
         file_bytes = export_lib.save(packed, output)
     except (TypeError, ValueError) as e:
         return fail(f"cannot export this run: {e}", 1)
@@ -623,8 +620,6 @@ def _export(args: argparse.Namespace) -> int:
         "deploy_bytes": int(packed.header["deploy_bytes"]),
         "architecture": packed.architecture,
         **metadata,
-        "near_tie_channels": sum(packed.header["near_tie_channels"].values()),
-        "warnings": [str(w.message) for w in caught],
     }
     if args.verify:
         try:

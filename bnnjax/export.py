@@ -33,22 +33,19 @@ Numerics (what "identical" means):
 * Everywhere else (real layers, batch norm before a residual add or the
   logits) the float model's operations are repeated in the same order.
 
-The packed model equals the float model up to float rounding in the layers'
-sums: the float model computes ``x @ (alpha * S)`` as a float dot whose
-rounding differs from the exact count (or from the packed kernels'
-summation order). Only a pre-activation within that rounding of a folded
-threshold can binarize differently. That happens when a threshold sits on a
-reachable count, as untrained batch norm puts it (running mean 0, beta 0:
-the threshold is at ``c = 0``, where the float dot of ``+-alpha`` terms
-returns a rounding residue of either sign); :func:`pack_model` counts such
-channels (header ``near_tie_channels``, see
-:func:`bnnjax.packed.near_count_lattice`) and warns. Trained statistics
-put thresholds at generic values, where such channels are rare (about
-``n * 2**-22`` of them). With ``scale=None`` kernels
-(BinaryNet's rule) the float dots of ``+-1`` values are exact and binary
-layers agree bit for bit. The tests bound the logits by
-``max |packed - float| <= 1e-5 * max |float|`` (measured: below ``3e-7``)
-and require identical argmax.
+Since the binary layers compute ``(x @ S) * alpha`` (the sign product
+first, the scale after it; :mod:`bnnjax.nn`), a layer with ``+-1`` inputs
+computes an exact integer ``c`` in float32 (``|c| <= n < 2**24``) and then
+``fl(alpha * c)``: the value the folded thresholds are evaluated on. Fully
+binary layers therefore agree bit for bit, also where a threshold sits on a
+reachable count (untrained batch norm: running mean 0, beta 0). Layers with
+real inputs (the first layer, BinaryConnect-style models) sum in another
+order than the float dot, so their outputs, and a folded sign only where a
+pre-activation lies within that rounding of its threshold, can differ. The
+tests require identical argmax on every reference architecture and bound
+the logits by ``max |packed - float| <= 1e-5 * max |float|`` (measured:
+bit-identical for BinaryNet MLP, CNN and Bi-Real ResNets; about ``1e-6``
+relative for real-input layers).
 
 File format (version 1), all integers little-endian::
 
@@ -69,12 +66,11 @@ Header keys: ``format`` (``"bnnjax.packed"``), ``format_version``,
 {"dtype", "shape", "offset", "nbytes"}``, dtypes ``<u4``, ``<i4``, ``<f4``,
 ``|u1`` only), ``payload_bytes`` ``L``, ``payload_sha256`` (of the payload
 alone: a fingerprint of the weights), ``float32_bytes`` and ``deploy_bytes``
-(of the source variables, see :mod:`bnnjax.summary`), ``near_tie_channels``
-(folded channels whose sign the float model's rounding decides),
-``bit_layout``, ``metadata`` (free JSON, e.g. the training run and dataset;
-absent in older files). Binary kernels are ``<u4`` words of shape ``(out,
-*kernel_size, ceil(in / 32))``: bit ``i % 32`` (least significant first) of
-word ``i // 32`` is input feature ``i``, 1 means ``+1``, padding bits are 0
+(of the source variables, see :mod:`bnnjax.summary`), ``bit_layout``,
+``metadata`` (free JSON, e.g. the training run and dataset; absent in older
+files). Binary kernels are ``<u4`` words of shape ``(out, *kernel_size,
+ceil(in / 32))``: bit ``i % 32`` (least significant first) of word ``i //
+32`` is input feature ``i``, 1 means ``+1``, padding bits are 0
 (:func:`bnnjax.packed.pack_kernel`). Loading never unpickles: arrays are
 read with ``np.frombuffer`` from a dtype whitelist.
 
@@ -94,7 +90,6 @@ import math
 import os
 import struct
 import tempfile
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -272,7 +267,6 @@ class _Builder:
         self.arrays: dict[str, np.ndarray] = {}
         self.ops: list[dict[str, Any]] = []
         self.used: set[tuple[str, str, str]] = set()
-        self.near_ties: dict[str, int] = {}
         self._count = 0
 
     # -- bookkeeping
@@ -478,9 +472,6 @@ class _Builder:
             )
         except ValueError as error:
             raise ValueError(f"{self.where}: {path}: {error}") from None
-        near = int(packed_lib.near_count_lattice(threshold, x.alpha, x.n).sum())
-        if near:
-            self.near_ties[path] = near
         name = self._emit(
             "count_threshold",
             x.name,
@@ -893,20 +884,8 @@ def pack_model(
         "program": {"input": "input", "output": output.name, "ops": b.ops},
         "float32_bytes": int(sizes.float32_bytes),
         "deploy_bytes": int(sizes.deploy_bytes),
-        "near_tie_channels": dict(b.near_ties),
         "metadata": metadata,
     }
-    if b.near_ties:
-        warnings.warn(
-            f"{where}: {sum(b.near_ties.values())} channels "
-            f"({b.near_ties}) have a batch-norm threshold within float "
-            "rounding of a reachable pre-activation (typical of untrained "
-            "batch norm: running mean 0, beta 0). The float model's dot "
-            "rounding decides those signs and the packed model's exact "
-            "counts may differ from model.apply there; trained statistics "
-            "do not do this.",
-            stacklevel=2,
-        )
     return PackedModel(header=header, arrays=dict(b.arrays))
 
 

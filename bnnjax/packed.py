@@ -63,7 +63,6 @@ __all__ = [
     "binary_weight_dense",
     "fold_batch_norm_sign",
     "fold_count_threshold",
-    "near_count_lattice",
     "im2col",
     "kernel_tap_sums",
     "pack_bits",
@@ -912,35 +911,3 @@ def fold_count_threshold(
     hi = np.full(threshold.shape, n + 1)
     t = _smallest_true(pred, lo, hi)
     return t.astype(np.int32), np.asarray(flip, bool).reshape(-1)
-
-
-def near_count_lattice(
-    threshold: jax.typing.ArrayLike,
-    alpha: jax.typing.ArrayLike,
-    n: int,
-) -> np.ndarray:
-    """Channels whose threshold sits within float-dot rounding of a count.
-
-    A float layer computes ``alpha * c`` as a float dot of ``n`` terms
-    ``+-alpha``, whose rounding error grows to about ``n * alpha * 2**-24``
-    (observed: ``1e-8`` for ``n = 256``, ``alpha = 0.05``), while
-    :func:`fold_count_threshold` uses the exact count. Where a threshold is
-    that close to a reachable ``alpha * c`` (untrained batch norm: running
-    mean 0 and beta 0 put it on ``c = 0``), the float model's rounding, not
-    the weights, decides the sign, and no exact computation can reproduce
-    it. Returns the boolean mask of such channels (``4 n alpha 2**-24``
-    tolerance; generic thresholds are flagged with probability about
-    ``n * 2**-22``).
-
-    Args:
-      threshold: float thresholds from :func:`fold_batch_norm_sign`.
-      alpha: ``(C,)`` kernel scales.
-      n: fan-in.
-    """
-    t = np.asarray(threshold, np.float64).reshape(-1)
-    a = np.broadcast_to(np.asarray(alpha, np.float64).reshape(-1), t.shape)
-    finite = np.isfinite(t) & (a > 0)
-    ratio = np.where(finite, t / np.where(a > 0, a, 1.0), 0.0)
-    c = np.clip(np.round(ratio), -n, n)
-    tolerance = 4.0 * n * a * 2.0**-24
-    return finite & (np.abs(t - a * c) <= tolerance)
