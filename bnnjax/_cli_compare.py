@@ -153,6 +153,23 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _learning_rates(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        values = ()
+    if (
+        not values
+        or not all(0 < v < float("inf") for v in values)
+        or len(set(values)) != len(values)
+    ):
+        raise argparse.ArgumentTypeError(
+            f"expected distinct comma-separated positive learning rates, got "
+            f"{text!r}"
+        )
+    return values
+
+
 def _widths(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(p) for p in text.split(","))
@@ -277,6 +294,15 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "method's defaults) (default: %(default)s)",
     )
     parser.add_argument(
+        "--lr-grid",
+        type=_learning_rates,
+        default=None,
+        metavar="LR[,LR...]",
+        help="learning rates searched for every method instead of its "
+        "declared grid (each method's option grid stays) (default: the "
+        "declared grids)",
+    )
+    parser.add_argument(
         "--tune-seeds",
         type=_count,
         default=1,
@@ -385,6 +411,17 @@ def run_compare(args: argparse.Namespace) -> int:
             runs_file = open(  # noqa: SIM115 (closed below)
                 os.path.join(out, "runs.jsonl"), "w", encoding="utf-8"
             )
+        grids = None
+        if args.lr_grid is not None:
+            grids = {
+                m.label: presets_lib.TuningGrid(
+                    learning_rates=args.lr_grid,
+                    options=presets_lib.tuning_grid(
+                        m.name, **m.options
+                    ).options,
+                )
+                for m in methods
+            }
         result = compare_lib.compare(
             methods,
             dataset=args.dataset,
@@ -402,6 +439,7 @@ def run_compare(args: argparse.Namespace) -> int:
                 compare_lib.TUNE_SEED_OFFSET + i for i in range(args.tune_seeds)
             ),
             tune_epochs=args.tune_epochs,
+            grids=grids,
             target_accuracy=args.target_accuracy,
             val_fraction=args.val_fraction,
             on_run=on_run,

@@ -794,6 +794,29 @@ class CliCompareTest(parameterized.TestCase):
         with open(os.path.join(out, "results.jsonl")) as f:
             self.assertEqual([json.loads(line) for line in f], lines)
 
+    def test_lr_grid_replaces_the_declared_learning_rates(self):
+        status, stdout, stderr = _run(
+            [
+                "--methods",
+                "sigmoid:beta=25,bnn",
+                "--seeds",
+                "1",
+                "--lr-grid",
+                "0.02,0.05",
+                "--tune-epochs",
+                "1",
+                *FAST,
+            ]
+        )
+        self.assertEqual(status, 0, stderr)
+        lines = [json.loads(line) for line in stdout.splitlines()]
+        for line in lines:
+            self.assertEqual(
+                [t["learning_rate"] for t in line["tuning"]], [0.02, 0.05]
+            )
+            self.assertIn(line["learning_rate"], (0.02, 0.05))
+        self.assertEqual(lines[0]["options"], {"beta": 25.0})
+
     def test_refuses_a_non_empty_out(self):
         with open(os.path.join(self.tmp, "x"), "w") as f:
             f.write("x")
@@ -815,6 +838,7 @@ class CliCompareTest(parameterized.TestCase):
         ("twice", ["--methods", "sigmoid:beta=1:beta=2"], "twice"),
         ("seeds", ["--seeds", "0"], "positive integer"),
         ("target", ["--target-accuracy", "95"], r"\(0, 1\]"),
+        ("lr_grid", ["--lr-grid", "0.1,0.1"], "distinct"),
     )
     def test_bad_flags_exit_2(self, argv, pattern):
         status, stdout, stderr = _run(argv)
