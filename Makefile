@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo binarizer-demo test test-slow lint format clean
+.PHONY: demo binarizer-demo test test-slow lint format clean notebooks sync-notebooks
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check bnnjax tests benchmarks scripts
 	$(BIN)/ruff format --check bnnjax tests benchmarks scripts
 
-test: lint
+test: lint notebooks
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+
+# Execute every notebook top to bottom in its small mode (BNNJAX_SMOKE=1),
+# on CPU; a failing cell fails the build. The .ipynb files are listed
+# explicitly so that --doctest-modules does not import the paired .py files.
+notebooks: $(STAMP)
+	BNNJAX_SMOKE=1 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 \
+		-p no:cacheprovider --nbmake --nbmake-timeout=300 notebooks/*.ipynb
+
+# After editing a notebook's .py (or its .ipynb in Jupyter): update the
+# pair, then rewrite each .ipynb from its .py without outputs.
+sync-notebooks: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.py
+	$(BIN)/jupytext --to ipynb notebooks/*.py
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
