@@ -60,19 +60,23 @@ def _sign(x: jax.Array) -> jax.Array:
 
 
 def _logistic_slope(z: jax.Array) -> jax.Array:
-    """``sigmoid(z) (1 - sigmoid(z))`` from one ``exp``.
+    """``sigmoid(z) (1 - sigmoid(z))`` from one ``exp`` and one division.
 
     ``s (1 - s) = e / (1 + e)^2`` with ``e = exp(-|z|)``: the function is
-    even, ``e`` lies in ``(0, 1]`` so nothing overflows, and large ``|z|``
-    gives an exact 0 (``e`` underflows). One ``exp`` and one reciprocal
-    instead of the two logistic evaluations of ``s`` and ``1 - s``; on
-    CPU this halves the cost of the sigmoid-family backward passes, and
-    it is also closer to the float64 value in the tails (relative error
-    about 1e-6 against 2e-4 for ``s * (1 - s)`` computed in float32).
+    even and ``e`` lies in ``(0, 1]``, so nothing overflows and nothing
+    cancels; the relative error is about 1e-6 everywhere, where
+    ``s * (1 - s)`` in float32 loses all digits in the tails (``1 - s``
+    rounds to 0 for ``z > 17``).
+
+    Written as a single division whose operands use ``e``, so XLA computes
+    the whole slope in one fused loop. ``e * r * r`` with ``r = 1 / (1 +
+    e)`` is the same value but gives ``e`` and ``r`` separate consumers:
+    XLA's CPU backend then materialises each in its own pass over the
+    weights, which made the whole training step 1.6x slower than the
+    float step (measured on the 784-1024x3-10 MLP; this form: 1.09x).
     """
     e = jnp.exp(-jnp.abs(z))
-    r = 1 / (1 + e)
-    return e * r * r
+    return e / jnp.square(1 + e)
 
 
 def _check_positive(owner: object, field: str, value: object) -> None:
@@ -254,11 +258,15 @@ class SwishSignSurrogate(Surrogate):
     def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
         del aux
         # With e = exp(-|z|): s (1 - s) = e / (1 + e)^2 and
-        # z (1 - 2 s) = -|z| (1 - e) / (1 + e); one exp, no overflow.
+        # z (1 - 2 s) = -|z| (1 - e) / (1 + e), so the slope is
+        # 2 beta e (2 (1 + e) - |z| (1 - e)) / (1 + e)^3: one exp and one
+        # division (one fused loop, see _logistic_slope), no overflow.
         a = jnp.abs(self.beta * x)
         e = jnp.exp(-a)
-        r = 1 / (1 + e)
-        return (2 * self.beta) * (e * r * r) * (2 - a * (1 - e) * r)
+        one_e = 1 + e
+        return (2 * self.beta) * (
+            e * (2 * one_e - a * (1 - e)) / (one_e * one_e * one_e)
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -476,6 +484,19 @@ class StochasticSurrogate(Surrogate):
     def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
         del aux
         return (jnp.abs(x) <= 1).astype(x.dtype)
+
+
+def _forward_is_sign(surrogate: Surrogate) -> bool:
+    """Whether the surrogate's forward values are always ``+-1`` (or NaN).
+
+    True for ``sign`` (the base class's forward) and the stochastic
+    ``sign(x - u)``; a subclass that overrides :meth:`Surrogate.forward`
+    is not assumed to be binary.
+    """
+    return (
+        type(surrogate).forward is Surrogate.forward
+        or type(surrogate).forward is StochasticSurrogate.forward
+    )
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

@@ -192,3 +192,106 @@ class OrderOfScaleTest(parameterized.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class SignProductDtypeTest(parameterized.TestCase):
+    """bfloat16 operands for products of +-1 values: exact, bit for bit."""
+
+    @parameterized.parameters("founding", "no_scale", "irnet")
+    def test_dense_bfloat16_equals_float32_bit_for_bit(self, rule):
+        kernel_rule = KERNEL_RULES[rule]
+        x = jax.random.normal(jax.random.key(9), (16, 300)).at[0, 0].set(0.0)
+        w = jax.random.normal(jax.random.key(10), (300, 20)) * 0.03
+
+        def layer(dtype):
+            return lambda a, b: _common.binary_dense(
+                a,
+                b,
+                kernel_binarizer=kernel_rule,
+                input_binarizer=SIGN,
+                sign_product_dtype=dtype,
+            )
+
+        got = jax.jit(lambda a, b: _with_grads(layer(jnp.bfloat16), a, b))(x, w)
+        want = jax.jit(lambda a, b: _with_grads(layer(None), a, b))(x, w)
+        for a, b in zip(
+            jax.tree.leaves(got), jax.tree.leaves(want), strict=True
+        ):
+            self.assertEqual(a.dtype, jnp.float32)
+            np.testing.assert_array_equal(a, b)
+
+    @parameterized.parameters(-1.0, 0.0, 1.0)
+    def test_conv_bfloat16_equals_float32_bit_for_bit(self, pad_value):
+        x = jax.random.normal(jax.random.key(11), (2, 5, 6, 8))
+        w = jax.random.normal(jax.random.key(12), (3, 3, 4, 6))
+
+        def layer(dtype):
+            return lambda a, b: _common.binary_conv(
+                a,
+                b,
+                feature_group_count=2,
+                pad_value=pad_value,
+                kernel_binarizer=KERNEL_RULES["founding"],
+                input_binarizer=SIGN,
+                sign_product_dtype=dtype,
+            )
+
+        got = jax.jit(lambda a, b: _with_grads(layer(jnp.bfloat16), a, b))(x, w)
+        want = jax.jit(lambda a, b: _with_grads(layer(None), a, b))(x, w)
+        for a, b in zip(
+            jax.tree.leaves(got), jax.tree.leaves(want), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+
+    def test_nan_propagates(self):
+        w = jnp.ones((4, 3)).at[1, 2].set(jnp.nan)
+        y = _common.binary_dense(
+            jnp.ones((2, 4)),
+            w,
+            kernel_binarizer=KERNEL_RULES["no_scale"],
+            input_binarizer=SIGN,
+            sign_product_dtype=jnp.bfloat16,
+        )
+        self.assertTrue(np.all(np.isnan(np.asarray(y[:, 2]))))
+        self.assertTrue(np.all(np.isfinite(np.asarray(y[:, :2]))))
+
+    def test_rejected_where_not_exact(self):
+        x = jnp.ones((2, 4))
+        w = jnp.ones((4, 3))
+        rule = KERNEL_RULES["founding"]
+        identity = bnnjax.presets.get_preset("float").kernel_binarizer
+        cases = {
+            "inputs are real": {"input_binarizer": None},
+            "input binarizer has a scale": {
+                "input_binarizer": bnnjax.Binarizer(scale="mean_abs")
+            },
+            "IdentitySurrogate overrides forward": {
+                "input_binarizer": SIGN,
+                "kernel_binarizer": identity,
+            },
+            "computation dtype is bfloat16": {
+                "input_binarizer": SIGN,
+                "dtype": jnp.bfloat16,
+            },
+            "expected None or bfloat16": {
+                "input_binarizer": SIGN,
+                "sign_product_dtype": jnp.int8,
+            },
+        }
+        for message, kwargs in cases.items():
+            kwargs = {
+                "kernel_binarizer": rule,
+                "sign_product_dtype": jnp.bfloat16,
+                **kwargs,
+            }
+            with self.assertRaisesRegex(ValueError, message):
+                _common.binary_dense(x, w, **kwargs)
+        with self.assertRaisesRegex(ValueError, "pad_value=0.5"):
+            _common.binary_conv(
+                jnp.ones((1, 4, 4, 2)),
+                jnp.ones((3, 3, 2, 2)),
+                pad_value=0.5,
+                kernel_binarizer=rule,
+                input_binarizer=SIGN,
+                sign_product_dtype=jnp.bfloat16,
+            )

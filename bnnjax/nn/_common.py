@@ -31,7 +31,7 @@ scale laid out along other kernel axes is folded into the kernel,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +39,8 @@ import numpy as np
 from jax import lax
 
 from bnnjax._validate import is_int as _is_int
-from bnnjax.binarize import Binarizer, Surrogate
-from bnnjax.scale import Scale
+from bnnjax.binarize import Binarizer, Surrogate, _forward_is_sign
+from bnnjax.scale import NoScale, Scale
 
 LATENT_KERNEL = "latent_kernel"
 """Name of the real-valued latent kernel in linen parameter trees."""
@@ -604,6 +604,101 @@ def _scale_outputs(y: jax.Array, out_scale: jax.Array | None) -> jax.Array:
     return y * jnp.reshape(out_scale, (1,) * (y.ndim - 1) + (-1,))
 
 
+_SIGN_PRODUCT_DTYPES = (jnp.dtype(jnp.bfloat16),)
+
+
+def _sign_product_dtype(
+    requested: jax.typing.DTypeLike | None,
+    input_binarizer: Binarizer | None,
+    kernel_binarizer: Binarizer,
+    compute: jnp.dtype,
+    *,
+    contraction: int,
+    pad_value: float = 0.0,
+) -> jnp.dtype | None:
+    """The operand dtype of an exact low-precision product, or None."""
+    if requested is None:
+        return None
+    requested = jnp.dtype(requested)
+    if requested not in _SIGN_PRODUCT_DTYPES:
+        raise ValueError(
+            f"sign_product_dtype={requested}; expected None or bfloat16 "
+            "(int8 is not offered: a NaN sign would become a finite integer "
+            "and hide a diverged run)."
+        )
+    problems = []
+    if input_binarizer is None:
+        problems.append("the inputs are real (input_binarizer=None)")
+    else:
+        if not isinstance(input_binarizer.scale, (type(None), NoScale)):
+            problems.append("the input binarizer has a scale")
+        if not _forward_is_sign(input_binarizer.surrogate):
+            name = type(input_binarizer.surrogate).__name__
+            problems.append(
+                f"the input surrogate {name} overrides forward (its values "
+                "need not be +-1)"
+            )
+    if not _forward_is_sign(kernel_binarizer.surrogate):
+        name = type(kernel_binarizer.surrogate).__name__
+        problems.append(
+            f"the kernel surrogate {name} overrides forward (its values "
+            "need not be +-1)"
+        )
+    if pad_value not in (-1.0, 0.0, 1.0):
+        problems.append(f"pad_value={pad_value} is not in {{-1, 0, 1}}")
+    if compute != jnp.dtype(jnp.float32):
+        problems.append(f"the computation dtype is {compute}, not float32")
+    if contraction > 2**24:
+        problems.append(
+            f"the contraction has {contraction} terms, more than float32 "
+            "sums exactly (2**24)"
+        )
+    if problems:
+        raise ValueError(
+            f"sign_product_dtype={requested} computes the product of +-1 "
+            "inputs and +-1 kernel signs exactly in low precision, but "
+            + "; ".join(problems)
+            + ". Use sign_product_dtype=None."
+        )
+    return requested
+
+
+def _product(
+    product: Callable[..., jax.Array],
+    x: jax.Array,
+    kernel: jax.Array,
+    operand_dtype: jnp.dtype | None,
+) -> jax.Array:
+    """``product(x, kernel)``, with +-1 operands cast to ``operand_dtype``.
+
+    The products of +-1 values are integers, summed exactly in float32 (up
+    to 2**24 terms), so the result equals the float32 product bit for bit
+    (NaN stays NaN: bfloat16 has it). The backward pass is the float32
+    product's: the cotangents are real, so they never go through the
+    low-precision operands.
+    """
+    if operand_dtype is None:
+        return product(x, kernel)
+
+    @jax.custom_vjp
+    def exact(a, b):
+        return product(
+            a.astype(operand_dtype),
+            b.astype(operand_dtype),
+            preferred_element_type=a.dtype,
+        )
+
+    def fwd(a, b):
+        return exact(a, b), (a, b)
+
+    def bwd(residuals, g):
+        a, b = residuals
+        return jax.vjp(product, a, b)[1](g)
+
+    exact.defvjp(fwd, bwd)
+    return exact(x, kernel)
+
+
 def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
     if bias is None:
         return y
@@ -622,6 +717,7 @@ def binary_dense(
     input_key: jax.Array | None = None,
     dtype: jax.typing.DTypeLike | None = None,
     precision: lax.PrecisionLike = None,
+    sign_product_dtype: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
     """A dense layer with a binarized kernel (and optionally inputs).
 
@@ -649,6 +745,16 @@ def binary_dense(
       dtype: computation dtype; by default the promoted dtype of
         ``inputs``, ``latent_kernel`` and ``bias``.
       precision: ``lax.dot_general`` precision.
+      sign_product_dtype: ``None`` (default): the product runs in the
+        computation dtype. ``jnp.bfloat16``: when the inputs and the
+        kernel are both binarized (every operand ``+-1``), the signs are
+        cast to bfloat16 and summed in float32, which is exact (up to
+        ``2**24`` terms): outputs and gradients are bit for bit those of
+        the default; the backward products stay in float32. Faster only
+        where the hardware multiplies bfloat16 faster than float32 (see
+        ``benchmarks/README.md``). Raises ``ValueError`` where the product
+        would not be exact (real inputs, an input scale, a surrogate whose
+        forward is not ``sign``, a computation dtype other than float32).
 
     Returns:
       ``(..., features)`` array in the computation dtype.
@@ -673,9 +779,25 @@ def binary_dense(
         input_key=input_key,
         dtype=dtype,
     )
-    y = lax.dot_general(
-        x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=precision
+    dimension_numbers = (((x.ndim - 1,), (0,)), ((), ()))
+
+    def product(a, b, preferred_element_type=None):
+        return lax.dot_general(
+            a,
+            b,
+            dimension_numbers,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+
+    product_dtype = _sign_product_dtype(
+        sign_product_dtype,
+        input_binarizer,
+        kernel_binarizer,
+        x.dtype,
+        contraction=latent_kernel.shape[0],
     )
+    y = _product(product, x, kernel, product_dtype)
     return _add_bias(_scale_outputs(y, out_scale), bias)
 
 
@@ -704,6 +826,7 @@ def binary_conv(
     input_key: jax.Array | None = None,
     dtype: jax.typing.DTypeLike | None = None,
     precision: lax.PrecisionLike = None,
+    sign_product_dtype: jax.typing.DTypeLike | None = None,
 ) -> jax.Array:
     """A convolution with a binarized kernel (and optionally inputs).
 
@@ -745,6 +868,8 @@ def binary_conv(
       dtype: computation dtype; by default the promoted dtype of the
         operands.
       precision: ``lax.conv_general_dilated`` precision.
+      sign_product_dtype: ``None`` or ``jnp.bfloat16``, as in
+        :func:`binary_dense`; also needs ``pad_value`` in ``{-1, 0, 1}``.
 
     Returns:
       ``(*batch, *out_spatial, features)`` array in the computation dtype.
@@ -786,15 +911,28 @@ def binary_conv(
         padding, x.shape[1:-1], kernel_size, strides, kernel_dilation
     )
     x = pad_inputs(x, padding, pads, pad_value)
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        strides,
-        "VALID",
-        rhs_dilation=kernel_dilation,
-        dimension_numbers=_conv_dimension_numbers(x.ndim),
-        feature_group_count=int(feature_group_count),
-        precision=precision,
+
+    def product(a, b, preferred_element_type=None):
+        return lax.conv_general_dilated(
+            a,
+            b,
+            strides,
+            "VALID",
+            rhs_dilation=kernel_dilation,
+            dimension_numbers=_conv_dimension_numbers(a.ndim),
+            feature_group_count=int(feature_group_count),
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+
+    product_dtype = _sign_product_dtype(
+        sign_product_dtype,
+        input_binarizer,
+        kernel_binarizer,
+        x.dtype,
+        contraction=math.prod(latent_kernel.shape[:-1]),
+        pad_value=pad_value,
     )
+    y = _product(product, x, kernel, product_dtype)
     y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
     return _add_bias(_scale_outputs(y, out_scale), bias)
