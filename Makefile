@@ -21,8 +21,8 @@ binarizer-demo: $(STAMP)
 	$(BIN)/bnnjax demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bnnjax tests benchmarks scripts
-	$(BIN)/ruff format --check bnnjax tests benchmarks scripts
+	$(BIN)/ruff check bnnjax tests benchmarks scripts notebooks
+	$(BIN)/ruff format --check bnnjax tests benchmarks scripts notebooks
 
 test: lint notebooks
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
@@ -44,8 +44,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix bnnjax tests benchmarks scripts
-	$(BIN)/ruff format bnnjax tests benchmarks scripts
+	$(BIN)/ruff check --fix bnnjax tests benchmarks scripts notebooks
+	$(BIN)/ruff format bnnjax tests benchmarks scripts notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
