@@ -4,7 +4,9 @@ Importing bnnjax has no side effects: it sets no JAX configuration, creates no
 files and prints nothing.
 """
 
+from bnnjax import compare as compare
 from bnnjax import data as data
+from bnnjax import distributed as distributed
 from bnnjax import export as export
 from bnnjax import models as models
 from bnnjax import nn as nn
@@ -90,7 +92,9 @@ __all__ = [
     "bop_second_order",
     "clip_latent_weights",
     "clip_latent_weights_by_spread",
+    "compare",
     "data",
+    "distributed",
     "export",
     "get_scale",
     "get_surrogate",

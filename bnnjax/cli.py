@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bnnjax
-from bnnjax import _cli_compare
+from bnnjax import _cli_compare, distributed
 from bnnjax import checkpoint as checkpoint_lib
 from bnnjax import data as data_lib
 from bnnjax import export as export_lib
@@ -199,6 +199,22 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a non-negative integer, got {text!r}"
+        )
+    return value
+
+
+def _devices(text: str) -> int | None:
+    return None if text == "all" else _positive_int(text)
+
+
 def _int_list(text: str, *, minimum: int, what: str) -> list[int]:
     parts = [p.strip() for p in text.split(",")]
     try:
@@ -348,6 +364,36 @@ def _add_train_arguments(
         action=argparse.BooleanOptionalAction,
         default=default(True),
         help="show a progress bar on stderr (default: on)",
+    )
+    parser.add_argument(
+        "--devices",
+        type=_devices,
+        default=default(None),
+        metavar="N|all",
+        help="devices to train on, data-parallel; --batch-size is the "
+        "global batch and must be a multiple of N (default: all, or the "
+        "most devices the batch size splits over)",
+    )
+    parser.add_argument(
+        "--coordinator-address",
+        default=default(None),
+        metavar="HOST:PORT",
+        help="multi-host training: process 0's address, the same on every "
+        "host (default: $JAX_COORDINATOR_ADDRESS; unset: one process)",
+    )
+    parser.add_argument(
+        "--num-processes",
+        type=_positive_int,
+        default=default(None),
+        help="multi-host training: number of processes (default: "
+        "$JAX_NUM_PROCESSES, or detected by JAX on SLURM/MPI/TPU)",
+    )
+    parser.add_argument(
+        "--process-id",
+        type=_non_negative_int,
+        default=default(None),
+        help="multi-host training: this process's id, 0 to N-1 (default: "
+        "$JAX_PROCESS_ID, or detected by JAX)",
     )
 
 
@@ -730,6 +776,7 @@ _FLAG_TO_FIELD = {
     "seed": "seeds",
     "hidden": "hidden",
     "val_fraction": "val_fraction",
+    "devices": "devices",
 }
 
 
@@ -836,13 +883,25 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         print(f"bnnjax train: error: {message}", file=sys.stderr)
         return status
 
+    # Join a multi-process job before anything touches a device.
+    try:
+        distributed.initialize(
+            args.coordinator_address, args.num_processes, args.process_id
+        )
+    except ValueError as e:
+        return fail(str(e), 2)
+    except RuntimeError as e:
+        return fail(f"cannot join the multi-process job: {e}", 1)
     try:
         config = _train_config(args, explicit)
     except (ValueError, TypeError) as e:
         return fail(str(e), 2)
     except OSError as e:
         return fail(str(e), 1)
-    progress = _Progress(args.progress, f"{config.method} {config.model}")
+    primary = distributed.is_primary()
+    progress = _Progress(
+        args.progress and primary, f"{config.method} {config.model}"
+    )
     previous_handler = None
     if threading.current_thread() is threading.main_thread():
         previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -877,7 +936,8 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     progress.close()
-    print(json.dumps(results))
+    if primary:
+        print(json.dumps(results))
     return 0
 
 

@@ -192,9 +192,12 @@ class TrainConfig:
       max_to_keep: checkpoints kept in the run directory.
       devices: number of devices to train on, data-parallel (see
         :mod:`bnnjax.distributed`); ``None`` (default): every device of
-        the job, on every host. ``batch_size`` is the *global* batch,
-        split evenly over the devices, so it must be a multiple of the
-        device count; batch norm uses the statistics of the global batch.
+        the job, on every host, or, when ``batch_size`` does not split
+        evenly over them all, the largest device count that it does split
+        over (reported as ``devices`` in the results). ``batch_size`` is
+        the *global* batch, split evenly over the devices, so an explicit
+        ``devices`` must divide it; batch norm uses the statistics of the
+        global batch.
         Changing it when resuming is allowed (checkpoints restore on any
         device count).
     """
@@ -1198,6 +1201,28 @@ def load_checkpoint(
     return model, state, info
 
 
+def _default_devices(config: TrainConfig) -> int | None:
+    """``config.devices``, or (when ``None``) the most devices that fit.
+
+    With ``devices=None`` every device is used when the global batch splits
+    evenly over them; otherwise the largest device count that divides
+    ``batch_size`` (and splits over the processes), so ``batch_size=100``
+    trains on 5 of 8 GPUs rather than failing. The count used is reported
+    as ``devices`` in the results.
+    """
+    if config.devices is not None:
+        return config.devices
+    available = jax.device_count()
+    processes = jax.process_count()
+    fitting = [
+        n
+        for n in range(available, 0, -1)
+        if config.batch_size % n == 0 and n % processes == 0
+    ]
+    # None: let data_mesh/check_batch_split explain why nothing fits.
+    return fitting[0] if fitting else None
+
+
 _RESUMABLE_CHANGES = ("epochs", "out_dir", "devices")
 
 
@@ -1295,7 +1320,7 @@ def run(
         checkpoint is kept.
     """
     wall_start = time.perf_counter()
-    mesh = distributed.data_mesh(config.devices)
+    mesh = distributed.data_mesh(_default_devices(config))
     check_batch_split(config.batch_size, mesh.size)
     primary = distributed.is_primary()
     out_dir = ckpt.prepare_run_dir(

@@ -123,6 +123,18 @@ class CliTrainTest(parameterized.TestCase):
         ("unknown", ["--colour", "red"], "unrecognized arguments"),
         ("hidden_cnn", ["--model", "cnn", "--hidden", "8"], "--hidden"),
         ("resume_no_out", ["--resume"], "--resume needs --out"),
+        ("devices_zero", ["--devices", "0"], "expected a positive integer"),
+        (
+            "devices_split",
+            ["--devices", "3", "--batch-size", "100"],
+            "does not split evenly over 3 devices",
+        ),
+        ("process_id", ["--process-id", "-1"], "non-negative integer"),
+        (
+            "processes_without_coordinator",
+            ["--num-processes", "2", "--process-id", "0"],
+            "coordinator",
+        ),
         (
             "cnn_real",
             ["--model", "cnn", "--no-binary-activations"],

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -125,6 +126,30 @@ class TrainConfigTest(parameterized.TestCase):
     def test_unknown_preset(self):
         with self.assertRaisesRegex(ValueError, r"'nope'.*'bop'"):
             presets.get_preset("nope")
+
+
+class DefaultDevicesTest(parameterized.TestCase):
+    @parameterized.parameters(
+        # (devices available, processes, batch size, devices used)
+        (1, 1, 100, 1),
+        (8, 1, 128, 8),
+        (8, 1, 100, 5),  # the most that 100 splits over
+        (8, 1, 7, 7),
+        (8, 2, 100, 4),  # and a multiple of the process count
+        (8, 2, 7, None),  # nothing fits: data_mesh explains
+    )
+    def test_most_devices_that_fit(self, available, processes, batch, want):
+        config = train.TrainConfig(batch_size=batch)
+        with (
+            mock.patch.object(jax, "device_count", return_value=available),
+            mock.patch.object(jax, "process_count", return_value=processes),
+        ):
+            self.assertEqual(train._default_devices(config), want)
+
+    def test_explicit_devices_are_kept(self):
+        config = train.TrainConfig(batch_size=100, devices=4)
+        with mock.patch.object(jax, "device_count", return_value=8):
+            self.assertEqual(train._default_devices(config), 4)
 
 
 class PresetTest(parameterized.TestCase):
