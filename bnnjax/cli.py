@@ -267,6 +267,13 @@ def _add_train_arguments(
         "IDX files) or 'cifar:DIR' (binary CIFAR-10) (default: %(default)s)",
     )
     parser.add_argument(
+        "--data-dir",
+        default=default(None),
+        metavar="DIR",
+        help="TFDS data directory for a TFDS --dataset (default: "
+        "$TFDS_DATA_DIR or ~/tensorflow_datasets)",
+    )
+    parser.add_argument(
         "--model",
         choices=("mlp", "cnn", "resnet20", "resnet18"),
         default=default(d.model),
@@ -669,7 +676,9 @@ def _export(args: argparse.Namespace) -> int:
     }
     if args.verify:
         try:
-            dataset = data_lib.load_dataset(config.dataset)
+            dataset = data_lib.load_dataset(
+                config.dataset, data_dir=config.data_dir
+            )
         except (OSError, ValueError, ImportError, RuntimeError) as e:
             return fail(f"exported, but cannot verify: {e}", 1)
         images, labels = dataset.test_images, dataset.test_labels
@@ -764,6 +773,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 _FLAG_TO_FIELD = {
     "dataset": "dataset",
+    "data_dir": "data_dir",
     "model": "model",
     "method": "method",
     "binary_activations": "binary_activations",

@@ -164,6 +164,9 @@ class TrainConfig:
     Attributes:
       dataset: spec for :func:`bnnjax.data.load_dataset`
         (``"mnist-sample"``, ``"idx:DIR"``, ``"cifar:DIR"``, a TFDS name).
+      data_dir: TFDS data directory for a TFDS ``dataset`` (``None``:
+        TFDS's default, ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``);
+        an error with the local specs. May change when resuming.
       model: ``"mlp"`` (:class:`~bnnjax.models.linen.BinaryMLP`),
         ``"cnn"`` (:class:`~bnnjax.models.linen.BinaryNetCNN`),
         ``"resnet20"`` or ``"resnet18"`` (Bi-Real ResNets).
@@ -203,6 +206,7 @@ class TrainConfig:
     """
 
     dataset: str = "mnist-sample"
+    data_dir: str | None = None
     model: ModelName = "mlp"
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
     method: MethodName = "scaled_sigmoid"
@@ -235,6 +239,21 @@ class TrainConfig:
                 f"TrainConfig.dataset={self.dataset!r}; expected a dataset "
                 "spec such as 'mnist-sample', 'idx:DIR', 'cifar:DIR' or a "
                 "TFDS name."
+            )
+        if self.data_dir is not None and (
+            not isinstance(self.data_dir, str) or not self.data_dir
+        ):
+            raise ValueError(
+                f"TrainConfig.data_dir={self.data_dir!r}; expected a "
+                "directory path or None."
+            )
+        kind = self.dataset.partition(":")[0]
+        if self.data_dir is not None and (
+            self.dataset == "mnist-sample" or kind in ("idx", "cifar")
+        ):
+            raise ValueError(
+                f"TrainConfig.data_dir={self.data_dir!r} is only used for "
+                f"TFDS names; dataset {self.dataset!r} reads local files."
             )
         hidden = self.hidden
         if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
@@ -1223,7 +1242,7 @@ def _default_devices(config: TrainConfig) -> int | None:
     return fitting[0] if fitting else None
 
 
-_RESUMABLE_CHANGES = ("epochs", "out_dir", "devices")
+_RESUMABLE_CHANGES = ("epochs", "out_dir", "devices", "data_dir")
 
 
 def _check_resume_config(out_dir: str, config: TrainConfig) -> None:
@@ -1330,7 +1349,7 @@ def run(
         _check_resume_config(out_dir, config)
     # Every process has checked the directory before process 0 writes.
     distributed.barrier("bnnjax.train.run: run directory checked")
-    dataset = data_lib.load_dataset(config.dataset)
+    dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir)
     train_split, val = data_lib.split_validation(
         dataset, fraction=config.val_fraction, seed=VALIDATION_SPLIT_SEED
     )

@@ -123,6 +123,11 @@ class CliTrainTest(parameterized.TestCase):
         ("unknown", ["--colour", "red"], "unrecognized arguments"),
         ("hidden_cnn", ["--model", "cnn", "--hidden", "8"], "--hidden"),
         ("resume_no_out", ["--resume"], "--resume needs --out"),
+        (
+            "data_dir_local",
+            ["--data-dir", "/x", "--dataset", "idx:/y"],
+            "only used for TFDS names",
+        ),
         ("devices_zero", ["--devices", "0"], "expected a positive integer"),
         (
             "devices_split",
@@ -194,18 +199,62 @@ class CliTrainTest(parameterized.TestCase):
     )
     def test_offline_tfds_fails_fast_naming_local_files(self):
         out_dir = os.path.join(self.tmp, "out")
-        with (
-            mock.patch.dict(os.environ, {"TFDS_DATA_DIR": self.tmp}),
-            mock.patch.object(data, "_download_possible", return_value=False),
-        ):
+        tfds_dir = os.path.join(self.tmp, "tfds")
+        with mock.patch.object(data, "_download_possible", return_value=False):
             status, out, err = _main(
-                ["train", "--dataset", "kmnist", "--out", out_dir]
+                [
+                    "train",
+                    "--dataset",
+                    "kmnist",
+                    "--data-dir",
+                    tfds_dir,
+                    "--out",
+                    out_dir,
+                ]
             )
         self.assertEqual((status, out), (1, ""))
-        self.assertIn("'kmnist' is not prepared", err)
+        self.assertIn(f"'kmnist' is not prepared in {tfds_dir}", err)
         self.assertIn("'idx:DIR'", err)
         self.assertNotIn("Traceback", err)
         self.assertFalse(os.path.exists(out_dir))
+
+    @unittest.skipIf(
+        importlib.util.find_spec("tensorflow_datasets") is None,
+        "needs the data extra",
+    )
+    def test_trains_on_a_tfds_dataset(self):
+        import tensorflow_datasets as tfds
+
+        out_dir = os.path.join(self.tmp, "out")
+        with (
+            tfds.testing.mock_data(
+                num_examples=200, policy=tfds.testing.MockPolicy.USE_CODE
+            ),
+            mock.patch.object(data, "_download_possible", return_value=True),
+        ):
+            status, out, err = _main(
+                [
+                    "train",
+                    "--dataset",
+                    "fashion_mnist",
+                    "--data-dir",
+                    os.path.join(self.tmp, "tfds"),
+                    "--hidden",
+                    "16",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "60",
+                    "--no-progress",
+                    "--out",
+                    out_dir,
+                ]
+            )
+        self.assertEqual(status, 0, err)
+        result = json.loads(out)
+        self.assertEqual(result["dataset"], "fashion_mnist")
+        self.assertEqual(result["steps"], 3)  # 180 of 200 after validation
+        self.assertTrue(0 <= result["test_accuracy"] <= 1)
 
     def test_demo_still_works(self):
         status, out, _ = _main(["demo", "--json"])
