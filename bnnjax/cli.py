@@ -239,14 +239,29 @@ def _widths(text: str) -> tuple[int, ...]:
     return tuple(_int_list(text, minimum=1, what="layer widths"))
 
 
+def _method(text: str) -> str | _cli_compare.compare_lib.MethodSpec:
+    """``NAME`` stays a string; ``NAME:OPTION=VALUE...`` a MethodSpec."""
+    try:
+        spec = _cli_compare.parse_method(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return spec if spec.options else spec.name
+
+
 def _method_table() -> str:
     lines = ["methods (--method) and their default learning rates:"]
-    for name in presets_lib.PRESET_NAMES:
+    for name in presets_lib.METHOD_NAMES:
         preset = presets_lib.get_preset(name)
         lines.append(
-            f"  {name:<15} lr {preset.learning_rate:g}, real lr "
+            f"  {name:<23} lr {preset.learning_rate:g}, real lr "
             f"{preset.real_learning_rate:g}  ({preset.reference})"
         )
+    lines.append("options of each method's parts (--method NAME:OPTION=VALUE):")
+    for name in presets_lib.METHOD_NAMES:
+        options = presets_lib.method_options(name)
+        if options:
+            listed = ", ".join(f"{k}={v}" for k, v in options.items())
+            lines.append(f"  {name:<23} {listed}")
     return "\n".join(lines)
 
 
@@ -281,9 +296,13 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--method",
-        choices=presets_lib.PRESET_NAMES,
+        type=_method,
         default=default(d.method),
-        help="training method, see below (default: %(default)s)",
+        metavar="NAME[:OPTION=VALUE...]",
+        help="training method (the table below lists them and their "
+        "options), optionally with options of its parts, e.g. "
+        "scaled_sigmoid:k=4:scale=mean_abs or "
+        "scaled_sigmoid:scale_adaptive=false (default: %(default)s)",
     )
     parser.add_argument(
         "--binary-activations",
@@ -821,6 +840,12 @@ def _train_config(
     for flag, field in _FLAG_TO_FIELD.items():
         if flag in flags:
             values[field] = flags[flag]
+    method = values.get("method")
+    if isinstance(method, _cli_compare.compare_lib.MethodSpec):
+        values["method"] = method.name
+        values["method_options"] = dict(method.options)
+    elif "method" in flags:
+        values["method_options"] = None
     if values.get("seeds") is None:
         values.pop("seeds", None)
     elif "seed" in flags:  # --seed 0,1 --seed 2: a list of lists

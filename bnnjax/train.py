@@ -91,6 +91,8 @@ MethodName = Literal[
     "bnn_plus",
     "bop",
     "float",
+    "sigmoid",
+    "scaled_sigmoid_annealed",
 ]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 ScheduleName = Literal["cosine", "constant"]
@@ -171,7 +173,12 @@ class TrainConfig:
         ``"cnn"`` (:class:`~bnnjax.models.linen.BinaryNetCNN`),
         ``"resnet20"`` or ``"resnet18"`` (Bi-Real ResNets).
       hidden: MLP hidden widths (ignored by the other models).
-      method: preset name, see :mod:`bnnjax.presets`.
+      method: method name, see :mod:`bnnjax.presets`
+        (:data:`~bnnjax.presets.METHOD_NAMES`).
+      method_options: keyword options of the method's factory (e.g.
+        ``{"k": 4.0}`` or ``{"scale": "mean_abs"}`` for
+        ``"scaled_sigmoid"``; see :func:`bnnjax.presets.method_options`);
+        ``None``: the defaults. Stored as sorted ``(name, value)`` pairs.
       binary_activations: binarize activations with the preset's
         activation rule. ``None`` (default): ``False`` for the MLP (real
         ReLU activations), ``True`` for the CNN and ResNets, which always
@@ -210,6 +217,7 @@ class TrainConfig:
     model: ModelName = "mlp"
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
     method: MethodName = "scaled_sigmoid"
+    method_options: Mapping[str, Any] | None = None
     binary_activations: bool | None = None
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = 100
@@ -254,6 +262,24 @@ class TrainConfig:
             raise ValueError(
                 f"TrainConfig.data_dir={self.data_dir!r} is only used for "
                 f"TFDS names; dataset {self.dataset!r} reads local files."
+            )
+        if self.method_options is not None:
+            options = self.method_options
+            if isinstance(options, Mapping):
+                options = options.items()
+            try:
+                options = dict(options)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"TrainConfig.method_options={self.method_options!r}; "
+                    "expected a mapping of option name -> value."
+                ) from None
+            presets_lib.get_preset(self.method, **options)  # validates
+            # Stored as sorted pairs: hashable, and one spelling per choice.
+            object.__setattr__(
+                self,
+                "method_options",
+                tuple(sorted(options.items())) or None,
             )
         hidden = self.hidden
         if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
@@ -339,7 +365,12 @@ class TrainConfig:
     @property
     def preset(self) -> presets_lib.Preset:
         """The :class:`~bnnjax.presets.Preset` named by ``method``."""
-        return presets_lib.get_preset(self.method)
+        return presets_lib.get_preset(self.method, **self.options)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """``method_options`` as a dict (empty when ``None``)."""
+        return dict(self.method_options or ())
 
     @property
     def activations_binary(self) -> bool:
@@ -408,8 +439,8 @@ class TrainConfig:
         return models.bireal_resnet18(**rules)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples become lists)."""
-        return {
+        """JSON-ready fields (tuples become lists, options a dict)."""
+        values = {
             f.name: (
                 list(getattr(self, f.name))
                 if isinstance(getattr(self, f.name), tuple)
@@ -417,6 +448,10 @@ class TrainConfig:
             )
             for f in dataclasses.fields(self)
         }
+        values["method_options"] = (
+            self.options if self.method_options is not None else None
+        )
+        return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
@@ -1515,6 +1550,7 @@ def run(
 
     results: dict[str, Any] = {
         "method": config.method,
+        "method_options": config.options,
         "model": config.model,
         "dataset": config.dataset,
         "binary_activations": config.activations_binary,

@@ -13,7 +13,7 @@ from unittest import mock
 import pytest
 from absl.testing import absltest, parameterized
 
-from bnnjax import cli, data, train
+from bnnjax import cli, data, presets, train
 
 FAST = ["--hidden", "16", "--epochs", "1", "--batch-size", "500"]
 
@@ -41,7 +41,8 @@ class CliTrainTest(parameterized.TestCase):
         d = train.TrainConfig()
         for text in (
             "{mlp,cnn,resnet20,resnet18}",
-            "scaled_sigmoid,bnn,xnor,bireal,irnet,bnn_plus,bop,float",
+            "NAME[:OPTION=VALUE...]",
+            "scaled_sigmoid k=2.0, scale=mean_abs_dev, scale_adaptive=True",
             f"(default: {d.epochs})",
             f"(default: {d.batch_size})",
             "(default: mnist-sample)",
@@ -52,6 +53,9 @@ class CliTrainTest(parameterized.TestCase):
             "Hubara et al. 2016",
         ):
             self.assertIn(text, " ".join(out.split()), text)
+        table = out.split("methods (--method)")[1]
+        for name in presets.METHOD_NAMES:  # each listed with its lr
+            self.assertRegex(table, rf"\n  {name} +lr ")
 
     def test_train_prints_one_json_line_with_results(self):
         cwd = os.getcwd()
@@ -112,7 +116,7 @@ class CliTrainTest(parameterized.TestCase):
         self.assertIn("method='scaled_sigmoid' (now 'bnn')", err)
 
     @parameterized.named_parameters(
-        ("method", ["--method", "magic"], "invalid choice: 'magic'"),
+        ("method", ["--method", "magic"], "unknown method 'magic'"),
         ("model", ["--model", "vgg"], "invalid choice: 'vgg'"),
         ("epochs", ["--epochs", "0"], "expected a positive integer"),
         ("batch", ["--batch-size", "x"], "expected a positive integer"),
@@ -123,6 +127,16 @@ class CliTrainTest(parameterized.TestCase):
         ("unknown", ["--colour", "red"], "unrecognized arguments"),
         ("hidden_cnn", ["--model", "cnn", "--hidden", "8"], "--hidden"),
         ("resume_no_out", ["--resume"], "--resume needs --out"),
+        (
+            "method_option",
+            ["--method", "scaled_sigmoid:kk=4"],
+            r"unknown option 'kk'.*\['k', 'scale', 'scale_adaptive'\]",
+        ),
+        (
+            "method_option_value",
+            ["--method", "scaled_sigmoid:scale=median"],
+            "Unknown scale 'median'",
+        ),
         (
             "data_dir_local",
             ["--data-dir", "/x", "--dataset", "idx:/y"],
@@ -255,6 +269,48 @@ class CliTrainTest(parameterized.TestCase):
         self.assertEqual(result["dataset"], "fashion_mnist")
         self.assertEqual(result["steps"], 3)  # 180 of 200 after validation
         self.assertTrue(0 <= result["test_accuracy"] <= 1)
+
+    def test_method_parts_from_the_command_line(self):
+        out_dir = os.path.join(self.tmp, "parts")
+        method = "scaled_sigmoid:k=4:scale_adaptive=false"
+        status, out, err = _main(
+            ["train", *FAST, "--method", method, "--out", out_dir]
+        )
+        self.assertEqual(status, 0, err)
+        result = json.loads(out)
+        self.assertEqual(result["method"], "scaled_sigmoid")
+        self.assertEqual(
+            result["method_options"], {"k": 4.0, "scale_adaptive": False}
+        )
+        with open(os.path.join(out_dir, "config.json")) as f:
+            config = train.TrainConfig.from_dict(json.load(f))
+        self.assertEqual(config.preset.kernel_binarizer.surrogate.k, 4.0)
+        # Resuming with other options is refused; with the same, accepted.
+        status, _, err = _main(
+            [
+                "train",
+                "--resume",
+                "--out",
+                out_dir,
+                "--method",
+                "scaled_sigmoid",
+            ]
+        )
+        self.assertEqual(status, 1)
+        self.assertIn("method_options", err)
+        status, _, err = _main(
+            [
+                "train",
+                "--resume",
+                "--out",
+                out_dir,
+                "--method",
+                method,
+                "--epochs",
+                "2",
+            ]
+        )
+        self.assertEqual(status, 0, err)
 
     def test_demo_still_works(self):
         status, out, _ = _main(["demo", "--json"])

@@ -143,7 +143,7 @@ except ValueError as e:
     result["too_many"] = str(e)
 result["too_many_dir_exists"] = os.path.exists(os.path.join(out, "x"))
 try:
-    train.run(train.TrainConfig(**{**TINY, "batch_size": 100}, out_dir=os.path.join(out, "y")))
+    train.run(train.TrainConfig(**{**TINY, "batch_size": 100}, devices=8, out_dir=os.path.join(out, "y")))
 except ValueError as e:
     result["indivisible"] = str(e)
 print("RESULT " + json.dumps(result))

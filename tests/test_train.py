@@ -128,6 +128,37 @@ class TrainConfigTest(parameterized.TestCase):
             presets.get_preset("nope")
 
 
+class MethodOptionsTest(absltest.TestCase):
+    def test_options_build_the_preset_and_round_trip(self):
+        config = train.TrainConfig(
+            method="scaled_sigmoid",
+            method_options={"scale": "mean_abs", "k": 4.0},
+        )
+        self.assertEqual(
+            config.method_options, (("k", 4.0), ("scale", "mean_abs"))
+        )
+        self.assertEqual(config.options, {"k": 4.0, "scale": "mean_abs"})
+        self.assertEqual(config.preset.kernel_binarizer.surrogate.k, 4.0)
+        self.assertEqual(
+            type(config.preset.kernel_binarizer.scale).__name__,
+            "MeanAbsScale",
+        )
+        again = train.TrainConfig.from_dict(
+            json.loads(json.dumps(config.to_dict()))
+        )
+        self.assertEqual(again, config)
+        self.assertEqual(hash(again), hash(config))
+        self.assertIsNone(train.TrainConfig(method_options={}).method_options)
+
+    def test_bad_options(self):
+        with self.assertRaisesRegex(ValueError, "'zz'.*'k', 'scale'"):
+            train.TrainConfig(method_options={"zz": 1})
+        with self.assertRaisesRegex(ValueError, "no options"):
+            train.TrainConfig(method="bnn", method_options={"k": 1.0})
+        with self.assertRaisesRegex(TypeError, "mapping of option name"):
+            train.TrainConfig(method_options=3)
+
+
 class DefaultDevicesTest(parameterized.TestCase):
     @parameterized.parameters(
         # (devices available, processes, batch size, devices used)
