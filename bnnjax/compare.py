@@ -53,7 +53,6 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
-import flax.linen as nn
 import jax
 import numpy as np
 
@@ -62,7 +61,6 @@ from bnnjax import plots as plots_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
 from bnnjax._validate import is_int, is_real
-from bnnjax.models import linen as models
 from bnnjax.presets import Preset, TuningGrid
 
 __all__ = [
@@ -447,28 +445,6 @@ class _Data(typing.NamedTuple):
     num_classes: int
 
 
-def _make_model(
-    config: train_lib.TrainConfig, preset: Preset, num_classes: int
-) -> nn.Module:
-    # TrainConfig.make_model with an explicit preset (it reads its own).
-    rules = {
-        "kernel_binarizer": preset.kernel_binarizer,
-        "activation_binarizer": preset.activation_binarizer,
-        "num_classes": num_classes,
-    }
-    if config.model == "mlp":
-        return models.BinaryMLP(
-            hidden=config.hidden,
-            binary_activations=config.activations_binary,
-            **rules,
-        )
-    if config.model == "cnn":
-        return models.BinaryNetCNN(**rules)
-    if config.model == "resnet20":
-        return models.bireal_resnet20(**rules)
-    return models.bireal_resnet18(**rules)
-
-
 def _signs_fn(preset: Preset) -> Callable[[Any], Any]:
     binarizer = preset.kernel_binarizer
     return jax.jit(
@@ -501,7 +477,7 @@ def _train_candidate(
     )
     total_steps = epochs * steps_per_epoch
     sample = data_lib.to_float(data.train_images[:1])
-    model = _make_model(config, preset, data.num_classes)
+    model = config.make_model(data.num_classes, preset=preset)
     tx = preset.optimizer(
         train_lib.abstract_params(model, sample),
         make_optimizer=config.make_optimizer,

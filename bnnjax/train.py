@@ -407,11 +407,18 @@ class TrainConfig:
             return optax.cosine_decay_schedule(value, max(total_steps, 1))
         return value
 
-    def make_model(self, num_classes: int) -> nn.Module:
+    def make_model(
+        self,
+        num_classes: int,
+        *,
+        preset: presets_lib.Preset | None = None,
+    ) -> nn.Module:
         """The linen model named by ``model`` with the preset's binarizers.
 
         Args:
           num_classes: number of outputs.
+          preset: use this preset's binarizers instead of :attr:`preset`
+            (the comparison harness passes preset objects).
 
         Returns:
           A :class:`~bnnjax.models.linen.BinaryMLP` (``hidden``,
@@ -420,7 +427,7 @@ class TrainConfig:
           (``bireal_resnet20``/``bireal_resnet18``), called as
           ``apply(variables, x, train=..., progress=...)``.
         """
-        preset = self.preset
+        preset = self.preset if preset is None else preset
         rules = {
             "kernel_binarizer": preset.kernel_binarizer,
             "activation_binarizer": preset.activation_binarizer,
