@@ -18,6 +18,8 @@ class ReadmeTest(absltest.TestCase):
         # The custom-surrogate example produced a binarized array.
         self.assertEqual(namespace["y"].tolist(), [-1.0, 1.0, 1.0])
         self.assertEqual(namespace["wb"].shape, (784, 256))
+        # The export example packed the MLP 1 bit per binary weight.
+        self.assertGreater(namespace["sizes"].compression_ratio, 10)
         # The conversion example binarizes the middle layers only.
         self.assertEqual(
             sorted(namespace["binary_mlp"].binarized_layers),
