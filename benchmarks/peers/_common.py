@@ -1,0 +1,72 @@
+"""Shared command line and JSON output of the peer training scripts.
+
+The peers run in their own environment (TensorFlow/Larq, PyTorch), never
+in bnnjax's; they import nothing from bnnjax. Each prints one JSON line
+with every timed step, so ``benchmarks/train_throughput.py`` can pool the
+steps of several interleaved rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+
+KINDS = ("float", "binary_weights", "binary_all")
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--variant", choices=KINDS, default="binary_weights")
+    parser.add_argument(
+        "--hidden",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[1024, 1024, 1024],
+    )
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=(
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count()
+        ),
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the step (tf.function jit_compile=True / torch.compile)",
+    )
+    return parser.parse_args(argv)
+
+
+def result(args, framework: str, times_ms, cpu_ms, **fields) -> dict:
+    affinity = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None
+    )
+    ms = statistics.median(times_ms)
+    return {
+        "framework": framework,
+        "variant": args.variant,
+        "surrogate": "none" if args.variant == "float" else "clipped_ste",
+        "scale": "none",
+        "hidden": args.hidden,
+        "batch_size": args.batch_size,
+        "compiled": args.compile,
+        "step_ms_median": round(ms, 4),
+        "examples_per_second": round(args.batch_size * 1e3 / ms, 1),
+        "step_ms": [round(t, 4) for t in times_ms],
+        "cpu_ms": [round(t, 4) for t in cpu_ms],
+        "device": "cpu",
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+        **fields,
+    }
