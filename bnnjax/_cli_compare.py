@@ -23,6 +23,7 @@ import os
 import sys
 from typing import Any
 
+from bnnjax import _argtypes
 from bnnjax import compare as compare_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
@@ -105,30 +106,6 @@ def _methods(text: str) -> list[compare_lib.MethodSpec]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer (a number of seeds), got {text!r}"
-        )
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not (0 < value < float("inf")):
-        raise argparse.ArgumentTypeError(
-            f"expected a finite positive number, got {text!r}"
-        )
-    return value
-
-
 def _accuracy(text: str) -> float:
     try:
         value = float(text)
@@ -137,18 +114,6 @@ def _accuracy(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(
             f"expected an accuracy in (0, 1], got {text!r}"
-        )
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a number in (0, 1), got {text!r}"
         )
     return value
 
@@ -166,18 +131,6 @@ def _learning_rates(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(
             f"expected distinct comma-separated positive learning rates, got "
             f"{text!r}"
-        )
-    return values
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(p) for p in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated positive widths, got {text!r}"
         )
     return values
 
@@ -234,7 +187,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hidden",
-        type=_widths,
+        type=_argtypes.widths,
         default=d.hidden,
         metavar="W[,W...]",
         help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
@@ -248,13 +201,13 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--epochs",
-        type=_count,
+        type=_argtypes.positive_int,
         default=10,
         help="epochs of the final runs (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_count,
+        type=_argtypes.positive_int,
         default=d.batch_size,
         help="examples per step and seed (default: %(default)s)",
     )
@@ -272,14 +225,14 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--real-lr",
-        type=_positive_float,
+        type=_argtypes.positive_float,
         default=None,
         help="learning rate of the real parameters for every method "
         "(default: each method's, 1e-3 for the built-in ones)",
     )
     parser.add_argument(
         "--seeds",
-        type=_count,
+        type=_argtypes.positive_int,
         default=3,
         metavar="N",
         help="final runs use seeds 0..N-1, trained together "
@@ -304,7 +257,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tune-seeds",
-        type=_count,
+        type=_argtypes.positive_int,
         default=1,
         metavar="N",
         help="tuning runs use seeds "
@@ -313,7 +266,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--tune-epochs",
-        type=_count,
+        type=_argtypes.positive_int,
         default=None,
         help="epochs of the tuning runs (default: --epochs)",
     )
@@ -326,7 +279,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--val-fraction",
-        type=_fraction,
+        type=_argtypes.fraction,
         default=d.val_fraction,
         help="fraction of the training data held out for validation "
         "(default: %(default)s)",

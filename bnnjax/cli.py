@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bnnjax
-from bnnjax import _cli_compare, distributed
+from bnnjax import _argtypes, _cli_compare, distributed
 from bnnjax import checkpoint as checkpoint_lib
 from bnnjax import data as data_lib
 from bnnjax import export as export_lib
@@ -157,86 +157,8 @@ def _print_demo(results: dict, out) -> None:
     p("alpha) and reaches almost none of the large ones.")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got {text!r}"
-        ) from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive integer, got {text!r}"
-        )
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a positive number, got {text!r}"
-        ) from None
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(
-            f"expected a finite positive number, got {text!r}"
-        )
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number in (0, 1), got {text!r}"
-        ) from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(
-            f"expected a number in (0, 1), got {text!r}"
-        )
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected a non-negative integer, got {text!r}"
-        )
-    return value
-
-
 def _devices(text: str) -> int | None:
-    return None if text == "all" else _positive_int(text)
-
-
-def _int_list(text: str, *, minimum: int, what: str) -> list[int]:
-    parts = [p.strip() for p in text.split(",")]
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers ({what}), got {text!r}"
-        ) from None
-    if not values or any(v < minimum for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers >= {minimum} ({what}), got "
-            f"{text!r}"
-        )
-    return values
-
-
-def _seeds(text: str) -> list[int]:
-    return _int_list(text, minimum=0, what="seeds")
-
-
-def _widths(text: str) -> tuple[int, ...]:
-    return tuple(_int_list(text, minimum=1, what="layer widths"))
+    return None if text == "all" else _argtypes.positive_int(text)
 
 
 def _method(text: str) -> str | _cli_compare.compare_lib.MethodSpec:
@@ -313,26 +235,26 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--epochs",
-        type=_positive_int,
+        type=_argtypes.positive_int,
         default=default(d.epochs),
         help="passes over the training split (default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_argtypes.positive_int,
         default=default(d.batch_size),
         help="examples per step and seed (default: %(default)s)",
     )
     parser.add_argument(
         "--lr",
-        type=_positive_float,
+        type=_argtypes.positive_float,
         default=default(d.learning_rate),
         help="learning rate of the binary weights (Bop: its gamma) "
         "(default: the method's, listed below)",
     )
     parser.add_argument(
         "--real-lr",
-        type=_positive_float,
+        type=_argtypes.positive_float,
         default=default(d.real_learning_rate),
         help="learning rate of the real parameters (default: the method's)",
     )
@@ -350,7 +272,7 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--seed",
-        type=_seeds,
+        type=_argtypes.seeds,
         action="append",
         default=argparse.SUPPRESS if suppress else None,
         metavar="SEED[,SEED...]",
@@ -359,14 +281,14 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--hidden",
-        type=_widths,
+        type=_argtypes.widths,
         default=default(d.hidden),
         metavar="W[,W...]",
         help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
     )
     parser.add_argument(
         "--val-fraction",
-        type=_fraction,
+        type=_argtypes.fraction,
         default=default(d.val_fraction),
         help="fraction of the training data held out for validation "
         "(default: %(default)s)",
@@ -409,14 +331,14 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--num-processes",
-        type=_positive_int,
+        type=_argtypes.positive_int,
         default=default(None),
         help="multi-host training: number of processes (default: "
         "$JAX_NUM_PROCESSES, or detected by JAX on SLURM/MPI/TPU)",
     )
     parser.add_argument(
         "--process-id",
-        type=_non_negative_int,
+        type=_argtypes.non_negative_int,
         default=default(None),
         help="multi-host training: this process's id, 0 to N-1 (default: "
         "$JAX_PROCESS_ID, or detected by JAX)",
@@ -485,7 +407,7 @@ def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     )
     export.add_argument(
         "--epoch",
-        type=_positive_int,
+        type=_argtypes.positive_int,
         default=None,
         help="which checkpoint (default: the latest)",
     )
@@ -526,7 +448,7 @@ def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     )
     predict.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=_argtypes.positive_int,
         default=1000,
         help="examples per inference call (default: %(default)s)",
     )
@@ -559,14 +481,14 @@ def _build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     )
     summary.add_argument(
         "--hidden",
-        type=_widths,
+        type=_argtypes.widths,
         default=d.hidden,
         metavar="W[,W...]",
         help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
     )
     summary.add_argument(
         "--num-classes",
-        type=_positive_int,
+        type=_argtypes.positive_int,
         default=10,
         help="number of outputs (default: %(default)s)",
     )
