@@ -831,8 +831,51 @@ class _Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an interrupt so the run stops the same way."""
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated
+class _StopOnSignal:
+    """Stops a training run at a step boundary on SIGINT or SIGTERM.
+
+    Raising from a signal handler can land anywhere, including inside a
+    checkpoint write or the close of an asyncio loop that orbax runs on the
+    main thread, and leave the interpreter with a half-closed object whose
+    finaliser fails at exit. Once the first step has run, the handler only
+    records the signal and the run stops at the next step or epoch
+    boundary, where nothing is half done. Before that (data loading,
+    compilation) and on a second signal the handler raises at once.
+    """
+
+    def __init__(self) -> None:
+        self.armed = False
+        self._signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.armed and self._signum is None:
+            self._signum = signum
+            return
+        self._raise(signum)
+
+    def check(self) -> None:
+        """Arms the handler, then raises if a signal came in meanwhile."""
+        self.armed = True
+        if self._signum is not None:
+            self._raise(self._signum)
+
+    @staticmethod
+    def _raise(signum: int) -> None:
+        if signum == signal.SIGTERM:
+            raise _Terminated
+        raise KeyboardInterrupt
 
 
 def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
@@ -859,15 +902,20 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     progress = _Progress(
         args.progress and primary, f"{config.method} {config.model}"
     )
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    stop = _StopOnSignal()
+
+    def on_step(info: train_lib.StepInfo) -> None:
+        progress.on_step(info)
+        stop.check()
+
+    def on_epoch(epoch: int, records: list[dict[str, Any]]) -> None:
+        progress.on_epoch(epoch, records)
+        stop.check()
+
+    stop.install()
     try:
         results = train_lib.run(
-            config,
-            resume=args.resume,
-            on_step=progress.on_step,
-            on_epoch=progress.on_epoch,
+            config, resume=args.resume, on_step=on_step, on_epoch=on_epoch
         )
     except (
         OSError,
@@ -890,8 +938,7 @@ def _train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         )
         return 143 if isinstance(e, _Terminated) else 130
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
+        stop.restore()
     progress.close()
     if primary:
         print(json.dumps(results))

@@ -172,5 +172,52 @@ class FaultTest(parameterized.TestCase):
         self._resume_and_compare(out_dir)
 
 
+class StopOnSignalTest(parameterized.TestCase):
+    """The CLI's handler defers a signal to a step boundary once armed."""
+
+    def setUp(self):
+        super().setUp()
+        self.before = {
+            s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
+        }
+        self.stop = cli._StopOnSignal()
+        self.stop.install()
+        self.addCleanup(self.stop.restore)
+
+    @parameterized.named_parameters(
+        ("sigterm", signal.SIGTERM, cli._Terminated),
+        ("sigint", signal.SIGINT, KeyboardInterrupt),
+    )
+    def test_before_first_step_raises_at_once(self, signum, error):
+        with self.assertRaises(error):
+            os.kill(os.getpid(), signum)
+            time.sleep(5)  # the handler runs before this returns
+
+    @parameterized.named_parameters(
+        ("sigterm", signal.SIGTERM, cli._Terminated),
+        ("sigint", signal.SIGINT, KeyboardInterrupt),
+    )
+    def test_armed_waits_for_the_next_check(self, signum, error):
+        self.stop.check()  # the first step ran
+        os.kill(os.getpid(), signum)
+        time.sleep(0.05)  # nothing raised: the signal is only recorded
+        with self.assertRaises(error):
+            self.stop.check()
+
+    def test_second_signal_raises_at_once(self):
+        self.stop.check()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        with self.assertRaises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+
+    def test_restore_puts_back_the_previous_handlers(self):
+        self.assertEqual(signal.getsignal(signal.SIGTERM), self.stop._handle)
+        self.stop.restore()
+        for signum, handler in self.before.items():
+            self.assertIs(signal.getsignal(signum), handler)
+
+
 if __name__ == "__main__":
     absltest.main()
