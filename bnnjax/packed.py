@@ -25,20 +25,20 @@ Bit conventions (used everywhere, and in the files of
   ``32 * ceil(n / 32) - n`` padding bits of the last word are 0;
 * a flax kernel ``(*kernel_size, in, out)`` packs along its input axis into
   words of shape ``(out, *kernel_size, ceil(in / 32))``: one row of words
-  per output feature, the layout the XNOR-popcount kernel streams.
+  per output feature (the file layout). :func:`prepare_xnor_kernel`
+  transposes it once, at load time, to the word-major ``(words, out)``
+  layout the XNOR-popcount loop streams.
 
 Every function here is pure and jit-able; the ``prepare_*`` helpers and the
 folding functions run once, at export or load time, on concrete arrays.
 
-Speed notes (2-core AMD EPYC with AVX-512, XLA CPU; see
-``benchmarks/PACKED.md``): XLA's fused reductions over the minor axis of
-an array are emitted as scalar loops, so the XNOR kernel reduces over
-word *chunks* while keeping a minor axis of 8 words (``_LANES``), which XLA
-vectorizes (one 256-bit vector of ``uint32``); reductions are chunked to
-at most 32 steps (``_MAX_CHUNK``) so XLA keeps them in one fusion. A
-plain unpack-then-dot is slower than float32 because XLA does not fuse the
-unpack into the dot; unpacking blocks of output columns inside a loop keeps
-the unpacked block in cache.
+Speed notes (2-core AMD EPYC, XLA CPU; measurements in
+``benchmarks/README.md``): XLA compiles a fused reduction over the word axis
+to a scalar loop, so the XNOR kernel is a loop over words instead, each
+step one xor-popcount-add over a ``(rows, out)`` accumulator that XLA
+vectorizes along ``out``. A plain unpack-then-dot is slower than float32
+because XLA does not fuse the unpack into the dot; unpacking blocks of
+output columns inside a loop keeps the unpacked block in cache.
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ __all__ = [
     "WORD_BITS",
     "BinaryWeights",
     "PackedKernel",
+    "XnorKernel",
     "batch_norm",
     "binary_weight_conv",
     "binary_weight_dense",
@@ -78,8 +79,11 @@ __all__ = [
 WORD_BITS = 32
 """Bits per packed word (``uint32``)."""
 
-_LANES = 8  # uint32 words per 256-bit vector: XLA vectorizes this axis.
-_MAX_CHUNK = 32  # longest reduction XLA keeps inside one fusion.
+_LANES = 8  # uint32 words per 256-bit vector.
+_UNROLL = 4  # xnor_dense: words per loop step (measured: 2 slower, 8 same).
+_XNOR_BLOCK = 512  # xnor_dense: output columns per block for wide layers
+_XNOR_BLOCK_MIN_OUT = 2048  # with at least this many outputs
+_XNOR_BLOCK_MIN_ROWS = 16  # and rows (measured: 1.45x at 4096 x 64).
 _LUT_MAX_ROWS = 2  # binary_weight_dense: lookup up to this many rows
 _LUT_MAX_INPUTS = 4096  # and inputs: a 512 KiB table per row stays in L2.
 _UNPACK_BLOCK_BYTES = 1 << 22  # unpacked float block size for large rows.
@@ -255,18 +259,6 @@ def unpack_kernel(
     return jnp.moveaxis(signs, 0, -1)
 
 
-def _lane_layout(words: int) -> tuple[int, int]:
-    """``(groups, chunk)`` of 8-word lanes, ``chunk <= 32``, covering words."""
-    lanes = -(-words // _LANES)
-    groups = -(-lanes // _MAX_CHUNK)
-    return groups, -(-lanes // groups)
-
-
-def _padded_words(words: int) -> int:
-    groups, chunk = _lane_layout(words)
-    return groups * chunk * _LANES
-
-
 def _pad_last(x: jax.Array, size: int) -> jax.Array:
     extra = size - x.shape[-1]
     if extra == 0:
@@ -274,28 +266,84 @@ def _pad_last(x: jax.Array, size: int) -> jax.Array:
     return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
 
 
-def prepare_xnor_kernel(words: jax.typing.ArrayLike) -> jax.Array:
-    """Pads ``(out, ..., W)`` kernel words for :func:`xnor_dense`.
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["words_t"],
+    meta_fields=[],
+)
+@dataclasses.dataclass(frozen=True)
+class XnorKernel:
+    """A packed ``+-1`` kernel laid out for :func:`xnor_dense`.
+
+    Built once (at load time) by :func:`prepare_xnor_kernel`.
+
+    Attributes:
+      words_t: ``uint32 (W, out)``, word-major: row ``w`` holds word ``w``
+        of every output feature's packed weights, so the XNOR loop reads
+        one contiguous row per step and keeps the outputs on the vector
+        axis. For convolutions ``W`` runs over ``(*kernel_size, words)``
+        in :func:`im2col` order.
+    """
+
+    words_t: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out, W)``: the shape of the row-major kernel words."""
+        return (self.words_t.shape[1], self.words_t.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the packed words."""
+        return int(self.words_t.nbytes)
+
+
+def prepare_xnor_kernel(words: jax.typing.ArrayLike) -> XnorKernel:
+    """Lays out ``(out, ..., W)`` kernel words for :func:`xnor_dense`.
 
     Flattens the trailing axes into one word axis (for convolutions:
-    ``(*kernel_size, W)`` in im2col order) and pads it with zero words to
-    whole chunks of 8-word lanes, so :func:`xnor_dense` does not copy the
-    kernel on every call. Zero words add nothing to the popcount.
+    ``(*kernel_size, W)`` in :func:`im2col` order) and transposes to the
+    word-major ``(words, out)`` layout the kernel streams, once, so
+    :func:`xnor_dense` does not copy the kernel on every call. The file
+    format (:mod:`bnnjax.export`) keeps the row-major ``(out, ..., W)``
+    words; this is a load-time view of them.
 
     Args:
       words: ``uint32`` array ``(out, ..., W)``.
 
     Returns:
-      ``uint32`` array ``(out, W')``.
+      An :class:`XnorKernel`.
     """
     words = jnp.asarray(words)
-    words = words.reshape(words.shape[0], -1)
-    return _pad_last(words, _padded_words(words.shape[-1]))
+    if words.dtype != jnp.uint32 or words.ndim < 2:
+        raise TypeError(
+            "prepare_xnor_kernel expects uint32 words (out, ..., W), got "
+            f"{words.dtype} of shape {words.shape}."
+        )
+    return XnorKernel(words_t=words.reshape(words.shape[0], -1).T)
+
+
+def _xnor_popcounts(a_t: jax.Array, k_t: jax.Array) -> jax.Array:
+    """``sum_w popcount(a_t[w, r] ^ k_t[w, o])`` as ``uint32 (rows, out)``.
+
+    One loop step per word: the step's xor-popcount-add over the
+    ``(rows, out)`` accumulator is one elementwise fusion that XLA
+    vectorizes along ``out`` (the minor axis).
+    """
+    words, rows = a_t.shape
+    out = k_t.shape[1]
+
+    def step(w, acc):
+        bits = a_t[w][:, None] ^ k_t[w][None, :]
+        return acc + lax.population_count(bits)
+
+    acc = jnp.zeros((rows, out), jnp.uint32)
+    return lax.fori_loop(0, words, step, acc, unroll=min(_UNROLL, words))
 
 
 def xnor_dense(
     a_words: jax.typing.ArrayLike,
-    k_words: jax.typing.ArrayLike,
+    k_words: XnorKernel | jax.typing.ArrayLike,
     n: int,
 ) -> jax.Array:
     """Dot products of packed ``+-1`` vectors: ``n - 2 popcount(a xor k)``.
@@ -309,14 +357,21 @@ def xnor_dense(
     :func:`pack_bits` and :func:`pack_kernel` write them): matching bits
     add nothing to the popcount.
 
-    The sum is computed as one fused xor-popcount reduction over chunks of
-    at most 32 rows of 8-word lanes, then over the lanes (see the module
-    docstring). Pass kernels through :func:`prepare_xnor_kernel` once to
-    avoid padding them on every call.
+    Layout (see ``benchmarks/README.md``): a loop over the ``W`` words,
+    unrolled 4 times, each step adding ``popcount(a[:, w] ^ k[w, :])`` to a
+    ``uint32 (rows, out)`` accumulator, with the kernel word-major
+    (:class:`XnorKernel`) so every step reads one contiguous row and XLA
+    vectorizes along the outputs. For wide layers with many rows
+    (``out >= 2048``, ``rows >= 16``) the outputs are processed in blocks
+    of 512 columns so the accumulator stays in cache. A fused reduction
+    over the word axis (XLA emits a scalar loop for it) measured 1.3-12x
+    slower on CPU.
 
     Args:
       a_words: ``uint32 (..., W_a)`` packed inputs.
-      k_words: ``uint32 (out, W_k)`` packed kernel, ``W_k >= W_a``.
+      k_words: the kernel from :func:`prepare_xnor_kernel`, or its
+        ``uint32 (out, W_k)`` words (transposed on every call),
+        ``W_k >= W_a``.
       n: the true vector length (``<= 32 * W_a``).
 
     Returns:
@@ -324,34 +379,49 @@ def xnor_dense(
       parity of ``n``.
     """
     a = jnp.asarray(a_words)
-    k = jnp.asarray(k_words)
-    if a.dtype != jnp.uint32 or k.dtype != jnp.uint32:
+    if isinstance(k_words, XnorKernel):
+        k_t = k_words.words_t
+    else:
+        k = jnp.asarray(k_words)
+        if k.ndim != 2:
+            raise ValueError(
+                "xnor_dense expects k_words (out, W) or an XnorKernel, got "
+                f"shape {k.shape}."
+            )
+        k_t = k.T
+    if a.dtype != jnp.uint32 or k_t.dtype != jnp.uint32:
         raise TypeError(
-            f"xnor_dense expects uint32 words, got {a.dtype} and {k.dtype}."
+            f"xnor_dense expects uint32 words, got {a.dtype} and {k_t.dtype}."
         )
-    if k.ndim != 2 or a.ndim < 1:
+    if a.ndim < 1:
         raise ValueError(
-            "xnor_dense expects a_words (..., W) and k_words (out, W), got "
-            f"shapes {a.shape} and {k.shape}."
+            f"xnor_dense expects a_words (..., W), got shape {a.shape}."
         )
-    if a.shape[-1] > k.shape[-1] or n > WORD_BITS * a.shape[-1]:
+    words, out = k_t.shape
+    if a.shape[-1] > words or n > WORD_BITS * a.shape[-1]:
         raise ValueError(
-            f"a_words has {a.shape[-1]} words and k_words {k.shape[-1]}; "
+            f"a_words has {a.shape[-1]} words and k_words {words}; "
             f"need n={n} <= 32 * {a.shape[-1]} and W_a <= W_k."
         )
     batch = a.shape[:-1]
-    a = a.reshape(-1, a.shape[-1])
-    width = _padded_words(k.shape[-1])
-    a = _pad_last(a, width)
-    k = _pad_last(k, width)
-    groups, chunk = _lane_layout(width)
-    rows, out = a.shape[0], k.shape[0]
-    x = a.reshape(rows, 1, groups, chunk, _LANES) ^ k.reshape(
-        1, out, groups, chunk, _LANES
-    )
-    counts = lax.population_count(x).astype(jnp.int32)
-    counts = jnp.sum(jnp.sum(jnp.sum(counts, axis=3), axis=2), axis=-1)
-    return (n - 2 * counts).reshape(*batch, out)
+    a_t = _pad_last(a.reshape(-1, a.shape[-1]), words).T  # (W, rows)
+    rows = a_t.shape[1]
+    if out >= _XNOR_BLOCK_MIN_OUT and rows >= _XNOR_BLOCK_MIN_ROWS:
+        blocks = out // _XNOR_BLOCK
+        head = blocks * _XNOR_BLOCK
+
+        def block(j):
+            k_j = lax.dynamic_slice_in_dim(k_t, j * _XNOR_BLOCK, _XNOR_BLOCK, 1)
+            return _xnor_popcounts(a_t, k_j)
+
+        counts = lax.map(block, jnp.arange(blocks, dtype=jnp.int32))
+        counts = counts.transpose(1, 0, 2).reshape(rows, head)
+        if head < out:
+            tail = _xnor_popcounts(a_t, k_t[:, head:])
+            counts = jnp.concatenate([counts, tail], axis=1)
+    else:
+        counts = _xnor_popcounts(a_t, k_t)
+    return (n - 2 * counts.astype(jnp.int32)).reshape(*batch, out)
 
 
 def prepare_binary_weights(
@@ -595,7 +665,7 @@ def _padding_taps(
 
 def xnor_conv(
     bits: jax.typing.ArrayLike,
-    k_words: jax.typing.ArrayLike,
+    k_words: XnorKernel | jax.typing.ArrayLike,
     *,
     n_in: int,
     kernel_size: Sequence[int],
@@ -658,8 +728,8 @@ def xnor_conv(
     )
     out_spatial = patches.shape[1 : 1 + len(kernel_size)]
     patches = patches.reshape(*patches.shape[: 1 + len(kernel_size)], -1)
-    k_words = jnp.asarray(k_words)
-    k_words = k_words.reshape(k_words.shape[0], -1)
+    if not isinstance(k_words, XnorKernel):
+        k_words = prepare_xnor_kernel(k_words)
     counts = xnor_dense(patches, k_words, math.prod(kernel_size) * n_in)
     if pad_value == 0 and any(p != (0, 0) for p in padding):
         if tap_sums is None:

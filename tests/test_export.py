@@ -161,6 +161,46 @@ class XnorTest(parameterized.TestCase):
         # Unprepared kernels (padded on the fly) give the same counts.
         np.testing.assert_array_equal(run(packed.pack_bits(a), k, n), want)
 
+    @parameterized.parameters((1, 1), (3, 2), (5, 3), (16, 5), (40, 2))
+    def test_word_loop_remainders_and_batch_shapes(self, words, rows):
+        # W not a multiple of the unroll; rows in leading batch axes.
+        n = 32 * words - 3
+        rng = _rng(words + rows)
+        a = rng.random((rows, 2, n)) < 0.5
+        w = rng.normal(size=(n, 9))
+        kernel = packed.prepare_xnor_kernel(packed.pack_kernel(w).words)
+        self.assertIsInstance(kernel, packed.XnorKernel)
+        self.assertEqual(kernel.shape, (9, words))
+        got = jax.jit(packed.xnor_dense, static_argnums=2)(
+            packed.pack_bits(a), kernel, n
+        )
+        self.assertEqual(got.shape, (rows, 2, 9))
+        np.testing.assert_array_equal(got, _pm1(a) @ _pm1(w >= 0))
+
+    def test_blocked_wide_layer_with_tail(self):
+        # out >= 2048 and rows >= 16: 512-column blocks plus a 52 tail.
+        n, out, rows = 70, 2100, 16
+        rng = _rng(11)
+        a = rng.random((rows, n)) < 0.5
+        w = rng.normal(size=(n, out))
+        kernel = packed.prepare_xnor_kernel(packed.pack_kernel(w).words)
+        got = jax.jit(packed.xnor_dense, static_argnums=2)(
+            packed.pack_bits(a), kernel, n
+        )
+        np.testing.assert_array_equal(got, _pm1(a) @ _pm1(w >= 0))
+
+    def test_rejects_bad_kernels(self):
+        with self.assertRaisesRegex(TypeError, "uint32 words"):
+            packed.prepare_xnor_kernel(jnp.ones((2, 3), jnp.int32))
+        with self.assertRaisesRegex(ValueError, r"\(out, W\)"):
+            packed.xnor_dense(
+                jnp.ones((1, 2), jnp.uint32), jnp.ones(2, jnp.uint32), 64
+            )
+        with self.assertRaisesRegex(ValueError, "W_a <= W_k"):
+            packed.xnor_dense(
+                jnp.ones((1, 3), jnp.uint32), jnp.ones((4, 2), jnp.uint32), 64
+            )
+
     @parameterized.parameters(
         (-1.0, (1, 1), ((1, 1), (1, 1)), (1, 1)),
         (1.0, (2, 2), ((1, 1), (1, 1)), (1, 1)),
