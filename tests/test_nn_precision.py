@@ -6,10 +6,14 @@ same gradients up to rounding, and the exact product packed 1-bit
 inference computes.
 """
 
+import functools
+from unittest import mock
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest, parameterized
+from flax import nnx
 from jax import lax
 
 import bnnjax
@@ -190,10 +194,6 @@ class OrderOfScaleTest(parameterized.TestCase):
         np.testing.assert_array_equal(alpha * signs, ede(w, progress=0.5))
 
 
-if __name__ == "__main__":
-    absltest.main()
-
-
 class SignProductDtypeTest(parameterized.TestCase):
     """bfloat16 operands for products of +-1 values: exact, bit for bit."""
 
@@ -273,7 +273,7 @@ class SignProductDtypeTest(parameterized.TestCase):
                 "input_binarizer": SIGN,
                 "dtype": jnp.bfloat16,
             },
-            "expected None or bfloat16": {
+            "expected None, .auto. or jnp.bfloat16": {
                 "input_binarizer": SIGN,
                 "sign_product_dtype": jnp.int8,
             },
@@ -295,3 +295,91 @@ class SignProductDtypeTest(parameterized.TestCase):
                 input_binarizer=SIGN,
                 sign_product_dtype=jnp.bfloat16,
             )
+
+    def test_auto_is_bfloat16_only_where_exact_and_faster(self):
+        rule = KERNEL_RULES["founding"]
+        pick = functools.partial(
+            _common._sign_product_dtype,
+            "auto",
+            kernel_binarizer=rule,
+            compute=jnp.dtype(jnp.float32),
+            contraction=300,
+        )
+        bf16 = jnp.dtype(jnp.bfloat16)
+        self.assertEqual(pick(SIGN, auto_is_faster=True), bf16)
+        self.assertIsNone(pick(SIGN, auto_is_faster=False))
+        # Not exact: auto falls back quietly instead of raising.
+        self.assertIsNone(pick(None, auto_is_faster=True))
+        scaled = bnnjax.Binarizer(scale="mean_abs")
+        self.assertIsNone(pick(scaled, auto_is_faster=True))
+
+    def test_auto_threshold_needs_rows_features_and_the_cpu(self):
+        faster = _common.bfloat16_dense_is_faster
+        with mock.patch.object(
+            _common, "_cpu_multiplies_bfloat16", return_value=True
+        ):
+            on_cpu = jax.default_backend() == "cpu"
+            self.assertEqual(faster(64, 128), on_cpu)
+            self.assertFalse(faster(63, 1024))
+            self.assertFalse(faster(1024, 127))
+        with mock.patch.object(
+            _common, "_cpu_multiplies_bfloat16", return_value=False
+        ):
+            self.assertFalse(faster(1024, 1024))
+
+    def test_cpuinfo_flags(self):
+        has = _common._cpuinfo_has_bfloat16
+        self.assertTrue(has(["processor : 0\n", "flags : fpu avx512_bf16\n"]))
+        self.assertTrue(has(["flags\t\t: sse amx_bf16 avx2\n"]))
+        self.assertFalse(has(["flags : fpu avx512f avx512_vnni\n"]))
+        self.assertFalse(has(["Features : fp asimd bf16\n"]))
+        self.assertFalse(has([]))
+
+    def _layer_grads(self, layer, x):
+        variables = layer.init(jax.random.key(0), x)
+
+        def loss(params, x):
+            y = layer.apply({"params": params}, x)
+            return jnp.sum(jnp.sin(y)), y
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+            variables["params"], x
+        )
+
+    def test_layer_default_auto_equals_float32_and_uses_bfloat16(self):
+        x = jax.random.normal(jax.random.key(13), (100, 200)).at[0].set(0.0)
+        auto = bnnjax.nn.linen.BinaryDense(128, input_binarizer=SIGN)
+        self.assertEqual(auto.sign_product_dtype, "auto")
+        plain = bnnjax.nn.linen.BinaryDense(
+            128, input_binarizer=SIGN, sign_product_dtype=None
+        )
+        with mock.patch.object(
+            _common, "bfloat16_dense_is_faster", return_value=True
+        ):
+            jaxpr = str(
+                jax.make_jaxpr(
+                    lambda x: auto.apply(auto.init(jax.random.key(0), x), x)
+                )(x)
+            )
+            got = self._layer_grads(auto, x)
+        self.assertIn("bf16", jaxpr)
+        want = self._layer_grads(plain, x)
+        for a, b in zip(
+            jax.tree.leaves(got), jax.tree.leaves(want), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+
+    @parameterized.parameters("int8", jnp.int8, "float", 3)
+    def test_layers_reject_other_dtypes(self, value):
+        with self.assertRaisesRegex(ValueError, "expected None, 'auto'"):
+            bnnjax.nn.linen.BinaryDense(4, sign_product_dtype=value)
+        with self.assertRaisesRegex(ValueError, "expected None, 'auto'"):
+            bnnjax.nn.nnx.BinaryLinear(
+                3, 4, rngs=nnx.Rngs(0), sign_product_dtype=value
+            )
+        with self.assertRaisesRegex(ValueError, "expected None, 'auto'"):
+            bnnjax.nn.linen.BinaryConv(4, (3, 3), sign_product_dtype=value)
+
+
+if __name__ == "__main__":
+    absltest.main()

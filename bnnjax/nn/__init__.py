@@ -11,5 +11,8 @@ this package has no side effects.
 from bnnjax.nn import linen as linen
 from bnnjax.nn import nnx as nnx
 from bnnjax.nn._common import LATENT_KERNEL as LATENT_KERNEL
+from bnnjax.nn._common import (
+    bfloat16_dense_is_faster as bfloat16_dense_is_faster,
+)
 
-__all__ = ["LATENT_KERNEL", "linen", "nnx"]
+__all__ = ["LATENT_KERNEL", "bfloat16_dense_is_faster", "linen", "nnx"]

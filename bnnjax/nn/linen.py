@@ -122,6 +122,13 @@ class BinaryDense(_BinaryMixin, nn.Module):
         scale=None)``.
       rng_collection: rng stream stochastic binarizers draw from (default
         ``"binarize"``).
+      sign_product_dtype: operand dtype of the forward product when the
+        inputs and the kernel are both binarized: ``"auto"`` (default:
+        bfloat16 where that is exact and measured faster, see
+        :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
+        (exact; raises where it would not be) or ``None`` (the
+        computation dtype). Outputs and gradients are bit for bit the
+        same either way.
     """
 
     features: int
@@ -135,10 +142,12 @@ class BinaryDense(_BinaryMixin, nn.Module):
     kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
     input_binarizer: Binarizer | None = None
     rng_collection: str = "binarize"
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
 
     def __post_init__(self):
         _common.check_positive_int("features", self.features)
         self._check_binarizers()
+        _common.check_sign_product_dtype(self.sign_product_dtype)
         super().__post_init__()
 
     @nn.compact
@@ -191,6 +200,7 @@ class BinaryDense(_BinaryMixin, nn.Module):
             input_key=input_key,
             dtype=self.dtype,
             precision=self.precision,
+            sign_product_dtype=self.sign_product_dtype,
         )
 
 
@@ -249,6 +259,13 @@ class BinaryConv(_BinaryMixin, nn.Module):
         for ``'CIRCULAR'`` and ``'REFLECT'``.
       rng_collection: rng stream stochastic binarizers draw from (default
         ``"binarize"``).
+      sign_product_dtype: operand dtype of the forward product when the
+        inputs and the kernel are both binarized: ``"auto"`` (default:
+        bfloat16 where that is exact and measured faster, see
+        :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
+        (exact; raises where it would not be) or ``None`` (the
+        computation dtype). Outputs and gradients are bit for bit the
+        same either way.
     """
 
     features: int
@@ -268,6 +285,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
     input_binarizer: Binarizer | None = None
     pad_value: float = 0.0
     rng_collection: str = "binarize"
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
 
     def __post_init__(self):
         _common.check_positive_int("features", self.features)
@@ -280,6 +298,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
         _common.check_pad_value(self.pad_value, padding)
         _common.check_feature_groups(self.feature_group_count, self.features)
         self._check_binarizers()
+        _common.check_sign_product_dtype(self.sign_product_dtype)
         super().__post_init__()
 
     @nn.compact
@@ -341,4 +360,5 @@ class BinaryConv(_BinaryMixin, nn.Module):
             input_key=input_key,
             dtype=self.dtype,
             precision=self.precision,
+            sign_product_dtype=self.sign_product_dtype,
         )

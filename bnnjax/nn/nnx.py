@@ -145,6 +145,13 @@ class BinaryLinear(_BinaryLayer):
         ``bnnjax.Binarizer(surrogate="clipped_ste", scale=None)``.
       rng_collection: rng stream stochastic binarizers draw from (default
         ``"binarize"``).
+      sign_product_dtype: operand dtype of the forward product when the
+        inputs and the kernel are both binarized: ``"auto"`` (default:
+        bfloat16 where that is exact and measured faster, see
+        :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
+        (exact; raises where it would not be) or ``None`` (the
+        computation dtype). Outputs and gradients are bit for bit the
+        same either way.
 
     Raises:
       TypeError: if a binarizer is not a :class:`bnnjax.Binarizer` or
@@ -170,6 +177,7 @@ class BinaryLinear(_BinaryLayer):
         kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
         input_binarizer: Binarizer | None = None,
         rng_collection: str = "binarize",
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
     ):
         in_features = _common.check_positive_int("in_features", in_features)
         out_features = _common.check_positive_int("out_features", out_features)
@@ -213,6 +221,9 @@ class BinaryLinear(_BinaryLayer):
         self.kernel_binarizer = kernel_binarizer
         self.input_binarizer = input_binarizer
         self.rng_collection = rng_collection
+        self.sign_product_dtype = _common.check_sign_product_dtype(
+            sign_product_dtype
+        )
 
     def __call__(
         self,
@@ -243,6 +254,7 @@ class BinaryLinear(_BinaryLayer):
             input_key=input_key,
             dtype=self.dtype,
             precision=self.precision,
+            sign_product_dtype=self.sign_product_dtype,
         )
 
 
@@ -303,6 +315,13 @@ class BinaryConv(_BinaryLayer):
         for ``'CIRCULAR'`` and ``'REFLECT'``.
       rng_collection: rng stream stochastic binarizers draw from (default
         ``"binarize"``).
+      sign_product_dtype: operand dtype of the forward product when the
+        inputs and the kernel are both binarized: ``"auto"`` (default:
+        bfloat16 where that is exact and measured faster, see
+        :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
+        (exact; raises where it would not be) or ``None`` (the
+        computation dtype). Outputs and gradients are bit for bit the
+        same either way.
 
     Raises:
       TypeError: for a wrongly typed argument (binarizers, window sizes,
@@ -335,6 +354,7 @@ class BinaryConv(_BinaryLayer):
         input_binarizer: Binarizer | None = None,
         pad_value: float = 0.0,
         rng_collection: str = "binarize",
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
     ):
         in_features = _common.check_positive_int("in_features", in_features)
         out_features = _common.check_positive_int("out_features", out_features)
@@ -398,6 +418,9 @@ class BinaryConv(_BinaryLayer):
         self.input_binarizer = input_binarizer
         self.pad_value = pad_value
         self.rng_collection = rng_collection
+        self.sign_product_dtype = _common.check_sign_product_dtype(
+            sign_product_dtype
+        )
 
     def __call__(
         self,
@@ -435,4 +458,5 @@ class BinaryConv(_BinaryLayer):
             input_key=input_key,
             dtype=self.dtype,
             precision=self.precision,
+            sign_product_dtype=self.sign_product_dtype,
         )
