@@ -38,14 +38,18 @@ first, the scale after it; :mod:`bnnjax.nn`), a layer with ``+-1`` inputs
 computes an exact integer ``c`` in float32 (``|c| <= n < 2**24``) and then
 ``fl(alpha * c)``: the value the folded thresholds are evaluated on. Fully
 binary layers therefore agree bit for bit, also where a threshold sits on a
-reachable count (untrained batch norm: running mean 0, beta 0). Layers with
-real inputs (the first layer, BinaryConnect-style models) sum in another
-order than the float dot, so their outputs, and a folded sign only where a
-pre-activation lies within that rounding of its threshold, can differ. The
-tests require identical argmax on every reference architecture and bound
-the logits by ``max |packed - float| <= 1e-5 * max |float|`` (measured:
-bit-identical for BinaryNet MLP, CNN and Bi-Real ResNets; about ``1e-6``
-relative for real-input layers).
+reachable count (untrained batch norm: running mean 0, beta 0). Dense
+layers with real inputs run the float layer's own product on more than 2
+rows: ``S`` unpacked to ``+-1.0`` from the bits, the same float32 dot, then
+``* alpha`` (:func:`bnnjax.packed.binary_weight_dense`, ``"unpack"``), so
+they agree bit for bit too (tested on every reference MLP). On 1 or 2 rows
+the multiply-free lookup, and for convolutions with real inputs the im2col
+product, sum in another order than the float dot, so their outputs, and a
+folded sign only where a pre-activation lies within that rounding of its
+threshold, can differ. The tests require identical argmax on every
+reference architecture and bound the logits by ``max |packed - float| <=
+1e-5 * max |float|`` (measured: bit-identical for every reference
+architecture at the tested sizes; about ``1e-6`` relative for the lookup).
 
 File format (version 1), all integers little-endian::
 

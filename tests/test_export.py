@@ -257,6 +257,23 @@ class BinaryWeightTest(parameterized.TestCase):
         bound = 1e-6 * (np.abs(x) @ np.abs(kernel)).max()
         self.assertLessEqual(np.abs(np.asarray(got) - want).max(), bound)
 
+    @parameterized.parameters(1, 3, 64)
+    def test_unpack_is_the_float_layers_product(self, rows):
+        # The bnnjax layers compute (x @ S) * alpha; unpacking S to +-1.0
+        # and running the same dot gives the same float32 bits.
+        rng = _rng(rows)
+        x = rng.normal(size=(rows, 300)).astype(np.float32)
+        w = rng.normal(size=(300, 40)).astype(np.float32)
+        alpha = rng.uniform(0.1, 2.0, 40).astype(np.float32)
+        want = jax.jit(lambda x, s, a: (x @ s) * a[None])(x, _sign(w), alpha)
+        weights = packed.prepare_binary_weights(
+            packed.pack_kernel(w).words, 300
+        )
+        got = jax.jit(
+            lambda x, w, a: packed.binary_weight_dense(x, w, a, method="unpack")
+        )(x, weights, alpha)
+        np.testing.assert_array_equal(got, want)
+
     @parameterized.parameters(0.0, 0.5)
     def test_conv_equals_float_conv(self, pad_value):
         rng = _rng(3)
@@ -433,9 +450,10 @@ class ExportTest(_TempDirTest):
         self.assertEqual(loaded.architecture, type(model).__name__)
         want = _float_logits(model, variables, x)
         _assert_same_predictions(self, export_lib.predict(loaded, x), want)
-        if getattr(model, "binary_activations", True):
-            # Fully binary layers: exact counts, bit for bit.
-            np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
+        # Fully binary layers give exact counts; dense layers with real
+        # inputs on more than 2 rows run the float layer's own product,
+        # (x @ S) * alpha, with S unpacked to +-1.0: bit for bit as well.
+        np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
 
     @parameterized.parameters("mlp", "mlp_real_head", "cnn", "resnet20")
     def test_nnx_models_export_like_linen(self, name):
