@@ -673,6 +673,30 @@ def _padding_taps(
     return outside.reshape(*out, -1).astype(np.int32)
 
 
+def _check_groups(channels: int, groups: int, n_in: int, what: str) -> None:
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(
+            f"feature_group_count must be a positive int, got {groups!r}."
+        )
+    if channels != groups * n_in:
+        raise ValueError(
+            f"{what} has {channels} input channels; the kernel expects "
+            f"feature_group_count * n_in = {groups} * {n_in}."
+        )
+
+
+def _group_columns(k_t: jax.Array, groups: int) -> jax.Array:
+    """``(K, G * O)`` column groups to ``(G, K, O)``."""
+    rows, cols = k_t.shape
+    return k_t.reshape(rows, groups, cols // groups).transpose(1, 0, 2)
+
+
+def _ungroup_outputs(y: jax.Array) -> jax.Array:
+    """``(G, *lead, O)`` group outputs to ``(*lead, G * O)``."""
+    y = jnp.moveaxis(y, 0, -2)
+    return y.reshape(*y.shape[:-2], -1)
+
+
 def xnor_conv(
     bits: jax.typing.ArrayLike,
     k_words: XnorKernel | jax.typing.ArrayLike,
@@ -684,12 +708,13 @@ def xnor_conv(
     padding: Sequence[tuple[int, int]],
     pad_value: float,
     tap_sums: jax.typing.ArrayLike | None = None,
+    feature_group_count: int = 1,
 ) -> jax.Array:
     """A convolution of ``+-1`` inputs with a packed ``+-1`` kernel.
 
     The inputs (``True`` = ``+1``) are padded, packed per pixel along the
-    channels, cut into windows by :func:`im2col` on the packed words, and
-    reduced by :func:`xnor_dense`. Padding:
+    channels (per feature group), cut into windows by :func:`im2col` on
+    the packed words, and reduced by :func:`xnor_dense`. Padding:
 
     * ``pad_value`` ``+1`` or ``-1``: padded bits are 1 or 0, exact;
     * ``pad_value`` ``0`` (zeros cannot be stored as bits): padded
@@ -697,11 +722,17 @@ def xnor_conv(
       adding, for every tap that reads padding, the sum of that tap's
       kernel weights over the input channels (``tap_sums``).
 
+    Grouped convolutions (``feature_group_count = G``, as
+    ``lax.conv_general_dilated``): input channels ``[g C/G, (g+1) C/G)``
+    feed output channels ``[g O/G, (g+1) O/G)``; each group is its own
+    XNOR-popcount product (``vmap`` over the groups), so a depthwise layer
+    (``C/G = 1``) stores one bit per 32-bit word.
+
     Args:
-      bits: ``(batch, *spatial, n_in)`` booleans.
+      bits: ``(batch, *spatial, G * n_in)`` booleans.
       k_words: kernel words ``(out, *kernel_size, ceil(n_in / 32))`` or
         the same through :func:`prepare_xnor_kernel`.
-      n_in: input channels.
+      n_in: input channels per group (``in`` of the flax kernel).
       kernel_size: window shape.
       strides: window strides.
       dilation: kernel dilation.
@@ -709,6 +740,7 @@ def xnor_conv(
       pad_value: ``-1``, ``0`` or ``1``.
       tap_sums: ``int32 (taps, out)`` kernel sums per tap, needed for
         ``pad_value=0`` with padding (see :func:`kernel_tap_sums`).
+      feature_group_count: number of feature groups ``G``.
 
     Returns:
       ``int32 (batch, *out_spatial, out)`` exact dot products.
@@ -719,28 +751,41 @@ def xnor_conv(
             f"pad_value={pad_value!r}: a binary-input convolution can pad "
             "with -1, 0 or 1 only."
         )
+    groups = feature_group_count
+    _check_groups(bits.shape[-1], groups, n_in, "bits")
     kernel_size = tuple(kernel_size)
     padding = tuple(tuple(p) for p in padding)
+    rank = len(kernel_size)
     spatial = bits.shape[1:-1]
-    words = pack_bits(
-        lax.pad(
-            bits,
-            jnp.asarray(pad_value > 0),
-            [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)],
-        )
+    padded = lax.pad(
+        bits,
+        jnp.asarray(pad_value > 0),
+        [(0, 0, 0), *((lo, hi, 0) for lo, hi in padding), (0, 0, 0)],
     )
+    padded = padded.reshape(*padded.shape[:-1], groups, n_in)
+    words = pack_bits(padded)  # (batch, *spatial', G, W)
+    words = words.reshape(*words.shape[:-2], -1)
     patches = im2col(
         words,
         kernel_size,
         strides=strides,
         dilation=dilation,
-        padding=((0, 0),) * len(kernel_size),
-    )
-    out_spatial = patches.shape[1 : 1 + len(kernel_size)]
-    patches = patches.reshape(*patches.shape[: 1 + len(kernel_size)], -1)
+        padding=((0, 0),) * rank,
+    )  # (batch, *out, *kernel_size, G * W)
+    lead = patches.shape[: 1 + rank]
     if not isinstance(k_words, XnorKernel):
         k_words = prepare_xnor_kernel(k_words)
-    counts = xnor_dense(patches, k_words, math.prod(kernel_size) * n_in)
+    n = math.prod(kernel_size) * n_in
+    if groups == 1:
+        counts = xnor_dense(patches.reshape(*lead, -1), k_words, n)
+    else:
+        patches = patches.reshape(*lead, -1, groups, words.shape[-1] // groups)
+        patches = jnp.moveaxis(patches, -2, 0).reshape(groups, *lead, -1)
+        k_t = _group_columns(k_words.words_t, groups)
+        counts = jax.vmap(lambda a, k: xnor_dense(a, XnorKernel(k), n))(
+            patches, k_t
+        )
+        counts = _ungroup_outputs(counts)
     if pad_value == 0 and any(p != (0, 0) for p in padding):
         if tap_sums is None:
             raise ValueError("pad_value=0 with padding needs tap_sums.")
@@ -750,7 +795,7 @@ def xnor_conv(
         correction = jnp.tensordot(
             jnp.asarray(outside), jnp.asarray(tap_sums, jnp.int32), axes=1
         )
-        counts = counts + correction.reshape(1, *out_spatial, -1)
+        counts = counts + correction.reshape(1, *lead[1:], -1)
     return counts
 
 
@@ -779,18 +824,29 @@ def binary_weight_conv(
     padding: Sequence[tuple[int, int]],
     pad_value: float = 0.0,
     method: str = "auto",
+    feature_group_count: int = 1,
 ) -> jax.Array:
     """A convolution of real inputs with a packed binary kernel.
 
     :func:`im2col` (padding with ``pad_value``, any real) feeding
     :func:`binary_weight_dense`; ``weights`` comes from
     :func:`prepare_binary_weights` on the ``(out, *kernel_size, W)``
-    kernel words.
+    kernel words. With ``feature_group_count = G`` each group of ``C/G``
+    input channels and ``O/G`` outputs is its own product (``vmap`` over
+    the groups), as ``lax.conv_general_dilated``.
 
     Returns:
       ``(batch, *out_spatial, out)`` real outputs.
     """
     x = jnp.asarray(x)
+    groups = feature_group_count
+    taps = math.prod(kernel_size)
+    if weights.n_in % taps:
+        raise ValueError(
+            f"weights hold {weights.n_in} inputs per output, not a multiple "
+            f"of the {taps} taps of a {tuple(kernel_size)} window."
+        )
+    _check_groups(x.shape[-1], groups, weights.n_in // taps, "x")
     patches = im2col(
         x,
         kernel_size,
@@ -800,8 +856,26 @@ def binary_weight_conv(
         pad_value=pad_value,
     )
     lead = patches.shape[: 1 + len(kernel_size)]
-    patches = patches.reshape(*lead, -1)
-    return binary_weight_dense(patches, weights, alpha, method=method)
+    if groups == 1:
+        patches = patches.reshape(*lead, -1)
+        return binary_weight_dense(patches, weights, alpha, method=method)
+    patches = patches.reshape(*lead, taps, groups, -1)
+    patches = jnp.moveaxis(patches, -2, 0).reshape(groups, *lead, -1)
+    out = weights.words_t.shape[-1]
+    scales = jnp.ones((out,), x.dtype) if alpha is None else alpha
+    scales = jnp.asarray(scales).reshape(groups, out // groups)
+
+    def group(p, words_t, bytes_t, scale):
+        w = BinaryWeights(words_t, bytes_t, weights.n_in)
+        return binary_weight_dense(p, w, scale, method=method)
+
+    y = jax.vmap(group)(
+        patches,
+        _group_columns(weights.words_t, groups),
+        _group_columns(weights.bytes_t, groups),
+        scales,
+    )
+    return _ungroup_outputs(y)
 
 
 def batch_norm(

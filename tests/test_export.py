@@ -236,6 +236,64 @@ class XnorTest(parameterized.TestCase):
         )
         np.testing.assert_array_equal(got, np.asarray(want).astype(np.int32))
 
+    @parameterized.parameters(
+        (2, 33, 1.0, (1, 1)),  # grouped, 33 channels per group
+        (4, 1, 0.0, (1, 1)),  # depthwise, zero padding
+        (3, 5, -1.0, (2, 2)),  # grouped, strided
+    )
+    def test_grouped_conv_equals_float_conv(
+        self, groups, per_group, pad_value, strides
+    ):
+        rng = _rng(groups)
+        channels, out = groups * per_group, 2 * groups
+        bits = rng.random((2, 7, 6, channels)) < 0.5
+        w = rng.normal(size=(3, 3, per_group, out))
+        pads = ((1, 1), (1, 1))
+        x = np.pad(
+            _pm1(bits).astype(np.float32),
+            ((0, 0), *pads, (0, 0)),
+            constant_values=pad_value,
+        )
+        want = jax.lax.conv_general_dilated(
+            x,
+            _pm1(w >= 0).astype(np.float32),
+            strides,
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
+        words = packed.pack_kernel(w).words
+        got = jax.jit(
+            lambda b: packed.xnor_conv(
+                b,
+                packed.prepare_xnor_kernel(words),
+                n_in=per_group,
+                kernel_size=(3, 3),
+                strides=strides,
+                dilation=(1, 1),
+                padding=pads,
+                pad_value=pad_value,
+                tap_sums=packed.kernel_tap_sums(words, per_group),
+                feature_group_count=groups,
+            )
+        )(bits)
+        np.testing.assert_array_equal(got, np.asarray(want).astype(np.int32))
+
+    def test_grouped_conv_rejects_mismatched_channels(self):
+        words = packed.pack_kernel(np.ones((1, 1, 3, 4))).words
+        with self.assertRaisesRegex(ValueError, "2 \\* 3"):
+            packed.xnor_conv(
+                jnp.ones((1, 2, 2, 5), bool),
+                words,
+                n_in=3,
+                kernel_size=(1, 1),
+                strides=(1, 1),
+                dilation=(1, 1),
+                padding=((0, 0), (0, 0)),
+                pad_value=1.0,
+                feature_group_count=2,
+            )
+
 
 class BinaryWeightTest(parameterized.TestCase):
     @parameterized.product(
@@ -301,6 +359,40 @@ class BinaryWeightTest(parameterized.TestCase):
             dilation=(1, 1),
             padding=((1, 1), (1, 1)),
             pad_value=pad_value,
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    @parameterized.product(groups=(2, 4), rows_method=("lookup", "unpack"))
+    def test_grouped_conv_equals_float_conv(self, groups, rows_method):
+        rng = _rng(groups)
+        per_group, out = 3, 2 * groups
+        batch = 1 if rows_method == "lookup" else 2
+        x = rng.normal(size=(batch, 5, 4, groups * per_group))
+        x = x.astype(np.float32)
+        w = rng.normal(size=(3, 3, per_group, out)).astype(np.float32)
+        alpha = rng.uniform(0.1, 2.0, out).astype(np.float32)
+        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        want = jax.lax.conv_general_dilated(
+            padded,
+            alpha * _sign(w),
+            (1, 1),
+            "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            feature_group_count=groups,
+        )
+        weights = packed.prepare_binary_weights(
+            packed.pack_kernel(w).words, per_group
+        )
+        got = packed.binary_weight_conv(
+            x,
+            weights,
+            alpha,
+            kernel_size=(3, 3),
+            strides=(1, 1),
+            dilation=(1, 1),
+            padding=((1, 1), (1, 1)),
+            method=rows_method,
+            feature_group_count=groups,
         )
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
