@@ -12,6 +12,16 @@ no flax module.
 :func:`save`/:func:`load` write and read it; :func:`export_model` does
 ``pack_model`` + ``save``.
 
+Models of your own (any linen or nnx model whose binary layers are
+:mod:`bnnjax.nn` layers, grouped convolutions included, or layers converted
+by :func:`bnnjax.binarize_model`) pack their binary layers the same way and
+keep every other parameter and batch statistic; since a file never holds
+code, :func:`predict` runs the model's own code (``model=``) with each
+binary layer computed from the packed arrays (flax method interception for
+linen, module surgery for nnx). Fully binary layers are bit-identical where
+no bias follows them; a bias may be added with or without a fused
+multiply-add (one rounding) depending on how XLA fuses either program.
+
 Numerics (what "identical" means):
 
 * Binary kernels are stored as the signs of the float model's own
@@ -51,11 +61,11 @@ reference architecture and bound the logits by ``max |packed - float| <=
 1e-5 * max |float|`` (measured: bit-identical for every reference
 architecture at the tested sizes; about ``1e-6`` relative for the lookup).
 
-File format (version 1), all integers little-endian::
+File format (versions 1 and 2), all integers little-endian::
 
     offset  size  content
     0       8     magic b"\\x89BNNJAX\\n"
-    8       4     format version (uint32), 1
+    8       4     format version (uint32), 1 or 2
     12      8     header length H (uint64)
     20      H     header: UTF-8 JSON object (see below)
     ...           zero bytes up to a multiple of 64: the payload start P
@@ -78,6 +88,18 @@ ceil(in / 32))``: bit ``i % 32`` (least significant first) of word ``i //
 (:func:`bnnjax.packed.pack_kernel`). Loading never unpickles: arrays are
 read with ``np.frombuffer`` from a dtype whitelist.
 
+Version 1 (written for the reference architectures, so older bnnjax reads
+them) holds ``program``; version 2 (models of your own) holds ``model``
+instead: ``{"api": "linen" | "nnx", "class", "call_kwargs", "layers",
+"variables"}``, one entry per binary layer (module ``path``, ``kind``
+``"dense"``/``"conv"``, ``input`` ``"real"``/``"bits"``, the kernel
+binarizer, ``n_in``, ``features``, the window and ``feature_group_count``
+for convolutions, and the names of its ``kernel`` words, ``alpha`` and
+``bias`` arrays) and the names of the other variables'
+arrays (``"variables/<collection or state path>"``). A version this module
+does not know, or a header whose version disagrees with the prefix, is
+refused.
+
 Writing is atomic: a temporary file in the destination directory is
 written, flushed, ``fsync``-ed and renamed over the destination with
 ``os.replace``; a failure leaves no partial file.
@@ -97,17 +119,23 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+import flax
+import flax.linen as flax_linen
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, traverse_util
 from jax import lax
 
+from bnnjax import convert as convert_lib
 from bnnjax import packed as packed_lib
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common as models_common
 from bnnjax.models import linen as models_linen
 from bnnjax.models import nnx as models_nnx
+from bnnjax.nn import _common as nn_common
+from bnnjax.nn import linen as bnn_linen
+from bnnjax.nn import nnx as bnn_nnx
 from bnnjax.nn._common import LATENT_KERNEL
 from bnnjax.scale import NoScale, reduce_axes
 from bnnjax.summary import summary as summary_fn
@@ -128,8 +156,15 @@ __all__ = [
 MAGIC = b"\x89BNNJAX\n"
 """First 8 bytes of every packed model file."""
 
-FORMAT_VERSION = 1
-"""Version of the file format this module writes and reads."""
+FORMAT_VERSION = 2
+"""Newest version of the file format this module writes and reads.
+
+Version 1 (reference architectures: a program of ops) is still written for
+those models, so older bnnjax reads them; version 2 adds models of your own
+(packed layers run by the model's code). Both are read.
+"""
+
+_PROGRAM_VERSION = 1  # files of the reference architectures
 
 _FORMAT = "bnnjax.packed"
 _PREFIX = struct.Struct("<8sIQ")  # magic, version, header length
@@ -495,33 +530,7 @@ class _Builder:
                 "layers without bias (the reference models put batch norm "
                 "after them)."
             )
-        if binarizer.stochastic:
-            raise ValueError(
-                f"{self.where}: the kernel binarizer of {path} uses "
-                f"{type(binarizer.surrogate).__name__}, whose forward pass "
-                "is random; export needs a deterministic binarizer."
-            )
-        axes = reduce_axes(latent.ndim, binarizer.axis)
-        if axes not in (
-            tuple(range(latent.ndim)),
-            tuple(range(latent.ndim - 1)),
-        ):
-            raise ValueError(
-                f"{self.where}: the kernel binarizer of {path} has "
-                f"axis={binarizer.axis!r}; export supports one scale per "
-                "tensor (axis=None) or per output channel (axis=-1)."
-            )
-        kernel = np.asarray(binarizer(jnp.asarray(latent), progress=1.0))
-        out = kernel.shape[-1]
-        magnitude = np.abs(kernel).reshape(-1, out)
-        alpha = magnitude[0].astype(np.float32)
-        if not (np.isfinite(alpha).all() and (magnitude == alpha).all()):
-            raise ValueError(
-                f"{self.where}: the kernel binarizer of {path} does not give "
-                "alpha * sign(W) with one finite alpha per output channel."
-            )
-        bits = ~np.signbit(kernel)  # alpha * (+-1); also right for alpha == 0
-        words = _pack_words(np.moveaxis(bits, -1, 0))
+        words, alpha = _signs_and_scale(latent, binarizer, self.where, path)
         return (
             self._array(f"{path}/kernel", words, "<u4"),
             self._array(f"{path}/alpha", alpha, "<f4"),
@@ -574,6 +583,44 @@ class _Builder:
         if x.kind == "bits":
             return _Value(name, "count", alpha, alpha_name, fan_in)
         return _Value(name, "real")
+
+
+def _signs_and_scale(
+    latent: np.ndarray, binarizer: Binarizer, where: str, path: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Packs ``binarizer(latent) = alpha * sign``: (words, alpha).
+
+    ``words`` is ``uint32 (out, *kernel_size, ceil(in / 32))`` (the file
+    layout), ``alpha`` float32 ``(out,)``, taken from the binarizer's own
+    output so ``alpha * sign`` equals it bit for bit.
+    """
+    if binarizer.stochastic:
+        raise ValueError(
+            f"{where}: the kernel binarizer of {path} uses "
+            f"{type(binarizer.surrogate).__name__}, whose forward pass "
+            "is random; export needs a deterministic binarizer."
+        )
+    axes = reduce_axes(latent.ndim, binarizer.axis)
+    if axes not in (
+        tuple(range(latent.ndim)),
+        tuple(range(latent.ndim - 1)),
+    ):
+        raise ValueError(
+            f"{where}: the kernel binarizer of {path} has "
+            f"axis={binarizer.axis!r}; export supports one scale per "
+            "tensor (axis=None) or per output channel (axis=-1)."
+        )
+    kernel = np.asarray(binarizer(jnp.asarray(latent), progress=1.0))
+    out = kernel.shape[-1]
+    magnitude = np.abs(kernel).reshape(-1, out)
+    alpha = magnitude[0].astype(np.float32)
+    if not (np.isfinite(alpha).all() and (magnitude == alpha).all()):
+        raise ValueError(
+            f"{where}: the kernel binarizer of {path} does not give "
+            "alpha * sign(W) with one finite alpha per output channel."
+        )
+    bits = ~np.signbit(kernel)  # alpha * (+-1); also right for alpha == 0
+    return _pack_words(np.moveaxis(bits, -1, 0)), alpha
 
 
 def _pack_words(bits: np.ndarray) -> np.ndarray:
@@ -719,6 +766,11 @@ _PROGRAMS: dict[type, Callable[[Any, _Builder], _Value]] = {
     models_linen.BinaryNetCNN: _program_cnn,
     models_linen.BiRealResNet: _program_resnet,
 }
+_NNX_REFERENCE = (
+    models_nnx.BinaryMLP,
+    models_nnx.BinaryNetCNN,
+    models_nnx.BiRealResNet,
+)
 
 
 def _nnx_path_to_linen(path: Sequence[Any]) -> tuple[str, ...]:
@@ -816,35 +868,83 @@ def pack_model(
     variables: Mapping[str, Any] | None = None,
     *,
     metadata: Mapping[str, Any] | None = None,
+    example_inputs: Any = None,
+    call_kwargs: Mapping[str, Any] | None = None,
 ) -> PackedModel:
-    """Packs a trained reference model for 1-bit inference.
+    """Packs a trained model for 1-bit inference.
+
+    Two kinds of model:
+
+    * **Reference architectures** (:class:`bnnjax.models.linen.BinaryMLP`,
+      :class:`~bnnjax.models.linen.BinaryNetCNN`,
+      :class:`~bnnjax.models.linen.BiRealResNet`, float32, or the
+      :mod:`bnnjax.models.nnx` model of the same name): the file holds a
+      program of ops, with batch norm and ``sign`` folded into thresholds,
+      that :func:`predict` runs with nothing but the file (format
+      version 1).
+    * **Models of your own** (format version 2): any linen or nnx model
+      whose binary layers are :mod:`bnnjax.nn` layers (``BinaryDense``/
+      ``BinaryLinear``, ``BinaryConv``, grouped and depthwise included) or
+      ``Dense``/``Conv`` layers converted by :func:`bnnjax.binarize_model`.
+      The file holds those layers packed (signs, scales, biases) and every
+      other parameter and batch statistic; Python code is never stored, so
+      :func:`predict` needs the model definition (``model=``) and runs its
+      code with each binary layer computed from the packed arrays. Binary
+      layers take real inputs or plain ``sign`` activations
+      (``input_binarizer`` with no scale and no centring); other layers run
+      as written.
+
+    Kernel binarizers must be deterministic with one scale per tensor or
+    per output channel; every array must be float32.
 
     Args:
-      model: a :class:`bnnjax.models.linen.BinaryMLP`,
-        :class:`~bnnjax.models.linen.BinaryNetCNN` or
-        :class:`~bnnjax.models.linen.BiRealResNet` (float32), or the
-        :mod:`bnnjax.models.nnx` model of the same name (which holds its
-        own variables); its kernel binarizer must be deterministic with one
-        scale per tensor or per output channel, its activation binarizer a
-        plain sign.
-      variables: for a linen model, ``{"params": ..., "batch_stats":
-        ...}`` as returned by ``model.init`` and updated by training; for
-        an nnx model, ``None``.
+      model: the model (linen: unbound; nnx: holding its trained
+        variables).
+      variables: for a linen model, ``{"params": ..., ...}`` as returned
+        by ``model.init`` and updated by training (every collection is
+        stored); for an nnx model, ``None``.
       metadata: JSON-serialisable facts to keep in the header under
         ``"metadata"`` (e.g. the dataset and training run); not used for
         inference.
+      example_inputs: a linen model of your own only: one call's
+        positional inputs (an array, a ``jax.ShapeDtypeStruct`` or a tuple
+        of them), traced abstractly once to find the binary layers in call
+        order.
+      call_kwargs: a model of your own only: JSON keyword arguments of
+        every inference call, stored in the file (e.g. ``{"train":
+        False}``); nnx models are also switched to ``eval()``.
 
     Returns:
       The :class:`PackedModel`; :func:`predict` on it matches
-      ``model.apply(variables, x, train=False)``.
+      ``model.apply(variables, x, train=False)`` (reference architectures)
+      or ``model.apply(variables, x, **call_kwargs)`` (models of your own).
 
     Raises:
-      TypeError: for an unsupported model.
+      TypeError: for an unsupported model, a missing ``example_inputs``, or
+        ``metadata``/``call_kwargs`` that are not JSON objects.
       ValueError: for unsupported settings, mismatched variables or
         non-finite values, naming the layer.
-      TypeError: for ``metadata`` that is not a JSON object.
     """
     metadata = _check_metadata(metadata)
+    reference = isinstance(model, _NNX_REFERENCE) or type(model) in _PROGRAMS
+    if not reference:
+        if not isinstance(model, (nnx.Module, flax_linen.Module)):
+            raise TypeError(
+                "pack_model expects a flax linen or nnx model, got "
+                f"{type(model).__name__}."
+            )
+        return _pack_generic(
+            model,
+            variables,
+            example_inputs,
+            _json_kwargs(call_kwargs),
+            metadata,
+        )
+    if example_inputs is not None or call_kwargs is not None:
+        raise ValueError(
+            f"{type(model).__name__} is a reference architecture: "
+            "example_inputs and call_kwargs apply to models of your own."
+        )
     if isinstance(model, nnx.Module):
         if variables is not None:
             raise ValueError(
@@ -875,7 +975,7 @@ def pack_model(
     sizes = summary_fn(counted)
     header = {
         "format": _FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": _PROGRAM_VERSION,
         "bnnjax_version": _bnnjax_version(),
         "jax_version": jax.__version__,
         "architecture": type(model).__name__,
@@ -916,6 +1016,667 @@ def _bnnjax_version() -> str:
     import bnnjax  # late: bnnjax/__init__ may import this module
 
     return bnnjax.__version__
+
+
+# --------------------------------------------------------------------------
+# Models of your own: bnnjax.binarize_model conversions and bnnjax.nn layers.
+#
+# The file holds the packed binary layers and the other variables; the
+# model's own code runs the rest. Python code is never stored: predict
+# takes the model (its definition) as an argument, as loading any Flax
+# checkpoint does, and runs it with every binary layer replaced by a packed
+# computation (flax method interception for linen, module surgery for nnx).
+
+_LINEN_BINARY = (bnn_linen.BinaryDense, bnn_linen.BinaryConv)
+_NNX_BINARY = (
+    bnn_nnx.BinaryLinear,
+    bnn_nnx.BinaryConv,
+    convert_lib.BinarizedLinear,
+    convert_lib.BinarizedConv,
+)
+_DENSE_LAYERS = (
+    bnn_linen.BinaryDense,
+    bnn_nnx.BinaryLinear,
+    convert_lib.BinarizedLinear,
+    flax_linen.Dense,
+)
+_PREFIX_BINARY = "binary/"
+_PREFIX_VARIABLE = "variables/"
+
+
+@dataclasses.dataclass(frozen=True)
+class _LayerSpec:
+    """What a binary layer computes, in JSON-able form."""
+
+    path: tuple[Any, ...]  # module path (linen: str names; nnx: str/int)
+    kind: str  # "dense" or "conv"
+    kernel_param: str  # "latent_kernel" (bnnjax.nn) or "kernel" (converted)
+    kernel_binarizer: Binarizer
+    input: str  # "real" or "bits"
+    use_bias: bool
+    kernel_size: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+    padding: Any = None  # canonical: a name or (low, high) pairs
+    kernel_dilation: tuple[int, ...] = ()
+    feature_group_count: int = 1
+    pad_value: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return "/".join(str(p) for p in self.path)
+
+    def json(self) -> dict[str, Any]:
+        entry = {
+            "path": list(self.path),
+            "kind": self.kind,
+            "input": self.input,
+            "kernel_binarizer": _binarizer_json(self.kernel_binarizer),
+            "use_bias": self.use_bias,
+        }
+        if self.kind == "conv":
+            padding = self.padding
+            entry.update(
+                kernel_size=list(self.kernel_size),
+                strides=list(self.strides),
+                padding=padding
+                if isinstance(padding, str)
+                else [list(p) for p in padding],
+                kernel_dilation=list(self.kernel_dilation),
+                feature_group_count=self.feature_group_count,
+                pad_value=self.pad_value,
+            )
+        return entry
+
+
+def _input_kind(binarizer: Binarizer | None, where: str) -> str:
+    if binarizer is None:
+        return "real"
+    scale_free = binarizer.scale is None or isinstance(binarizer.scale, NoScale)
+    if not scale_free or binarizer.center or binarizer.stochastic:
+        raise ValueError(
+            f"{where}: input_binarizer={binarizer!r}; export supports real "
+            "inputs (None) or sign activations (scale=None, center=False, "
+            "deterministic): an input scale or centring depends on the batch."
+        )
+    return "bits"
+
+
+def _layer_spec(
+    path: tuple[Any, ...],
+    module: Any,
+    where: str,
+    rule: Any = None,
+) -> _LayerSpec:
+    """The spec of a bnnjax.nn layer, or of a flax layer with its rule."""
+    if rule is not None:  # a flax Dense/Conv converted by binarize_model
+        kernel_binarizer = rule.kernel_binarizer
+        input_binarizer = rule.input_binarizer
+        pad_value = rule.pad_value
+        kernel_param = "kernel"
+    else:
+        kernel_binarizer = module.kernel_binarizer
+        input_binarizer = module.input_binarizer
+        pad_value = getattr(module, "pad_value", 0.0)
+        kernel_param = (
+            "kernel"
+            if isinstance(module, convert_lib._BinarizedLayer)
+            else LATENT_KERNEL
+        )
+    layer = f"{where} layer {'/'.join(map(str, path))!r}"
+    dtype = getattr(module, "dtype", None)
+    if dtype is not None and np.dtype(dtype) != np.float32:
+        raise ValueError(
+            f"{layer} has dtype={dtype!r}; export supports float32 only."
+        )
+    common = {
+        "path": tuple(path),
+        "kernel_param": kernel_param,
+        "kernel_binarizer": kernel_binarizer,
+        "input": _input_kind(input_binarizer, layer),
+        "use_bias": bool(module.use_bias),
+    }
+    if isinstance(module, _DENSE_LAYERS):
+        return _LayerSpec(kind="dense", **common)
+    kernel_size = nn_common.canonicalize_kernel_size(module.kernel_size)
+    rank = len(kernel_size)
+    padding = nn_common.canonicalize_padding(module.padding, rank)
+    pad_value = nn_common.check_pad_value(pad_value, padding)
+    mode = isinstance(padding, str) and padding in nn_common._MODE_PADDINGS
+    if common["input"] == "bits" and not mode and pad_value not in (-1, 0, 1):
+        raise ValueError(
+            f"{layer} pads binary activations with pad_value={pad_value!r}; "
+            "export supports -1, 0 and 1."
+        )
+    return _LayerSpec(
+        kind="conv",
+        kernel_size=tuple(kernel_size),
+        strides=tuple(
+            nn_common.canonicalize_window("strides", module.strides, rank)
+        ),
+        padding=padding,
+        kernel_dilation=tuple(
+            nn_common.canonicalize_window(
+                "kernel_dilation", module.kernel_dilation, rank
+            )
+        ),
+        feature_group_count=int(module.feature_group_count),
+        pad_value=pad_value,
+        **common,
+    )
+
+
+def _spec_from_json(entry: Mapping[str, Any]) -> _LayerSpec:
+    """The runtime fields of a stored spec (the binarizer stays JSON)."""
+    conv = entry["kind"] == "conv"
+    padding = entry.get("padding")
+    if conv and not isinstance(padding, str):
+        padding = tuple(tuple(int(v) for v in p) for p in padding)
+    return _LayerSpec(
+        path=tuple(entry["path"]),
+        kind=entry["kind"],
+        kernel_param="",
+        kernel_binarizer=None,  # type: ignore[arg-type]
+        input=entry["input"],
+        use_bias=bool(entry["use_bias"]),
+        kernel_size=tuple(entry.get("kernel_size", ())),
+        strides=tuple(entry.get("strides", ())),
+        padding=padding,
+        kernel_dilation=tuple(entry.get("kernel_dilation", ())),
+        feature_group_count=int(entry.get("feature_group_count", 1)),
+        pad_value=float(entry.get("pad_value", 0.0)),
+    )
+
+
+def _float_twin_linen(model: Any) -> Any:
+    """The float model of a converted linen module (same fields)."""
+    base = getattr(type(model), "_bnnjax_float_type", None)
+    if base is None:
+        return model
+    twin = model.copy()
+    object.__setattr__(twin, "__class__", base)
+    return twin
+
+
+def _is_linen_layer_call(context: Any, converted: Mapping[str, Any]) -> bool:
+    if context.method_name != "__call__":
+        return False
+    if isinstance(context.module, _LINEN_BINARY):
+        return True
+    path = "/".join(context.module.path)
+    return path in converted and convert_lib._linen_layer_call(context)
+
+
+def _call_input(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
+    if args:
+        return args[0]
+    if "inputs" in kwargs:
+        return kwargs["inputs"]
+    raise TypeError("a binary layer was called without inputs.")
+
+
+def _linen_specs(
+    model: Any,
+    variables: Mapping[str, Any],
+    example_args: tuple[Any, ...],
+    call_kwargs: Mapping[str, Any],
+    where: str,
+) -> tuple[Any, list[_LayerSpec]]:
+    """The float model and its binary layers, in call order (one trace)."""
+    converted = dict(getattr(model, "binarized_layers", {}))
+    float_model = _float_twin_linen(model)
+    specs: dict[str, _LayerSpec] = {}
+
+    def record(next_fun, args, kwargs, context):
+        if _is_linen_layer_call(context, converted):
+            path = tuple(context.module.path)
+            name = "/".join(path)
+            if name not in specs:
+                specs[name] = _layer_spec(
+                    path, context.module, where, converted.get(name)
+                )
+        return next_fun(*args, **kwargs)
+
+    def forward(variables, args):
+        return float_model.apply(variables, *args, **call_kwargs)
+
+    with flax_linen.intercept_methods(record):
+        try:
+            jax.eval_shape(forward, variables, example_args)
+        except flax.errors.ScopeParamNotFoundError as error:
+            raise ValueError(
+                f"{where}: the variables do not match the model: {error}"
+            ) from None
+    missing = sorted(set(converted) - set(specs))
+    if missing:
+        raise ValueError(
+            f"{where}: the example call does not reach the binarized layers "
+            f"{missing}."
+        )
+    if not specs:
+        raise ValueError(
+            f"{where} has no binary layer (bnnjax.nn layers or layers "
+            "converted by bnnjax.binarize_model) on the example call."
+        )
+    return float_model, list(specs.values())
+
+
+def _nnx_specs(model: Any, where: str) -> list[tuple[_LayerSpec, Any]]:
+    found = [
+        (_layer_spec(tuple(path), module, where), module)
+        for path, module in nnx.iter_modules(model)
+        if isinstance(module, _NNX_BINARY)
+    ]
+    if not found:
+        raise ValueError(
+            f"{where} has no binary layer (bnnjax.nn.nnx layers or layers "
+            "converted by bnnjax.binarize_model)."
+        )
+    return found
+
+
+def _float32_leaf(value: Any, where: str, name: str) -> np.ndarray:
+    value = np.asarray(value)
+    if value.dtype != np.float32:
+        raise ValueError(
+            f"{where}: {name} has dtype {value.dtype}; export supports "
+            "float32 models only."
+        )
+    if not np.isfinite(value).all():
+        raise ValueError(f"{where}: {name} is not finite.")
+    return value
+
+
+def _pack_layer(
+    spec: _LayerSpec,
+    latent: Any,
+    bias: Any,
+    where: str,
+    arrays: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    name = spec.name
+    latent = _float32_leaf(latent, where, f"{name}/{spec.kernel_param}")
+    want_rank = 2 if spec.kind == "dense" else len(spec.kernel_size) + 2
+    if latent.ndim != want_rank:
+        raise ValueError(
+            f"{where}: {name} has a kernel of shape {latent.shape}, not a "
+            f"{spec.kind} kernel."
+        )
+    words, alpha = _signs_and_scale(latent, spec.kernel_binarizer, where, name)
+    entry = spec.json()
+    entry["n_in"] = int(latent.shape[-2])
+    entry["features"] = int(latent.shape[-1])
+    entry["kernel"] = f"{_PREFIX_BINARY}{name}/kernel"
+    entry["alpha"] = f"{_PREFIX_BINARY}{name}/alpha"
+    arrays[entry["kernel"]] = words
+    arrays[entry["alpha"]] = alpha
+    entry["bias"] = None
+    if spec.use_bias:
+        entry["bias"] = f"{_PREFIX_BINARY}{name}/bias"
+        arrays[entry["bias"]] = _float32_leaf(bias, where, f"{name}/bias")
+    return entry
+
+
+def _json_kwargs(call_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    if call_kwargs is None:
+        return {}
+    if not isinstance(call_kwargs, Mapping) or not all(
+        isinstance(k, str) for k in call_kwargs
+    ):
+        raise TypeError(
+            "call_kwargs must be a mapping with string keys, got "
+            f"{type(call_kwargs).__name__}."
+        )
+    try:
+        value = json.loads(json.dumps(dict(call_kwargs), allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"call_kwargs must hold JSON values (e.g. train=False): {e}"
+        ) from None
+    if value != dict(call_kwargs):
+        raise TypeError(
+            "call_kwargs must survive a JSON round trip unchanged (use "
+            f"lists, not tuples), got {dict(call_kwargs)!r}."
+        )
+    return value
+
+
+def _pack_generic(
+    model: Any,
+    variables: Mapping[str, Any] | None,
+    example_inputs: Any,
+    call_kwargs: dict[str, Any],
+    metadata: dict[str, Any],
+) -> PackedModel:
+    """pack_model for models of your own (see :func:`pack_model`)."""
+    where = type(model).__name__
+    arrays: dict[str, np.ndarray] = {}
+    layers: list[dict[str, Any]] = []
+    if isinstance(model, nnx.Module):
+        if variables is not None:
+            raise ValueError(
+                f"{where} is an nnx model, which holds its own variables: "
+                "call pack_model(model) without variables."
+            )
+        api = "nnx"
+        found = _nnx_specs(model, where)
+        skip = set()
+        for spec, module in found:
+            latent = getattr(module, spec.kernel_param)[...]
+            bias = None if module.bias is None else module.bias[...]
+            layers.append(_pack_layer(spec, latent, bias, where, arrays))
+            skip.update({(*spec.path, spec.kernel_param), (*spec.path, "bias")})
+        state = nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))
+        for key, value in traverse_util.flatten_dict(state).items():
+            if tuple(key) in skip:
+                continue
+            name = "/".join(map(str, key))
+            arrays[_PREFIX_VARIABLE + name] = _float32_leaf(value, where, name)
+        counted: Any = model
+        labels = None
+        float_class = type(model)
+    else:
+        if not isinstance(variables, Mapping) or "params" not in variables:
+            raise ValueError(
+                f"{where}: pack_model expects variables {{'params': ...}} for "
+                "a linen model."
+            )
+        if example_inputs is None:
+            raise TypeError(
+                f"{where} is not a reference architecture: pack_model needs "
+                "example_inputs (one call's positional inputs, e.g. "
+                "jnp.ones((1, 28, 28, 1))) to find its binary layers."
+            )
+        if not isinstance(example_inputs, tuple):
+            example_inputs = (example_inputs,)
+        api = "linen"
+        float_model, specs = _linen_specs(
+            model, variables, example_inputs, call_kwargs, where
+        )
+        params = variables["params"]
+        skip = set()
+        for spec in specs:
+            node = params
+            for part in spec.path:
+                node = node.get(part, {}) if isinstance(node, Mapping) else {}
+            if spec.kernel_param not in node:
+                raise ValueError(
+                    f"{where}: params have no {spec.name}/"
+                    f"{spec.kernel_param}; the variables do not match the "
+                    "model."
+                )
+            bias = node.get("bias") if spec.use_bias else None
+            layers.append(
+                _pack_layer(spec, node[spec.kernel_param], bias, where, arrays)
+            )
+            skip.update(
+                {
+                    ("params", *spec.path, spec.kernel_param),
+                    ("params", *spec.path, "bias"),
+                }
+            )
+        flat = traverse_util.flatten_dict(dict(variables))
+        for key, value in flat.items():
+            if tuple(key) in skip:
+                continue
+            name = "/".join(map(str, key))
+            arrays[_PREFIX_VARIABLE + name] = _float32_leaf(value, where, name)
+        binary_kernels = {("params", *s.path, s.kernel_param) for s in specs}
+        labels = traverse_util.unflatten_dict(
+            {
+                k[1:]: "binary" if k in binary_kernels else "real"
+                for k in flat
+                if k[0] == "params"
+            }
+        )
+        counted = {k: variables[k] for k in variables}
+        float_class = type(float_model)
+    sizes = summary_fn(counted, labels=labels)
+    header = {
+        "format": _FORMAT,
+        "format_version": FORMAT_VERSION,
+        "bnnjax_version": _bnnjax_version(),
+        "jax_version": jax.__version__,
+        "architecture": float_class.__name__,
+        "model": {
+            "api": api,
+            "class": f"{float_class.__module__}.{float_class.__qualname__}",
+            "call_kwargs": call_kwargs,
+            "layers": layers,
+            "variables": sorted(
+                n for n in arrays if n.startswith(_PREFIX_VARIABLE)
+            ),
+        },
+        "bit_layout": _BIT_LAYOUT,
+        "float32_bytes": int(sizes.float32_bytes),
+        "deploy_bytes": int(sizes.deploy_bytes),
+        "metadata": metadata,
+    }
+    return PackedModel(header=header, arrays=arrays)
+
+
+# -- running a model of your own from the packed arrays
+
+
+def _prepare_layer(
+    entry: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    words = jnp.asarray(arrays[entry["kernel"]])
+    prepared: dict[str, Any] = {"alpha": jnp.asarray(arrays[entry["alpha"]])}
+    if entry["bias"] is not None:
+        prepared["bias"] = jnp.asarray(arrays[entry["bias"]])
+    if entry["input"] == "bits":
+        prepared["xnor"] = packed_lib.prepare_xnor_kernel(words)
+        if entry["kind"] == "conv" and entry["pad_value"] == 0.0:
+            prepared["tap_sums"] = packed_lib.kernel_tap_sums(
+                words, entry["n_in"]
+            )
+    else:
+        prepared["weights"] = packed_lib.prepare_binary_weights(
+            words, entry["n_in"]
+        )
+    return prepared
+
+
+def _packed_layer_call(
+    spec: _LayerSpec, n_in: int, a: Mapping[str, Any], inputs: Any
+) -> jax.Array:
+    """A binary layer from its packed arrays: what its float layer computes.
+
+    ``(binarize_in(x) @ S) * alpha + bias`` (dense) or the convolution
+    with ``S``, padded as the float layer pads; ``+-1`` inputs by
+    XNOR-popcount (exact counts), real inputs by
+    :func:`bnnjax.packed.binary_weight_dense`/``binary_weight_conv``.
+    """
+    x = jnp.asarray(inputs)
+    x = x.astype(jnp.float32)
+    alpha = a["alpha"]
+    if spec.kind == "dense":
+        if spec.input == "bits":
+            counts = packed_lib.xnor_dense(
+                packed_lib.pack_bits(x >= 0), a["xnor"], n_in
+            )
+            y = counts.astype(jnp.float32) * _row(alpha, counts.ndim)
+        else:
+            y = packed_lib.binary_weight_dense(x, a["weights"], alpha)
+    else:
+        rank = len(spec.kernel_size)
+        batch_shape = x.shape[: x.ndim - rank - 1]
+        x = x.reshape(-1, *x.shape[x.ndim - rank - 1 :])
+        pads = nn_common.explicit_padding(
+            spec.padding,
+            x.shape[1:-1],
+            spec.kernel_size,
+            spec.strides,
+            spec.kernel_dilation,
+        )
+        window = {
+            "kernel_size": spec.kernel_size,
+            "strides": spec.strides,
+            "dilation": spec.kernel_dilation,
+            "feature_group_count": spec.feature_group_count,
+        }
+        mode = (
+            isinstance(spec.padding, str)
+            and spec.padding in nn_common._MODE_PADDINGS
+        )
+        if spec.input == "bits":
+            bits = x >= 0
+            pad_value = spec.pad_value
+            if mode:
+                bits = nn_common.pad_inputs(bits, spec.padding, pads)
+                pads, pad_value = ((0, 0),) * rank, 1.0
+            counts = packed_lib.xnor_conv(
+                bits,
+                a["xnor"],
+                n_in=n_in,
+                padding=pads,
+                pad_value=pad_value,
+                tap_sums=a.get("tap_sums"),
+                **window,
+            )
+            y = counts.astype(jnp.float32) * _row(alpha, counts.ndim)
+        else:
+            x = nn_common.pad_inputs(x, spec.padding, pads, spec.pad_value)
+            y = packed_lib.binary_weight_conv(
+                x,
+                a["weights"],
+                alpha,
+                padding=((0, 0),) * rank,
+                **window,
+            )
+        y = y.reshape(*batch_shape, *y.shape[1:])
+    if "bias" in a:
+        y = y + _row(a["bias"], y.ndim)
+    return y
+
+
+class _PackedArray(nnx.Variable):
+    """A packed layer's array inside an nnx model (not a parameter)."""
+
+
+class _PackedNnxLayer(nnx.Module):
+    """Stands in for an nnx binary layer: computes from packed arrays."""
+
+    def __init__(self, spec: _LayerSpec, n_in: int, prepared: Mapping):
+        self.spec = spec
+        self.n_in = n_in
+        leaves, self.treedef = jax.tree_util.tree_flatten(dict(prepared))
+        self.leaves = nnx.List([_PackedArray(v) for v in leaves])
+
+    def __call__(self, inputs, *args, **kwargs):
+        del args, kwargs  # progress, out_sharding: no effect at inference
+        prepared = jax.tree_util.tree_unflatten(
+            self.treedef, [v[...] for v in self.leaves]
+        )
+        return _packed_layer_call(self.spec, self.n_in, prepared, inputs)
+
+
+def _model_name(model: Any) -> str:
+    cls = type(model)
+    if isinstance(model, flax_linen.Module):
+        cls = getattr(cls, "_bnnjax_float_type", cls)
+    return cls.__name__
+
+
+def _generic_runner(packed: PackedModel, model: Any):
+    """(jitted function of (state, images), state) for ``model``."""
+    spec = packed.header["model"]
+    where = packed.architecture
+    api = "nnx" if isinstance(model, nnx.Module) else "linen"
+    if api != spec["api"]:
+        raise ValueError(
+            f"this file holds a {spec['api']} model; got a {api} model."
+        )
+    if _model_name(model) != where:
+        raise ValueError(
+            f"this file holds a {where} ({spec['class']}); got a model of "
+            f"class {_model_name(model)}."
+        )
+    arrays = packed.arrays
+    call_kwargs = dict(spec["call_kwargs"])
+    entries = spec["layers"]
+    specs = [_spec_from_json(e) for e in entries]
+    prepared = {
+        s.name: _prepare_layer(e, arrays)
+        for s, e in zip(specs, entries, strict=True)
+    }
+    n_in = {s.name: int(e["n_in"]) for s, e in zip(specs, entries, strict=True)}
+    variables = {
+        name[len(_PREFIX_VARIABLE) :]: jnp.asarray(arrays[name])
+        for name in spec["variables"]
+    }
+    if api == "linen":
+        float_model = _float_twin_linen(model)
+        by_name = {s.name: s for s in specs}
+        tree = traverse_util.unflatten_dict(
+            {tuple(k.split("/")): v for k, v in variables.items()}
+        )
+
+        def run(state, images):
+            layer_arrays, variables = state
+            seen = set()
+
+            def interceptor(next_fun, args, kwargs, context):
+                name = "/".join(context.module.path)
+                s = by_name.get(name)
+                if s is not None and context.method_name == "__call__":
+                    seen.add(name)
+                    return _packed_layer_call(
+                        s,
+                        n_in[name],
+                        layer_arrays[name],
+                        _call_input(args, kwargs),
+                    )
+                return next_fun(*args, **kwargs)
+
+            with flax_linen.intercept_methods(interceptor):
+                out = float_model.apply(variables, images, **call_kwargs)
+            if len(seen) != len(by_name):
+                raise ValueError(
+                    f"the model does not call the packed layers "
+                    f"{sorted(set(by_name) - seen)}: it is not the exported "
+                    f"{where}."
+                )
+            return out
+
+        return jax.jit(run), (prepared, tree)
+    clone = nnx.clone(model)
+    modules = {tuple(p): m for p, m in nnx.iter_modules(clone)}
+    replacements = {}
+    for s in specs:
+        module = modules.get(s.path)
+        if not isinstance(module, (*_NNX_BINARY, nnx.Linear, nnx.Conv)):
+            raise ValueError(
+                f"the model has no dense or conv layer at {s.name}: it is not "
+                f"the exported {where}."
+            )
+        replacements[id(module)] = _PackedNnxLayer(
+            s, n_in[s.name], prepared[s.name]
+        )
+    clone = convert_lib._replace_modules(clone, replacements)
+    state = nnx.state(clone, (nnx.Param, nnx.BatchStat))
+    pure = traverse_util.flatten_dict(nnx.to_pure_dict(state))
+    names = {"/".join(map(str, k)): k for k in pure}
+    if set(names) != set(variables):
+        raise ValueError(
+            f"the model's parameters and batch statistics do not match the "
+            f"file: missing {sorted(set(variables) - set(names))[:5]}, "
+            f"unexpected {sorted(set(names) - set(variables))[:5]}."
+        )
+    nnx.replace_by_pure_dict(
+        state,
+        traverse_util.unflatten_dict(
+            {names[n]: v for n, v in variables.items()}
+        ),
+    )
+    nnx.update(clone, state)
+    clone.eval()
+    graphdef, state = nnx.split(clone)
+
+    def run_nnx(state, images):
+        return nnx.merge(graphdef, state)(images, **call_kwargs)
+
+    return jax.jit(run_nnx), state
 
 
 # --------------------------------------------------------------------------
@@ -966,7 +1727,7 @@ def _file_chunks(packed: PackedModel):
     header["payload_bytes"] = sum(len(c) for c in payload)
     header["payload_sha256"] = digest.hexdigest()
     text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, len(text))
+    prefix = _PREFIX.pack(MAGIC, int(header["format_version"]), len(text))
     pad = b"\0" * (-(len(prefix) + len(text)) % _ALIGN)
     whole = hashlib.sha256()
     for chunk in (prefix, text, pad, *payload):
@@ -1023,21 +1784,31 @@ def export_model(
     path: str | os.PathLike,
     *,
     metadata: Mapping[str, Any] | None = None,
+    example_inputs: Any = None,
+    call_kwargs: Mapping[str, Any] | None = None,
 ) -> PackedSizes:
     """:func:`pack_model` then :func:`save`; returns the sizes.
 
     Args:
-      model: the linen or nnx reference model.
-      variables: a linen model's trained ``{"params", "batch_stats"}``;
-        ``None`` for an nnx model.
+      model: the linen or nnx model (see :func:`pack_model`).
+      variables: a linen model's trained variables; ``None`` for an nnx
+        model.
       path: destination file.
       metadata: JSON facts stored in the header (see :func:`pack_model`).
+      example_inputs: see :func:`pack_model` (linen models of your own).
+      call_kwargs: see :func:`pack_model` (models of your own).
 
     Returns:
       :class:`PackedSizes` with the file's bytes and the float32 bytes of
       ``variables``.
     """
-    packed = pack_model(model, variables, metadata=metadata)
+    packed = pack_model(
+        model,
+        variables,
+        metadata=metadata,
+        example_inputs=example_inputs,
+        call_kwargs=call_kwargs,
+    )
     return PackedSizes(save(packed, path), packed.float32_bytes)
 
 
@@ -1084,11 +1855,11 @@ def load(path: str | os.PathLike) -> PackedModel:
             "32 bytes are not the SHA-256 of the rest).",
         )
     _, version, header_len = _PREFIX.unpack_from(data)
-    if version != FORMAT_VERSION:
+    if not 1 <= version <= FORMAT_VERSION:
         raise _fail(
             path,
             f"format version {version} is not supported; this bnnjax reads "
-            f"version {FORMAT_VERSION}"
+            f"versions 1 to {FORMAT_VERSION}"
             + (" (upgrade bnnjax)." if version > FORMAT_VERSION else "."),
         )
     start = _PREFIX.size
@@ -1100,6 +1871,12 @@ def load(path: str | os.PathLike) -> PackedModel:
         raise _fail(path, f"the header is not JSON: {error}") from None
     if not isinstance(header, dict) or header.get("format") != _FORMAT:
         raise _fail(path, f"the header does not describe a {_FORMAT!r} file.")
+    if header.get("format_version") != version:
+        raise _fail(
+            path,
+            f"the header says format version {header.get('format_version')!r}"
+            f", the file starts with version {version}.",
+        )
     payload_start = start + header_len + (-(start + header_len) % _ALIGN)
     payload = body[payload_start:]
     try:
@@ -1139,7 +1916,10 @@ def load(path: str | os.PathLike) -> PackedModel:
             shape
         )
     result = PackedModel(header=header, arrays=arrays)
-    _check_program(result, path)
+    if version == _PROGRAM_VERSION or "model" not in header:
+        _check_program(result, path)
+    else:
+        _check_model(result, path)
     return result
 
 
@@ -1196,6 +1976,34 @@ def _check_program(packed: PackedModel, path: str) -> None:
             raise _fail(path, "the program's output is never computed.")
     except (KeyError, TypeError) as error:
         raise _fail(path, f"malformed program: {error!r}.") from None
+
+
+def _check_model(packed: PackedModel, path: str) -> None:
+    """Checks a version-2 header: its layers and variables exist."""
+    try:
+        spec = packed.header["model"]
+        if spec["api"] not in ("linen", "nnx"):
+            raise _fail(path, f"unknown model api {spec['api']!r}.")
+        if not isinstance(spec["call_kwargs"], dict):
+            raise _fail(path, "call_kwargs is not an object.")
+        for entry in spec["layers"]:
+            if entry["kind"] not in ("dense", "conv"):
+                raise _fail(path, f"unknown layer kind {entry['kind']!r}.")
+            if entry["input"] not in ("real", "bits"):
+                raise _fail(path, f"unknown layer input {entry['input']!r}.")
+            int(entry["n_in"])
+            _spec_from_json(entry)
+            for field in ("kernel", "alpha", "bias"):
+                name = entry[field]
+                if name is not None and name not in packed.arrays:
+                    raise _fail(path, f"layer needs array {name!r}.")
+        for name in spec["variables"]:
+            if name not in packed.arrays:
+                raise _fail(path, f"variable array {name!r} is missing.")
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(path):
+            raise
+        raise _fail(path, f"malformed model description: {error!r}.") from None
 
 
 def _prepare(packed: PackedModel) -> list[dict[str, jax.Array]]:
@@ -1361,37 +2169,71 @@ def predict(
     images: jax.typing.ArrayLike,
     *,
     batch_size: int | None = None,
+    model: Any = None,
 ) -> jax.Array:
-    """Logits of a packed model, from its packed arrays only.
+    """Logits of a packed model, from its packed arrays.
 
-    Matches ``model.apply(variables, images, train=False)`` of the exported
-    model (see the module docstring for the numerics). The program is
-    jit-compiled once per input shape and cached on ``packed``.
+    Reference architectures (format version 1): matches
+    ``model.apply(variables, images, train=False)`` of the exported model
+    from the file alone (see the module docstring for the numerics).
+    Models of your own (version 2): ``model`` is required; its code runs
+    with every binary layer computed from the packed arrays and every
+    other parameter and batch statistic taken from the file, as
+    ``model.apply(variables, images, **call_kwargs)`` (linen) or
+    ``model(images, **call_kwargs)`` in ``eval()`` mode (nnx) with the
+    exported variables. The computation is jit-compiled once per input
+    shape and cached on ``packed`` (per model object).
 
     Args:
       packed: from :func:`pack_model` or :func:`load`.
-      images: inputs as the float model takes them (cast to float32).
+      images: inputs as the float model takes them (reference
+        architectures: cast to float32).
       batch_size: run in chunks of this many examples (default: all).
+      model: for a model of your own, its definition: the linen module
+        (float or converted by :func:`bnnjax.binarize_model`; its variables
+        are not used) or an nnx model of the same structure (cloned; its
+        values are replaced by the file's). Must be ``None`` for the
+        reference architectures.
 
     Returns:
-      ``(batch, num_classes)`` float32 logits.
+      ``(batch, ...)`` outputs (``(batch, num_classes)`` float32 logits
+      for the reference architectures).
 
     Raises:
-      ValueError: for inputs of the wrong shape.
+      ValueError: for inputs of the wrong shape, a missing or mismatched
+        ``model``.
     """
     images = jnp.asarray(images)
-    if images.dtype != jnp.float32:
-        images = images.astype(jnp.float32)
     if images.ndim < 1:
         raise ValueError("predict expects a batch of inputs.")
-    _check_images(packed, images)
-    if "run" not in packed._cache:
-        program = packed.header["program"]
-        packed._cache["run"] = (
-            jax.jit(functools.partial(_execute, program)),
-            _prepare(packed),
-        )
-    run, prepared = packed._cache["run"]
+    if "model" in packed.header:
+        if model is None:
+            spec = packed.header["model"]
+            raise ValueError(
+                f"this file holds a {spec['api']} model of your own "
+                f"({spec['class']}); its code is not stored: pass the model "
+                "definition, predict(packed, images, model=...)."
+            )
+        key = ("model", id(model))
+        if key not in packed._cache:
+            packed._cache[key] = (model, *_generic_runner(packed, model))
+        _, run, prepared = packed._cache[key]
+    else:
+        if model is not None:
+            raise ValueError(
+                f"this file holds a {packed.architecture} program that runs "
+                "from the file alone: call predict without model."
+            )
+        if images.dtype != jnp.float32:
+            images = images.astype(jnp.float32)
+        _check_images(packed, images)
+        if "run" not in packed._cache:
+            program = packed.header["program"]
+            packed._cache["run"] = (
+                jax.jit(functools.partial(_execute, program)),
+                _prepare(packed),
+            )
+        run, prepared = packed._cache["run"]
     n = images.shape[0]
     if batch_size is None or batch_size >= n:
         return run(prepared, images)

@@ -5,6 +5,7 @@ packed arrays alone; its logits must match the float model's eval-mode
 forward (identical argmax, ``max |diff| <= 1e-5 * max |logit|``).
 """
 
+import functools
 import hashlib
 import json
 import os
@@ -594,9 +595,11 @@ class ExportTest(_TempDirTest):
         with self.assertRaisesRegex(ValueError, "without variables"):
             export_lib.pack_model(model, {"params": {}})
 
-    def test_nnx_unsupported_model(self):
-        with self.assertRaisesRegex(TypeError, "from bnnjax.models.nnx"):
+    def test_unsupported_models(self):
+        with self.assertRaisesRegex(ValueError, "has no binary layer"):
             export_lib.pack_model(nnx.Linear(2, 3, rngs=nnx.Rngs(0)))
+        with self.assertRaisesRegex(TypeError, "flax linen or nnx model"):
+            export_lib.pack_model(lambda x: x, {"params": {}})
 
     @parameterized.parameters("mlp", "cnn", "resnet20")
     def test_untrained_statistics_bit_identical(self, name):
@@ -626,7 +629,8 @@ class ExportTest(_TempDirTest):
         variables = _variables(model, x)
         p = export_lib.pack_model(model, variables)
         header = p.header
-        self.assertEqual(header["format_version"], export_lib.FORMAT_VERSION)
+        # Reference architectures stay in format version 1 (older readers).
+        self.assertEqual(header["format_version"], 1)
         self.assertEqual(header["bnnjax_version"], bnnjax.__version__)
         self.assertEqual(header["config"]["width_multiplier"], 1 / 16)
         self.assertEqual(
@@ -692,8 +696,17 @@ class ExportTest(_TempDirTest):
         for model, message in cases:
             with self.assertRaisesRegex(ValueError, message):
                 export_lib.pack_model(model, variables)
-        with self.assertRaisesRegex(TypeError, "BinaryMLP"):
+        with self.assertRaisesRegex(TypeError, "needs example_inputs"):
             export_lib.pack_model(nn.Dense(3), variables)
+        with self.assertRaisesRegex(ValueError, "has no binary layer"):
+            dense = nn.Dense(3)
+            export_lib.pack_model(
+                dense,
+                dense.init(jax.random.key(0), jnp.ones((1, 2))),
+                example_inputs=jnp.ones((1, 2)),
+            )
+        with self.assertRaisesRegex(ValueError, "models of your own"):
+            export_lib.pack_model(ok, variables, call_kwargs={"train": False})
         cnn, cx = _arch("cnn")
         bad_pad = mlinen.BinaryNetCNN(width_multiplier=1 / 16, pad_value=0.5)
         with self.assertRaisesRegex(ValueError, "pad_value=0.5"):
@@ -805,9 +818,17 @@ class FileTest(_TempDirTest):
         version, header, payload = _split(data)
         # A consistent rebuild loads: the forging helper is faithful.
         export_lib.load(self._write(_join(version, header, payload)))
-        newer = self._write(_join(version + 1, header, payload))
-        with self.assertRaisesRegex(ValueError, "format version 2.*upgrade"):
+        newest = export_lib.FORMAT_VERSION + 1
+        newer = self._write(
+            _join(newest, dict(header, format_version=newest), payload)
+        )
+        with self.assertRaisesRegex(
+            ValueError, f"format version {newest}.*upgrade"
+        ):
             export_lib.load(newer)
+        mixed = self._write(_join(version + 1, header, payload))
+        with self.assertRaisesRegex(ValueError, "header says format version"):
+            export_lib.load(mixed)
         arrays = dict(header["arrays"])
         name = sorted(arrays)[0]
         arrays[name] = dict(arrays[name], dtype="|O")
@@ -864,3 +885,226 @@ class FileTest(_TempDirTest):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class _FloatCnn(nn.Module):
+    """A float model of one's own: convs (one grouped), batch norm, dense."""
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = nn.relu(nn.Conv(8, (3, 3))(x))
+        x = nn.Conv(8, (3, 3), feature_group_count=2)(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+        x = nn.Conv(8, (3, 3), strides=2, padding="VALID")(x)
+        x = nn.relu(nn.Dense(24)(x.reshape(x.shape[0], -1)))
+        return nn.Dense(10)(x)
+
+
+class _BinaryLayersCnn(nn.Module):
+    """bnnjax.nn layers: grouped and depthwise, sign inputs, every padding.
+
+    No biases: with a bias XLA may contract the scale and the bias into
+    one fused multiply-add in one program and not the other (one rounding).
+    """
+
+    @nn.compact
+    def __call__(self, x):
+        from bnnjax.nn import linen as bnn
+
+        conv = functools.partial(bnn.BinaryConv, 8, (3, 3), use_bias=False)
+        x = conv()(x)  # real inputs
+        x = conv(feature_group_count=4, input_binarizer=SIGN)(x)  # pad 0
+        x = conv(feature_group_count=8, input_binarizer=SIGN, pad_value=-1.0)(
+            x
+        )  # depthwise
+        x = conv(
+            feature_group_count=2, input_binarizer=SIGN, padding="CIRCULAR"
+        )(x)
+        x = x.reshape(x.shape[0], -1)
+        return bnn.BinaryDense(10, input_binarizer=SIGN, use_bias=False)(x)
+
+
+class _NnxNet(nnx.Module):
+    def __init__(self, rngs, binary=False):
+        from bnnjax.nn import nnx as bnx
+
+        if binary:
+            self.c1 = bnx.BinaryConv(3, 8, (3, 3), rngs=rngs)
+            self.c2 = bnx.BinaryConv(
+                8,
+                8,
+                (3, 3),
+                feature_group_count=4,
+                input_binarizer=SIGN,
+                pad_value=1.0,
+                rngs=rngs,
+            )
+        else:
+            self.c1 = nnx.Conv(3, 8, (3, 3), rngs=rngs)
+            self.c2 = nnx.Conv(8, 8, (3, 3), feature_group_count=4, rngs=rngs)
+        self.bn = nnx.BatchNorm(8, rngs=rngs)
+        self.d1 = nnx.Linear(8 * 6 * 6, 16, rngs=rngs)
+        self.d2 = nnx.Linear(16, 10, rngs=rngs)
+
+    def __call__(self, x):
+        x = nnx.relu(self.c1(x))
+        x = nnx.relu(self.bn(self.c2(x)))
+        x = nnx.relu(self.d1(x.reshape(x.shape[0], -1)))
+        return self.d2(x)
+
+
+def _randomize_nnx(model):
+    for seed, kind in enumerate((nnx.Param, nnx.BatchStat)):
+        state = nnx.state(model, kind)
+        nnx.replace_by_pure_dict(
+            state, _random_like(nnx.to_pure_dict(state), seed=seed)
+        )
+        nnx.update(model, state)
+
+
+class OwnModelExportTest(_TempDirTest):
+    """Models of one's own: binarize_model conversions, bnnjax.nn layers."""
+
+    x = jax.random.normal(jax.random.key(0), (5, 6, 6, 3))
+
+    def _round_trip(self, model, variables, **kwargs):
+        path = self.tmp_path("own.bnn")
+        sizes = export_lib.export_model(model, variables, path, **kwargs)
+        loaded = export_lib.load(path)
+        self.assertEqual(loaded.header["format_version"], 2)
+        self.assertEqual(sizes.file_bytes, os.path.getsize(path))
+        self.assertNotIn(LATENT_KERNEL, json.dumps(loaded.header))
+        return loaded
+
+    def test_linen_converted_model(self):
+        float_model = _FloatCnn()
+        converted = bnnjax.binarize_model(float_model, self.x, train=False)
+        self.assertEqual(
+            sorted(converted.binarized_layers), ["Conv_1", "Conv_2", "Dense_0"]
+        )
+        shapes = jax.eval_shape(
+            lambda k: converted.init(k, self.x, train=False),
+            jax.random.key(0),
+        )
+        variables = _random_like(shapes)
+        want = converted.apply(variables, self.x, train=False)
+        loaded = self._round_trip(
+            converted,
+            variables,
+            example_inputs=self.x,
+            call_kwargs={"train": False},
+        )
+        self.assertEqual(loaded.architecture, "_FloatCnn")
+        self.assertEqual(loaded.header["model"]["api"], "linen")
+        layers = {
+            "/".join(e["path"]): e for e in loaded.header["model"]["layers"]
+        }
+        self.assertEqual(layers["Conv_1"]["feature_group_count"], 2)
+        self.assertEqual(
+            loaded.arrays["binary/Conv_1/kernel"].shape, (8, 3, 3, 1)
+        )
+        # The converted kernels are stored packed, nothing else is.
+        self.assertNotIn("variables/params/Conv_1/kernel", loaded.arrays)
+        self.assertIn("variables/params/Conv_0/kernel", loaded.arrays)
+        self.assertIn("variables/batch_stats/BatchNorm_0/var", loaded.arrays)
+        # Either the converted module or the float definition runs it.
+        for model in (converted, float_model):
+            got = export_lib.predict(loaded, self.x, model=model)
+            _assert_same_predictions(self, got, want)
+        # Chunks of 2 rows: Dense_0 takes the multiply-free lookup.
+        chunked = export_lib.predict(
+            loaded, self.x, model=float_model, batch_size=2
+        )
+        _assert_same_predictions(self, chunked, want)
+
+    def test_linen_binary_layers_grouped_bit_identical(self):
+        model = _BinaryLayersCnn()
+        variables = _random_like(
+            jax.eval_shape(lambda k: model.init(k, self.x), jax.random.key(0))
+        )
+        want = model.apply(variables, self.x)
+        loaded = self._round_trip(model, variables, example_inputs=self.x)
+        got = export_lib.predict(loaded, self.x, model=model)
+        np.testing.assert_array_equal(got, want)
+        kinds = [
+            (e["input"], e.get("feature_group_count"))
+            for e in loaded.header["model"]["layers"]
+        ]
+        self.assertEqual(
+            kinds,
+            [
+                ("real", 1),
+                ("bits", 4),
+                ("bits", 8),
+                ("bits", 2),
+                ("bits", None),
+            ],
+        )
+        summary = bnnjax.summary(variables)
+        self.assertEqual(loaded.float32_bytes, summary.float32_bytes)
+        self.assertLess(loaded.header["deploy_bytes"], summary.float32_bytes)
+
+    @parameterized.parameters(False, True)
+    def test_nnx_models(self, binary):
+        net = _NnxNet(nnx.Rngs(0), binary=binary)
+        model = net if binary else bnnjax.binarize_model(net, self.x)
+        _randomize_nnx(model)
+        model.eval()
+        want = model(self.x)
+        loaded = self._round_trip(model, None)
+        self.assertEqual(loaded.header["model"]["api"], "nnx")
+        got = export_lib.predict(loaded, self.x, model=model)
+        _assert_same_predictions(self, got, want)
+        if not binary:
+            # A fresh float model of the same structure: the file's values.
+            fresh = _NnxNet(nnx.Rngs(7))
+            np.testing.assert_array_equal(
+                export_lib.predict(loaded, self.x, model=fresh), got
+            )
+
+    def test_needs_and_checks_the_model(self):
+        model = _BinaryLayersCnn()
+        variables = model.init(jax.random.key(0), self.x)
+        loaded = self._round_trip(model, variables, example_inputs=self.x)
+        with self.assertRaisesRegex(ValueError, "pass the model definition"):
+            export_lib.predict(loaded, self.x)
+        with self.assertRaisesRegex(ValueError, "got a model of class"):
+            export_lib.predict(loaded, self.x, model=_FloatCnn())
+        with self.assertRaisesRegex(ValueError, "holds a linen model"):
+            export_lib.predict(loaded, self.x, model=_NnxNet(nnx.Rngs(0)))
+        mlp, x = _arch("mlp")
+        reference = export_lib.pack_model(mlp, _variables(mlp, x))
+        with self.assertRaisesRegex(ValueError, "without model"):
+            export_lib.predict(reference, x, model=mlp)
+
+    def test_rejects_what_it_cannot_pack(self):
+        from bnnjax.nn import linen as bnn
+
+        scaled = bnnjax.Binarizer(surrogate="ste", scale="mean_abs")
+        model = bnn.BinaryDense(4, input_binarizer=scaled)
+        x = jnp.ones((2, 3))
+        variables = model.init(jax.random.key(0), x)
+        with self.assertRaisesRegex(ValueError, "BinaryDense layer '.*sign"):
+            export_lib.pack_model(model, variables, example_inputs=x)
+        half = bnn.BinaryConv(4, (3, 3), input_binarizer=SIGN, pad_value=0.5)
+        y = jnp.ones((1, 4, 4, 2))
+        with self.assertRaisesRegex(ValueError, "pad_value=0.5"):
+            export_lib.pack_model(
+                half, half.init(jax.random.key(0), y), example_inputs=y
+            )
+        with self.assertRaisesRegex(TypeError, "JSON round trip"):
+            export_lib.pack_model(
+                _FloatCnn(),
+                {"params": {}},
+                example_inputs=self.x,
+                call_kwargs={"train": (False,)},
+            )
+        float_model = _FloatCnn()
+        converted = bnnjax.binarize_model(float_model, self.x)
+        variables = float_model.init(jax.random.key(0), self.x)
+        with self.assertRaisesRegex(ValueError, "do not match the model"):
+            export_lib.pack_model(
+                converted,
+                {"params": {"Conv_0": variables["params"]["Conv_0"]}},
+                example_inputs=self.x,
+            )
