@@ -1,63 +1,133 @@
-"""Packed 1-bit inference against float32: single layers and the MLP.
+"""Packed 1-bit inference against float32: single layers and whole MLPs.
 
 Single ``n x n`` layers, each timed against the float32 layer ``x @ W`` in
-the same run (``speedup = float32_ms / variant_ms``):
+the same run, interleaved (every round times every variant once, so a
+change in machine load hits them alike; ``speedup = float32_ms /
+variant_ms`` per round, reported as the median and range over rounds):
 
 * ``xnor``: fully binary (``+-1`` inputs and weights), XNOR-popcount on
-  packed ``uint32`` words (:func:`bnnjax.packed.xnor_dense`), inputs
-  already packed, exact integer outputs;
+  packed ``uint32`` words (:func:`bnnjax.packed.xnor_dense`: a loop over
+  words with the kernel word-major), inputs already packed, exact integer
+  outputs (checked against the float dot once per shape);
 * ``xnor_from_bits``: the same from boolean activations, packing them
   inside the jitted call (what a layer of a packed model does);
+* ``xnor_fused_reduction``: the previous layout, kept here for comparison
+  in the same run: kernel ``(out, words)`` and one fused xor-popcount
+  reduction over chunks of at most 32 rows of 8-word lanes;
 * ``binary_weight_lookup`` / ``binary_weight_unpack`` /
   ``binary_weight_auto``: real inputs times a packed binary kernel
-  (:func:`bnnjax.packed.binary_weight_dense`).
+  (:func:`bnnjax.packed.binary_weight_dense`), ``(x @ S) * alpha``.
 
-``weight_bytes`` is the size of the weight arrays each call reads (the
-float32 kernel, or the packed words/bytes). Then the BinaryNet MLP
-(:class:`bnnjax.models.linen.BinaryMLP`, random weights and batch-norm
-statistics) end to end: ``model.apply(..., train=False)`` jitted against
-:func:`bnnjax.export.predict` on the packed model, with the file size.
+``weight_bytes`` is the size of the weight arrays each call reads. A
+``dispatch`` line measures the fixed cost of a jitted call: XLA's CPU
+client runs a computation of fewer than 1000 flops inline on the calling
+thread and dispatches larger ones to its thread pool, which on one pinned
+core costs a thread hand-off per call (``--sync-dispatch`` sets
+``jax_cpu_enable_async_dispatch=False`` for the whole process to show
+what that hand-off costs; it is off by default).
 
-Every line is JSON with the device, versions and thread settings; ratios
-are only meaningful within one run (same machine, same load).
+Then whole MLPs (:class:`bnnjax.models.linen.BinaryMLP`, random weights and
+batch-norm statistics): by default the ``bnnjax train`` model
+(784-512-512-10, binary weights, real activations, batch norm) and the
+same widths fully binary (sign activations): jitted
+``model.apply(..., train=False)`` against :func:`bnnjax.export.predict`
+on the exported file (its time includes ``predict``'s Python overhead),
+with the argmax agreement, the largest logit difference and the file
+size.
+
+Every line is JSON with the device, versions, CPU affinity and load
+average; ratios are only meaningful within one run. Pin to one core for
+stable numbers: ``taskset -c 1 python benchmarks/packed_inference.py``.
 
 Usage:
   python benchmarks/packed_inference.py [--sizes 1024,2048,4096,8192]
-      [--batches 1,64] [--bw-batches 1,64,256] [--mlp-batches 1,64,256]
-      [--mlp-hidden 1024,1024,1024] [--repeats 30]
+      [--batches 1,64] [--bw-batches 1,64,256] [--mlp-batches 1,256]
+      [--mlp-hidden 512,512] [--rounds 5] [--repeats 20] [--sync-dispatch]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import traverse_util
-
-import bnnjax
-from bnnjax import export, packed
-from bnnjax.models import linen as models
 
 
-def _time(fn, *args, repeats: int, budget_s: float = 3.0) -> float:
-    """Median wall time of ``fn(*args)`` in milliseconds, after warm-up.
+def _parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1024,2048,4096,8192")
+    parser.add_argument("--batches", default="1,64")
+    parser.add_argument("--bw-batches", default="1,64,256")
+    parser.add_argument("--mlp-batches", default="1,256")
+    parser.add_argument(
+        "--mlp-hidden",
+        default="512,512",
+        help="hidden widths of the MLPs (default: the bnnjax train model)",
+    )
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="timed calls per round"
+    )
+    parser.add_argument(
+        "--sync-dispatch",
+        action="store_true",
+        help="jax_cpu_enable_async_dispatch=False (process-wide)",
+    )
+    parser.add_argument("--skip-layers", action="store_true")
+    parser.add_argument("--skip-mlp", action="store_true")
+    return parser.parse_args(argv)
 
-    At most ``repeats`` timed calls, fewer (at least 5) for slow calls so
-    one measurement takes about ``budget_s`` seconds.
-    """
-    jax.block_until_ready(fn(*args))
+
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _environment(sync_dispatch: bool) -> dict:
+    device = jax.devices()[0]
+    affinity = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else None
+    )
+    return {
+        "device": f"{device.platform}:{device.device_kind}",
+        "versions": {
+            name: _version(name)
+            for name in ("jax", "jaxlib", "flax", "optax", "numpy", "bnnjax")
+        },
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "async_dispatch": not sync_dispatch,
+    }
+
+
+def _line(**fields) -> dict:
+    for k, v in fields.items():
+        if isinstance(v, float):
+            fields[k] = round(v, 4)
+    fields["loadavg_1m"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(fields), flush=True)
+    return fields
+
+
+def _call_ms(fn, args, repeats: int) -> float:
+    """Median milliseconds of ``repeats`` calls (at least 3 for slow ones)."""
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     first = time.perf_counter() - start
-    repeats = max(5, min(repeats, int(budget_s / max(first, 1e-6))))
+    repeats = max(3, min(repeats, int(1.0 / max(first, 1e-6))))
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -66,46 +136,78 @@ def _time(fn, *args, repeats: int, budget_s: float = 3.0) -> float:
     return statistics.median(times)
 
 
-def _environment() -> dict:
-    device = jax.devices()[0]
-    threads = {
-        k: os.environ[k]
-        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS")
-        if k in os.environ
-    }
-    affinity = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None
-    )
+def _interleaved(variants: dict, rounds: int, repeats: int) -> dict:
+    """``name -> (median ms, [per-round speedups vs "float32"])``."""
+    for fn, args in variants.values():  # compile and warm up
+        jax.block_until_ready(fn(*args))
+        jax.block_until_ready(fn(*args))
+    per_round = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, (fn, args) in variants.items():
+            per_round[name].append(_call_ms(fn, args, repeats))
+    base = per_round["float32"]
     return {
-        "device": f"{device.platform}:{device.device_kind}",
-        "jax": jax.__version__,
-        "bnnjax": bnnjax.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "thread_env": threads,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        name: (
+            statistics.median(ms),
+            [b / m for b, m in zip(base, ms, strict=True)],
+        )
+        for name, ms in per_round.items()
     }
 
 
-def _line(**fields) -> dict:
-    for k, v in fields.items():
-        if isinstance(v, float):
-            fields[k] = round(v, 4)
-    return fields
+def bench_dispatch(rounds, repeats, env) -> None:
+    """Fixed cost of a jitted call, below and above 1000 flops."""
+    import jax.numpy as jnp
+
+    fn = jax.jit(lambda a: a + 1)
+    variants = {
+        "float32": (fn, (jnp.zeros((1, 32), jnp.uint32),)),
+        "above_1000_flops": (fn, (jnp.zeros((1, 2048), jnp.uint32),)),
+    }
+    for name, (ms, _) in _interleaved(variants, rounds, repeats).items():
+        _line(
+            benchmark="dispatch",
+            variant="inline_32_elements" if name == "float32" else name,
+            us_median=ms * 1e3,
+            **env,
+        )
 
 
-def bench_layers(sizes, batches, bw_batches, repeats, env) -> list[dict]:
-    results = []
+def _xnor_fused_reduction(a, k, n):
+    """The previous XNOR layout: one fused reduction over 8-word lanes."""
+    import jax.numpy as jnp
+    from jax import lax
+
+    def ceil_div(a, b):
+        return -(-a // b)
+
+    lanes = ceil_div(k.shape[-1], 8)  # 8-word (256-bit) lanes
+    groups = ceil_div(lanes, 32)  # chunks of at most 32 lanes
+    chunk = ceil_div(lanes, groups)
+    width, lanes = groups * chunk * 8, 8
+    words = k.shape[-1]
+    a = jnp.pad(a, ((0, 0), (0, width - a.shape[-1])))
+    k = jnp.pad(k, ((0, 0), (0, width - words)))
+    x = a.reshape(a.shape[0], 1, groups, chunk, lanes) ^ k.reshape(
+        1, k.shape[0], groups, chunk, lanes
+    )
+    counts = lax.population_count(x).astype(jnp.int32)
+    counts = jnp.sum(jnp.sum(jnp.sum(counts, axis=3), axis=2), axis=-1)
+    return n - 2 * counts
+
+
+def bench_layers(sizes, batches, bw_batches, rounds, repeats, env) -> None:
+    import jax.numpy as jnp
+    import numpy as np
+
+    from bnnjax import packed
+
     rng = np.random.default_rng(0)
     for n in sizes:
         w = rng.normal(size=(n, n)).astype(np.float32)
         alpha = np.abs(w).mean(0).astype(np.float32)
-        w_float = jnp.asarray(
-            alpha * np.where(w >= 0, 1, -1).astype(np.float32)
-        )
+        signs = np.where(w >= 0, 1, -1).astype(np.float32)
+        w_float = jnp.asarray(alpha * signs)
         words = packed.pack_kernel(w).words
         k_xnor = packed.prepare_xnor_kernel(words)
         k_real = packed.prepare_binary_weights(words, n)
@@ -113,86 +215,71 @@ def bench_layers(sizes, batches, bw_batches, repeats, env) -> list[dict]:
         del w
         float_fn = jax.jit(lambda x, w: x @ w)
         xnor_fn = jax.jit(lambda a, k, n=n: packed.xnor_dense(a, k, n))
-        xnor_bits_fn = jax.jit(
+        bits_fn = jax.jit(
             lambda b, k, n=n: packed.xnor_dense(packed.pack_bits(b), k, n)
         )
+        fused_fn = jax.jit(lambda a, k, n=n: _xnor_fused_reduction(a, k, n))
         for batch in sorted(set(batches) | set(bw_batches)):
             x = jnp.asarray(rng.normal(size=(batch, n)).astype(np.float32))
-            float_ms = _time(float_fn, x, w_float, repeats=repeats)
-            common = {"benchmark": "packed_layer", "n": n, "batch": batch}
-            results.append(
-                _line(
-                    **common,
-                    variant="float32",
-                    ms_median=float_ms,
-                    weight_bytes=int(w_float.nbytes),
-                    speedup=1.0,
-                    **env,
-                )
-            )
-            print(json.dumps(results[-1]), flush=True)
-            variants = []
+            variants = {"float32": (float_fn, (x, w_float))}
+            nbytes = {"float32": w_float.nbytes}
             if batch in batches:
                 bits = x >= 0
                 a = packed.pack_bits(bits)
-                # Exactness check once per shape: the float dot of +-1.
                 got = np.asarray(xnor_fn(a, k_xnor))
-                want = np.asarray(
-                    jnp.where(bits, 1.0, -1.0) @ jnp.sign(w_float)
-                )
+                want = np.where(np.asarray(bits), 1.0, -1.0) @ signs
                 if not np.array_equal(got, want.astype(np.int32)):
                     raise AssertionError(f"xnor_dense mismatch at n={n}")
-                variants += [
-                    ("xnor", xnor_fn, (a, k_xnor), k_xnor.nbytes),
-                    (
-                        "xnor_from_bits",
-                        xnor_bits_fn,
-                        (bits, k_xnor),
-                        k_xnor.nbytes,
-                    ),
-                ]
+                if not np.array_equal(np.asarray(fused_fn(a, words)), got):
+                    raise AssertionError(f"fused reduction mismatch at {n}")
+                variants["xnor"] = (xnor_fn, (a, k_xnor))
+                variants["xnor_from_bits"] = (bits_fn, (bits, k_xnor))
+                variants["xnor_fused_reduction"] = (fused_fn, (a, words))
+                for name in ("xnor", "xnor_from_bits", "xnor_fused_reduction"):
+                    nbytes[name] = k_xnor.nbytes
             if batch in bw_batches:
+                want = np.asarray(x) @ np.asarray(w_float)
+                scale = np.abs(want).max()
                 for method in ("lookup", "unpack", "auto"):
+                    if method == "lookup" and batch > 8:
+                        continue  # linear in the batch: 0.01-0.03x at 64
                     fn = jax.jit(
                         lambda x, k, a, m=method: packed.binary_weight_dense(
                             x, k, a, method=m
                         )
                     )
+                    err = np.abs(np.asarray(fn(x, k_real, alpha)) - want).max()
+                    if err > 1e-5 * scale:
+                        raise AssertionError(f"{method} mismatch at n={n}")
+                    name = f"binary_weight_{method}"
+                    variants[name] = (fn, (x, k_real, alpha))
                     lookup = method == "lookup" or (
                         method == "auto" and batch <= 2 and n <= 4096
                     )
-                    nbytes = (
-                        k_real.bytes_t.nbytes
-                        if lookup
-                        else k_real.words_t.nbytes
-                    )
-                    if method == "lookup" and batch > 8:
-                        continue  # linear in the batch: 0.01-0.03x at 64
-                    variants.append(
-                        (
-                            f"binary_weight_{method}",
-                            fn,
-                            (x, k_real, alpha),
-                            nbytes,
-                        )
-                    )
-            for name, fn, args, nbytes in variants:
-                ms = _time(fn, *args, repeats=repeats)
-                results.append(
-                    _line(
-                        **common,
-                        variant=name,
-                        ms_median=ms,
-                        weight_bytes=int(nbytes),
-                        speedup=float_ms / ms,
-                        **env,
-                    )
+                    table = k_real.bytes_t if lookup else k_real.words_t
+                    nbytes[name] = table.nbytes
+            results = _interleaved(variants, rounds, repeats)
+            for name, (ms, speedups) in results.items():
+                _line(
+                    benchmark="packed_layer",
+                    n=n,
+                    batch=batch,
+                    variant=name,
+                    ms_median=ms,
+                    speedup=statistics.median(speedups),
+                    speedup_min=min(speedups),
+                    speedup_max=max(speedups),
+                    weight_bytes=int(nbytes[name]),
+                    rounds=rounds,
+                    **env,
                 )
-                print(json.dumps(results[-1]), flush=True)
-    return results
 
 
 def _random_variables(model, x, seed=0):
+    import jax.numpy as jnp
+    import numpy as np
+    from flax import traverse_util
+
     shapes = jax.eval_shape(
         lambda k: model.init(k, x, train=False), jax.random.key(0)
     )
@@ -215,48 +302,62 @@ def _random_variables(model, x, seed=0):
     )
 
 
-def bench_mlp(hidden, batches, repeats, env) -> list[dict]:
-    results = []
-    for binary_activations in (True, False):
-        model = models.BinaryMLP(
+def bench_mlp(hidden, batches, rounds, repeats, env) -> None:
+    import numpy as np
+
+    import bnnjax
+    from bnnjax import export
+
+    for binary_activations in (False, True):
+        config = bnnjax.TrainConfig(
             hidden=hidden, binary_activations=binary_activations
         )
-        x0 = jnp.zeros((1, 28, 28, 1))
+        model = config.make_model(10)
+        x0 = jax.numpy.zeros((1, 28, 28, 1))
         variables = _random_variables(model, x0)
         with tempfile.TemporaryDirectory() as tmp:
-            path = os.path.join(tmp, "mlp.bnn")
+            path = os.path.join(tmp, "mlp.bnnjax")
             sizes = export.export_model(model, variables, path)
             packed_model = export.load(path)
         float_fn = jax.jit(lambda v, x, m=model: m.apply(v, x, train=False))
         for batch in batches:
             x = jax.random.uniform(jax.random.key(batch), (batch, 28, 28, 1))
-            want = float_fn(variables, x)
-            got = export.predict(packed_model, x)
-            agree = float(np.mean(np.argmax(got, -1) == np.argmax(want, -1)))
-            float_ms = _time(float_fn, variables, x, repeats=repeats)
-            packed_ms = _time(
-                lambda x, p=packed_model: export.predict(p, x),
-                x,
-                repeats=repeats,
+            want = np.asarray(float_fn(variables, x))
+            got = np.asarray(export.predict(packed_model, x))
+            results = _interleaved(
+                {
+                    "float32": (float_fn, (variables, x)),
+                    "packed": (
+                        lambda x, p=packed_model: export.predict(p, x),
+                        (x,),
+                    ),
+                },
+                rounds,
+                repeats,
             )
-            results.append(
-                _line(
-                    benchmark="packed_mlp",
-                    hidden=list(hidden),
-                    binary_activations=binary_activations,
-                    batch=batch,
-                    float32_ms_median=float_ms,
-                    packed_ms_median=packed_ms,
-                    speedup=float_ms / packed_ms,
-                    argmax_agreement=agree,
-                    file_bytes=sizes.file_bytes,
-                    float32_bytes=sizes.float32_bytes,
-                    compression_ratio=sizes.compression_ratio,
-                    **env,
-                )
+            speedups = results["packed"][1]
+            _line(
+                benchmark="packed_mlp",
+                hidden=list(hidden),
+                binary_activations=binary_activations,
+                train_default=config.hidden == bnnjax.train.DEFAULT_HIDDEN
+                and not binary_activations,
+                batch=batch,
+                float32_ms_median=results["float32"][0],
+                packed_ms_median=results["packed"][0],
+                speedup=statistics.median(speedups),
+                speedup_min=min(speedups),
+                speedup_max=max(speedups),
+                argmax_agreement=float(
+                    np.mean(got.argmax(-1) == want.argmax(-1))
+                ),
+                max_abs_logit_difference=float(np.abs(got - want).max()),
+                file_bytes=sizes.file_bytes,
+                float32_bytes=sizes.float32_bytes,
+                compression_ratio=sizes.compression_ratio,
+                rounds=rounds,
+                **env,
             )
-            print(json.dumps(results[-1]), flush=True)
-    return results
 
 
 def _ints(text: str) -> list[int]:
@@ -264,34 +365,30 @@ def _ints(text: str) -> list[int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1024,2048,4096,8192")
-    parser.add_argument("--batches", default="1,64")
-    parser.add_argument("--bw-batches", default="1,64,256")
-    parser.add_argument("--mlp-batches", default="1,64,256")
-    parser.add_argument("--mlp-hidden", default="1024,1024,1024")
-    parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument(
-        "--skip-layers", action="store_true", help="only the MLP"
-    )
-    args = parser.parse_args(argv)
-    env = _environment()
+    args = _parse(argv)
+    if args.sync_dispatch:  # before the CPU client starts
+        jax.config.update("jax_cpu_enable_async_dispatch", False)
+    env = _environment(args.sync_dispatch)
+    bench_dispatch(args.rounds, max(args.repeats, 50), env)
     if not args.skip_layers:
         bench_layers(
             _ints(args.sizes),
             _ints(args.batches),
             _ints(args.bw_batches),
+            args.rounds,
             args.repeats,
             env,
         )
-    bench_mlp(
-        tuple(_ints(args.mlp_hidden)),
-        _ints(args.mlp_batches),
-        args.repeats,
-        env,
-    )
+    if not args.skip_mlp:
+        bench_mlp(
+            tuple(_ints(args.mlp_hidden)),
+            _ints(args.mlp_batches),
+            args.rounds,
+            args.repeats,
+            env,
+        )
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())

@@ -1108,3 +1108,42 @@ class OwnModelExportTest(_TempDirTest):
                 {"params": {"Conv_0": variables["params"]["Conv_0"]}},
                 example_inputs=self.x,
             )
+
+
+class BenchmarkSmokeTest(absltest.TestCase):
+    def test_packed_inference_benchmark_small(self):
+        import contextlib
+        import importlib.util
+        import io
+
+        path = os.path.join(
+            os.path.dirname(__file__), "..", "benchmarks", "packed_inference.py"
+        )
+        spec = importlib.util.spec_from_file_location("packed_bench", path)
+        bench = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bench)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            bench.main(
+                [
+                    "--sizes=64",
+                    "--batches=1",
+                    "--bw-batches=3",
+                    "--mlp-batches=3",
+                    "--mlp-hidden=16",
+                    "--rounds=1",
+                    "--repeats=1",
+                ]
+            )
+        lines = [json.loads(t) for t in out.getvalue().splitlines()]
+        kinds = {(r["benchmark"], r.get("variant")) for r in lines}
+        for variant in ("xnor", "xnor_fused_reduction", "binary_weight_auto"):
+            self.assertIn(("packed_layer", variant), kinds)
+        mlps = [r for r in lines if r["benchmark"] == "packed_mlp"]
+        self.assertEqual([r["binary_activations"] for r in mlps], [False, True])
+        for r in lines:
+            self.assertIn("loadavg_1m", r)
+            self.assertEqual(r["versions"]["jax"], jax.__version__)
+        for r in mlps:
+            self.assertEqual(r["argmax_agreement"], 1.0)
+            self.assertGreater(r["speedup"], 0)
