@@ -858,6 +858,18 @@ def _over_seeds(
     return mapped
 
 
+def _donate_state() -> bool:
+    """Whether the train step donates its input state to its output.
+
+    On accelerators donation updates parameters and optimizer state in
+    place instead of holding two copies in device memory. On CPU, XLA
+    copies every donated buffer before updating it, which cost 8% of the
+    784-1024x3-10 MLP's step (``benchmarks/README.md``), and memory is
+    rarely the limit, so the CPU step does not donate.
+    """
+    return jax.default_backend() != "cpu"
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -868,7 +880,8 @@ def make_train_step(
 
     ``step(state, images, labels, progress) -> (state, metrics)``:
 
-    * ``state``: a :class:`TrainState` with a leading seed axis (donated);
+    * ``state``: a :class:`TrainState` with a leading seed axis (donated
+      on accelerators, not on CPU where donating was slower);
     * ``images``: ``(S, B, H, W, C)`` uint8 batches, one per seed (as
       :func:`bnnjax.data.iterate_batches` stacks them), scaled to ``[0, 1]``
       inside the step;
@@ -926,15 +939,16 @@ def make_train_step(
         return new_state, {"loss": loss, "accuracy": accuracy}
 
     step = _over_seeds(one, in_axes=(0, 0, 0, None))
+    donate = (0,) if _donate_state() else ()
     if mesh is None:
-        return jax.jit(step, donate_argnums=(0,))
+        return jax.jit(step, donate_argnums=donate)
     rep = distributed.replicated(mesh)
     batch = distributed.batch_sharding(mesh, 1)
     return jax.jit(
         step,
         in_shardings=(rep, batch, batch, rep),
         out_shardings=(rep, rep),
-        donate_argnums=(0,),
+        donate_argnums=donate,
     )
 
 

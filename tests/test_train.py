@@ -33,6 +33,10 @@ def _synthetic_batches(num_seeds, steps, batch=32, seed=0):
     return images, labels
 
 
+def _always_vmap(fn, in_axes):
+    return jax.vmap(fn, in_axes=in_axes)
+
+
 def _setup(method="scaled_sigmoid", seeds=(0,), size=8, **overrides):
     config = train.TrainConfig(
         method=method, **{"hidden": (16,), "seeds": seeds, **overrides}
@@ -267,7 +271,7 @@ class PresetTest(parameterized.TestCase):
         self.assertFalse(preset.binary)
 
 
-class StepTest(absltest.TestCase):
+class StepTest(parameterized.TestCase):
     def test_loss_decreases(self):
         ds = data.load_dataset("mnist-sample")
         model, tx, state = _setup("scaled_sigmoid", size=28, hidden=(32,))
@@ -284,6 +288,25 @@ class StepTest(absltest.TestCase):
                 state, metrics = step(state, images, labels, np.float32(0))
                 losses.append(float(metrics["loss"][0]))
         self.assertLess(np.mean(losses[-20:]), 0.6 * np.mean(losses[:10]))
+
+    @parameterized.parameters((1,), (2,))
+    def test_one_seed_without_vmap_equals_the_vmapped_step(self, seeds):
+        # One seed runs the unbatched body; it must compute what the
+        # vmapped step computes for that seed (to float rounding).
+        model, tx, state = _setup("scaled_sigmoid", seeds=tuple(range(seeds)))
+        images, labels = _synthetic_batches(seeds, 1)
+        fast = train.make_train_step(model, tx)
+        with mock.patch.object(train, "_over_seeds", _always_vmap):
+            slow = train.make_train_step(model, tx)
+        got, got_m = fast(state, images[0], labels[0], np.float32(0.3))
+        want, want_m = slow(state, images[0], labels[0], np.float32(0.3))
+        for a, b in zip(_leaves(got), _leaves(want), strict=True):
+            self.assertEqual(a.shape, b.shape)
+            np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(got_m["loss"], want_m["loss"], rtol=1e-6)
+        # On CPU the state is not donated: the input stays readable.
+        if jax.default_backend() == "cpu":
+            self.assertTrue(all(np.isfinite(x).all() for x in _leaves(state)))
 
     def test_step_traces_once_as_progress_changes(self):
         model, tx, state = _setup("irnet", binary_activations=True)
