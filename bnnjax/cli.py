@@ -658,6 +658,14 @@ def _predict(args: argparse.Namespace) -> int:
         packed = export_lib.load(args.file)
     except (OSError, ValueError) as e:
         return fail(str(e), 1)
+    if "model" in packed.header:
+        return fail(
+            f"{args.file} holds a model of your own "
+            f"({packed.header['model']['class']}); its code is not stored "
+            "in the file: run it with bnnjax.export.predict(packed, images, "
+            "model=...).",
+            2,
+        )
     spec = args.dataset or packed.metadata.get("dataset")
     if spec is None:
         return fail(

@@ -9,9 +9,12 @@ import shutil
 import struct
 import tempfile
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
+import bnnjax
 from bnnjax import cli, export
 
 TRAIN = [
@@ -219,6 +222,19 @@ class ExportPredictTest(absltest.TestCase):
         self.assertEqual((status, out), (1, ""))
         self.assertIn("cannot export this run", err)
         self.assertFalse(os.path.exists(path))
+
+    def test_predict_refuses_a_model_of_your_own(self):
+        # A format-2 file holds no code: the CLI cannot run it.
+        model = bnnjax.nn.linen.BinaryDense(10)
+        x = jnp.ones((2, 784))
+        path = self._path("own.bnnjax")
+        export.export_model(
+            model, model.init(jax.random.key(0), x), path, example_inputs=x
+        )
+        status, out, err = _main(["predict", path])
+        self.assertEqual((status, out), (2, ""))
+        self.assertIn("holds a model of your own (bnnjax.nn.linen.BinaryDense)", err)
+        self.assertIn("model=...", err)
 
 
 if __name__ == "__main__":
