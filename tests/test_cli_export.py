@@ -233,7 +233,9 @@ class ExportPredictTest(absltest.TestCase):
         )
         status, out, err = _main(["predict", path])
         self.assertEqual((status, out), (2, ""))
-        self.assertIn("holds a model of your own (bnnjax.nn.linen.BinaryDense)", err)
+        self.assertIn(
+            "holds a model of your own (bnnjax.nn.linen.BinaryDense)", err
+        )
         self.assertIn("model=...", err)
 
 
