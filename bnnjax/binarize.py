@@ -637,6 +637,7 @@ def binarize(
     axis: scale_lib.Axis = None,
     *,
     center: bool = False,
+    standardize: bool = False,
     progress: jax.typing.ArrayLike | None = None,
     key: jax.Array | None = None,
 ) -> jax.Array:
@@ -645,14 +646,19 @@ def binarize(
     Forward::
 
         x' = x - mean(x)   if center else x
-        y  = alpha(x) * sign(x'),   sign(0) = +1
+        z  = x' / std(x')  if standardize else x'
+        y  = alpha(x) * sign(z),   sign(0) = +1
 
     Backward (``alpha`` held constant, the default)::
 
-        dL/dx = dL/dy * alpha(x) * surrogate.derivative(x')
+        dL/dx = dL/dy * alpha(x) * surrogate.derivative(z) / std(x')
 
-    With ``scale`` built with ``stop_gradient=False`` the gradient through
-    ``alpha`` is added. The centring mean is always held constant.
+    (without ``standardize``, ``z = x'`` and the division is absent). With
+    ``scale`` built with ``stop_gradient=False`` the gradient through
+    ``alpha`` is added. The centring mean and the standard deviation are
+    always held constant. Standardizing leaves the forward values as they
+    are (``sign(z) = sign(x')``); it puts the surrogate's window in units
+    of the weights' spread, as IR-Net's Libra-PB does before its EDE.
 
     Defaults are the founding method's: the :class:`ScaledSigmoidSurrogate`
     and the mean-absolute-deviation scale, for which
@@ -673,6 +679,9 @@ def binarize(
         ``(in, out)`` or convolution ``(..., in, out)`` kernel.
       center: binarize ``x - mean(x)`` instead of ``x`` (IR-Net's balanced
         weights).
+      standardize: evaluate the surrogate at ``(x - mean) / std`` (needs
+        ``center=True``; IR-Net's Libra-PB). A channel whose values are all
+        equal has ``std = 0`` and is divided by 1 instead.
       progress: training progress in ``[0, 1]`` for annealed surrogates
         (:class:`EdeSurrogate`); may be a traced scalar, so a schedule does
         not recompile. Ignored by other surrogates.
@@ -698,7 +707,14 @@ def binarize(
       2016
     """
     signs, alpha = _signs_and_scale(
-        x, surrogate, scale, axis, center=center, progress=progress, key=key
+        x,
+        surrogate,
+        scale,
+        axis,
+        center=center,
+        standardize=standardize,
+        progress=progress,
+        key=key,
     )
     return signs if alpha is None else alpha * signs
 
@@ -710,6 +726,7 @@ def _signs_and_scale(
     axis: scale_lib.Axis,
     *,
     center: bool,
+    standardize: bool = False,
     progress: jax.typing.ArrayLike | None,
     key: jax.Array | None,
 ) -> tuple[jax.Array, jax.Array | None]:
@@ -721,8 +738,7 @@ def _signs_and_scale(
     """
     surrogate = _as_surrogate(surrogate)
     scale = _as_scale(scale)
-    if not isinstance(center, bool):
-        raise TypeError(f"center must be a bool, got {center!r}.")
+    _check_centring(center, standardize)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise TypeError(
@@ -737,11 +753,37 @@ def _signs_and_scale(
             x.astype(_accumulation_dtype(x.dtype)), axis=axes, keepdims=True
         ).astype(x.dtype)
         centred = x - jax.lax.stop_gradient(mean)
+    if standardize:
+        centred = centred / jax.lax.stop_gradient(spread(centred, axes))
     aux = surrogate.prepare(centred, axes, progress=progress, key=key)
     signs = _binarize_core(surrogate, centred, aux)
     if scale is None or isinstance(scale, scale_lib.NoScale):
         return signs, None
     return signs, scale(x, axis)
+
+
+def spread(centred: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+    """``std`` of centred values over ``axes`` (kept), with 0 replaced by 1.
+
+    The divisor of ``standardize``: ``sqrt(mean(x'^2))``, accumulated in
+    float32 for half-precision inputs, returned in ``x'``'s dtype.
+    """
+    acc = centred.astype(_accumulation_dtype(centred.dtype))
+    std = jnp.sqrt(jnp.mean(jnp.square(acc), axis=axes, keepdims=True))
+    return jnp.where(std > 0, std, 1).astype(centred.dtype)
+
+
+def _check_centring(center: object, standardize: object) -> None:
+    if not isinstance(center, bool):
+        raise TypeError(f"center must be a bool, got {center!r}.")
+    if not isinstance(standardize, bool):
+        raise TypeError(f"standardize must be a bool, got {standardize!r}.")
+    if standardize and not center:
+        raise ValueError(
+            "standardize=True divides the centred values by their standard "
+            "deviation and needs center=True (IR-Net's Libra-PB centres, "
+            "then standardizes)."
+        )
 
 
 def _as_axis(axis: scale_lib.Axis) -> int | tuple[int, ...] | None:
@@ -773,7 +815,7 @@ class Binarizer:
     Calling it computes::
 
         binarize(x, surrogate, scale, axis, center=center,
-                 progress=progress, key=key)
+                 standardize=standardize, progress=progress, key=key)
 
     Attributes:
       surrogate: a :class:`Surrogate` or its registered name (stored as the
@@ -783,6 +825,8 @@ class Binarizer:
       axis: channel axis or axes kept by the statistics (``None``: per
         tensor; ``-1``: per output channel of a kernel).
       center: binarize ``x - mean(x)``.
+      standardize: evaluate the surrogate at ``(x - mean(x)) / std``
+        (needs ``center``; see :func:`binarize`).
 
     Example:
       >>> import jax.numpy as jnp
@@ -794,20 +838,41 @@ class Binarizer:
     scale: scale_lib.Scale | str | None = "mean_abs_dev"
     axis: scale_lib.Axis = None
     center: bool = False
+    standardize: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "surrogate", _as_surrogate(self.surrogate))
         object.__setattr__(self, "scale", _as_scale(self.scale))
         object.__setattr__(self, "axis", _as_axis(self.axis))
-        if not isinstance(self.center, bool):
-            raise TypeError(
-                f"Binarizer.center must be a bool, got {self.center!r}."
-            )
+        try:
+            _check_centring(self.center, self.standardize)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"Binarizer: {e}") from None
 
     @property
     def stochastic(self) -> bool:
         """Whether calls need a PRNG ``key``."""
         return self.surrogate.stochastic
+
+    def surrogate_input(self, x: jax.typing.ArrayLike) -> jax.Array:
+        """The values the surrogate sees: ``x``, centred and standardized
+        as the rule says (``sign`` of them is the forward value).
+
+        Example:
+          >>> import jax.numpy as jnp
+          >>> rule = Binarizer(center=True, standardize=True)
+          >>> rule.surrogate_input(jnp.array([1.0, 3.0]))
+          Array([-1.,  1.], dtype=float32)
+        """
+        x = jnp.asarray(x)
+        if not self.center:
+            return x
+        axes = scale_lib.reduce_axes(x.ndim, self.axis)
+        acc = x.astype(_accumulation_dtype(x.dtype))
+        centred = x - jnp.mean(acc, axis=axes, keepdims=True).astype(x.dtype)
+        if self.standardize:
+            centred = centred / spread(centred, axes)
+        return centred
 
     def __call__(
         self,
@@ -823,6 +888,7 @@ class Binarizer:
             self.scale,
             self.axis,
             center=self.center,
+            standardize=self.standardize,
             progress=progress,
             key=key,
         )
@@ -859,6 +925,7 @@ class Binarizer:
             self.scale,
             self.axis,
             center=self.center,
+            standardize=self.standardize,
             progress=progress,
             key=key,
         )

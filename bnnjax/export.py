@@ -273,6 +273,7 @@ def _binarizer_json(b: Binarizer) -> dict[str, Any]:
         "scale": scale,
         "axis": axis,
         "center": b.center,
+        "standardize": b.standardize,
     }
 
 

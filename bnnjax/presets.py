@@ -30,8 +30,8 @@ name               kernel rule / activation rule    binary-group optimizer
 ``bireal``         clipped STE, mean-abs scale per  adam
                    channel with gradient through
                    the scale / ApproxSign
-``irnet``          EDE on centred weights, std      adam
-                   scale per channel / EDE
+``irnet``          EDE on standardized weights,     adam
+                   std scale per channel / EDE
 ``bnn_plus``       SwishSign, mean-abs scale per    adam
                    channel / SwishSign
 ``bop``            STE on ``±1`` kernels / clipped  Bop (no latent weights)
@@ -564,28 +564,43 @@ def bireal_preset() -> Preset:
     )
 
 
-def irnet_preset() -> Preset:
-    """IR-Net: balanced (centred) kernels and the annealed EDE gradient.
+def irnet_preset(*, standardize: bool = True) -> Preset:
+    """IR-Net: balanced, standardized kernels and the annealed EDE gradient.
 
     Kernels: ``std_j(w) sign(w - mean_j(w))`` per output channel
-    (``center=True``, ``scale="std"``): Libra-PB centres and standardises
-    each channel before ``sign``; we keep the standard deviation as the
+    (``center=True``, ``scale="std"``). Libra-PB centres and standardises
+    each channel, ``w' = (w - mean_j) / std_j``, before ``sign``; with
+    ``standardize=True`` (default) the EDE gradient is evaluated at ``w'``
+    (and divided by ``std_j``), so its window ``t`` anneals in units of
+    the weights' spread as in the paper. ``standardize=False`` is the
+    earlier simplification that evaluates EDE at ``w - mean_j``: for
+    weights much smaller than 1, ``tanh(t x)`` then stays nearly linear
+    and the window hardly narrows. We keep the standard deviation as the
     scale instead of the paper's power-of-two ``2^round(log2(mean|w'|))``
-    bit-shift scale, which a following batch norm absorbs anyway. The
-    gradient is the Error Decay Estimator, ``k t (1 - tanh(t x)^2)`` with
-    ``t`` annealed from 0.1 to 10 by ``progress = step / total_steps``,
-    passed to the model at every step. Activations: ``sign`` with EDE too.
-    Both groups: Adam.
+    bit-shift scale, which a following batch norm absorbs anyway; the
+    mean and standard deviation are constants in the backward pass (the
+    paper differentiates through them). The gradient is the Error Decay
+    Estimator, ``k t (1 - tanh(t x)^2)`` with ``t`` annealed from 0.1 to 10
+    by ``progress = step / total_steps``, passed to the model at every
+    step. Activations: ``sign`` with EDE too. Both groups: Adam.
+
+    Args:
+      standardize: evaluate EDE on standardized kernels (Libra-PB).
 
     References:
       Qin et al, `Forward and Backward Information Retention for Accurate
       Binary Neural Networks <https://arxiv.org/abs/1909.10788>`_, 2020
     """
+    _check_bool("irnet_preset", "standardize", standardize)
     ede = EdeSurrogate()
     return Preset(
         name="irnet",
         kernel_binarizer=Binarizer(
-            surrogate=ede, scale=StdScale(), axis=-1, center=True
+            surrogate=ede,
+            scale=StdScale(),
+            axis=-1,
+            center=True,
+            standardize=standardize,
         ),
         activation_binarizer=Binarizer(surrogate=ede, scale=None),
         binary_transform=_plain,

@@ -594,10 +594,7 @@ def kernel_signs(
     """
     signs = {}
     for layer, w in kernels.items():
-        if binarizer.center:
-            axes = scale_lib.reduce_axes(w.ndim, binarizer.axis)
-            w = w - jnp.mean(w, axis=axes, keepdims=True)
-        signs[layer] = w >= 0
+        signs[layer] = binarizer.surrogate_input(w) >= 0
     return signs
 
 
@@ -704,8 +701,7 @@ def gradient_fraction(
     for layer, w in kernels.items():
         w = jnp.asarray(w, jnp.float32)
         axes = scale_lib.reduce_axes(w.ndim, binarizer.axis)
-        if binarizer.center:
-            w = w - jnp.mean(w, axis=axes, keepdims=True)
+        w = binarizer.surrogate_input(w)
         aux = surrogate.prepare(w, axes, progress=progress, key=None)
         slope = surrogate.derivative(w, aux)
         peak = surrogate.derivative(jnp.zeros_like(w), aux)

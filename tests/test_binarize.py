@@ -1,5 +1,7 @@
 """Tests of bnnjax.binarize: forward values, surrogate gradients, errors."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -560,10 +562,6 @@ class ErrorTest(parameterized.TestCase):
             binarize(jnp.zeros(3), center=1)
 
 
-if __name__ == "__main__":
-    absltest.main()
-
-
 class BinarizerTest(parameterized.TestCase):
     def test_call_equals_binarize(self):
         w = jax.random.normal(jax.random.key(10), (5, 3))
@@ -609,3 +607,110 @@ class BinarizerTest(parameterized.TestCase):
             bnnjax.Binarizer(axis=[0, 1.0])
         with self.assertRaisesRegex(ValueError, "out of range"):
             bnnjax.Binarizer(axis=3)(jnp.zeros((2, 2)))
+
+
+class StandardizeTest(parameterized.TestCase):
+    """``standardize=True``: the surrogate sees ``(x - mean) / std``."""
+
+    def _weights(self, dtype=jnp.float32):
+        w = jax.random.normal(jax.random.key(21), (40, 5)) * 0.03 + 0.01
+        # A constant channel (std 0: divided by 1) and an exact zero.
+        return w.at[:, 3].set(0.25).at[0, 0].set(0.0).astype(dtype)
+
+    @parameterized.parameters(*FLOAT_DTYPES)
+    def test_forward_is_the_centred_rule(self, dtype):
+        w = self._weights(dtype)
+        for scale in (None, "std", "mean_abs_dev"):
+            got = binarize(
+                w, "ede", scale, -1, center=True, standardize=True, progress=0.5
+            )
+            want = binarize(w, "ede", scale, -1, center=True, progress=0.5)
+            np.testing.assert_array_equal(got, want)
+            self.assertEqual(got.dtype, jnp.dtype(dtype))
+
+    @parameterized.parameters(0.0, 0.4, 1.0)
+    def test_gradient_is_the_derivative_at_the_standardized_value(
+        self, progress
+    ):
+        w = self._weights()
+        g = jax.random.normal(jax.random.key(22), w.shape)
+        ede = bnnjax.EdeSurrogate()
+
+        @jax.jit
+        def grad(v):
+            return jax.vmap(
+                jax.grad(
+                    lambda c, gc: jnp.sum(
+                        gc
+                        * binarize(
+                            c,
+                            ede,
+                            "std",
+                            center=True,
+                            standardize=True,
+                            progress=progress,
+                        )
+                    )
+                ),
+                in_axes=(1, 1),
+                out_axes=1,
+            )(v, g)
+
+        got = grad(w)
+        # float64 reference: alpha * k t (1 - tanh(t z)^2) / std per column.
+        w64 = np.asarray(w, np.float64)
+        centred = w64 - w64.mean(0)
+        std = np.sqrt((centred**2).mean(0))
+        alpha = std.copy()
+        std[std == 0] = 1.0
+        z = centred / std
+        t = 0.1 * 10 ** (progress * 2)
+        k = max(1 / t, 1)
+        want = np.asarray(g) * alpha * k * t * (1 - np.tanh(t * z) ** 2) / std
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-7)
+        np.testing.assert_array_equal(got[:, 3], 0.0)  # alpha = 0 there
+
+    def test_gradient_does_not_depend_on_the_weights_scale(self):
+        # w -> c w leaves z and alpha / std unchanged: so the vector-Jacobian
+        # product for a fixed cotangent is unchanged (exactly, c = 2^n).
+        w = self._weights()
+        g = jax.random.normal(jax.random.key(23), w.shape)
+        rule = bnnjax.Binarizer(
+            surrogate="ede", scale="std", axis=-1, center=True, standardize=True
+        )
+
+        def vjp(r, u):
+            return jax.grad(lambda v: jnp.sum(g * r(v, progress=0.7)))(u)
+
+        want = vjp(rule, w)
+        for c in (2.0**-6, 2.0**5):
+            np.testing.assert_allclose(
+                vjp(rule, c * w), want, rtol=1e-5, atol=1e-8
+            )
+        # Without standardize the window does not follow the scale.
+        plain = dataclasses.replace(rule, standardize=False)
+        self.assertFalse(
+            np.allclose(vjp(plain, w), vjp(plain, 1e3 * w) / 1e3, rtol=1e-2)
+        )
+
+    def test_surrogate_input(self):
+        w = self._weights()
+        rule = bnnjax.Binarizer(axis=-1, center=True, standardize=True)
+        z = np.asarray(rule.surrogate_input(w), np.float64)
+        np.testing.assert_allclose(z.mean(0), 0.0, atol=1e-6)
+        np.testing.assert_allclose(
+            np.sqrt((z**2).mean(0)), [1, 1, 1, 0, 1], rtol=1e-5
+        )
+        np.testing.assert_array_equal(bnnjax.Binarizer().surrogate_input(w), w)
+
+    def test_needs_center_and_bools(self):
+        with self.assertRaisesRegex(ValueError, "needs center=True"):
+            binarize(jnp.ones(3), standardize=True)
+        with self.assertRaisesRegex(ValueError, "Binarizer: .*center=True"):
+            bnnjax.Binarizer(standardize=True)
+        with self.assertRaisesRegex(TypeError, "standardize must be a bool"):
+            bnnjax.Binarizer(center=True, standardize=1)
+
+
+if __name__ == "__main__":
+    absltest.main()

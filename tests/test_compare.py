@@ -430,6 +430,9 @@ class PresetOptionsTest(parameterized.TestCase):
             {"k": 2.0, "scale": "mean_abs_dev", "scale_adaptive": True},
         )
         self.assertEqual(presets.method_options("bnn"), {})
+        self.assertEqual(presets.method_options("irnet"), {"standardize": True})
+        with self.assertRaisesRegex(TypeError, "standardize must be True"):
+            presets.get_preset("irnet", standardize="no")
 
     def test_founding_ablations_change_one_part(self):
         base = presets.get_preset("scaled_sigmoid")

@@ -472,6 +472,23 @@ class DiagnosticsTest(absltest.TestCase):
                 w, bnnjax.Binarizer(surrogate="stochastic", scale=None)
             )
 
+    def test_gradient_fraction_irnet_standardized_follows_the_scale(self):
+        # IR-Net's window anneals on (w - mean) / std: the fraction of
+        # weights it reaches late in training is the same at any scale and
+        # narrow; evaluated on w - mean alone it stays wide for small weights.
+        v = jax.random.normal(jax.random.key(1), (512, 4))
+        rule = presets.get_preset("irnet").kernel_binarizer
+        self.assertTrue(rule.standardize)
+        fractions = [
+            float(train.gradient_fraction({"w": c * v}, rule, progress=1.0)[0])
+            for c in (0.01, 1.0, 100.0)
+        ]
+        np.testing.assert_allclose(fractions, fractions[0], rtol=1e-6)
+        self.assertLess(fractions[0], 0.35)
+        old = presets.get_preset("irnet", standardize=False).kernel_binarizer
+        small = train.gradient_fraction({"w": 0.01 * v}, old, progress=1.0)
+        self.assertGreater(float(small[0]), 0.99)
+
     def test_latent_stats(self):
         w = jnp.array([-2.0, 0.0, 0.0, 2.0] + [0.0] * 96)
         stats = train.latent_stats({"w": w})["w"]
