@@ -45,3 +45,11 @@ $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
     --target-accuracy 0.95 --methods scaled_sigmoid \
     --out "$OUT/mnist_binary_activations_founding_rerun"
+# 4. IR-Net with Libra-PB standardization (EDE evaluated at (w - mean) / std,
+#    the irnet default since the third session) against the earlier rule.
+$PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
+    --methods irnet,irnet:standardize=false \
+    --out "$OUT/mnist_binary_weights_irnet_standardized"
+$PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
+    --target-accuracy 0.95 --methods irnet,irnet:standardize=false \
+    --out "$OUT/mnist_binary_activations_irnet_standardized"
