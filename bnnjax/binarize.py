@@ -754,7 +754,7 @@ def _signs_and_scale(
         ).astype(x.dtype)
         centred = x - jax.lax.stop_gradient(mean)
     if standardize:
-        centred = centred / jax.lax.stop_gradient(spread(centred, axes))
+        centred = centred / jax.lax.stop_gradient(_spread(centred, axes))
     aux = surrogate.prepare(centred, axes, progress=progress, key=key)
     signs = _binarize_core(surrogate, centred, aux)
     if scale is None or isinstance(scale, scale_lib.NoScale):
@@ -762,7 +762,7 @@ def _signs_and_scale(
     return signs, scale(x, axis)
 
 
-def spread(centred: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+def _spread(centred: jax.Array, axes: tuple[int, ...]) -> jax.Array:
     """``std`` of centred values over ``axes`` (kept), with 0 replaced by 1.
 
     The divisor of ``standardize``: ``sqrt(mean(x'^2))``, accumulated in
@@ -871,7 +871,7 @@ class Binarizer:
         acc = x.astype(_accumulation_dtype(x.dtype))
         centred = x - jnp.mean(acc, axis=axes, keepdims=True).astype(x.dtype)
         if self.standardize:
-            centred = centred / spread(centred, axes)
+            centred = centred / _spread(centred, axes)
         return centred
 
     def __call__(
