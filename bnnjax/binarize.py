@@ -747,19 +747,28 @@ def _signs_and_scale(
             "x.astype(jnp.float32)."
         )
     axes = scale_lib.reduce_axes(x.ndim, axis)
-    centred = x
-    if center:
-        mean = jnp.mean(
-            x.astype(_accumulation_dtype(x.dtype)), axis=axes, keepdims=True
-        ).astype(x.dtype)
-        centred = x - jax.lax.stop_gradient(mean)
-    if standardize:
-        centred = centred / jax.lax.stop_gradient(_spread(centred, axes))
-    aux = surrogate.prepare(centred, axes, progress=progress, key=key)
-    signs = _binarize_core(surrogate, centred, aux)
+    z = _surrogate_input(x, axes, center=center, standardize=standardize)
+    aux = surrogate.prepare(z, axes, progress=progress, key=key)
+    signs = _binarize_core(surrogate, z, aux)
     if scale is None or isinstance(scale, scale_lib.NoScale):
         return signs, None
     return signs, scale(x, axis)
+
+
+def _surrogate_input(
+    x: jax.Array, axes: tuple[int, ...], *, center: bool, standardize: bool
+) -> jax.Array:
+    """``x``, centred and standardized over ``axes`` if asked; the mean and
+    the standard deviation are constants in the backward pass."""
+    if not center:
+        return x
+    mean = jnp.mean(
+        x.astype(_accumulation_dtype(x.dtype)), axis=axes, keepdims=True
+    ).astype(x.dtype)
+    centred = x - jax.lax.stop_gradient(mean)
+    if standardize:
+        centred = centred / jax.lax.stop_gradient(_spread(centred, axes))
+    return centred
 
 
 def _spread(centred: jax.Array, axes: tuple[int, ...]) -> jax.Array:
@@ -865,14 +874,12 @@ class Binarizer:
           Array([-1.,  1.], dtype=float32)
         """
         x = jnp.asarray(x)
-        if not self.center:
-            return x
-        axes = scale_lib.reduce_axes(x.ndim, self.axis)
-        acc = x.astype(_accumulation_dtype(x.dtype))
-        centred = x - jnp.mean(acc, axis=axes, keepdims=True).astype(x.dtype)
-        if self.standardize:
-            centred = centred / _spread(centred, axes)
-        return centred
+        return _surrogate_input(
+            x,
+            scale_lib.reduce_axes(x.ndim, self.axis),
+            center=self.center,
+            standardize=self.standardize,
+        )
 
     def __call__(
         self,
