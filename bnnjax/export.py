@@ -994,23 +994,31 @@ def pack_model(
     return PackedModel(header=header, arrays=dict(b.arrays))
 
 
-def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
-    if metadata is None:
+def _json_mapping(value: Any, what: str, hint: str) -> dict[str, Any]:
+    """``value`` (a string-keyed mapping of JSON values, or None) as the
+    plain dict a JSON round trip gives; a ``TypeError`` naming ``what``
+    otherwise."""
+    if value is None:
         return {}
-    if not isinstance(metadata, Mapping) or not all(
-        isinstance(k, str) for k in metadata
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) for k in value
     ):
         raise TypeError(
-            "metadata must be a mapping with string keys, got "
-            f"{type(metadata).__name__}."
+            f"{what} must be a mapping with string keys, got "
+            f"{type(value).__name__}."
         )
     try:
-        return json.loads(json.dumps(dict(metadata), allow_nan=False))
+        return json.loads(json.dumps(dict(value), allow_nan=False))
     except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"metadata must hold JSON values (str, numbers, bool, None, lists,"
-            f" dicts; finite floats only): {e}"
-        ) from None
+        raise TypeError(f"{what} must hold JSON values ({hint}): {e}") from None
+
+
+def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    return _json_mapping(
+        metadata,
+        "metadata",
+        "str, numbers, bool, None, lists, dicts; finite floats only",
+    )
 
 
 def _bnnjax_version() -> str:
@@ -1318,21 +1326,9 @@ def _pack_layer(
 
 
 def _json_kwargs(call_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    value = _json_mapping(call_kwargs, "call_kwargs", "e.g. train=False")
     if call_kwargs is None:
-        return {}
-    if not isinstance(call_kwargs, Mapping) or not all(
-        isinstance(k, str) for k in call_kwargs
-    ):
-        raise TypeError(
-            "call_kwargs must be a mapping with string keys, got "
-            f"{type(call_kwargs).__name__}."
-        )
-    try:
-        value = json.loads(json.dumps(dict(call_kwargs), allow_nan=False))
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"call_kwargs must hold JSON values (e.g. train=False): {e}"
-        ) from None
+        return value
     if value != dict(call_kwargs):
         raise TypeError(
             "call_kwargs must survive a JSON round trip unchanged (use "
