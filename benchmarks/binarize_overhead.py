@@ -27,15 +27,7 @@ import jax.numpy as jnp
 
 import bnnjax
 
-SURROGATES = (
-    "ste",
-    "clipped_ste",
-    "approx_sign",
-    "swish_sign",
-    "ede",
-    "sigmoid",
-    "scaled_sigmoid",
-)
+SURROGATES = bnnjax.DETERMINISTIC_SURROGATE_NAMES
 
 
 def _time(fn, *args, repeats: int) -> float:

@@ -41,15 +41,7 @@ import optax
 import bnnjax
 from bnnjax.nn import linen as bnn
 
-SURROGATES = (
-    "ste",
-    "clipped_ste",
-    "approx_sign",
-    "swish_sign",
-    "ede",
-    "sigmoid",
-    "scaled_sigmoid",
-)
+SURROGATES = bnnjax.DETERMINISTIC_SURROGATE_NAMES
 
 
 def _environment() -> dict:

@@ -95,15 +95,7 @@ from bnnjax import train as train_lib
 from bnnjax.models import linen as models
 from bnnjax.nn import _common
 
-SURROGATES = (
-    "ste",
-    "clipped_ste",
-    "approx_sign",
-    "swish_sign",
-    "ede",
-    "sigmoid",
-    "scaled_sigmoid",
-)
+SURROGATES = bnnjax.DETERMINISTIC_SURROGATE_NAMES
 PEERS = ("larq", "torch")
 _WARMUP_STEPS = 5
 _DEVICE_BATCHES = 8

@@ -13,6 +13,10 @@ from bnnjax import nn as nn
 from bnnjax import packed as packed
 from bnnjax import presets as presets
 from bnnjax import train as train
+from bnnjax.binarize import (
+    DETERMINISTIC_SURROGATE_NAMES as DETERMINISTIC_SURROGATE_NAMES,
+)
+from bnnjax.binarize import SURROGATE_NAMES as SURROGATE_NAMES
 from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
 from bnnjax.binarize import Binarizer as Binarizer
 from bnnjax.binarize import ClippedSteSurrogate as ClippedSteSurrogate
@@ -67,6 +71,7 @@ __all__ = [
     "BopSecondOrderState",
     "BopState",
     "ClippedSteSurrogate",
+    "DETERMINISTIC_SURROGATE_NAMES",
     "EdeSurrogate",
     "MeanAbsDevScale",
     "MeanAbsScale",
@@ -74,6 +79,7 @@ __all__ = [
     "NoScale",
     "ParamSummary",
     "REAL",
+    "SURROGATE_NAMES",
     "Scale",
     "ScaledSigmoidSurrogate",
     "SigmoidSurrogate",

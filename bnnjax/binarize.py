@@ -576,6 +576,13 @@ _SURROGATES: dict[str, type[Surrogate]] = {
     )
 }
 
+#: Registered surrogate names, in registration order.
+SURROGATE_NAMES: tuple[str, ...] = tuple(_SURROGATES)
+#: The registered surrogates whose forward pass needs no PRNG key.
+DETERMINISTIC_SURROGATE_NAMES: tuple[str, ...] = tuple(
+    name for name, cls in _SURROGATES.items() if not cls.stochastic
+)
+
 
 def get_surrogate(name: str, **kwargs) -> Surrogate:
     """Builds a surrogate from its registered name.

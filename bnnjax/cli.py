@@ -54,15 +54,7 @@ def _demo_results(seed: int) -> dict:
     """Computes the demo's numbers with the public API."""
     points = jnp.array(_DEMO_POINTS)
     slopes = {}
-    for name in (
-        "ste",
-        "clipped_ste",
-        "approx_sign",
-        "swish_sign",
-        "ede",
-        "sigmoid",
-        "scaled_sigmoid",
-    ):
+    for name in bnnjax.DETERMINISTIC_SURROGATE_NAMES:
 
         def total(v, name=name):
             return bnnjax.binarize(v, name, None, progress=0.5).sum()

@@ -712,5 +712,32 @@ class StandardizeTest(parameterized.TestCase):
             bnnjax.Binarizer(center=True, standardize=1)
 
 
+class RegistryTest(absltest.TestCase):
+    def test_surrogate_names(self):
+        self.assertEqual(
+            bnnjax.SURROGATE_NAMES,
+            (
+                "ste",
+                "clipped_ste",
+                "approx_sign",
+                "swish_sign",
+                "ede",
+                "sigmoid",
+                "scaled_sigmoid",
+                "stochastic",
+            ),
+        )
+        self.assertEqual(
+            bnnjax.DETERMINISTIC_SURROGATE_NAMES, bnnjax.SURROGATE_NAMES[:-1]
+        )
+        for name in bnnjax.SURROGATE_NAMES:
+            surrogate = bnnjax.get_surrogate(name)
+            self.assertEqual(surrogate.name, name)
+            self.assertEqual(
+                name in bnnjax.DETERMINISTIC_SURROGATE_NAMES,
+                not surrogate.stochastic,
+            )
+
+
 if __name__ == "__main__":
     absltest.main()
