@@ -634,10 +634,17 @@ def _pack_words(bits: np.ndarray) -> np.ndarray:
     return as_bytes.view("<u4").reshape(*bits.shape[:-1], words)
 
 
+def _is_plain_sign(binarizer: Binarizer) -> bool:
+    """Whether ``binarizer`` is a per-example ``sign``: no scale, no
+    centring, deterministic (a scale or centring of activations depends on
+    the whole batch)."""
+    scale_free = binarizer.scale is None or isinstance(binarizer.scale, NoScale)
+    return scale_free and not binarizer.center and not binarizer.stochastic
+
+
 def _check_sign_activation(model: Any, field: str) -> Binarizer:
     act = getattr(model, field)
-    scale_free = act.scale is None or isinstance(act.scale, NoScale)
-    if not scale_free or act.center or act.stochastic:
+    if not _is_plain_sign(act):
         raise ValueError(
             f"{type(model).__name__}.{field}={act!r}: export supports sign "
             "activations (scale=None, center=False, deterministic); a scale "
@@ -1100,8 +1107,7 @@ class _LayerSpec:
 def _input_kind(binarizer: Binarizer | None, where: str) -> str:
     if binarizer is None:
         return "real"
-    scale_free = binarizer.scale is None or isinstance(binarizer.scale, NoScale)
-    if not scale_free or binarizer.center or binarizer.stochastic:
+    if not _is_plain_sign(binarizer):
         raise ValueError(
             f"{where}: input_binarizer={binarizer!r}; export supports real "
             "inputs (None) or sign activations (scale=None, center=False, "
