@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 
+import _env
 import jax
 import jax.numpy as jnp
 
@@ -42,21 +41,9 @@ def _time(fn, *args, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _environment() -> dict:
-    device = jax.devices()[0]
-    return {
-        "device": f"{device.platform}:{device.device_kind}",
-        "jax": jax.__version__,
-        "bnnjax": bnnjax.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
 def run(sizes, batch: int, repeats: int, dtype) -> list[dict]:
     results = []
-    env = _environment()
+    env = _env.environment()
     for size in sizes:
         kx, kw, kg = jax.random.split(jax.random.key(0), 3)
         x = jax.random.normal(kx, (batch, size), dtype)

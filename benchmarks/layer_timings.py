@@ -25,42 +25,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 
-import flax
+import _env
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import bnnjax
 from bnnjax.nn import linen as bnn
 
 SURROGATES = bnnjax.DETERMINISTIC_SURROGATE_NAMES
-
-
-def _environment() -> dict:
-    device = jax.devices()[0]
-    return {
-        "device": f"{device.platform}:{device.device_kind}",
-        "bnnjax": bnnjax.__version__,
-        "jax": jax.__version__,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": (
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else None
-        ),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
 
 
 def _make(kind: str, surrogate: str, scale: str, shape, batch: int):
@@ -123,8 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=list(SURROGATES),
     )
     args = parser.parse_args(argv)
-    env = _environment()
-    load_start = [round(v, 2) for v in os.getloadavg()]
+    env = _env.environment()
+    load_start = _env.load()
     for shape in args.shapes:
         variants = {}
         variants[("float", "none")] = _make(
@@ -169,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "cpu_ratio_to_float": round(cpu_ms / float_cpu, 4),
                         "calls": len(wall),
                         "loadavg_start": load_start,
-                        "loadavg_end": [round(v, 2) for v in os.getloadavg()],
+                        "loadavg_end": _env.load(),
                         **env,
                     }
                 ),

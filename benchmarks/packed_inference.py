@@ -48,15 +48,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 
+import _env
 import jax
 
 
@@ -85,32 +84,8 @@ def _parse(argv):
     return parser.parse_args(argv)
 
 
-def _version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _environment(sync_dispatch: bool) -> dict:
-    device = jax.devices()[0]
-    affinity = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None
-    )
-    return {
-        "device": f"{device.platform}:{device.device_kind}",
-        "versions": {
-            name: _version(name)
-            for name in ("jax", "jaxlib", "flax", "optax", "numpy", "bnnjax")
-        },
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "async_dispatch": not sync_dispatch,
-    }
+    return {**_env.environment(), "async_dispatch": not sync_dispatch}
 
 
 def _line(**fields) -> dict:

@@ -28,52 +28,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import os
-import platform
 import statistics
 import time
 
-
-def _versions() -> dict:
-    out = {}
-    for name in (
-        "jax",
-        "jaxlib",
-        "flax",
-        "optax",
-        "orbax-checkpoint",
-        "bnnjax",
-    ):
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+import _env
 
 
 def _environment(jax) -> dict:
-    device = jax.devices()[0]
-    affinity = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None
-    )
     return {
-        "device": f"{device.platform}:{device.device_kind}",
-        "device_count": jax.device_count(),
-        "simulated_devices": device.platform == "cpu"
+        **_env.environment((*_env.PACKAGES, "orbax-checkpoint")),
+        "simulated_devices": jax.default_backend() == "cpu"
         and jax.device_count() > 1,
-        **_versions(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", default="1,2,4,8")
     parser.add_argument(
@@ -85,7 +55,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256, help="global batch")
     parser.add_argument("--steps", type=int, default=20, help="per repeat")
     parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     import jax
 

@@ -74,7 +74,6 @@ import dataclasses
 import itertools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -82,7 +81,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import flax
+import _env
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -104,48 +103,13 @@ _PEER_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers")
 
 def environment() -> dict[str, Any]:
     """Device, versions and thread settings of this process."""
-    device = jax.devices()[0]
-    threads = {
-        k: os.environ[k]
-        for k in (
-            "OMP_NUM_THREADS",
-            "MKL_NUM_THREADS",
-            "XLA_FLAGS",
-            "JAX_PLATFORMS",
-        )
-        if k in os.environ
-    }
-    affinity = (
-        len(os.sched_getaffinity(0))
-        if hasattr(os, "sched_getaffinity")
-        else None
-    )
     return {
-        "device": f"{device.platform}:{device.device_kind}",
         "framework": "bnnjax",
-        "bnnjax": bnnjax.__version__,
-        "jax": jax.__version__,
-        "jaxlib": jax.lib.__version__ if hasattr(jax, "lib") else None,
-        "flax": flax.__version__,
-        "optax": optax.__version__,
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": affinity,
-        "thread_env": threads,
+        **_env.environment(),
         # What the layers' default sign_product_dtype="auto" picks for the
         # hidden layers of the benchmark's batch (100 rows, 1024 features).
         "auto_bfloat16_products": bnnjax.nn.bfloat16_dense_is_faster(100, 1024),
     }
-
-
-def _cpus() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _load() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
 
 
 class FlaxMLP(nn.Module):
@@ -307,8 +271,14 @@ def _scale_name(scale) -> str:
 def _device_batches(dataset, batch_size: int):
     images = dataset.train_images
     labels = dataset.train_labels.astype(np.int32)
+    count = min(_DEVICE_BATCHES, len(images) // batch_size)
+    if count == 0:
+        raise SystemExit(
+            f"--batch-size {batch_size} exceeds the {len(images)} training "
+            "images of the embedded MNIST sample."
+        )
     batches = []
-    for i in range(_DEVICE_BATCHES):
+    for i in range(count):
         sl = slice(i * batch_size, (i + 1) * batch_size)
         batches.append(
             (jax.device_put(images[sl][None]), jax.device_put(labels[sl][None]))
@@ -528,9 +498,7 @@ def summarize_peers(args, peer_lines, variants, env) -> list[dict]:
                 "bnnjax_speedup": round(ms / ref_ms, 4),
                 "bnnjax_cpu_speedup": round(cpu_ms / ref_cpu, 4),
                 "bnnjax_device": env["device"],
-                "bnnjax_versions": {
-                    k: env[k] for k in ("jax", "flax", "optax", "bnnjax")
-                },
+                "bnnjax_versions": env["versions"],
             }
         )
     return out
@@ -690,7 +658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        default=_cpus(),
+        default=_env.cpu_affinity() or os.cpu_count(),
         help="intra-op threads given to the peers (XLA uses every core it "
         "may run on; default: this process's CPU affinity, %(default)s)",
     )
@@ -733,7 +701,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     peer_steps = max(1, per_round)
     peer_lines: list[dict] = []
     peer_kinds = ("float", "binary_weights", "binary_all")
-    load_start = _load()
+    load_start = _env.load()
     for r in range(args.rounds):
         shift = r % len(variants)
         for i, v in enumerate(variants[shift:] + variants[:shift]):
@@ -744,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for line in run_peer(args, peer, kind, peer_steps, mode):
                 line["round"] = r
                 peer_lines.append(line)
-    load_end = _load()
+    load_end = _env.load()
 
     floats = {v.info["step"]: v for v in variants if v.name == "float"}
     for v in variants:
@@ -793,7 +761,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         **measure_loop(
                             v, dataset, args.batch_size, args.loop_epochs
                         ),
-                        "loadavg": _load(),
+                        "loadavg": _env.load(),
                         **env,
                     }
                 )

@@ -1,0 +1,267 @@
+"""Smoke tests of the benchmark scripts: tiny sizes, the JSON they promise.
+
+The timings themselves are never asserted (they depend on the machine);
+what is checked is that every script runs, prints one JSON line per
+measurement with the documented fields and the shared environment block,
+and that derived numbers (ratios, sums) follow from the measured ones.
+"""
+
+import contextlib
+import importlib.util
+import io
+import json
+import os
+import subprocess
+import sys
+
+import jax
+from absl.testing import absltest
+
+_BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
+
+
+def _load(name: str):
+    """Imports ``benchmarks/<name>.py`` as a module (with its ``_env``)."""
+    if _BENCHMARKS not in sys.path:
+        sys.path.insert(0, _BENCHMARKS)
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", os.path.join(_BENCHMARKS, f"{name}.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    # Registered first: dataclasses look their module up while building.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(name: str, argv: list[str]) -> list[dict]:
+    """Runs the script's ``main(argv)`` and parses its stdout lines."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = _load(name).main(argv)
+    if status not in (None, 0):
+        raise AssertionError(f"{name} returned {status}")
+    return [json.loads(t) for t in out.getvalue().splitlines()]
+
+
+class EnvironmentBlockMixin:
+    def assert_environment(self, line: dict):
+        self.assertEqual(line["device"], "cpu:cpu")
+        self.assertEqual(line["versions"]["jax"], jax.__version__)
+        self.assertIn("bnnjax", line["versions"])
+        self.assertIn("cpu_affinity", line)
+        self.assertIsInstance(line["thread_env"], dict)
+
+
+class TrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_one_line_per_variant_with_the_named_fields(self):
+        lines = _run(
+            "train_throughput",
+            [
+                "--hidden=16,16",
+                "--batch-size=8",
+                "--steps=2",
+                "--rounds=1",
+                "--surrogates=ste,scaled_sigmoid",
+                "--presets=bnn",
+            ],
+        )
+        steps = [ln for ln in lines if ln["benchmark"] == "train_step"]
+        self.assertEqual(
+            [(ln["variant"], ln["surrogate"]) for ln in steps],
+            [
+                ("float", "none"),
+                ("float_flax", "none"),
+                ("binary_weights", "ste"),
+                ("binary_weights", "scaled_sigmoid"),
+                ("binary_all", "ste"),
+                ("binary_all", "scaled_sigmoid"),
+                ("binary_weights", "clipped_ste"),  # the bnn preset
+            ],
+        )
+        self.assertEqual(steps[-1]["method"], "bnn")
+        float_ms = steps[0]["step_ms_median"]
+        for ln in steps:
+            self.assert_environment(ln)
+            self.assertEqual(ln["framework"], "bnnjax")
+            self.assertEqual(ln["timed_steps"], 2)
+            ms = ln["step_ms_median"]
+            self.assertGreater(ms, 0)
+            # The printed numbers are rounded: compare to 1e-3 relative.
+            eps = 8 * 1e3 / ms
+            self.assertLess(abs(ln["examples_per_second"] - eps), 1e-3 * eps)
+            ratio = ms / float_ms
+            self.assertLess(abs(ln["ratio_to_float"] - ratio), 1e-3 * ratio)
+
+    def test_batch_larger_than_the_sample_is_refused(self):
+        with self.assertRaisesRegex(SystemExit, "exceeds the 6000"):
+            _run("train_throughput", ["--hidden=8", "--batch-size=7000"])
+
+    def test_unknown_surrogate_is_refused(self):
+        with (
+            contextlib.redirect_stderr(io.StringIO()) as err,
+            self.assertRaises(SystemExit),
+        ):
+            _run("train_throughput", ["--surrogates=sine"])
+        self.assertIn("'sine' not in", err.getvalue())
+
+
+class WeightPassCostsTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_per_kernel_lines_add_up_to_the_mlp_line(self):
+        lines = _run(
+            "weight_pass_costs",
+            [
+                "--hidden=32",
+                "--surrogates=ste,scaled_sigmoid",
+                "--scales=none,mean_abs_dev",
+                "--calls=2",
+                "--rounds=1",
+                "--float-step",
+                "--batch-size=8",
+            ],
+        )
+        kernels = [ln for ln in lines if ln["benchmark"] == "weight_pass"]
+        mlp = [ln for ln in lines if ln["benchmark"] == "weight_pass_mlp"]
+        rules = [
+            ("ste", "none"),
+            ("ste", "mean_abs_dev"),
+            ("scaled_sigmoid", "none"),
+            ("scaled_sigmoid", "mean_abs_dev"),
+        ]
+        self.assertEqual(
+            [
+                (ln["surrogate"], ln["scale"], tuple(ln["shape"]))
+                for ln in kernels
+            ],
+            [(*r, s) for s in ((784, 32), (32, 10)) for r in rules],
+        )
+        self.assertEqual([(ln["surrogate"], ln["scale"]) for ln in mlp], rules)
+        for ln in kernels:
+            self.assert_environment(ln)
+            self.assertGreaterEqual(ln["total_us"], 0)
+            self.assertAlmostEqual(
+                ln["backward_us"],
+                ln["total_us"] - ln["forward_us"],
+                delta=0.02,
+            )
+        for ln in mlp:
+            self.assert_environment(ln)
+            self.assertEqual(ln["weights"], 784 * 32 + 32 * 10)
+            total = sum(
+                k["total_us"]
+                for k in kernels
+                if (k["surrogate"], k["scale"])
+                == (ln["surrogate"], ln["scale"])
+            )
+            self.assertAlmostEqual(
+                ln["added_ms_per_step"], total / 1e3, delta=1e-3
+            )
+            self.assertAlmostEqual(
+                ln["floor_ratio"],
+                1 + ln["added_ms_per_step"] / ln["float_step_ms"],
+                delta=1e-3,
+            )
+
+    def test_unknown_scale_is_refused(self):
+        with (
+            contextlib.redirect_stderr(io.StringIO()) as err,
+            self.assertRaises(SystemExit),
+        ):
+            _run("weight_pass_costs", ["--scales=median"])
+        self.assertIn("'median' not in", err.getvalue())
+
+
+class LayerTimingsTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_one_line_per_layer_variant(self):
+        lines = _run(
+            "layer_timings",
+            [
+                "--shapes=16x8",
+                "--batch-size=4",
+                "--calls=2",
+                "--rounds=1",
+                "--surrogates=ste",
+            ],
+        )
+        self.assertEqual(
+            [(ln["variant"], ln["surrogate"]) for ln in lines],
+            [
+                ("float", "none"),
+                ("binary_weights", "ste"),
+                ("binary_all", "ste"),
+            ],
+        )
+        self.assertEqual(lines[0]["ratio_to_float"], 1.0)
+        for ln in lines:
+            self.assert_environment(ln)
+            self.assertEqual(ln["calls"], 2)
+
+
+class BinarizeOverheadTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_lines_carry_the_environment(self):
+        lines = _run(
+            "binarize_overhead", ["--sizes=16", "--batch=4", "--repeats=2"]
+        )
+        self.assertNotEqual(lines, [])
+        for ln in lines:
+            self.assertEqual(ln["benchmark"], "binarize_overhead")
+            self.assert_environment(ln)
+
+
+class PackedInferenceTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_packed_inference_benchmark_small(self):
+        lines = _run(
+            "packed_inference",
+            [
+                "--sizes=64",
+                "--batches=1",
+                "--bw-batches=3",
+                "--mlp-batches=3",
+                "--mlp-hidden=16",
+                "--rounds=1",
+                "--repeats=1",
+            ],
+        )
+        kinds = {(r["benchmark"], r.get("variant")) for r in lines}
+        for variant in ("xnor", "xnor_fused_reduction", "binary_weight_auto"):
+            self.assertIn(("packed_layer", variant), kinds)
+        mlps = [r for r in lines if r["benchmark"] == "packed_mlp"]
+        self.assertEqual([r["binary_activations"] for r in mlps], [False, True])
+        for r in lines:
+            self.assertIn("loadavg_1m", r)
+            self.assert_environment(r)
+        for r in mlps:
+            self.assertEqual(r["argmax_agreement"], 1.0)
+            self.assertGreater(r["speedup"], 0)
+
+
+class ShardingThroughputTest(absltest.TestCase):
+    def test_two_simulated_devices(self):
+        # A subprocess: the script sets the CPU device count before JAX
+        # starts, which this test process has already done.
+        result = subprocess.run(
+            [
+                sys.executable,
+                os.path.join(_BENCHMARKS, "sharding_throughput.py"),
+                "--devices=1,2",
+                "--cpu-devices=2",
+                "--batch=8",
+                "--steps=1",
+                "--repeats=1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr[-2000:])
+        lines = [json.loads(t) for t in result.stdout.splitlines()]
+        self.assertNotEqual(lines, [])
+        for ln in lines:
+            self.assertEqual(ln["device_count"], 2)
+            self.assertTrue(ln["simulated_devices"])
+            self.assertIn("orbax-checkpoint", ln["versions"])
+
+
+if __name__ == "__main__":
+    absltest.main()
