@@ -42,6 +42,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import statistics
@@ -72,12 +73,17 @@ def _rule_functions(surrogate: str, scale: str):
     """(forward, forward and backward) jitted functions of ``(w, g)``."""
     binarizer = bnnjax.Binarizer(surrogate=surrogate, scale=scale, axis=-1)
 
+    # EDE anneals with training progress; the others ignore it.
+    factors = functools.partial(
+        binarizer.signs_and_scale, progress=jnp.float32(0.5)
+    )
+
     def forward(w, g):
         del g
-        return binarizer.signs_and_scale(w)
+        return factors(w)
 
     def total(w, g):
-        signs, vjp, alpha = jax.vjp(binarizer.signs_and_scale, w, has_aux=True)
+        signs, vjp, alpha = jax.vjp(factors, w, has_aux=True)
         cotangent = g if alpha is None else g * alpha
         (grad,) = vjp(cotangent)
         return signs, alpha, grad

@@ -112,7 +112,7 @@ class WeightPassCostsTest(EnvironmentBlockMixin, absltest.TestCase):
             "weight_pass_costs",
             [
                 "--hidden=32",
-                "--surrogates=ste,scaled_sigmoid",
+                "--surrogates=ste,ede,scaled_sigmoid",
                 "--scales=none,mean_abs_dev",
                 "--calls=2",
                 "--rounds=1",
@@ -125,6 +125,8 @@ class WeightPassCostsTest(EnvironmentBlockMixin, absltest.TestCase):
         rules = [
             ("ste", "none"),
             ("ste", "mean_abs_dev"),
+            ("ede", "none"),
+            ("ede", "mean_abs_dev"),
             ("scaled_sigmoid", "none"),
             ("scaled_sigmoid", "mean_abs_dev"),
         ]
