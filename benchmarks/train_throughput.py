@@ -69,7 +69,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import itertools
 import json
@@ -92,7 +91,6 @@ import bnnjax
 from bnnjax import data as data_lib
 from bnnjax import train as train_lib
 from bnnjax.models import linen as models
-from bnnjax.nn import _common
 
 SURROGATES = bnnjax.DETERMINISTIC_SURROGATE_NAMES
 PEERS = ("larq", "torch")
@@ -214,7 +212,7 @@ def build_variants(args, sample) -> list[Variant]:
                 add(
                     kind,
                     name,
-                    model,
+                    model.clone(sign_product_dtype=None),
                     scale=args.scale,
                     sign_product_dtype="float32",
                 )
@@ -256,7 +254,7 @@ def build_variants(args, sample) -> list[Variant]:
                 add(
                     kind,
                     "clipped_ste",
-                    model,
+                    model.clone(sign_product_dtype=None),
                     scale="none",
                     peer_match=True,
                     sign_product_dtype="float32",
@@ -284,33 +282,6 @@ def _device_batches(dataset, batch_size: int):
             (jax.device_put(images[sl][None]), jax.device_put(labels[sl][None]))
         )
     return batches
-
-
-@contextlib.contextmanager
-def _sign_products(dtype: str | None):
-    """Traces dense layers with float32 sign products when ``dtype`` is
-    ``"float32"`` (``sign_product_dtype=None``), against the layers' default
-    ``"auto"``.
-
-    The reference models do not take the knob, so while such a variant is
-    traced (its steps are compiled once), every binary dense layer gets it.
-    """
-    if dtype is None:
-        yield
-        return
-    if dtype != "float32":
-        raise ValueError(f"unknown sign product dtype {dtype!r}")
-    original = _common.binary_dense
-
-    def patched(*args, **kwargs):
-        kwargs["sign_product_dtype"] = None
-        return original(*args, **kwargs)
-
-    _common.binary_dense = patched
-    try:
-        yield
-    finally:
-        _common.binary_dense = original
 
 
 def make_plain_step(model, tx):
@@ -359,23 +330,22 @@ def make_plain_step(model, tx):
 
 def prepare(variant: Variant, sample, batches) -> None:
     """Initialises, compiles and warms up one variant."""
-    with _sign_products(variant.info.get("sign_product_dtype")):
-        variant.state = train_lib.init_state(
-            variant.model, variant.tx, [0], sample, sign_init=variant.sign_init
+    variant.state = train_lib.init_state(
+        variant.model, variant.tx, [0], sample, sign_init=variant.sign_init
+    )
+    if variant.info["step"] == "plain":
+        variant.step = make_plain_step(variant.model, variant.tx)
+    else:
+        variant.step = train_lib.make_train_step(variant.model, variant.tx)
+    start = time.perf_counter()
+    for i in range(_WARMUP_STEPS):
+        images, labels = batches[i % len(batches)]
+        variant.state, metrics = variant.step(
+            variant.state, images, labels, np.float32(0.5)
         )
-        if variant.info["step"] == "plain":
-            variant.step = make_plain_step(variant.model, variant.tx)
-        else:
-            variant.step = train_lib.make_train_step(variant.model, variant.tx)
-        start = time.perf_counter()
-        for i in range(_WARMUP_STEPS):
-            images, labels = batches[i % len(batches)]
-            variant.state, metrics = variant.step(
-                variant.state, images, labels, np.float32(0.5)
-            )
-            jax.block_until_ready(metrics)
-            if i == 0:
-                variant.compile_s = time.perf_counter() - start
+        jax.block_until_ready(metrics)
+        if i == 0:
+            variant.compile_s = time.perf_counter() - start
 
 
 def run_steps(variant: Variant, batches, n: int, offset: int) -> None:

@@ -64,19 +64,25 @@ class TrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
                 "--rounds=1",
                 "--surrogates=ste,scaled_sigmoid",
                 "--presets=bnn",
+                "--f32-products",
             ],
         )
         steps = [ln for ln in lines if ln["benchmark"] == "train_step"]
         self.assertEqual(
-            [(ln["variant"], ln["surrogate"]) for ln in steps],
             [
-                ("float", "none"),
-                ("float_flax", "none"),
-                ("binary_weights", "ste"),
-                ("binary_weights", "scaled_sigmoid"),
-                ("binary_all", "ste"),
-                ("binary_all", "scaled_sigmoid"),
-                ("binary_weights", "clipped_ste"),  # the bnn preset
+                (ln["variant"], ln["surrogate"], ln.get("sign_product_dtype"))
+                for ln in steps
+            ],
+            [
+                ("float", "none", None),
+                ("float_flax", "none", None),
+                ("binary_weights", "ste", None),
+                ("binary_weights", "scaled_sigmoid", None),
+                ("binary_all", "ste", None),
+                ("binary_all", "ste", "float32"),
+                ("binary_all", "scaled_sigmoid", None),
+                ("binary_all", "scaled_sigmoid", "float32"),
+                ("binary_weights", "clipped_ste", None),  # the bnn preset
             ],
         )
         self.assertEqual(steps[-1]["method"], "bnn")

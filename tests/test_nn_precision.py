@@ -381,5 +381,169 @@ class SignProductDtypeTest(parameterized.TestCase):
             bnnjax.nn.linen.BinaryConv(4, (3, 3), sign_product_dtype=value)
 
 
+def _linen_logits_and_grads(model, x):
+    """Logits and parameter gradients of a linen reference model (train)."""
+    variables = model.init(jax.random.key(0), x, train=False)
+
+    def loss(params):
+        y, _ = model.apply(
+            {**variables, "params": params},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return jnp.sum(jnp.sin(y)), y
+
+    (_, y), grads = jax.value_and_grad(loss, has_aux=True)(variables["params"])
+    return y, grads
+
+
+def _nnx_logits_and_grads(make, x):
+    model = make()
+
+    def loss(model):
+        y = model(x)
+        return jnp.sum(jnp.sin(y)), y
+
+    (_, y), grads = nnx.value_and_grad(loss, has_aux=True)(model)
+    return y, nnx.to_pure_dict(grads)
+
+
+_MODEL_INPUTS = {
+    "mlp": (2, 16, 16, 1),
+    "cnn": (2, 8, 8, 3),
+    "resnet": (2, 8, 8, 3),
+}
+
+
+def _linen_model(kind, **kwargs):
+    m = bnnjax.models.linen
+    if kind == "mlp":
+        return m.BinaryMLP(hidden=(128, 128), **kwargs)
+    if kind == "cnn":
+        return m.BinaryNetCNN(width_multiplier=1 / 16, **kwargs)
+    return m.BiRealResNet(
+        stage_sizes=(1, 1),
+        stage_features=(8, 16),
+        stem_features=8,
+        stem_kernel_size=3,
+        stem_strides=1,
+        stem_max_pool=False,
+        **kwargs,
+    )
+
+
+def _nnx_model(kind, **kwargs):
+    m = bnnjax.models.nnx
+    rngs = nnx.Rngs(0)
+    if kind == "mlp":
+        return m.BinaryMLP(
+            in_features=256, hidden=(128, 128), rngs=rngs, **kwargs
+        )
+    if kind == "cnn":
+        return m.BinaryNetCNN(
+            input_size=(8, 8), width_multiplier=1 / 16, rngs=rngs, **kwargs
+        )
+    return m.BiRealResNet(
+        stage_sizes=(1, 1),
+        stage_features=(8, 16),
+        stem_features=8,
+        stem_kernel_size=3,
+        stem_strides=1,
+        stem_max_pool=False,
+        rngs=rngs,
+        **kwargs,
+    )
+
+
+class ModelSignProductDtypeTest(parameterized.TestCase):
+    """The reference models pass ``sign_product_dtype`` to their layers
+    with binarized inputs (never to a first layer on real pixels), and the
+    result is the float32 model's bit for bit."""
+
+    @parameterized.product(kind=("mlp", "cnn", "resnet"), api=("linen", "nnx"))
+    def test_bfloat16_products_equal_float32(self, kind, api):
+        x = jax.random.normal(jax.random.key(1), _MODEL_INPUTS[kind])
+        x = x.at[0, 0].set(0.0)
+        if api == "linen":
+            run = functools.partial(_linen_logits_and_grads, x=x)
+            low = _linen_model(kind, sign_product_dtype=jnp.bfloat16)
+            plain = _linen_model(kind, sign_product_dtype=None)
+            jaxpr = jax.make_jaxpr(
+                lambda x: low.apply(
+                    low.init(jax.random.key(0), x, train=False), x, train=False
+                )
+            )(x)
+        else:
+            run = functools.partial(_nnx_logits_and_grads, x=x)
+            low = functools.partial(
+                _nnx_model, kind, sign_product_dtype=jnp.bfloat16
+            )
+            plain = functools.partial(_nnx_model, kind, sign_product_dtype=None)
+            jaxpr = jax.make_jaxpr(lambda x: low()(x))(x)
+        self.assertIn("bf16", str(jaxpr))
+        got, want = run(low), run(plain)
+        for a, b in zip(
+            jax.tree.leaves(got), jax.tree.leaves(want), strict=True
+        ):
+            np.testing.assert_array_equal(a, b)
+
+    @parameterized.parameters("linen", "nnx")
+    def test_auto_default_reaches_the_hidden_layers(self, api):
+        x = jax.random.normal(jax.random.key(2), (64, 16, 16, 1))
+        with mock.patch.object(
+            _common, "bfloat16_dense_is_faster", return_value=True
+        ):
+            if api == "linen":
+                model = _linen_model("mlp")
+                self.assertEqual(model.sign_product_dtype, "auto")
+                auto = str(
+                    jax.make_jaxpr(
+                        lambda x: model.apply(
+                            model.init(jax.random.key(0), x, train=False),
+                            x,
+                            train=False,
+                        )
+                    )(x)
+                )
+                model = _linen_model("mlp", sign_product_dtype=None)
+                off = str(
+                    jax.make_jaxpr(
+                        lambda x: model.apply(
+                            model.init(jax.random.key(0), x, train=False),
+                            x,
+                            train=False,
+                        )
+                    )(x)
+                )
+            else:
+                auto = str(jax.make_jaxpr(lambda x: _nnx_model("mlp")(x))(x))
+                off = str(
+                    jax.make_jaxpr(
+                        lambda x: _nnx_model("mlp", sign_product_dtype=None)(x)
+                    )(x)
+                )
+        self.assertIn("bf16", auto)
+        self.assertNotIn("bf16", off)
+
+    @parameterized.product(kind=("mlp", "cnn", "resnet"), api=("linen", "nnx"))
+    def test_models_reject_other_dtypes(self, kind, api):
+        make = _linen_model if api == "linen" else _nnx_model
+        with self.assertRaisesRegex(ValueError, "expected None, 'auto'"):
+            make(kind, sign_product_dtype=jnp.int8)
+
+    def test_real_activations_refuse_explicit_bfloat16(self):
+        # Binary weights with real (ReLU) activations: no product is exact
+        # in bfloat16, and asking for it says so instead of rounding.
+        model = bnnjax.models.linen.BinaryMLP(
+            hidden=(8,),
+            binary_activations=False,
+            sign_product_dtype=jnp.bfloat16,
+        )
+        x = jnp.ones((2, 16))
+        with self.assertRaisesRegex(ValueError, "the inputs are real"):
+            model.init(jax.random.key(0), x, train=False)
+
+
 if __name__ == "__main__":
     absltest.main()

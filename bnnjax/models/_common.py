@@ -20,14 +20,17 @@ from bnnjax._validate import is_int as _is_int
 from bnnjax._validate import is_real as _is_real
 from bnnjax.binarize import Binarizer
 from bnnjax.nn._common import (
+    AUTO,
     DEFAULT_KERNEL_BINARIZER,
     check_binarizer,
     check_pad_value,
     check_positive_int,
+    check_sign_product_dtype,
 )
 
 __all__ = [
     "APPROX_SIGN_ACTIVATION",
+    "AUTO",
     "BINARYNET_CNN_CONV",
     "BINARYNET_CNN_DENSE",
     "DEFAULT_KERNEL_BINARIZER",
@@ -43,6 +46,7 @@ __all__ = [
     "check_positive_float",
     "check_positive_int",
     "check_rate",
+    "check_sign_product_dtype",
     "check_train",
     "check_widths",
     "flatten_batch",

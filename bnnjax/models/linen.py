@@ -120,6 +120,12 @@ class BinaryMLP(_NormMixin, nn.Module):
         input of a real head (default 0).
       bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
       bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      sign_product_dtype: operand dtype of the forward products of the
+        layers whose inputs are binarized (``binary_activations``; the
+        first layer sees real pixels): ``"auto"`` (default), ``None`` or
+        ``jnp.bfloat16``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Exact
+        either way: it only changes the speed. With real activations
+        there is nothing to apply it to, and ``jnp.bfloat16`` raises.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -141,6 +147,7 @@ class BinaryMLP(_NormMixin, nn.Module):
     dropout_rate: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-4
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -188,6 +195,9 @@ class BinaryMLP(_NormMixin, nn.Module):
                 param_dtype=self.param_dtype,
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act if i > 0 else None,
+                sign_product_dtype=(
+                    self.sign_product_dtype if i > 0 else _common.AUTO
+                ),
                 name=f"dense_{i}",
             )(x, progress=progress)
             x = self._norm(train, f"dense_norm_{i}")(x)
@@ -210,12 +220,14 @@ class BinaryMLP(_NormMixin, nn.Module):
             param_dtype=self.param_dtype,
             kernel_binarizer=self.kernel_binarizer,
             input_binarizer=act,
+            sign_product_dtype=self.sign_product_dtype,
             name="head",
         )(x, progress=progress)
         return self._norm(train, "head_norm")(x)
 
 
 def _check_mlp(model: Any) -> None:
+    _common.check_sign_product_dtype(model.sign_product_dtype)
     _common.check_widths("hidden", model.hidden)
     _common.check_positive_int("num_classes", model.num_classes)
     _common.check_bool("binary_activations", model.binary_activations)
@@ -273,6 +285,11 @@ class BinaryNetCNN(_NormMixin, nn.Module):
       pad_value: constant the binary activations are padded with.
       bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
       bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      sign_product_dtype: operand dtype of the forward products of the
+        layers whose inputs are binarized (every layer but the first):
+        ``"auto"`` (default; float32 in convolutions), ``None`` or
+        ``jnp.bfloat16``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Exact
+        either way: it only changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -289,6 +306,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-4
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -334,6 +352,9 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act if i > 0 else None,
                 pad_value=self.pad_value if i > 0 else 0.0,
+                sign_product_dtype=(
+                    self.sign_product_dtype if i > 0 else _common.AUTO
+                ),
                 name=f"conv_{i}",
             )(x, progress=progress)
             if i % 2 == 1:
@@ -352,6 +373,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 param_dtype=self.param_dtype,
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act,
+                sign_product_dtype=self.sign_product_dtype,
                 name="head" if last else f"dense_{i}",
             )(x, progress=progress)
             x = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(x)
@@ -359,6 +381,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
 
 
 def _check_cnn(model: Any) -> None:
+    _common.check_sign_product_dtype(model.sign_product_dtype)
     _common.check_positive_int("num_classes", model.num_classes)
     _common.check_positive_float("width_multiplier", model.width_multiplier)
     _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
@@ -394,6 +417,10 @@ class BiRealBlock(_NormMixin, nn.Module):
       pad_value: constant the binary activations are padded with.
       bn_momentum: batch-norm running-average momentum.
       bn_epsilon: batch-norm epsilon.
+      sign_product_dtype: operand dtype of the binary convolution's
+        forward product: ``"auto"`` (default; float32 in convolutions),
+        ``None`` or ``jnp.bfloat16``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Exact either way.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
     """
@@ -406,6 +433,7 @@ class BiRealBlock(_NormMixin, nn.Module):
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -444,6 +472,7 @@ class BiRealBlock(_NormMixin, nn.Module):
             kernel_binarizer=self.kernel_binarizer,
             input_binarizer=self.activation_binarizer,
             pad_value=self.pad_value,
+            sign_product_dtype=self.sign_product_dtype,
             name="conv",
         )(x, progress=progress)
         y = self._norm(train, "norm")(y)
@@ -471,6 +500,7 @@ class BiRealBlock(_NormMixin, nn.Module):
 
 
 def _check_block_rules(model: Any) -> None:
+    _common.check_sign_product_dtype(model.sign_product_dtype)
     _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
     _common.check_binarizer("activation_binarizer", model.activation_binarizer)
     _common.check_pad_value(model.pad_value, "SAME")
@@ -526,6 +556,10 @@ class BiRealResNet(_NormMixin, nn.Module):
       pad_value: constant the binary activations are padded with.
       bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
       bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
+      sign_product_dtype: operand dtype of every binary convolution's
+        forward product: ``"auto"`` (default; float32 in convolutions),
+        ``None`` or ``jnp.bfloat16``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Exact either way.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -550,6 +584,7 @@ class BiRealResNet(_NormMixin, nn.Module):
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -602,6 +637,7 @@ class BiRealResNet(_NormMixin, nn.Module):
                 kernel_binarizer=self.kernel_binarizer,
                 activation_binarizer=self.activation_binarizer,
                 pad_value=self.pad_value,
+                sign_product_dtype=self.sign_product_dtype,
                 bn_momentum=self.bn_momentum,
                 bn_epsilon=self.bn_epsilon,
                 dtype=self.dtype,

@@ -117,6 +117,12 @@ class BinaryMLP(nnx.Module):
         input of a real head (default 0).
       bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
       bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      sign_product_dtype: operand dtype of the forward products of the
+        layers whose inputs are binarized (``binary_activations``; the
+        first layer sees real pixels): ``"auto"`` (default), ``None`` or
+        ``jnp.bfloat16``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Exact
+        either way: it only changes the speed. With real activations
+        there is nothing to apply it to, and ``jnp.bfloat16`` raises.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters, dropout and stochastic
@@ -140,6 +146,7 @@ class BinaryMLP(nnx.Module):
         dropout_rate: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-4,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -155,6 +162,7 @@ class BinaryMLP(nnx.Module):
         _common.check_rate("dropout_rate", dropout_rate)
         _common.check_momentum("bn_momentum", bn_momentum)
         _common.check_positive_float("bn_epsilon", bn_epsilon)
+        _common.check_sign_product_dtype(sign_product_dtype)
         rngs = _check_rngs(rngs)
 
         act = activation_binarizer if binary_activations else None
@@ -177,6 +185,9 @@ class BinaryMLP(nnx.Module):
                     rngs=rngs,
                     kernel_binarizer=kernel_binarizer,
                     input_binarizer=act if i > 0 else None,
+                    sign_product_dtype=(
+                        sign_product_dtype if i > 0 else _common.AUTO
+                    ),
                 )
                 for i in range(len(hidden))
             ]
@@ -194,6 +205,7 @@ class BinaryMLP(nnx.Module):
                 rngs=rngs,
                 kernel_binarizer=kernel_binarizer,
                 input_binarizer=act,
+                sign_product_dtype=sign_product_dtype,
             )
             self.head_norm = _batch_norm(num_classes, **norm)
         else:
@@ -288,6 +300,11 @@ class BinaryNetCNN(nnx.Module):
         first convolution pads its real inputs with zeros).
       bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
       bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
+      sign_product_dtype: operand dtype of the forward products of the
+        layers whose inputs are binarized (every layer but the first):
+        ``"auto"`` (default; float32 in convolutions), ``None`` or
+        ``jnp.bfloat16``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Exact
+        either way: it only changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -308,6 +325,7 @@ class BinaryNetCNN(nnx.Module):
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-4,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -328,6 +346,7 @@ class BinaryNetCNN(nnx.Module):
         _common.check_pad_value(pad_value, "SAME")
         _common.check_momentum("bn_momentum", bn_momentum)
         _common.check_positive_float("bn_epsilon", bn_epsilon)
+        _common.check_sign_product_dtype(sign_product_dtype)
         rngs = _check_rngs(rngs)
 
         act = activation_binarizer
@@ -354,6 +373,9 @@ class BinaryNetCNN(nnx.Module):
                     kernel_binarizer=kernel_binarizer,
                     input_binarizer=act if i > 0 else None,
                     pad_value=pad_value if i > 0 else 0.0,
+                    sign_product_dtype=(
+                        sign_product_dtype if i > 0 else _common.AUTO
+                    ),
                 )
                 for i in range(len(conv))
             ]
@@ -372,6 +394,7 @@ class BinaryNetCNN(nnx.Module):
                 rngs=rngs,
                 kernel_binarizer=kernel_binarizer,
                 input_binarizer=act,
+                sign_product_dtype=sign_product_dtype,
             )
             for i in range(len(widths) - 1)
         ]
@@ -442,6 +465,10 @@ class BiRealBlock(nnx.Module):
       pad_value: constant the binary activations are padded with.
       bn_momentum: batch-norm running-average momentum.
       bn_epsilon: batch-norm epsilon.
+      sign_product_dtype: operand dtype of the binary convolution's
+        forward product: ``"auto"`` (default; float32 in convolutions),
+        ``None`` or ``jnp.bfloat16``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Exact either way.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -458,6 +485,7 @@ class BiRealBlock(nnx.Module):
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -471,6 +499,7 @@ class BiRealBlock(nnx.Module):
             pad_value,
             bn_momentum,
             bn_epsilon,
+            sign_product_dtype,
         )
         rngs = _check_rngs(rngs)
         norm = {
@@ -493,6 +522,7 @@ class BiRealBlock(nnx.Module):
             kernel_binarizer=kernel_binarizer,
             input_binarizer=activation_binarizer,
             pad_value=pad_value,
+            sign_product_dtype=sign_product_dtype,
         )
         self.norm = _batch_norm(out_features, **norm)
         self.shortcut_conv: nnx.Conv | None
@@ -552,7 +582,9 @@ def _check_block_rules(
     pad_value: object,
     bn_momentum: object,
     bn_epsilon: object,
+    sign_product_dtype: object,
 ) -> None:
+    _common.check_sign_product_dtype(sign_product_dtype)
     _common.check_binarizer("kernel_binarizer", kernel_binarizer)
     _common.check_binarizer("activation_binarizer", activation_binarizer)
     _common.check_pad_value(pad_value, "SAME")
@@ -594,6 +626,10 @@ class BiRealResNet(nnx.Module):
       pad_value: constant the binary activations are padded with.
       bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
       bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
+      sign_product_dtype: operand dtype of every binary convolution's
+        forward product: ``"auto"`` (default; float32 in convolutions),
+        ``None`` or ``jnp.bfloat16``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Exact either way.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -618,6 +654,7 @@ class BiRealResNet(nnx.Module):
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -635,6 +672,7 @@ class BiRealResNet(nnx.Module):
             pad_value,
             bn_momentum,
             bn_epsilon,
+            sign_product_dtype,
         )
         rngs = _check_rngs(rngs)
 
@@ -668,6 +706,7 @@ class BiRealResNet(nnx.Module):
                     kernel_binarizer=kernel_binarizer,
                     activation_binarizer=activation_binarizer,
                     pad_value=pad_value,
+                    sign_product_dtype=sign_product_dtype,
                     bn_momentum=bn_momentum,
                     bn_epsilon=bn_epsilon,
                     dtype=dtype,
