@@ -456,33 +456,41 @@ def _nnx_model(kind, **kwargs):
     )
 
 
+def _jaxpr(api, model, x) -> str:
+    """The jaxpr of the model's inference call, as text.
+
+    ``model``: a linen module, or for nnx a function that builds one.
+    """
+    if api == "linen":
+        variables = model.init(jax.random.key(0), x, train=False)
+        return str(
+            jax.make_jaxpr(lambda x: model.apply(variables, x, train=False))(x)
+        )
+    return str(jax.make_jaxpr(lambda x: model()(x))(x))
+
+
 class ModelSignProductDtypeTest(parameterized.TestCase):
     """The reference models pass ``sign_product_dtype`` to their layers
     with binarized inputs (never to a first layer on real pixels), and the
     result is the float32 model's bit for bit."""
 
+    @staticmethod
+    def _make(api, kind, **kwargs):
+        if api == "linen":
+            return _linen_model(kind, **kwargs)
+        return functools.partial(_nnx_model, kind, **kwargs)
+
     @parameterized.product(kind=("mlp", "cnn", "resnet"), api=("linen", "nnx"))
     def test_bfloat16_products_equal_float32(self, kind, api):
         x = jax.random.normal(jax.random.key(1), _MODEL_INPUTS[kind])
         x = x.at[0, 0].set(0.0)
-        if api == "linen":
-            run = functools.partial(_linen_logits_and_grads, x=x)
-            low = _linen_model(kind, sign_product_dtype=jnp.bfloat16)
-            plain = _linen_model(kind, sign_product_dtype=None)
-            jaxpr = jax.make_jaxpr(
-                lambda x: low.apply(
-                    low.init(jax.random.key(0), x, train=False), x, train=False
-                )
-            )(x)
-        else:
-            run = functools.partial(_nnx_logits_and_grads, x=x)
-            low = functools.partial(
-                _nnx_model, kind, sign_product_dtype=jnp.bfloat16
-            )
-            plain = functools.partial(_nnx_model, kind, sign_product_dtype=None)
-            jaxpr = jax.make_jaxpr(lambda x: low()(x))(x)
-        self.assertIn("bf16", str(jaxpr))
-        got, want = run(low), run(plain)
+        run = (
+            _linen_logits_and_grads if api == "linen" else _nnx_logits_and_grads
+        )
+        low = self._make(api, kind, sign_product_dtype=jnp.bfloat16)
+        plain = self._make(api, kind, sign_product_dtype=None)
+        self.assertIn("bf16", _jaxpr(api, low, x))
+        got, want = run(low, x), run(plain, x)
         for a, b in zip(
             jax.tree.leaves(got), jax.tree.leaves(want), strict=True
         ):
@@ -491,38 +499,15 @@ class ModelSignProductDtypeTest(parameterized.TestCase):
     @parameterized.parameters("linen", "nnx")
     def test_auto_default_reaches_the_hidden_layers(self, api):
         x = jax.random.normal(jax.random.key(2), (64, 16, 16, 1))
+        if api == "linen":
+            self.assertEqual(_linen_model("mlp").sign_product_dtype, "auto")
         with mock.patch.object(
             _common, "bfloat16_dense_is_faster", return_value=True
         ):
-            if api == "linen":
-                model = _linen_model("mlp")
-                self.assertEqual(model.sign_product_dtype, "auto")
-                auto = str(
-                    jax.make_jaxpr(
-                        lambda x: model.apply(
-                            model.init(jax.random.key(0), x, train=False),
-                            x,
-                            train=False,
-                        )
-                    )(x)
-                )
-                model = _linen_model("mlp", sign_product_dtype=None)
-                off = str(
-                    jax.make_jaxpr(
-                        lambda x: model.apply(
-                            model.init(jax.random.key(0), x, train=False),
-                            x,
-                            train=False,
-                        )
-                    )(x)
-                )
-            else:
-                auto = str(jax.make_jaxpr(lambda x: _nnx_model("mlp")(x))(x))
-                off = str(
-                    jax.make_jaxpr(
-                        lambda x: _nnx_model("mlp", sign_product_dtype=None)(x)
-                    )(x)
-                )
+            auto = _jaxpr(api, self._make(api, "mlp"), x)
+            off = _jaxpr(
+                api, self._make(api, "mlp", sign_product_dtype=None), x
+            )
         self.assertIn("bf16", auto)
         self.assertNotIn("bf16", off)
 
