@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The published comparison on full MNIST (README "Method comparison").
 # Run from the repository root; MNIST IDX files in $MNIST (default
-# ../shared/data/mnist). About 45 minutes on 2 idle CPU cores (63 on the
-# shared machine, 2026-11-26).
+# ../shared/data/mnist). About 45 minutes on 2 idle CPU cores before the
+# training-step fixes (63 on the shared machine); tables (a) and (b) took 8
+# minutes each at commit 2be7421 (2026-11-26).
 set -euo pipefail
 MNIST=${MNIST:-../shared/data/mnist}
 PY=${PY:-.venv/bin/python}
@@ -24,7 +25,7 @@ $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
     --target-accuracy 0.95 --out "$OUT/mnist_binary_activations"
 
-# Investigation (the founding method did not win table (a)):
+# Investigation (at commit 05de854 the founding method did not win table (a)):
 # 1. the improved variant declared before these runs (sharpness annealed
 #    2 -> k_end, k_end in {8, 32}, as IR-Net anneals EDE), both settings;
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
