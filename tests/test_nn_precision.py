@@ -416,21 +416,24 @@ _MODEL_INPUTS = {
 }
 
 
+# Two one-block stages on 8x8 inputs: every kind of binary layer, small.
+_SMALL_RESNET = {
+    "stage_sizes": (1, 1),
+    "stage_features": (8, 16),
+    "stem_features": 8,
+    "stem_kernel_size": 3,
+    "stem_strides": 1,
+    "stem_max_pool": False,
+}
+
+
 def _linen_model(kind, **kwargs):
     m = bnnjax.models.linen
     if kind == "mlp":
         return m.BinaryMLP(hidden=(128, 128), **kwargs)
     if kind == "cnn":
         return m.BinaryNetCNN(width_multiplier=1 / 16, **kwargs)
-    return m.BiRealResNet(
-        stage_sizes=(1, 1),
-        stage_features=(8, 16),
-        stem_features=8,
-        stem_kernel_size=3,
-        stem_strides=1,
-        stem_max_pool=False,
-        **kwargs,
-    )
+    return m.BiRealResNet(**_SMALL_RESNET, **kwargs)
 
 
 def _nnx_model(kind, **kwargs):
@@ -444,16 +447,7 @@ def _nnx_model(kind, **kwargs):
         return m.BinaryNetCNN(
             input_size=(8, 8), width_multiplier=1 / 16, rngs=rngs, **kwargs
         )
-    return m.BiRealResNet(
-        stage_sizes=(1, 1),
-        stage_features=(8, 16),
-        stem_features=8,
-        stem_kernel_size=3,
-        stem_strides=1,
-        stem_max_pool=False,
-        rngs=rngs,
-        **kwargs,
-    )
+    return m.BiRealResNet(**_SMALL_RESNET, rngs=rngs, **kwargs)
 
 
 def _jaxpr(api, model, x) -> str:
