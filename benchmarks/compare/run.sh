@@ -33,13 +33,16 @@ $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
     --target-accuracy 0.95 --methods scaled_sigmoid_annealed \
     --out "$OUT/mnist_binary_activations_annealed"
-# 2. every scale-adaptive run chose the top of its grid (0.1) and BNN/Bi-Real
-#    the top of Adam's (1e-2): one step further up for the founding method
-#    and for BNN.
+# 2. learning rates chosen at the end of their grid (2be7421 tables): one
+#    step further for the founding method in (a), BNN in (b) (the top of
+#    Adam's grid) and Bop in (a) (the bottom of its gamma grid).
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
     --methods scaled_sigmoid --lr-grid 0.1,0.3 --out "$OUT/mnist_lr_edge_founding"
+$PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
+    --target-accuracy 0.95 --methods bnn --lr-grid 0.01,0.03 \
+    --out "$OUT/mnist_lr_edge_bnn"
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
-    --methods bnn --lr-grid 0.01,0.03 --out "$OUT/mnist_lr_edge_bnn"
+    --methods bop --lr-grid 0.00003,0.0001 --out "$OUT/mnist_lr_edge_bop"
 # 3. the founding method's table-(b) run again at the investigation's code
 #    version (commit 819732e changed the sigmoid-family backward and the
 #    layers' product order), so the variant is compared at equal code.
