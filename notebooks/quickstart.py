@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -113,16 +115,7 @@ print(bnnjax.binarize(w[:, 0], "ste", None))
 # differentiable (the test suite checks it on a grid with the kinks and 0).
 
 # %%
-NAMES = [
-    "ste",
-    "clipped_ste",
-    "approx_sign",
-    "swish_sign",
-    "ede",
-    "sigmoid",
-    "scaled_sigmoid",
-    "stochastic",
-]
+NAMES = bnnjax.SURROGATE_NAMES  # every registered surrogate (8)
 x = jnp.linspace(-2.0, 2.0, 400)  # avoids the kinks at 0 and +-1
 extra = {"progress": 0.5, "key": jax.random.key(1)}  # EDE / stochastic
 
