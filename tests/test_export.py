@@ -339,29 +339,7 @@ class BinaryWeightTest(parameterized.TestCase):
         x = rng.normal(size=(2, 6, 5, 3)).astype(np.float32)
         w = rng.normal(size=(3, 3, 3, 8)).astype(np.float32)
         alpha = rng.uniform(0.1, 2.0, 8).astype(np.float32)
-        kernel = alpha * _sign(w)
-        padded = np.pad(
-            x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad_value
-        )
-        want = jax.lax.conv_general_dilated(
-            padded,
-            kernel,
-            (1, 1),
-            "VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-        )
-        weights = packed.prepare_binary_weights(packed.pack_kernel(w).words, 3)
-        got = packed.binary_weight_conv(
-            x,
-            weights,
-            alpha,
-            kernel_size=(3, 3),
-            strides=(1, 1),
-            dilation=(1, 1),
-            padding=((1, 1), (1, 1)),
-            pad_value=pad_value,
-        )
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        _assert_packed_conv_is_float_conv(x, w, alpha, pad_value=pad_value)
 
     @parameterized.product(groups=(2, 4), rows_method=("lookup", "unpack"))
     def test_grouped_conv_equals_float_conv(self, groups, rows_method):
@@ -372,30 +350,43 @@ class BinaryWeightTest(parameterized.TestCase):
         x = x.astype(np.float32)
         w = rng.normal(size=(3, 3, per_group, out)).astype(np.float32)
         alpha = rng.uniform(0.1, 2.0, out).astype(np.float32)
-        padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        want = jax.lax.conv_general_dilated(
-            padded,
-            alpha * _sign(w),
-            (1, 1),
-            "VALID",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            feature_group_count=groups,
+        _assert_packed_conv_is_float_conv(
+            x, w, alpha, groups=groups, method=rows_method
         )
-        weights = packed.prepare_binary_weights(
-            packed.pack_kernel(w).words, per_group
-        )
-        got = packed.binary_weight_conv(
-            x,
-            weights,
-            alpha,
-            kernel_size=(3, 3),
-            strides=(1, 1),
-            dilation=(1, 1),
-            padding=((1, 1), (1, 1)),
-            method=rows_method,
-            feature_group_count=groups,
-        )
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def _assert_packed_conv_is_float_conv(
+    x, w, alpha, *, pad_value=0.0, groups=1, method="auto"
+):
+    """``binary_weight_conv`` (3x3, stride 1, padding 1) against the float
+    convolution with ``alpha * sign(w)`` of the explicitly padded input."""
+    padded = np.pad(
+        x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad_value
+    )
+    want = jax.lax.conv_general_dilated(
+        padded,
+        alpha * _sign(w),
+        (1, 1),
+        "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=groups,
+    )
+    weights = packed.prepare_binary_weights(
+        packed.pack_kernel(w).words, w.shape[2]
+    )
+    got = packed.binary_weight_conv(
+        x,
+        weights,
+        alpha,
+        kernel_size=(3, 3),
+        strides=(1, 1),
+        dilation=(1, 1),
+        padding=((1, 1), (1, 1)),
+        pad_value=pad_value,
+        method=method,
+        feature_group_count=groups,
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def _flax_bn_sign(y, mean, var, scale, bias, epsilon):
