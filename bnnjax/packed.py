@@ -691,6 +691,15 @@ def _group_columns(k_t: jax.Array, groups: int) -> jax.Array:
     return k_t.reshape(rows, groups, cols // groups).transpose(1, 0, 2)
 
 
+def _group_patches(patches: jax.Array, groups: int, rank: int) -> jax.Array:
+    """:func:`im2col` windows ``(batch, *out, *kernel_size, G * C)`` to
+    ``(G, batch, *out, taps * C)``: each group's channels, window-major."""
+    lead = patches.shape[: 1 + rank]
+    per_group = patches.shape[-1] // groups
+    patches = patches.reshape(*lead, -1, groups, per_group)
+    return jnp.moveaxis(patches, -2, 0).reshape(groups, *lead, -1)
+
+
 def _ungroup_outputs(y: jax.Array) -> jax.Array:
     """``(G, *lead, O)`` group outputs to ``(*lead, G * O)``."""
     y = jnp.moveaxis(y, 0, -2)
@@ -779,11 +788,9 @@ def xnor_conv(
     if groups == 1:
         counts = xnor_dense(patches.reshape(*lead, -1), k_words, n)
     else:
-        patches = patches.reshape(*lead, -1, groups, words.shape[-1] // groups)
-        patches = jnp.moveaxis(patches, -2, 0).reshape(groups, *lead, -1)
         k_t = _group_columns(k_words.words_t, groups)
         counts = jax.vmap(lambda a, k: xnor_dense(a, XnorKernel(k), n))(
-            patches, k_t
+            _group_patches(patches, groups, rank), k_t
         )
         counts = _ungroup_outputs(counts)
     if pad_value == 0 and any(p != (0, 0) for p in padding):
@@ -859,18 +866,17 @@ def binary_weight_conv(
     if groups == 1:
         patches = patches.reshape(*lead, -1)
         return binary_weight_dense(patches, weights, alpha, method=method)
-    patches = patches.reshape(*lead, taps, groups, -1)
-    patches = jnp.moveaxis(patches, -2, 0).reshape(groups, *lead, -1)
     out = weights.words_t.shape[-1]
-    scales = jnp.ones((out,), x.dtype) if alpha is None else alpha
-    scales = jnp.asarray(scales).reshape(groups, out // groups)
+    scales = (
+        None if alpha is None else jnp.reshape(alpha, (groups, out // groups))
+    )
 
     def group(p, words_t, bytes_t, scale):
         w = BinaryWeights(words_t, bytes_t, weights.n_in)
         return binary_weight_dense(p, w, scale, method=method)
 
     y = jax.vmap(group)(
-        patches,
+        _group_patches(patches, groups, len(kernel_size)),
         _group_columns(weights.words_t, groups),
         _group_columns(weights.bytes_t, groups),
         scales,

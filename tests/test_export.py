@@ -354,6 +354,28 @@ class BinaryWeightTest(parameterized.TestCase):
             x, w, alpha, groups=groups, method=rows_method
         )
 
+    @parameterized.parameters("lookup", "unpack")
+    def test_grouped_conv_without_alpha_is_alpha_one(self, rows_method):
+        rng = _rng(5)
+        x = rng.normal(size=(1, 5, 4, 6)).astype(np.float32)
+        w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+        weights = packed.prepare_binary_weights(packed.pack_kernel(w).words, 3)
+
+        def conv(alpha):
+            return packed.binary_weight_conv(
+                x,
+                weights,
+                alpha,
+                kernel_size=(3, 3),
+                strides=(1, 1),
+                dilation=(1, 1),
+                padding=((1, 1), (1, 1)),
+                method=rows_method,
+                feature_group_count=2,
+            )
+
+        np.testing.assert_array_equal(conv(None), conv(np.ones(4, np.float32)))
+
 
 def _assert_packed_conv_is_float_conv(
     x, w, alpha, *, pad_value=0.0, groups=1, method="auto"
