@@ -1331,6 +1331,28 @@ def _pack_layer(
     return entry
 
 
+def _packed_keys(spec: _LayerSpec, *prefix: str) -> set[tuple[Any, ...]]:
+    """Variable keys a packed layer replaces: its kernel and bias."""
+    return {
+        (*prefix, *spec.path, spec.kernel_param),
+        (*prefix, *spec.path, "bias"),
+    }
+
+
+def _store_variables(
+    flat: Mapping[tuple[Any, ...], Any],
+    skip: set[tuple[Any, ...]],
+    where: str,
+    arrays: dict[str, np.ndarray],
+) -> None:
+    """Every variable but ``skip`` as a float32 ``variables/...`` array."""
+    for key, value in flat.items():
+        if tuple(key) in skip:
+            continue
+        name = "/".join(map(str, key))
+        arrays[_PREFIX_VARIABLE + name] = _float32_leaf(value, where, name)
+
+
 def _json_kwargs(call_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     value = _json_mapping(call_kwargs, "call_kwargs", "e.g. train=False")
     if call_kwargs is None:
@@ -1367,13 +1389,9 @@ def _pack_generic(
             latent = getattr(module, spec.kernel_param)[...]
             bias = None if module.bias is None else module.bias[...]
             layers.append(_pack_layer(spec, latent, bias, where, arrays))
-            skip.update({(*spec.path, spec.kernel_param), (*spec.path, "bias")})
+            skip.update(_packed_keys(spec))
         state = nnx.to_pure_dict(nnx.state(model, (nnx.Param, nnx.BatchStat)))
-        for key, value in traverse_util.flatten_dict(state).items():
-            if tuple(key) in skip:
-                continue
-            name = "/".join(map(str, key))
-            arrays[_PREFIX_VARIABLE + name] = _float32_leaf(value, where, name)
+        _store_variables(traverse_util.flatten_dict(state), skip, where, arrays)
         counted: Any = model
         labels = None
         float_class = type(model)
@@ -1411,18 +1429,9 @@ def _pack_generic(
             layers.append(
                 _pack_layer(spec, node[spec.kernel_param], bias, where, arrays)
             )
-            skip.update(
-                {
-                    ("params", *spec.path, spec.kernel_param),
-                    ("params", *spec.path, "bias"),
-                }
-            )
+            skip.update(_packed_keys(spec, "params"))
         flat = traverse_util.flatten_dict(dict(variables))
-        for key, value in flat.items():
-            if tuple(key) in skip:
-                continue
-            name = "/".join(map(str, key))
-            arrays[_PREFIX_VARIABLE + name] = _float32_leaf(value, where, name)
+        _store_variables(flat, skip, where, arrays)
         binary_kernels = {("params", *s.path, s.kernel_param) for s in specs}
         labels = traverse_util.unflatten_dict(
             {
