@@ -48,7 +48,7 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import _env
 import jax
@@ -89,15 +89,6 @@ def _rule_functions(surrogate: str, scale: str):
         return signs, alpha, grad
 
     return jax.jit(forward), jax.jit(total)
-
-
-def _median_us(fn: Callable, args, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(times)
 
 
 def _interleaved(fns: dict, args, calls: int, rounds: int) -> dict:
@@ -186,7 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Above 1000 elements a jitted CPU call goes through the thread pool,
     # as every timed call here does; below that it would be cheaper.
     tiny = jnp.zeros((4096,), jnp.float32)
-    dispatch_us = _median_us(jax.jit(lambda a: a + 1), (tiny,), args.calls)
+    dispatch_us = _interleaved(
+        {"dispatch": jax.jit(lambda a: a + 1)}, (tiny,), args.calls, 1
+    )["dispatch"]
     rules = [(s, c) for s in args.surrogates for c in args.scales]
     added_us = dict.fromkeys(rules, 0.0)
     shapes = _kernel_shapes(args.hidden, args.inputs, args.classes)
