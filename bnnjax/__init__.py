@@ -61,7 +61,7 @@ from bnnjax.summary import ParamSummary as ParamSummary
 from bnnjax.summary import summary as summary
 from bnnjax.train import TrainConfig as TrainConfig
 
-__version__ = "0.1.0"
+from bnnjax._version import __version__ as __version__
 
 __all__ = [
     "BINARY",

@@ -127,6 +127,7 @@ import numpy as np
 from flax import nnx, traverse_util
 from jax import lax
 
+from bnnjax import _version
 from bnnjax import convert as convert_lib
 from bnnjax import packed as packed_lib
 from bnnjax.binarize import Binarizer
@@ -1029,9 +1030,8 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _bnnjax_version() -> str:
-    import bnnjax  # late: bnnjax/__init__ may import this module
 
-    return bnnjax.__version__
+    return _version.__version__
 
 
 # --------------------------------------------------------------------------
