@@ -1030,7 +1030,6 @@ def _check_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any]:
 
 
 def _bnnjax_version() -> str:
-
     return _version.__version__
 
 
