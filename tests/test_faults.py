@@ -21,7 +21,7 @@ import jax
 import numpy as np
 from absl.testing import absltest, parameterized
 
-from bnnjax import cli, train
+from bnnjax import _cli_train, cli, train
 
 EPOCHS = 5
 FLAGS = [
@@ -180,12 +180,12 @@ class StopOnSignalTest(parameterized.TestCase):
         self.before = {
             s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)
         }
-        self.stop = cli._StopOnSignal()
+        self.stop = _cli_train._StopOnSignal()
         self.stop.install()
         self.addCleanup(self.stop.restore)
 
     @parameterized.named_parameters(
-        ("sigterm", signal.SIGTERM, cli._Terminated),
+        ("sigterm", signal.SIGTERM, _cli_train._Terminated),
         ("sigint", signal.SIGINT, KeyboardInterrupt),
     )
     def test_before_first_step_raises_at_once(self, signum, error):
@@ -194,7 +194,7 @@ class StopOnSignalTest(parameterized.TestCase):
             time.sleep(5)  # the handler runs before this returns
 
     @parameterized.named_parameters(
-        ("sigterm", signal.SIGTERM, cli._Terminated),
+        ("sigterm", signal.SIGTERM, _cli_train._Terminated),
         ("sigint", signal.SIGINT, KeyboardInterrupt),
     )
     def test_armed_waits_for_the_next_check(self, signum, error):
