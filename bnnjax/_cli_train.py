@@ -93,7 +93,7 @@ class _Progress:
     def __init__(self, enabled: bool, desc: str):
         self._enabled = enabled
         self._desc = desc
-        self._bar = None
+        self._bar: Any = None  # a tqdm bar, created on the first step
 
     def on_step(self, info: train_lib.StepInfo) -> None:
         if not self._enabled:

@@ -72,7 +72,7 @@ def _method_table() -> str:
 
 
 def _add_train_arguments(
-    parser: argparse.ArgumentParser, *, suppress: bool = False
+    parser: argparse.ArgumentParser, suppress: bool = False
 ) -> None:
     """Adds the train flags; ``suppress`` leaves unset flags out."""
     from bnnjax import train as train_lib
