@@ -7,7 +7,7 @@ module paths, the model's source left alone):
 * **linen, by method interception.** The returned module is the same model
   (a subclass of its class, as qwix builds) whose ``__call__`` runs under
   ``flax.linen.intercept_methods``. Each selected ``nn.Dense``/``nn.Conv``
-  call is replaced by :func:`bnnjax.nn._common.binary_dense` /
+  call is replaced by :func:`bnnjax.nn.functional.binary_dense` /
   ``binary_conv`` (the functions the binary layers call), with the
   intercepted module's own attributes. The interceptor re-creates the
   module's parameters with ``module.param("kernel", module.kernel_init,
@@ -70,7 +70,7 @@ import numpy as np
 from flax import nnx
 
 from bnnjax.binarize import Binarizer, EdeSurrogate
-from bnnjax.nn import _common
+from bnnjax.nn import _checks, functional
 from bnnjax.nn.nnx import LatentParam
 
 __all__ = [
@@ -112,7 +112,7 @@ _SUPPORTED = ", ".join(_type_name(t) for t in DEFAULT_MODULE_TYPES)
 
 def _check_rule_binarizer(owner: str, name: str, value: object) -> None:
     """Rejects binarizers a converted model cannot feed."""
-    binarizer = _common.check_binarizer(f"{owner}.{name}", value, optional=True)
+    binarizer = _checks.check_binarizer(f"{owner}.{name}", value, optional=True)
     if binarizer is None:
         return
     if binarizer.stochastic:
@@ -197,7 +197,7 @@ class BinarizeRule:
 
     module_path: str = ".*"
     module_types: type | tuple[type, ...] = DEFAULT_MODULE_TYPES
-    kernel_binarizer: Binarizer | None = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer | None = functional.DEFAULT_KERNEL_BINARIZER
     input_binarizer: Binarizer | None = None
     pad_value: float = 0.0
 
@@ -225,7 +225,7 @@ class BinarizeRule:
         _check_rule_binarizer(
             "BinarizeRule", "input_binarizer", self.input_binarizer
         )
-        pad_value = _common.check_pad_value(self.pad_value, "SAME")
+        pad_value = _checks.check_pad_value(self.pad_value, "SAME")
         object.__setattr__(self, "pad_value", pad_value)
         if self.kernel_binarizer is None and (
             self.input_binarizer is not None or pad_value != 0.0
@@ -605,9 +605,9 @@ def _linen_binary_call(
             )
         kernel_shape = (inputs.shape[-1], module.features)
     else:
-        kernel_size = _common.canonicalize_kernel_size(module.kernel_size)
-        _common.check_conv_rank(inputs.shape, kernel_size)
-        kernel_shape = _common.conv_kernel_shape(
+        kernel_size = _checks.canonicalize_kernel_size(module.kernel_size)
+        _checks.check_conv_rank(inputs.shape, kernel_size)
+        kernel_shape = _checks.conv_kernel_shape(
             kernel_size,
             inputs.shape[-1],
             module.features,
@@ -624,7 +624,7 @@ def _linen_binary_call(
             "bias", module.bias_init, (module.features,), module.param_dtype
         )
     if isinstance(module, nn.Dense):
-        return _common.binary_dense(
+        return functional.binary_dense(
             inputs,
             kernel,
             bias,
@@ -633,7 +633,7 @@ def _linen_binary_call(
             dtype=module.dtype,
             precision=module.precision,
         )
-    return _common.binary_conv(
+    return functional.binary_conv(
         inputs,
         kernel,
         bias,
@@ -849,7 +849,7 @@ class BinarizedLinear(_BinarizedLayer):
     Keeps the float layer's attribute names (``kernel``, ``bias``), values,
     metadata and configuration, so ``nnx.state`` paths and shapes do not
     change; the kernel becomes a :class:`bnnjax.nn.nnx.LatentParam`.
-    Forward (:func:`bnnjax.nn._common.binary_dense`, as
+    Forward (:func:`bnnjax.nn.functional.binary_dense`, as
     :class:`bnnjax.nn.nnx.BinaryLinear`)::
 
         y = binarize_in(x) @ binarize_k(kernel) + bias
@@ -885,7 +885,7 @@ class BinarizedLinear(_BinarizedLayer):
         self,
         linear: nnx.Linear,
         *,
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = functional.DEFAULT_KERNEL_BINARIZER,
         input_binarizer: Binarizer | None = None,
     ):
         self._init_from(linear, nnx.Linear, kernel_binarizer, input_binarizer)
@@ -895,7 +895,7 @@ class BinarizedLinear(_BinarizedLayer):
     ) -> jax.Array:
         """Applies the layer to ``(..., in_features)`` inputs."""
         inputs, kernel, bias = self._operands(inputs, out_sharding)
-        return _common.binary_dense(
+        return functional.binary_dense(
             inputs,
             kernel,
             bias,
@@ -913,7 +913,7 @@ class BinarizedConv(_BinarizedLayer):
     metadata and configuration (``kernel_size``, ``strides``, ``padding``,
     ``kernel_dilation``, ``feature_group_count``, ``dtype``,
     ``precision``); the kernel becomes a :class:`bnnjax.nn.nnx.LatentParam`.
-    Forward (:func:`bnnjax.nn._common.binary_conv`, as
+    Forward (:func:`bnnjax.nn.functional.binary_conv`, as
     :class:`bnnjax.nn.nnx.BinaryConv`)::
 
         y = conv_valid(pad(binarize_in(x), pad_value), binarize_k(kernel)) + b
@@ -947,31 +947,31 @@ class BinarizedConv(_BinarizedLayer):
         self,
         conv: nnx.Conv,
         *,
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = functional.DEFAULT_KERNEL_BINARIZER,
         input_binarizer: Binarizer | None = None,
         pad_value: float = 0.0,
     ):
         self._init_from(conv, nnx.Conv, kernel_binarizer, input_binarizer)
-        kernel_size = _common.canonicalize_kernel_size(conv.kernel_size)
+        kernel_size = _checks.canonicalize_kernel_size(conv.kernel_size)
         rank = len(kernel_size)
-        padding = _common.canonicalize_padding(conv.padding, rank)
+        padding = _checks.canonicalize_padding(conv.padding, rank)
         self.kernel_size = kernel_size
-        self.strides = _common.canonicalize_window(
+        self.strides = _checks.canonicalize_window(
             "strides", conv.strides, rank
         )
         self.padding = padding
-        self.kernel_dilation = _common.canonicalize_window(
+        self.kernel_dilation = _checks.canonicalize_window(
             "kernel_dilation", conv.kernel_dilation, rank
         )
         self.feature_group_count = int(conv.feature_group_count)
-        self.pad_value = _common.check_pad_value(pad_value, padding)
+        self.pad_value = _checks.check_pad_value(pad_value, padding)
 
     def __call__(
         self, inputs: jax.typing.ArrayLike, out_sharding: Any = None
     ) -> jax.Array:
         """Applies the convolution to ``(*batch, *spatial, in)`` inputs."""
         inputs, kernel, bias = self._operands(inputs, out_sharding)
-        return _common.binary_conv(
+        return functional.binary_conv(
             inputs,
             kernel,
             bias,
@@ -1130,7 +1130,7 @@ def binarize_model(
 
     Selected ``Dense``/``Conv`` layers (``nnx.Linear``/``nnx.Conv``) compute
     what the :mod:`bnnjax.nn` binary layers compute, with the same code
-    (:func:`bnnjax.nn._common.binary_dense`/``binary_conv``) and the float
+    (:func:`bnnjax.nn.functional.binary_dense`/``binary_conv``) and the float
     layer's own ``features``, ``kernel_size``, ``strides``, ``padding``,
     ``kernel_dilation``, ``feature_group_count``, ``use_bias``, ``dtype``,
     ``param_dtype``, ``precision``, initializers and metadata; the rest of

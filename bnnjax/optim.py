@@ -43,7 +43,7 @@ import optax
 from flax import nnx
 
 from bnnjax import scale as scale_lib
-from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.nn.nnx import LatentParam
 
 BINARY = "binary"

@@ -32,11 +32,11 @@ Bit conventions (used everywhere, and in the files of
 Every function here is pure and jit-able; the ``prepare_*`` helpers and the
 folding functions run once, at export or load time, on concrete arrays.
 
-Speed notes (2-core AMD EPYC, XLA CPU; measurements in
-``benchmarks/README.md``): XLA compiles a fused reduction over the word axis
-to a scalar loop, so the XNOR kernel is a loop over words instead, each
-step one xor-popcount-add over a ``(rows, out)`` accumulator that XLA
-vectorizes along ``out``. A plain unpack-then-dot is slower than float32
+Design notes for XLA on CPU (measurements on the benchmarks page): XLA
+compiles a fused reduction over the word axis to a scalar loop, so the
+XNOR kernel is a loop over words instead, each step one
+xor-popcount-add over a ``(rows, out)`` accumulator that XLA vectorizes
+along ``out``. A plain unpack-then-dot is slower than float32
 because XLA does not fuse the unpack into the dot; unpacking blocks of
 output columns inside a loop keeps the unpacked block in cache.
 """
@@ -80,10 +80,10 @@ WORD_BITS = 32
 """Bits per packed word (``uint32``)."""
 
 _LANES = 8  # uint32 words per 256-bit vector.
-_UNROLL = 4  # xnor_dense: words per loop step (measured: 2 slower, 8 same).
+_UNROLL = 4  # xnor_dense: words per loop step (2 is slower, 8 no faster).
 _XNOR_BLOCK = 512  # xnor_dense: output columns per block for wide layers
 _XNOR_BLOCK_MIN_OUT = 2048  # with at least this many outputs
-_XNOR_BLOCK_MIN_ROWS = 16  # and rows (measured: 1.45x at 4096 x 64).
+_XNOR_BLOCK_MIN_ROWS = 16  # and rows, where blocking pays off.
 _LUT_MAX_ROWS = 2  # binary_weight_dense: lookup up to this many rows
 _LUT_MAX_INPUTS = 4096  # and inputs: a 512 KiB table per row stays in L2.
 _UNPACK_BLOCK_BYTES = 1 << 22  # unpacked float block size for large rows.
@@ -357,15 +357,14 @@ def xnor_dense(
     :func:`pack_bits` and :func:`pack_kernel` write them): matching bits
     add nothing to the popcount.
 
-    Layout (see ``benchmarks/README.md``): a loop over the ``W`` words,
+    Layout (see the benchmarks page): a loop over the ``W`` words,
     unrolled 4 times, each step adding ``popcount(a[:, w] ^ k[w, :])`` to a
     ``uint32 (rows, out)`` accumulator, with the kernel word-major
     (:class:`XnorKernel`) so every step reads one contiguous row and XLA
     vectorizes along the outputs. For wide layers with many rows
     (``out >= 2048``, ``rows >= 16``) the outputs are processed in blocks
     of 512 columns so the accumulator stays in cache. A fused reduction
-    over the word axis (XLA emits a scalar loop for it) measured 1.3-12x
-    slower on CPU.
+    over the word axis is slower on CPU: XLA emits a scalar loop for it.
 
     Args:
       a_words: ``uint32 (..., W_a)`` packed inputs.
@@ -476,7 +475,7 @@ def _unpack_columns(words_t: jax.Array, n: int, dtype) -> jax.Array:
 
     The float32 ``+-1.0`` is assembled from its bits (``0x3F800000`` is
     ``1.0``; a 0 bit sets the sign bit): one shift and one or per weight,
-    no select or conversion (measured 1-3% of the dot at 256 rows).
+    no select or conversion, so unpacking costs little next to the dot.
     """
     w, cols = words_t.shape
     bits = (words_t[:, None, :] >> _bit_shifts(3, 1)) & 1
@@ -529,11 +528,10 @@ def binary_weight_dense(
       ``x @ S`` and scales, ``(x @ S) * alpha``: the product the
       :mod:`bnnjax.nn` layers compute, bit for bit where XLA runs the same
       dot. The dot's cost dominates for many rows: on CPU it is the float32
-      layer's own cost (measured 0.99-1.03x float32 at 256 rows), since
-      1-bit weights remove no multiply-add.
+      layer's own cost, since 1-bit weights remove no multiply-add.
     * ``"auto"``: ``"lookup"`` for at most 2 rows of at most 4096 inputs
       (the table, ``n * 128`` bytes per row, stays in cache), else
-      ``"unpack"`` (measured crossovers, ``benchmarks/README.md``).
+      ``"unpack"`` (the crossover is on the benchmarks page).
 
     Args:
       x: ``(..., n_in)`` real inputs.

@@ -13,7 +13,7 @@ from jax import lax
 
 import bnnjax
 import bnnjax.nn
-from bnnjax.nn import _common, linen, nnx
+from bnnjax.nn import _checks, functional, linen, nnx
 
 SIGN_RULE = bnnjax.Binarizer(surrogate="clipped_ste", scale=None)
 EDE_RULE = bnnjax.Binarizer(surrogate="ede", axis=-1)
@@ -160,7 +160,7 @@ class PackageTest(absltest.TestCase):
     def test_namespaces_and_latent_kernel_name(self):
         self.assertIs(bnnjax.nn.linen, linen)
         self.assertIs(bnnjax.nn.nnx, nnx)
-        for module in (bnnjax.nn, linen, nnx, _common):
+        for module in (bnnjax.nn, linen, nnx, functional):
             self.assertEqual(module.LATENT_KERNEL, "latent_kernel")
         self.assertEqual(
             set(nnx.__all__),
@@ -186,9 +186,10 @@ class PackageTest(absltest.TestCase):
 
         self.assertNotIn("bnnjax.nn.nnx", imported("linen.py"))
         self.assertNotIn("bnnjax.nn.linen", imported("nnx.py"))
-        self.assertFalse(
-            {n for n in imported("_common.py") if n.startswith("flax")}
-        )
+        for name in ("functional.py", "_checks.py", "_precision.py"):
+            self.assertFalse(
+                {n for n in imported(name) if n.startswith("flax")}
+            )
 
 
 class CommonTest(parameterized.TestCase):
@@ -201,7 +202,7 @@ class CommonTest(parameterized.TestCase):
         (((-1, 2),), 1, ((-1, 2),)),
     )
     def test_canonicalize_padding(self, padding, rank, want):
-        self.assertEqual(_common.canonicalize_padding(padding, rank), want)
+        self.assertEqual(_checks.canonicalize_padding(padding, rank), want)
 
     @parameterized.product(
         padding=("SAME", "SAME_LOWER", "VALID"),
@@ -213,7 +214,7 @@ class CommonTest(parameterized.TestCase):
     def test_explicit_padding_matches_lax(
         self, padding, size, kernel, stride, dilation
     ):
-        pads = _common.explicit_padding(
+        pads = functional.explicit_padding(
             padding, (size,), (kernel,), (stride,), (dilation,)
         )
         # lax's own rule, from the output shape of a string-padded conv.
@@ -243,7 +244,7 @@ class CommonTest(parameterized.TestCase):
 
         @jax.jit
         def run(params, x):
-            y_pure = _common.binary_conv(
+            y_pure = functional.binary_conv(
                 x,
                 params["latent_kernel"],
                 params["bias"],
@@ -263,34 +264,36 @@ class CommonTest(parameterized.TestCase):
             ValueError,
             r"shape \(in_features, features\), got shape \(5, 6, 1\)",
         ):
-            _common.binary_dense(
+            functional.binary_dense(
                 X_DENSE, jnp.ones((5, 6, 1)), kernel_binarizer=rule
             )
         with self.assertRaisesRegex(ValueError, r"at least\s+one spatial"):
-            _common.binary_conv(X_CONV, jnp.ones((4, 8)), kernel_binarizer=rule)
+            functional.binary_conv(
+                X_CONV, jnp.ones((4, 8)), kernel_binarizer=rule
+            )
         with self.assertRaisesRegex(ValueError, r"bias must have shape \(6,\)"):
-            _common.binary_dense(
+            functional.binary_dense(
                 X_DENSE, jnp.ones((5, 6)), jnp.ones(5), kernel_binarizer=rule
             )
         with self.assertRaisesRegex(TypeError, "kernel_binarizer must be"):
-            _common.binary_dense(
+            functional.binary_dense(
                 X_DENSE, jnp.ones((5, 6)), kernel_binarizer="ste"
             )
         with self.assertRaisesRegex(ValueError, r"pass kernel_key=jax\.random"):
-            _common.binary_dense(
+            functional.binary_dense(
                 X_DENSE,
                 jnp.ones((5, 6)),
                 kernel_binarizer=bnnjax.Binarizer(surrogate="stochastic"),
             )
         with self.assertRaisesRegex(ValueError, r"pass input_key=jax\.random"):
-            _common.binary_conv(
+            functional.binary_conv(
                 X_CONV,
                 jnp.ones((3, 3, 4, 2)),
                 kernel_binarizer=rule,
                 input_binarizer=bnnjax.Binarizer(surrogate="stochastic"),
             )
         with self.assertRaisesRegex(ValueError, "floating-point dtype"):
-            _common.binary_dense(
+            functional.binary_dense(
                 X_DENSE,
                 jnp.ones((5, 6)),
                 kernel_binarizer=rule,

@@ -18,7 +18,7 @@ from jax import lax
 
 import bnnjax
 from bnnjax import packed
-from bnnjax.nn import _common
+from bnnjax.nn import _precision, functional
 
 SIGN = bnnjax.Binarizer(surrogate="clipped_ste", scale=None)
 KERNEL_RULES = {
@@ -88,7 +88,7 @@ class OrderOfScaleTest(parameterized.TestCase):
         @jax.jit
         def both(x, w):
             ours = _with_grads(
-                lambda a, b: _common.binary_dense(
+                lambda a, b: functional.binary_dense(
                     a,
                     b,
                     kernel_binarizer=kernel_rule,
@@ -121,7 +121,7 @@ class OrderOfScaleTest(parameterized.TestCase):
         @jax.jit
         def both(x, w):
             ours = _with_grads(
-                lambda a, b: _common.binary_conv(
+                lambda a, b: functional.binary_conv(
                     a,
                     b,
                     feature_group_count=groups,
@@ -153,7 +153,7 @@ class OrderOfScaleTest(parameterized.TestCase):
         )
         w = jax.random.normal(jax.random.key(5), (200, 40)) * 0.05
         y = jax.jit(
-            lambda a, b: _common.binary_dense(
+            lambda a, b: functional.binary_dense(
                 a, b, kernel_binarizer=rule, input_binarizer=SIGN
             )
         )(x, w)
@@ -174,7 +174,7 @@ class OrderOfScaleTest(parameterized.TestCase):
         x = jax.random.normal(jax.random.key(6), (4, 10))
         w = jax.random.normal(jax.random.key(7), (10, 3))
         np.testing.assert_array_equal(
-            _common.binary_dense(x, w, kernel_binarizer=rule), x @ w
+            functional.binary_dense(x, w, kernel_binarizer=rule), x @ w
         )
 
     def test_signs_and_scale_factor_the_binarizer(self):
@@ -204,7 +204,7 @@ class SignProductDtypeTest(parameterized.TestCase):
         w = jax.random.normal(jax.random.key(10), (300, 20)) * 0.03
 
         def layer(dtype):
-            return lambda a, b: _common.binary_dense(
+            return lambda a, b: functional.binary_dense(
                 a,
                 b,
                 kernel_binarizer=kernel_rule,
@@ -226,7 +226,7 @@ class SignProductDtypeTest(parameterized.TestCase):
         w = jax.random.normal(jax.random.key(12), (3, 3, 4, 6))
 
         def layer(dtype):
-            return lambda a, b: _common.binary_conv(
+            return lambda a, b: functional.binary_conv(
                 a,
                 b,
                 feature_group_count=2,
@@ -245,7 +245,7 @@ class SignProductDtypeTest(parameterized.TestCase):
 
     def test_nan_propagates(self):
         w = jnp.ones((4, 3)).at[1, 2].set(jnp.nan)
-        y = _common.binary_dense(
+        y = functional.binary_dense(
             jnp.ones((2, 4)),
             w,
             kernel_binarizer=KERNEL_RULES["no_scale"],
@@ -285,9 +285,9 @@ class SignProductDtypeTest(parameterized.TestCase):
                 **kwargs,
             }
             with self.assertRaisesRegex(ValueError, message):
-                _common.binary_dense(x, w, **kwargs)
+                functional.binary_dense(x, w, **kwargs)
         with self.assertRaisesRegex(ValueError, "pad_value=0.5"):
-            _common.binary_conv(
+            functional.binary_conv(
                 jnp.ones((1, 4, 4, 2)),
                 jnp.ones((3, 3, 2, 2)),
                 pad_value=0.5,
@@ -299,7 +299,7 @@ class SignProductDtypeTest(parameterized.TestCase):
     def test_auto_is_bfloat16_only_where_exact_and_faster(self):
         rule = KERNEL_RULES["founding"]
         pick = functools.partial(
-            _common._sign_product_dtype,
+            _precision.resolve_sign_product_dtype,
             "auto",
             kernel_binarizer=rule,
             compute=jnp.dtype(jnp.float32),
@@ -314,21 +314,21 @@ class SignProductDtypeTest(parameterized.TestCase):
         self.assertIsNone(pick(scaled, auto_is_faster=True))
 
     def test_auto_threshold_needs_rows_features_and_the_cpu(self):
-        faster = _common.bfloat16_dense_is_faster
+        faster = _precision.bfloat16_dense_is_faster
         with mock.patch.object(
-            _common, "_cpu_multiplies_bfloat16", return_value=True
+            _precision, "_cpu_multiplies_bfloat16", return_value=True
         ):
             on_cpu = jax.default_backend() == "cpu"
             self.assertEqual(faster(64, 128), on_cpu)
             self.assertFalse(faster(63, 1024))
             self.assertFalse(faster(1024, 127))
         with mock.patch.object(
-            _common, "_cpu_multiplies_bfloat16", return_value=False
+            _precision, "_cpu_multiplies_bfloat16", return_value=False
         ):
             self.assertFalse(faster(1024, 1024))
 
     def test_cpuinfo_flags(self):
-        has = _common._cpuinfo_has_bfloat16
+        has = _precision._cpuinfo_has_bfloat16
         self.assertTrue(has(["processor : 0\n", "flags : fpu avx512_bf16\n"]))
         self.assertTrue(has(["flags\t\t: sse amx_bf16 avx2\n"]))
         self.assertFalse(has(["flags : fpu avx512f avx512_vnni\n"]))
@@ -354,7 +354,7 @@ class SignProductDtypeTest(parameterized.TestCase):
             128, input_binarizer=SIGN, sign_product_dtype=None
         )
         with mock.patch.object(
-            _common, "bfloat16_dense_is_faster", return_value=True
+            _precision, "bfloat16_dense_is_faster", return_value=True
         ):
             jaxpr = str(
                 jax.make_jaxpr(
@@ -496,7 +496,7 @@ class ModelSignProductDtypeTest(parameterized.TestCase):
         if api == "linen":
             self.assertEqual(_linen_model("mlp").sign_product_dtype, "auto")
         with mock.patch.object(
-            _common, "bfloat16_dense_is_faster", return_value=True
+            _precision, "bfloat16_dense_is_faster", return_value=True
         ):
             auto = _jaxpr(api, self._make(api, "mlp"), x)
             off = _jaxpr(

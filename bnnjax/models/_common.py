@@ -1,9 +1,11 @@
 """Validation, defaults and layouts shared by the linen and nnx models.
 
-Pure Python and ``jax.numpy`` only: no Module classes, no state. Both
-:mod:`bnnjax.models.linen` and :mod:`bnnjax.models.nnx` validate their
-arguments here, so the two APIs raise the same errors and build the same
-layer lists.
+Pure Python and ``jax.numpy`` only: no Module classes, no state. Each
+model's settings are checked by one function here (:func:`check_mlp`,
+:func:`check_cnn`, :func:`check_block_rules`, :func:`check_resnet`),
+called from the linen model's ``__post_init__`` and the nnx model's
+constructor, so the two APIs accept the same settings, raise the same
+errors in the same order, and build the same layer lists.
 """
 
 from __future__ import annotations
@@ -19,34 +21,31 @@ import numpy as np
 from bnnjax._validate import is_int as _is_int
 from bnnjax._validate import is_real as _is_real
 from bnnjax.binarize import Binarizer
-from bnnjax.nn._common import (
-    AUTO,
-    DEFAULT_KERNEL_BINARIZER,
+from bnnjax.nn._checks import (
     check_binarizer,
     check_pad_value,
     check_positive_int,
-    check_sign_product_dtype,
 )
+from bnnjax.nn._precision import check_sign_product_dtype
 
 __all__ = [
     "APPROX_SIGN_ACTIVATION",
-    "AUTO",
     "BINARYNET_CNN_CONV",
     "BINARYNET_CNN_DENSE",
-    "DEFAULT_KERNEL_BINARIZER",
     "RESNET18",
     "RESNET20",
     "SIGN_ACTIVATION",
     "bireal_layout",
-    "check_binarizer",
+    "check_block_rules",
     "check_bool",
+    "check_cnn",
     "check_image_batch",
+    "check_mlp",
     "check_momentum",
-    "check_pad_value",
     "check_positive_float",
     "check_positive_int",
     "check_rate",
-    "check_sign_product_dtype",
+    "check_resnet",
     "check_train",
     "check_widths",
     "flatten_batch",
@@ -212,6 +211,134 @@ def bireal_layout(
 def stem_padding(kernel_size: int) -> tuple[tuple[int, int], ...]:
     """PyTorch-style stem padding: ``(k - 1) // 2`` low, ``k // 2`` high."""
     return (((kernel_size - 1) // 2, kernel_size // 2),) * 2
+
+
+def check_block_rules(
+    *,
+    kernel_binarizer: object,
+    activation_binarizer: object,
+    pad_value: object,
+    bn_momentum: object,
+    bn_epsilon: object,
+    sign_product_dtype: object,
+) -> None:
+    """Checks the binarizer, padding and batch-norm settings of a Bi-Real
+    block or net.
+
+    Raises:
+      TypeError, ValueError: naming the invalid setting.
+    """
+    check_sign_product_dtype(sign_product_dtype)
+    check_binarizer("kernel_binarizer", kernel_binarizer)
+    check_binarizer("activation_binarizer", activation_binarizer)
+    check_pad_value(pad_value, "SAME")
+    check_momentum("bn_momentum", bn_momentum)
+    check_positive_float("bn_epsilon", bn_epsilon)
+
+
+def check_mlp(
+    *,
+    hidden: object,
+    num_classes: object,
+    binary_activations: object,
+    binary_last: object,
+    kernel_binarizer: object,
+    activation_binarizer: object,
+    input_dropout_rate: object,
+    dropout_rate: object,
+    bn_momentum: object,
+    bn_epsilon: object,
+    sign_product_dtype: object,
+) -> tuple[int, ...]:
+    """Checks the settings of a ``BinaryMLP``.
+
+    Returns:
+      ``hidden`` as a tuple of ints.
+
+    Raises:
+      TypeError, ValueError: naming the invalid setting.
+    """
+    check_sign_product_dtype(sign_product_dtype)
+    hidden = check_widths("hidden", hidden)
+    check_positive_int("num_classes", num_classes)
+    check_bool("binary_activations", binary_activations)
+    check_bool("binary_last", binary_last)
+    check_binarizer("kernel_binarizer", kernel_binarizer)
+    check_binarizer("activation_binarizer", activation_binarizer)
+    check_rate("input_dropout_rate", input_dropout_rate)
+    check_rate("dropout_rate", dropout_rate)
+    check_momentum("bn_momentum", bn_momentum)
+    check_positive_float("bn_epsilon", bn_epsilon)
+    return hidden
+
+
+def check_cnn(
+    *,
+    num_classes: object,
+    width_multiplier: object,
+    kernel_binarizer: object,
+    activation_binarizer: object,
+    pad_value: object,
+    bn_momentum: object,
+    bn_epsilon: object,
+    sign_product_dtype: object,
+) -> float:
+    """Checks the settings of a ``BinaryNetCNN``.
+
+    Returns:
+      ``width_multiplier`` as a float.
+
+    Raises:
+      TypeError, ValueError: naming the invalid setting.
+    """
+    check_sign_product_dtype(sign_product_dtype)
+    check_positive_int("num_classes", num_classes)
+    multiplier = check_positive_float("width_multiplier", width_multiplier)
+    check_binarizer("kernel_binarizer", kernel_binarizer)
+    check_binarizer("activation_binarizer", activation_binarizer)
+    check_pad_value(pad_value, "SAME")
+    check_momentum("bn_momentum", bn_momentum)
+    check_positive_float("bn_epsilon", bn_epsilon)
+    return multiplier
+
+
+def check_resnet(
+    *,
+    stage_sizes: object,
+    stage_features: object,
+    num_classes: object,
+    stem_features: object,
+    stem_kernel_size: object,
+    stem_strides: object,
+    stem_max_pool: object,
+    **block_rules: object,
+) -> tuple[tuple[int, int], ...]:
+    """Checks the settings of a ``BiRealResNet``.
+
+    Args:
+      stage_sizes: basic blocks per stage.
+      stage_features: channels of each stage.
+      num_classes: number of outputs.
+      stem_features: channels of the stem convolution.
+      stem_kernel_size: its window.
+      stem_strides: its stride.
+      stem_max_pool: whether a max pool follows the stem.
+      **block_rules: the settings of :func:`check_block_rules`.
+
+    Returns:
+      The ``(features, strides)`` layout of :func:`bireal_layout`.
+
+    Raises:
+      TypeError, ValueError: naming the invalid setting.
+    """
+    layout = bireal_layout(stage_sizes, stage_features)
+    check_positive_int("num_classes", num_classes)
+    check_positive_int("stem_features", stem_features)
+    check_positive_int("stem_kernel_size", stem_kernel_size)
+    check_positive_int("stem_strides", stem_strides)
+    check_bool("stem_max_pool", stem_max_pool)
+    check_block_rules(**block_rules)
+    return layout
 
 
 def check_image_batch(

@@ -35,6 +35,8 @@ import jax.numpy as jnp
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.nn._precision import AUTO
+from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
 from bnnjax.nn.linen import BinaryConv, BinaryDense
 
 __all__ = [
@@ -141,18 +143,30 @@ class BinaryMLP(_NormMixin, nn.Module):
     num_classes: int = 10
     binary_activations: bool = True
     binary_last: bool = True
-    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER
     activation_binarizer: Binarizer = _common.SIGN_ACTIVATION
     input_dropout_rate: float = 0.0
     dropout_rate: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-4
-    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
+    sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
     def __post_init__(self):
-        _check_mlp(self)
+        _common.check_mlp(
+            hidden=self.hidden,
+            num_classes=self.num_classes,
+            binary_activations=self.binary_activations,
+            binary_last=self.binary_last,
+            kernel_binarizer=self.kernel_binarizer,
+            activation_binarizer=self.activation_binarizer,
+            input_dropout_rate=self.input_dropout_rate,
+            dropout_rate=self.dropout_rate,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            sign_product_dtype=self.sign_product_dtype,
+        )
         super().__post_init__()
 
     def _dropout(self, x: jax.Array, rate: float, train: bool) -> jax.Array:
@@ -195,9 +209,7 @@ class BinaryMLP(_NormMixin, nn.Module):
                 param_dtype=self.param_dtype,
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act if i > 0 else None,
-                sign_product_dtype=(
-                    self.sign_product_dtype if i > 0 else _common.AUTO
-                ),
+                sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
                 name=f"dense_{i}",
             )(x, progress=progress)
             x = self._norm(train, f"dense_norm_{i}")(x)
@@ -224,20 +236,6 @@ class BinaryMLP(_NormMixin, nn.Module):
             name="head",
         )(x, progress=progress)
         return self._norm(train, "head_norm")(x)
-
-
-def _check_mlp(model: Any) -> None:
-    _common.check_sign_product_dtype(model.sign_product_dtype)
-    _common.check_widths("hidden", model.hidden)
-    _common.check_positive_int("num_classes", model.num_classes)
-    _common.check_bool("binary_activations", model.binary_activations)
-    _common.check_bool("binary_last", model.binary_last)
-    _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
-    _common.check_binarizer("activation_binarizer", model.activation_binarizer)
-    _common.check_rate("input_dropout_rate", model.input_dropout_rate)
-    _common.check_rate("dropout_rate", model.dropout_rate)
-    _common.check_momentum("bn_momentum", model.bn_momentum)
-    _common.check_positive_float("bn_epsilon", model.bn_epsilon)
 
 
 class BinaryNetCNN(_NormMixin, nn.Module):
@@ -301,17 +299,26 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     _: dataclasses.KW_ONLY
     num_classes: int = 10
     width_multiplier: float = 1.0
-    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER
     activation_binarizer: Binarizer = _common.SIGN_ACTIVATION
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-4
-    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
+    sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
     def __post_init__(self):
-        _check_cnn(self)
+        _common.check_cnn(
+            num_classes=self.num_classes,
+            width_multiplier=self.width_multiplier,
+            kernel_binarizer=self.kernel_binarizer,
+            activation_binarizer=self.activation_binarizer,
+            pad_value=self.pad_value,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            sign_product_dtype=self.sign_product_dtype,
+        )
         super().__post_init__()
 
     @nn.compact
@@ -352,9 +359,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act if i > 0 else None,
                 pad_value=self.pad_value if i > 0 else 0.0,
-                sign_product_dtype=(
-                    self.sign_product_dtype if i > 0 else _common.AUTO
-                ),
+                sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
                 name=f"conv_{i}",
             )(x, progress=progress)
             if i % 2 == 1:
@@ -378,17 +383,6 @@ class BinaryNetCNN(_NormMixin, nn.Module):
             )(x, progress=progress)
             x = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(x)
         return x
-
-
-def _check_cnn(model: Any) -> None:
-    _common.check_sign_product_dtype(model.sign_product_dtype)
-    _common.check_positive_int("num_classes", model.num_classes)
-    _common.check_positive_float("width_multiplier", model.width_multiplier)
-    _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
-    _common.check_binarizer("activation_binarizer", model.activation_binarizer)
-    _common.check_pad_value(model.pad_value, "SAME")
-    _common.check_momentum("bn_momentum", model.bn_momentum)
-    _common.check_positive_float("bn_epsilon", model.bn_epsilon)
 
 
 class BiRealBlock(_NormMixin, nn.Module):
@@ -428,19 +422,26 @@ class BiRealBlock(_NormMixin, nn.Module):
     features: int
     strides: int = 1
     _: dataclasses.KW_ONLY
-    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER
     activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
-    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
+    sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
     def __post_init__(self):
         _common.check_positive_int("features", self.features)
         _common.check_positive_int("strides", self.strides)
-        _check_block_rules(self)
+        _common.check_block_rules(
+            kernel_binarizer=self.kernel_binarizer,
+            activation_binarizer=self.activation_binarizer,
+            pad_value=self.pad_value,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            sign_product_dtype=self.sign_product_dtype,
+        )
         super().__post_init__()
 
     @nn.compact
@@ -497,15 +498,6 @@ class BiRealBlock(_NormMixin, nn.Module):
             )(shortcut)
             shortcut = self._norm(train, "shortcut_norm")(shortcut)
         return y + shortcut
-
-
-def _check_block_rules(model: Any) -> None:
-    _common.check_sign_product_dtype(model.sign_product_dtype)
-    _common.check_binarizer("kernel_binarizer", model.kernel_binarizer)
-    _common.check_binarizer("activation_binarizer", model.activation_binarizer)
-    _common.check_pad_value(model.pad_value, "SAME")
-    _common.check_momentum("bn_momentum", model.bn_momentum)
-    _common.check_positive_float("bn_epsilon", model.bn_epsilon)
 
 
 class BiRealResNet(_NormMixin, nn.Module):
@@ -579,17 +571,31 @@ class BiRealResNet(_NormMixin, nn.Module):
     stem_kernel_size: int = _common.RESNET18["stem_kernel_size"]
     stem_strides: int = _common.RESNET18["stem_strides"]
     stem_max_pool: bool = _common.RESNET18["stem_max_pool"]
-    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER
     activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
-    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
+    sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
     def __post_init__(self):
-        _check_resnet(self)
+        _common.check_resnet(
+            stage_sizes=self.stage_sizes,
+            stage_features=self.stage_features,
+            num_classes=self.num_classes,
+            stem_features=self.stem_features,
+            stem_kernel_size=self.stem_kernel_size,
+            stem_strides=self.stem_strides,
+            stem_max_pool=self.stem_max_pool,
+            kernel_binarizer=self.kernel_binarizer,
+            activation_binarizer=self.activation_binarizer,
+            pad_value=self.pad_value,
+            bn_momentum=self.bn_momentum,
+            bn_epsilon=self.bn_epsilon,
+            sign_product_dtype=self.sign_product_dtype,
+        )
         super().__post_init__()
 
     @nn.compact
@@ -651,16 +657,6 @@ class BiRealResNet(_NormMixin, nn.Module):
             param_dtype=self.param_dtype,
             name="head",
         )(x)
-
-
-def _check_resnet(model: Any) -> None:
-    _common.bireal_layout(model.stage_sizes, model.stage_features)
-    _common.check_positive_int("num_classes", model.num_classes)
-    _common.check_positive_int("stem_features", model.stem_features)
-    _common.check_positive_int("stem_kernel_size", model.stem_kernel_size)
-    _common.check_positive_int("stem_strides", model.stem_strides)
-    _common.check_bool("stem_max_pool", model.stem_max_pool)
-    _check_block_rules(model)
 
 
 def bireal_resnet18(**kwargs: Any) -> BiRealResNet:

@@ -35,6 +35,8 @@ from flax import nnx
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.nn._precision import AUTO
+from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
 from bnnjax.nn.nnx import BinaryConv, BinaryLinear
 
 __all__ = [
@@ -140,29 +142,31 @@ class BinaryMLP(nnx.Module):
         num_classes: int = 10,
         binary_activations: bool = True,
         binary_last: bool = True,
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER,
         activation_binarizer: Binarizer = _common.SIGN_ACTIVATION,
         input_dropout_rate: float = 0.0,
         dropout_rate: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-4,
-        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ):
         in_features = _common.check_positive_int("in_features", in_features)
-        hidden = _common.check_widths("hidden", hidden)
-        _common.check_positive_int("num_classes", num_classes)
-        _common.check_bool("binary_activations", binary_activations)
-        _common.check_bool("binary_last", binary_last)
-        _common.check_binarizer("kernel_binarizer", kernel_binarizer)
-        _common.check_binarizer("activation_binarizer", activation_binarizer)
-        _common.check_rate("input_dropout_rate", input_dropout_rate)
-        _common.check_rate("dropout_rate", dropout_rate)
-        _common.check_momentum("bn_momentum", bn_momentum)
-        _common.check_positive_float("bn_epsilon", bn_epsilon)
-        _common.check_sign_product_dtype(sign_product_dtype)
+        hidden = _common.check_mlp(
+            hidden=hidden,
+            num_classes=num_classes,
+            binary_activations=binary_activations,
+            binary_last=binary_last,
+            kernel_binarizer=kernel_binarizer,
+            activation_binarizer=activation_binarizer,
+            input_dropout_rate=input_dropout_rate,
+            dropout_rate=dropout_rate,
+            bn_momentum=bn_momentum,
+            bn_epsilon=bn_epsilon,
+            sign_product_dtype=sign_product_dtype,
+        )
         rngs = _check_rngs(rngs)
 
         act = activation_binarizer if binary_activations else None
@@ -185,9 +189,7 @@ class BinaryMLP(nnx.Module):
                     rngs=rngs,
                     kernel_binarizer=kernel_binarizer,
                     input_binarizer=act if i > 0 else None,
-                    sign_product_dtype=(
-                        sign_product_dtype if i > 0 else _common.AUTO
-                    ),
+                    sign_product_dtype=sign_product_dtype if i > 0 else AUTO,
                 )
                 for i in range(len(hidden))
             ]
@@ -320,12 +322,12 @@ class BinaryNetCNN(nnx.Module):
         input_size: tuple[int, int] = (32, 32),
         num_classes: int = 10,
         width_multiplier: float = 1.0,
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER,
         activation_binarizer: Binarizer = _common.SIGN_ACTIVATION,
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-4,
-        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -337,16 +339,16 @@ class BinaryNetCNN(nnx.Module):
                 "input_size must be (height, width), each at least 8 (three "
                 f"2x2 max pools), got {input_size!r}."
             )
-        _common.check_positive_int("num_classes", num_classes)
-        multiplier = _common.check_positive_float(
-            "width_multiplier", width_multiplier
+        multiplier = _common.check_cnn(
+            num_classes=num_classes,
+            width_multiplier=width_multiplier,
+            kernel_binarizer=kernel_binarizer,
+            activation_binarizer=activation_binarizer,
+            pad_value=pad_value,
+            bn_momentum=bn_momentum,
+            bn_epsilon=bn_epsilon,
+            sign_product_dtype=sign_product_dtype,
         )
-        _common.check_binarizer("kernel_binarizer", kernel_binarizer)
-        _common.check_binarizer("activation_binarizer", activation_binarizer)
-        _common.check_pad_value(pad_value, "SAME")
-        _common.check_momentum("bn_momentum", bn_momentum)
-        _common.check_positive_float("bn_epsilon", bn_epsilon)
-        _common.check_sign_product_dtype(sign_product_dtype)
         rngs = _check_rngs(rngs)
 
         act = activation_binarizer
@@ -373,9 +375,7 @@ class BinaryNetCNN(nnx.Module):
                     kernel_binarizer=kernel_binarizer,
                     input_binarizer=act if i > 0 else None,
                     pad_value=pad_value if i > 0 else 0.0,
-                    sign_product_dtype=(
-                        sign_product_dtype if i > 0 else _common.AUTO
-                    ),
+                    sign_product_dtype=sign_product_dtype if i > 0 else AUTO,
                 )
                 for i in range(len(conv))
             ]
@@ -480,12 +480,12 @@ class BiRealBlock(nnx.Module):
         out_features: int,
         strides: int = 1,
         *,
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER,
         activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION,
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
-        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -493,13 +493,13 @@ class BiRealBlock(nnx.Module):
         in_features = _common.check_positive_int("in_features", in_features)
         out_features = _common.check_positive_int("out_features", out_features)
         strides = _common.check_positive_int("strides", strides)
-        _check_block_rules(
-            kernel_binarizer,
-            activation_binarizer,
-            pad_value,
-            bn_momentum,
-            bn_epsilon,
-            sign_product_dtype,
+        _common.check_block_rules(
+            kernel_binarizer=kernel_binarizer,
+            activation_binarizer=activation_binarizer,
+            pad_value=pad_value,
+            bn_momentum=bn_momentum,
+            bn_epsilon=bn_epsilon,
+            sign_product_dtype=sign_product_dtype,
         )
         rngs = _check_rngs(rngs)
         norm = {
@@ -576,22 +576,6 @@ class BiRealBlock(nnx.Module):
         return y + self.shortcut_norm(self.shortcut_conv(shortcut))
 
 
-def _check_block_rules(
-    kernel_binarizer: object,
-    activation_binarizer: object,
-    pad_value: object,
-    bn_momentum: object,
-    bn_epsilon: object,
-    sign_product_dtype: object,
-) -> None:
-    _common.check_sign_product_dtype(sign_product_dtype)
-    _common.check_binarizer("kernel_binarizer", kernel_binarizer)
-    _common.check_binarizer("activation_binarizer", activation_binarizer)
-    _common.check_pad_value(pad_value, "SAME")
-    _common.check_momentum("bn_momentum", bn_momentum)
-    _common.check_positive_float("bn_epsilon", bn_epsilon)
-
-
 class BiRealResNet(nnx.Module):
     """A binary ResNet with a real-valued shortcut around every binary conv.
 
@@ -649,30 +633,31 @@ class BiRealResNet(nnx.Module):
         stem_kernel_size: int = _common.RESNET18["stem_kernel_size"],
         stem_strides: int = _common.RESNET18["stem_strides"],
         stem_max_pool: bool = _common.RESNET18["stem_max_pool"],
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER,
         activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION,
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
-        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
     ):
         in_features = _common.check_positive_int("in_features", in_features)
-        layout = _common.bireal_layout(stage_sizes, stage_features)
-        _common.check_positive_int("num_classes", num_classes)
-        _common.check_positive_int("stem_features", stem_features)
-        _common.check_positive_int("stem_kernel_size", stem_kernel_size)
-        _common.check_positive_int("stem_strides", stem_strides)
-        _common.check_bool("stem_max_pool", stem_max_pool)
-        _check_block_rules(
-            kernel_binarizer,
-            activation_binarizer,
-            pad_value,
-            bn_momentum,
-            bn_epsilon,
-            sign_product_dtype,
+        layout = _common.check_resnet(
+            stage_sizes=stage_sizes,
+            stage_features=stage_features,
+            num_classes=num_classes,
+            stem_features=stem_features,
+            stem_kernel_size=stem_kernel_size,
+            stem_strides=stem_strides,
+            stem_max_pool=stem_max_pool,
+            kernel_binarizer=kernel_binarizer,
+            activation_binarizer=activation_binarizer,
+            pad_value=pad_value,
+            bn_momentum=bn_momentum,
+            bn_epsilon=bn_epsilon,
+            sign_product_dtype=sign_product_dtype,
         )
         rngs = _check_rngs(rngs)
 

@@ -6,7 +6,7 @@ then add the binary extras (keyword-only): ``kernel_binarizer``,
 ``pad_value``. The real-valued latent kernel is stored under
 ``LATENT_KERNEL = "latent_kernel"`` (not ``kernel``, so a float checkpoint
 does not load silently) and the bias under ``bias``. The math lives in
-:mod:`bnnjax.nn._common` and is shared with :mod:`bnnjax.nn.nnx`.
+:mod:`bnnjax.nn.functional` and is shared with :mod:`bnnjax.nn.nnx`.
 
 flax arguments left out, because they do not fit a binary layer or would be
 ignored: ``input_dilation`` (it inserts zeros between inputs, so they are no
@@ -26,8 +26,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _common
-from bnnjax.nn._common import LATENT_KERNEL, PaddingLike
+from bnnjax.nn import _checks, _precision, functional
+from bnnjax.nn._checks import PaddingLike
+from bnnjax.nn.functional import LATENT_KERNEL
 
 __all__ = ["LATENT_KERNEL", "BinaryConv", "BinaryDense"]
 
@@ -39,8 +40,8 @@ class _BinaryMixin:
     """Validation and key handling shared by the linen layers."""
 
     def _check_binarizers(self) -> None:
-        _common.check_binarizer("kernel_binarizer", self.kernel_binarizer)
-        _common.check_binarizer(
+        _checks.check_binarizer("kernel_binarizer", self.kernel_binarizer)
+        _checks.check_binarizer(
             "input_binarizer", self.input_binarizer, optional=True
         )
         if not isinstance(self.rng_collection, str):
@@ -124,7 +125,7 @@ class BinaryDense(_BinaryMixin, nn.Module):
         ``"binarize"``).
       sign_product_dtype: operand dtype of the forward product when the
         inputs and the kernel are both binarized: ``"auto"`` (default:
-        bfloat16 where that is exact and measured faster, see
+        bfloat16 where that is exact and faster, see
         :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
@@ -139,15 +140,15 @@ class BinaryDense(_BinaryMixin, nn.Module):
     kernel_init: jax.nn.initializers.Initializer = _default_kernel_init
     bias_init: jax.nn.initializers.Initializer = _default_bias_init
     _: dataclasses.KW_ONLY
-    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer = functional.DEFAULT_KERNEL_BINARIZER
     input_binarizer: Binarizer | None = None
     rng_collection: str = "binarize"
-    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
 
     def __post_init__(self):
-        _common.check_positive_int("features", self.features)
+        _checks.check_positive_int("features", self.features)
         self._check_binarizers()
-        _common.check_sign_product_dtype(self.sign_product_dtype)
+        _precision.check_sign_product_dtype(self.sign_product_dtype)
         super().__post_init__()
 
     @nn.compact
@@ -171,7 +172,7 @@ class BinaryDense(_BinaryMixin, nn.Module):
         inputs = jnp.asarray(inputs)
         existing = self._existing_kernel_shape()
         if existing is not None:
-            _common.check_dense_inputs(inputs.shape, existing)
+            _checks.check_dense_inputs(inputs.shape, existing)
         if inputs.ndim < 1:
             raise ValueError(
                 "BinaryDense needs inputs of shape (..., in_features), got a "
@@ -189,7 +190,7 @@ class BinaryDense(_BinaryMixin, nn.Module):
                 "bias", self.bias_init, (self.features,), self.param_dtype
             )
         kernel_key, input_key = self._binarize_keys()
-        return _common.binary_dense(
+        return functional.binary_dense(
             inputs,
             latent_kernel,
             bias,
@@ -261,7 +262,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
         ``"binarize"``).
       sign_product_dtype: operand dtype of the forward product when the
         inputs and the kernel are both binarized: ``"auto"`` (default:
-        bfloat16 where that is exact and measured faster, see
+        bfloat16 where that is exact and faster, see
         :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
@@ -281,24 +282,24 @@ class BinaryConv(_BinaryMixin, nn.Module):
     precision: lax.PrecisionLike = None
     kernel_init: jax.nn.initializers.Initializer = _default_kernel_init
     bias_init: jax.nn.initializers.Initializer = _default_bias_init
-    kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER
+    kernel_binarizer: Binarizer = functional.DEFAULT_KERNEL_BINARIZER
     input_binarizer: Binarizer | None = None
     pad_value: float = 0.0
     rng_collection: str = "binarize"
-    sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO
+    sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
 
     def __post_init__(self):
-        _common.check_positive_int("features", self.features)
-        rank = len(_common.canonicalize_kernel_size(self.kernel_size))
-        _common.canonicalize_window("strides", self.strides, rank)
-        _common.canonicalize_window(
+        _checks.check_positive_int("features", self.features)
+        rank = len(_checks.canonicalize_kernel_size(self.kernel_size))
+        _checks.canonicalize_window("strides", self.strides, rank)
+        _checks.canonicalize_window(
             "kernel_dilation", self.kernel_dilation, rank
         )
-        padding = _common.canonicalize_padding(self.padding, rank)
-        _common.check_pad_value(self.pad_value, padding)
-        _common.check_feature_groups(self.feature_group_count, self.features)
+        padding = _checks.canonicalize_padding(self.padding, rank)
+        _checks.check_pad_value(self.pad_value, padding)
+        _checks.check_feature_groups(self.feature_group_count, self.features)
         self._check_binarizers()
-        _common.check_sign_product_dtype(self.sign_product_dtype)
+        _precision.check_sign_product_dtype(self.sign_product_dtype)
         super().__post_init__()
 
     @nn.compact
@@ -322,14 +323,14 @@ class BinaryConv(_BinaryMixin, nn.Module):
           dtype.
         """
         inputs = jnp.asarray(inputs)
-        kernel_size = _common.canonicalize_kernel_size(self.kernel_size)
+        kernel_size = _checks.canonicalize_kernel_size(self.kernel_size)
         existing = self._existing_kernel_shape()
         if existing is not None:
-            _common.check_conv_inputs(
+            _checks.check_conv_inputs(
                 inputs.shape, existing, self.feature_group_count
             )
-        _common.check_conv_rank(inputs.shape, kernel_size)
-        kernel_shape = _common.conv_kernel_shape(
+        _checks.check_conv_rank(inputs.shape, kernel_size)
+        kernel_shape = _checks.conv_kernel_shape(
             kernel_size,
             inputs.shape[-1],
             self.features,
@@ -344,7 +345,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
                 "bias", self.bias_init, (self.features,), self.param_dtype
             )
         kernel_key, input_key = self._binarize_keys()
-        return _common.binary_conv(
+        return functional.binary_conv(
             inputs,
             latent_kernel,
             bias,

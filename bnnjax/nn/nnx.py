@@ -6,7 +6,7 @@ defaults, then add the binary extras (keyword-only): ``kernel_binarizer``,
 ``pad_value``. The real-valued latent kernel is a :class:`LatentParam`
 stored as ``self.latent_kernel``, so ``nnx.state(model, LatentParam)``
 selects exactly the latent kernels; the bias is an ordinary ``nnx.Param``.
-The math lives in :mod:`bnnjax.nn._common` and is shared with
+The math lives in :mod:`bnnjax.nn.functional` and is shared with
 :mod:`bnnjax.nn.linen`.
 
 flax arguments left out, because they do not fit a binary layer or would be
@@ -28,8 +28,9 @@ from flax import nnx
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _common
-from bnnjax.nn._common import LATENT_KERNEL, PaddingLike
+from bnnjax.nn import _checks, _precision, functional
+from bnnjax.nn._checks import PaddingLike
+from bnnjax.nn.functional import LATENT_KERNEL
 
 __all__ = ["LATENT_KERNEL", "BinaryConv", "BinaryLinear", "LatentParam"]
 
@@ -147,7 +148,7 @@ class BinaryLinear(_BinaryLayer):
         ``"binarize"``).
       sign_product_dtype: operand dtype of the forward product when the
         inputs and the kernel are both binarized: ``"auto"`` (default:
-        bfloat16 where that is exact and measured faster, see
+        bfloat16 where that is exact and faster, see
         :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
@@ -174,15 +175,15 @@ class BinaryLinear(_BinaryLayer):
         rngs: nnx.Rngs,
         kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = functional.DEFAULT_KERNEL_BINARIZER,
         input_binarizer: Binarizer | None = None,
         rng_collection: str = "binarize",
-        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO,
     ):
-        in_features = _common.check_positive_int("in_features", in_features)
-        out_features = _common.check_positive_int("out_features", out_features)
-        _common.check_binarizer("kernel_binarizer", kernel_binarizer)
-        _common.check_binarizer(
+        in_features = _checks.check_positive_int("in_features", in_features)
+        out_features = _checks.check_positive_int("out_features", out_features)
+        _checks.check_binarizer("kernel_binarizer", kernel_binarizer)
+        _checks.check_binarizer(
             "input_binarizer", input_binarizer, optional=True
         )
         rngs = _check_rngs(rngs)
@@ -221,7 +222,7 @@ class BinaryLinear(_BinaryLayer):
         self.kernel_binarizer = kernel_binarizer
         self.input_binarizer = input_binarizer
         self.rng_collection = rng_collection
-        self.sign_product_dtype = _common.check_sign_product_dtype(
+        self.sign_product_dtype = _precision.check_sign_product_dtype(
             sign_product_dtype
         )
 
@@ -243,7 +244,7 @@ class BinaryLinear(_BinaryLayer):
           ``(..., out_features)`` array in the computation dtype.
         """
         kernel_key, input_key = self._binarize_keys()
-        return _common.binary_dense(
+        return functional.binary_dense(
             inputs,
             self.latent_kernel[...],
             None if self.bias is None else self.bias[...],
@@ -317,7 +318,7 @@ class BinaryConv(_BinaryLayer):
         ``"binarize"``).
       sign_product_dtype: operand dtype of the forward product when the
         inputs and the kernel are both binarized: ``"auto"`` (default:
-        bfloat16 where that is exact and measured faster, see
+        bfloat16 where that is exact and faster, see
         :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
@@ -350,31 +351,31 @@ class BinaryConv(_BinaryLayer):
         rngs: nnx.Rngs,
         kernel_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
-        kernel_binarizer: Binarizer = _common.DEFAULT_KERNEL_BINARIZER,
+        kernel_binarizer: Binarizer = functional.DEFAULT_KERNEL_BINARIZER,
         input_binarizer: Binarizer | None = None,
         pad_value: float = 0.0,
         rng_collection: str = "binarize",
-        sign_product_dtype: jax.typing.DTypeLike | str | None = _common.AUTO,
+        sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO,
     ):
-        in_features = _common.check_positive_int("in_features", in_features)
-        out_features = _common.check_positive_int("out_features", out_features)
-        kernel_size = _common.canonicalize_kernel_size(kernel_size)
+        in_features = _checks.check_positive_int("in_features", in_features)
+        out_features = _checks.check_positive_int("out_features", out_features)
+        kernel_size = _checks.canonicalize_kernel_size(kernel_size)
         rank = len(kernel_size)
-        strides = _common.canonicalize_window("strides", strides, rank)
-        kernel_dilation = _common.canonicalize_window(
+        strides = _checks.canonicalize_window("strides", strides, rank)
+        kernel_dilation = _checks.canonicalize_window(
             "kernel_dilation", kernel_dilation, rank
         )
-        padding = _common.canonicalize_padding(padding, rank)
-        pad_value = _common.check_pad_value(pad_value, padding)
-        kernel_shape = _common.conv_kernel_shape(
+        padding = _checks.canonicalize_padding(padding, rank)
+        pad_value = _checks.check_pad_value(pad_value, padding)
+        kernel_shape = _checks.conv_kernel_shape(
             kernel_size,
             in_features,
             out_features,
             feature_group_count,
             out_name="out_features",
         )
-        _common.check_binarizer("kernel_binarizer", kernel_binarizer)
-        _common.check_binarizer(
+        _checks.check_binarizer("kernel_binarizer", kernel_binarizer)
+        _checks.check_binarizer(
             "input_binarizer", input_binarizer, optional=True
         )
         rngs = _check_rngs(rngs)
@@ -418,7 +419,7 @@ class BinaryConv(_BinaryLayer):
         self.input_binarizer = input_binarizer
         self.pad_value = pad_value
         self.rng_collection = rng_collection
-        self.sign_product_dtype = _common.check_sign_product_dtype(
+        self.sign_product_dtype = _precision.check_sign_product_dtype(
             sign_product_dtype
         )
 
@@ -442,7 +443,7 @@ class BinaryConv(_BinaryLayer):
           dtype.
         """
         kernel_key, input_key = self._binarize_keys()
-        return _common.binary_conv(
+        return functional.binary_conv(
             inputs,
             self.latent_kernel[...],
             None if self.bias is None else self.bias[...],

@@ -1,0 +1,472 @@
+"""Functional binary layers: the math behind the linen and nnx layers.
+
+The layers in :mod:`bnnjax.nn.linen` and :mod:`bnnjax.nn.nnx` only allocate
+parameters and call :func:`binary_dense` or :func:`binary_conv`; a model
+converter can call the same functions on existing parameters. This module
+holds no Module classes and keeps no state.
+
+Order of operations in both layers (``x`` inputs, ``W`` latent kernel)::
+
+    x_b = binarize_in(x)                    # skipped when input_binarizer=None
+    S, alpha = sign(W), scale(W)            # binarize_k(W) = alpha * S
+    x_b, S, alpha, b = cast to the computation dtype
+    y   = (x_b @ S) * alpha + b             # dense
+    y   = conv_valid(pad(x_b, pad_value), S) * alpha + b    # convolution
+
+Each tensor is binarized in its own dtype (statistics accumulate in at least
+float32) and the result is cast to the computation dtype, which follows
+flax: ``dtype`` if given, else the promoted dtype of the inputs and
+parameters (at least float32 for integer inputs).
+
+The kernel scale ``alpha`` (one value per output feature, or per tensor)
+multiplies the product's output rather than the kernel. Both orders are
+the same function, with the same gradients up to rounding; this one
+computes the product of the signs exactly as packed 1-bit inference
+(``bnnjax.export``) does, saves an elementwise pass over the kernel, and
+keeps the product of ``+-1`` inputs and ``+-1`` signs a sum of integers. A
+scale laid out along other kernel axes is folded into the kernel,
+``x_b @ (alpha * S)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from bnnjax.binarize import Binarizer
+from bnnjax.nn import _precision
+from bnnjax.nn._checks import (
+    MODE_PADDINGS,
+    CanonicalPadding,
+    PaddingLike,
+    canonicalize_padding,
+    canonicalize_window,
+    check_bias,
+    check_binarizer,
+    check_binarizer_key,
+    check_conv_inputs,
+    check_dense_inputs,
+    check_pad_value,
+)
+from bnnjax.nn._precision import AUTO
+
+LATENT_KERNEL = "latent_kernel"
+"""Name of the real-valued latent kernel in linen parameter trees."""
+
+DEFAULT_KERNEL_BINARIZER = Binarizer(axis=-1)
+"""The layers' default kernel rule: the founding method per output channel.
+
+Scaled sigmoid surrogate and mean-absolute-deviation scale, one ``alpha``
+per output feature (the last kernel axis).
+"""
+
+__all__ = [
+    "DEFAULT_KERNEL_BINARIZER",
+    "LATENT_KERNEL",
+    "binary_conv",
+    "binary_dense",
+    "compute_dtype",
+    "explicit_padding",
+    "pad_inputs",
+]
+
+
+def compute_dtype(
+    *args: jax.typing.ArrayLike | None,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> jnp.dtype:
+    """The computation dtype, by flax's rule.
+
+    ``dtype`` if given, else ``jnp.result_type`` of the non-None ``args``,
+    promoted to at least float32 if that is not inexact (as
+    ``flax.linen.dtypes.canonicalize_dtype``).
+    """
+    if dtype is None:
+        dtype = jnp.result_type(*(a for a in args if a is not None))
+        if not jnp.issubdtype(dtype, jnp.inexact):
+            dtype = jnp.promote_types(jnp.float32, dtype)
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise ValueError(f"dtype must be a floating-point dtype, got {dtype}.")
+    return dtype
+
+
+def explicit_padding(
+    padding: CanonicalPadding,
+    spatial_shape: Sequence[int],
+    kernel_size: Sequence[int],
+    strides: Sequence[int],
+    kernel_dilation: Sequence[int],
+) -> tuple[tuple[int, int], ...]:
+    """Resolves a canonical padding into explicit ``(low, high)`` pairs.
+
+    ``'SAME'``/``'SAME_LOWER'``/``'VALID'`` give the pads
+    ``lax.conv_general_dilated`` would use; ``'CAUSAL'`` pads
+    ``dilation * (k - 1)`` on the left; ``'CIRCULAR'``/``'REFLECT'`` use
+    flax's ``((k_d - 1) // 2, k_d // 2)`` with ``k_d`` the dilated kernel
+    size.
+
+    Args:
+      padding: a padding name or pairs, as ``canonicalize_padding`` returns.
+      spatial_shape: spatial shape of the inputs.
+      kernel_size: spatial shape of the kernel.
+      strides: window strides.
+      kernel_dilation: kernel dilation.
+
+    Returns:
+      One ``(low, high)`` pair per spatial dimension.
+    """
+    if not isinstance(padding, str):
+        return tuple(padding)
+    dilated = tuple(
+        (k - 1) * d + 1
+        for k, d in zip(kernel_size, kernel_dilation, strict=True)
+    )
+    if padding in ("SAME", "SAME_LOWER", "VALID"):
+        return tuple(
+            tuple(p)
+            for p in lax.padtype_to_pads(
+                spatial_shape, dilated, strides, padding
+            )
+        )
+    if padding == "CAUSAL":
+        return ((dilated[0] - 1, 0),)
+    return tuple(((k - 1) // 2, k // 2) for k in dilated)
+
+
+def pad_inputs(
+    inputs: jax.Array,
+    padding: CanonicalPadding,
+    pads: Sequence[tuple[int, int]],
+    pad_value: float = 0.0,
+) -> jax.Array:
+    """Pads the spatial axes of ``(batch, *spatial, features)`` inputs.
+
+    Constant paddings fill with ``pad_value`` (negative pads crop, as in
+    ``lax.conv_general_dilated``); ``'CIRCULAR'`` wraps and ``'REFLECT'``
+    reflects.
+
+    Args:
+      inputs: array with one batch axis and one feature axis.
+      padding: a padding name or pairs, as ``canonicalize_padding`` returns.
+      pads: output of :func:`explicit_padding`.
+      pad_value: the constant for constant paddings.
+
+    Returns:
+      The padded array, in ``inputs``' dtype.
+    """
+    if all(p == (0, 0) for p in pads):
+        return inputs
+    if isinstance(padding, str) and padding in MODE_PADDINGS:
+        widths = [(0, 0), *pads, (0, 0)]
+        return jnp.pad(inputs, widths, mode=MODE_PADDINGS[padding])
+    config = [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)]
+    return lax.pad(inputs, jnp.asarray(pad_value, inputs.dtype), config)
+
+
+def _conv_dimension_numbers(ndim: int) -> lax.ConvDimensionNumbers:
+    # Channels-last inputs/outputs and (*spatial, in, out) kernels, as flax.
+    lhs = (0, ndim - 1, *range(1, ndim - 1))
+    rhs = (ndim - 1, ndim - 2, *range(ndim - 2))
+    return lax.ConvDimensionNumbers(lhs, rhs, lhs)
+
+
+def _binarize_operands(
+    inputs: jax.Array,
+    latent_kernel: jax.Array,
+    bias: jax.Array | None,
+    *,
+    kernel_binarizer: Binarizer,
+    input_binarizer: Binarizer | None,
+    progress: jax.typing.ArrayLike | None,
+    kernel_key: jax.Array | None,
+    input_key: jax.Array | None,
+    dtype: jax.typing.DTypeLike | None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None]:
+    """Binarizes inputs and kernel, then casts them to one dtype.
+
+    Returns ``(x, kernel, bias, out_scale)``. When the kernel's scale is one
+    value per output feature (the last kernel axis) or per tensor, the
+    kernel is returned as its signs and ``out_scale`` is the scale as a
+    ``(features,)`` vector (or ``None`` without a scale), to multiply the
+    product's output: ``(x @ sign(W)) * alpha``, the same function as
+    ``x @ (alpha * sign(W))``, with the scale applied where packed 1-bit
+    inference applies it. Any other scale layout is folded into the kernel
+    and ``out_scale`` is ``None``.
+    """
+    check_binarizer("kernel_binarizer", kernel_binarizer)
+    check_binarizer("input_binarizer", input_binarizer, optional=True)
+    kernel_key = check_binarizer_key(
+        "kernel_binarizer", kernel_binarizer, kernel_key
+    )
+    input_key = check_binarizer_key(
+        "input_binarizer", input_binarizer, input_key
+    )
+    dtype = compute_dtype(inputs, latent_kernel, bias, dtype=dtype)
+    x = inputs
+    if input_binarizer is not None:
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(dtype)
+        x = input_binarizer(x, progress=progress, key=input_key)
+    kernel, alpha = kernel_binarizer.signs_and_scale(
+        latent_kernel, progress=progress, key=kernel_key
+    )
+    out_scale = None
+    if alpha is not None:
+        if all(d == 1 for d in alpha.shape[:-1]):
+            out_scale = jnp.reshape(alpha, (-1,)).astype(dtype)
+        else:
+            kernel = alpha * kernel
+    if bias is not None:
+        bias = bias.astype(dtype)
+    return x.astype(dtype), kernel.astype(dtype), bias, out_scale
+
+
+def _scale_outputs(y: jax.Array, out_scale: jax.Array | None) -> jax.Array:
+    """Multiplies the last axis of ``y`` by a per-feature (or scalar) scale."""
+    if out_scale is None:
+        return y
+    return y * jnp.reshape(out_scale, (1,) * (y.ndim - 1) + (-1,))
+
+
+def _add_bias(y: jax.Array, bias: jax.Array | None) -> jax.Array:
+    if bias is None:
+        return y
+    return y + jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
+
+
+def binary_dense(
+    inputs: jax.typing.ArrayLike,
+    latent_kernel: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    kernel_binarizer: Binarizer,
+    input_binarizer: Binarizer | None = None,
+    progress: jax.typing.ArrayLike | None = None,
+    kernel_key: jax.Array | None = None,
+    input_key: jax.Array | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+    precision: lax.PrecisionLike = None,
+    sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+) -> jax.Array:
+    """A dense layer with a binarized kernel (and optionally inputs).
+
+    Forward::
+
+        y = binarize_in(x) @ binarize_k(W) + b
+
+    where ``binarize_k = kernel_binarizer`` (``alpha * sign(W)``, e.g. one
+    ``alpha`` per output feature with ``axis=-1``) and ``binarize_in =
+    input_binarizer`` (identity when ``None``). The contraction is over the
+    last axis of ``x``. Backward: each binarizer's surrogate gradient; the
+    gradient reaches the latent ``W`` and, through ``binarize_in``, ``x``.
+
+    Args:
+      inputs: ``(..., in_features)`` array.
+      latent_kernel: real-valued ``(in_features, features)`` kernel.
+      bias: ``(features,)`` bias or ``None``.
+      kernel_binarizer: the rule applied to ``latent_kernel``.
+      input_binarizer: the rule applied to ``inputs``, or ``None`` for
+        real-valued inputs.
+      progress: training progress in ``[0, 1]`` passed to both binarizers
+        (used by :class:`bnnjax.EdeSurrogate`); may be traced.
+      kernel_key: PRNG key for a stochastic ``kernel_binarizer``.
+      input_key: PRNG key for a stochastic ``input_binarizer``.
+      dtype: computation dtype; by default the promoted dtype of
+        ``inputs``, ``latent_kernel`` and ``bias``.
+      precision: ``lax.dot_general`` precision.
+      sign_product_dtype: the operand dtype of the forward product when
+        the inputs and the kernel are both binarized (every operand
+        ``+-1``). ``jnp.bfloat16``: the signs are cast to bfloat16 and
+        summed in float32, which is exact (up to ``2**24`` terms):
+        outputs and gradients are bit for bit those of float32; the
+        backward products stay in float32. Raises ``ValueError`` where
+        the product would not be exact (real inputs, an input scale, a
+        surrogate whose forward is not ``sign``, a computation dtype
+        other than float32). ``"auto"`` (default): bfloat16 where it is
+        exact and :func:`bnnjax.nn.bfloat16_dense_is_faster`, the
+        computation dtype elsewhere; never an error. ``None``: always the
+        computation dtype.
+
+    Returns:
+      ``(..., features)`` array in the computation dtype.
+
+    Raises:
+      TypeError: if a binarizer is not a :class:`bnnjax.Binarizer`.
+      ValueError: for mismatched shapes or a missing key.
+    """
+    inputs = jnp.asarray(inputs)
+    latent_kernel = jnp.asarray(latent_kernel)
+    bias = None if bias is None else jnp.asarray(bias)
+    check_dense_inputs(inputs.shape, latent_kernel.shape)
+    check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
+    x, kernel, bias, out_scale = _binarize_operands(
+        inputs,
+        latent_kernel,
+        bias,
+        kernel_binarizer=kernel_binarizer,
+        input_binarizer=input_binarizer,
+        progress=progress,
+        kernel_key=kernel_key,
+        input_key=input_key,
+        dtype=dtype,
+    )
+    dimension_numbers = (((x.ndim - 1,), (0,)), ((), ()))
+
+    def product(a, b, preferred_element_type=None):
+        return lax.dot_general(
+            a,
+            b,
+            dimension_numbers,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+
+    product_dtype = _precision.resolve_sign_product_dtype(
+        sign_product_dtype,
+        input_binarizer,
+        kernel_binarizer,
+        x.dtype,
+        contraction=latent_kernel.shape[0],
+        auto_is_faster=_precision.bfloat16_dense_is_faster(
+            math.prod(x.shape[:-1]), latent_kernel.shape[-1]
+        ),
+    )
+    y = _precision.sign_product(product, x, kernel, product_dtype)
+    return _add_bias(_scale_outputs(y, out_scale), bias)
+
+
+def binary_conv(
+    inputs: jax.typing.ArrayLike,
+    latent_kernel: jax.typing.ArrayLike,
+    bias: jax.typing.ArrayLike | None = None,
+    *,
+    strides: int | Sequence[int] | None = 1,
+    padding: PaddingLike = "SAME",
+    kernel_dilation: int | Sequence[int] | None = 1,
+    feature_group_count: int = 1,
+    pad_value: float = 0.0,
+    kernel_binarizer: Binarizer,
+    input_binarizer: Binarizer | None = None,
+    progress: jax.typing.ArrayLike | None = None,
+    kernel_key: jax.Array | None = None,
+    input_key: jax.Array | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+    precision: lax.PrecisionLike = None,
+    sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+) -> jax.Array:
+    """A convolution with a binarized kernel (and optionally inputs).
+
+    Forward::
+
+        y = conv_valid(pad(binarize_in(x), pad_value), binarize_k(W)) + b
+
+    Padding is applied explicitly *after* input binarization, so with a
+    ``+-1`` input binarizer and ``pad_value=-1`` (or ``+1``) every value
+    the kernel sees is ``+-1`` (Larq's ``pad_values``); ``pad_value=0``
+    reproduces ``flax.linen.Conv``. ``pad_value`` is used as is, not
+    multiplied by the input binarizer's scale. ``'CIRCULAR'`` and
+    ``'REFLECT'`` pad with input values and need ``pad_value=0``.
+
+    Inputs are channels-last, ``(*batch, *spatial, in_features)``; as in
+    flax, several batch axes are flattened for the convolution and
+    restored, and inputs without a batch axis are accepted.
+
+    Args:
+      inputs: ``(*batch, *spatial, in_features)`` array.
+      latent_kernel: real-valued ``(*kernel_size, in_features /
+        feature_group_count, features)`` kernel.
+      bias: ``(features,)`` bias or ``None``.
+      strides: int or one int per spatial dimension (``None`` means 1).
+      padding: ``'SAME'``, ``'SAME_LOWER'``, ``'VALID'``, ``'CIRCULAR'``,
+        ``'REFLECT'``, ``'CAUSAL'``, an int, or one int or ``(low, high)``
+        pair per spatial dimension.
+      kernel_dilation: int or one int per spatial dimension.
+      feature_group_count: number of feature groups; ``in_features`` gives
+        a depthwise convolution.
+      pad_value: constant the inputs are padded with.
+      kernel_binarizer: the rule applied to ``latent_kernel``.
+      input_binarizer: the rule applied to ``inputs``, or ``None`` for
+        real-valued inputs.
+      progress: training progress in ``[0, 1]`` passed to both binarizers;
+        may be traced.
+      kernel_key: PRNG key for a stochastic ``kernel_binarizer``.
+      input_key: PRNG key for a stochastic ``input_binarizer``.
+      dtype: computation dtype; by default the promoted dtype of the
+        operands.
+      precision: ``lax.conv_general_dilated`` precision.
+      sign_product_dtype: ``None``, ``"auto"`` or ``jnp.bfloat16``, as in
+        :func:`binary_dense`; bfloat16 also needs ``pad_value`` in
+        ``{-1, 0, 1}``. ``"auto"`` (default) keeps the computation dtype:
+        a bfloat16 convolution is no faster than float32 on CPU (see
+        the benchmarks page).
+
+    Returns:
+      ``(*batch, *out_spatial, features)`` array in the computation dtype.
+
+    Raises:
+      TypeError: if a binarizer or a window argument has the wrong type.
+      ValueError: for mismatched shapes, an invalid padding or pad_value,
+        a feature_group_count that does not divide the features, or a
+        missing key.
+    """
+    inputs = jnp.asarray(inputs)
+    latent_kernel = jnp.asarray(latent_kernel)
+    bias = None if bias is None else jnp.asarray(bias)
+    check_conv_inputs(inputs.shape, latent_kernel.shape, feature_group_count)
+    check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
+    kernel_size = latent_kernel.shape[:-2]
+    rank = len(kernel_size)
+    strides = canonicalize_window("strides", strides, rank)
+    kernel_dilation = canonicalize_window(
+        "kernel_dilation", kernel_dilation, rank
+    )
+    padding = canonicalize_padding(padding, rank)
+    pad_value = check_pad_value(pad_value, padding)
+
+    x, kernel, bias, out_scale = _binarize_operands(
+        inputs,
+        latent_kernel,
+        bias,
+        kernel_binarizer=kernel_binarizer,
+        input_binarizer=input_binarizer,
+        progress=progress,
+        kernel_key=kernel_key,
+        input_key=input_key,
+        dtype=dtype,
+    )
+    batch_shape = x.shape[: x.ndim - rank - 1]
+    x = jnp.reshape(x, (-1, *x.shape[x.ndim - rank - 1 :]))
+    pads = explicit_padding(
+        padding, x.shape[1:-1], kernel_size, strides, kernel_dilation
+    )
+    x = pad_inputs(x, padding, pads, pad_value)
+
+    def product(a, b, preferred_element_type=None):
+        return lax.conv_general_dilated(
+            a,
+            b,
+            strides,
+            "VALID",
+            rhs_dilation=kernel_dilation,
+            dimension_numbers=_conv_dimension_numbers(a.ndim),
+            feature_group_count=int(feature_group_count),
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+
+    product_dtype = _precision.resolve_sign_product_dtype(
+        sign_product_dtype,
+        input_binarizer,
+        kernel_binarizer,
+        x.dtype,
+        contraction=math.prod(latent_kernel.shape[:-1]),
+        pad_value=pad_value,
+    )
+    y = _precision.sign_product(product, x, kernel, product_dtype)
+    y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
+    return _add_bias(_scale_outputs(y, out_scale), bias)
