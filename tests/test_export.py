@@ -27,6 +27,7 @@ import bnnjax
 from bnnjax import export as export_lib
 from bnnjax import packed
 from bnnjax.data import load_mnist_sample
+from bnnjax.export import _format as export_format
 from bnnjax.models import linen as mlinen
 from bnnjax.models import nnx as mnnx
 from bnnjax.nn import LATENT_KERNEL
@@ -867,7 +868,7 @@ class FileTest(_TempDirTest):
         path = os.path.join(directory, "model.bnn")
         with (
             mock.patch.object(
-                export_lib.os, "fsync", side_effect=OSError("disk full")
+                export_format.os, "fsync", side_effect=OSError("disk full")
             ),
             self.assertRaisesRegex(OSError, "disk full"),
         ):
@@ -878,7 +879,7 @@ class FileTest(_TempDirTest):
         with open(path, "rb") as f:
             before = f.read()
 
-        original = export_lib._file_chunks
+        original = export_format._file_chunks
 
         def half_then_fail(packed_model):
             chunks = original(packed_model)
@@ -886,7 +887,7 @@ class FileTest(_TempDirTest):
             raise RuntimeError("interrupted")
 
         with (
-            mock.patch.object(export_lib, "_file_chunks", half_then_fail),
+            mock.patch.object(export_format, "_file_chunks", half_then_fail),
             self.assertRaisesRegex(RuntimeError, "interrupted"),
         ):
             export_lib.save(self.packed, path)
