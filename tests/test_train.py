@@ -17,6 +17,8 @@ from absl.testing import absltest, parameterized
 import bnnjax
 from bnnjax import checkpoint as ckpt
 from bnnjax import data, distributed, presets, train
+from bnnjax.training import loop as loop_lib
+from bnnjax.training import step as step_lib
 
 # A tiny but real run: 2 epochs of 27 steps on the embedded MNIST sample.
 TINY = dict(hidden=(32,), epochs=2, batch_size=200, val_fraction=0.1)
@@ -179,12 +181,12 @@ class DefaultDevicesTest(parameterized.TestCase):
             mock.patch.object(jax, "device_count", return_value=available),
             mock.patch.object(jax, "process_count", return_value=processes),
         ):
-            self.assertEqual(train._default_devices(config), want)
+            self.assertEqual(loop_lib._default_devices(config), want)
 
     def test_explicit_devices_are_kept(self):
         config = train.TrainConfig(batch_size=100, devices=4)
         with mock.patch.object(jax, "device_count", return_value=8):
-            self.assertEqual(train._default_devices(config), 4)
+            self.assertEqual(loop_lib._default_devices(config), 4)
 
 
 class PresetTest(parameterized.TestCase):
@@ -296,7 +298,7 @@ class StepTest(parameterized.TestCase):
         model, tx, state = _setup("scaled_sigmoid", seeds=tuple(range(seeds)))
         images, labels = _synthetic_batches(seeds, 1)
         fast = train.make_train_step(model, tx)
-        with mock.patch.object(train, "_over_seeds", _always_vmap):
+        with mock.patch.object(step_lib, "_over_seeds", _always_vmap):
             slow = train.make_train_step(model, tx)
         got, got_m = fast(state, images[0], labels[0], np.float32(0.3))
         want, want_m = slow(state, images[0], labels[0], np.float32(0.3))

@@ -1,0 +1,510 @@
+"""The training loop: :func:`run`, the whole job of one configuration.
+
+:func:`run` goes through named steps: set-up (``_open_run_dir``,
+``_load_splits``, ``_set_up``), resume (``_resume``, ``_start_records``),
+the epoch loop (``_train_epochs``, with ``_epoch_records`` and
+``_checkpoint_epoch``), and the final evaluation and results
+(``_finish``). It never prints; progress goes to the callbacks and the
+result is a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from bnnjax import checkpoint as ckpt
+from bnnjax import data as data_lib
+from bnnjax import distributed, plots
+from bnnjax import presets as presets_lib
+from bnnjax.training.config import TrainConfig, check_batch_split
+from bnnjax.training.diagnostics import (
+    latent_kernels,
+    make_epoch_diagnostics,
+    make_signs_fn,
+    seed_row,
+)
+from bnnjax.training.epoch import StepInfo, global_batches, train_epoch
+from bnnjax.training.results import memory_numbers, run_summary
+from bnnjax.training.rundir import check_resume_config, default_out_dir
+from bnnjax.training.step import (
+    TrainState,
+    build_training,
+    evaluate,
+    init_state,
+    make_eval_step,
+    make_train_step,
+)
+
+__all__ = [
+    "VALIDATION_SPLIT_SEED",
+    "run",
+]
+
+VALIDATION_SPLIT_SEED = 0
+"""Seed of the validation split: the same held-out examples for every
+training seed, so seeds differ only in initialisation and batch order."""
+
+
+def _default_devices(config: TrainConfig) -> int | None:
+    """``config.devices``, or (when ``None``) the most devices that fit.
+
+    With ``devices=None`` every device is used when the global batch splits
+    evenly over them; otherwise the largest device count that divides
+    ``batch_size`` (and splits over the processes), so ``batch_size=100``
+    trains on 5 of 8 GPUs rather than failing. The count used is reported
+    as ``devices`` in the results.
+    """
+    if config.devices is not None:
+        return config.devices
+    available = jax.device_count()
+    processes = jax.process_count()
+    fitting = [
+        n
+        for n in range(available, 0, -1)
+        if config.batch_size % n == 0 and n % processes == 0
+    ]
+    # None: let data_mesh/check_batch_split explain why nothing fits.
+    return fitting[0] if fitting else None
+
+
+def run(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    on_step: Callable[[StepInfo], None] | None = None,
+    on_epoch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    before_step: Callable[[int, TrainState], TrainState] | None = None,
+    make_plots: bool = True,
+) -> dict[str, Any]:
+    """Trains ``config`` and returns the final metrics; never prints.
+
+    Steps: check the run directory (an existing non-empty one is refused
+    unless ``resume``), load the dataset, hold out the validation split,
+    build the model and optimizer from the preset, and train every seed
+    at once. After each epoch, per seed: the mean training loss and
+    accuracy, validation loss and accuracy, flip ratio, gradient fraction
+    and latent statistics are appended to ``metrics.jsonl``, then a
+    checkpoint is saved. At the end the test split is evaluated once, on
+    the final parameters, and plots are written. Nothing uses the test
+    split before that; the best validation epoch is reported for
+    information only.
+
+    With ``resume``, the run continues from its last complete checkpoint
+    and ends with the same parameters as an uninterrupted run: batch order
+    depends only on ``(seed, epoch)``, the schedules and ``progress`` only
+    on the step, and the checkpoint holds the parameters, batch
+    statistics, optimizer state and step.
+
+    Training is data-parallel over ``config.devices`` devices (default:
+    all; see :mod:`bnnjax.distributed`): each global batch of
+    ``batch_size`` is split over the devices, and the parameters and
+    optimizer state are replicated. The batches are the same whatever the
+    device count, so one device and ``n`` devices train the same model up
+    to floating-point summation order. A resumed run may use another
+    device count. In a multi-process job (after
+    :func:`bnnjax.distributed.initialize`) every process calls this with
+    the same ``config``; each loads the dataset but transfers only the
+    rows of each batch its devices hold; checkpoints are written by all
+    processes together, and ``config.json``, ``metrics.jsonl`` and the
+    plots by process 0 only. The run directory must be on a file system
+    every host reaches. Callbacks run in every process.
+
+    Args:
+      config: the run.
+      resume: continue the run in ``config.out_dir``.
+      on_step: called after every step with a :class:`StepInfo` (one step
+        late, so the host does not wait for the device).
+      on_epoch: called after each epoch's checkpoint with the epoch
+        (1-based) and that epoch's metrics records, one per seed.
+      before_step: fault-injection hook for tests, ``f(step, state) ->
+        state`` called before each step (0-based step).
+      make_plots: write the PNG plots (needs matplotlib; skipped without).
+
+    Returns:
+      A JSON-ready dict: ``test_accuracy``/``val_accuracy`` (means over
+      seeds) with ``_std`` and ``_per_seed``, the same for losses,
+      ``epochs``, ``train_seconds`` (time spent in training steps,
+      including the first step's compilation), ``examples_per_second``,
+      the memory summary of one model (``binary_params``,
+      ``real_params``, ``latent_bytes``/``packed_bytes`` of the binary
+      kernels while training/deployed, ``train_bytes``, ``deploy_bytes``,
+      ``compression_ratio``), ``best_val_epoch_per_seed``, ``devices``
+      and ``processes`` (the data-parallel device and process counts),
+      ``out_dir``, ``plots`` (empty outside process 0) and more.
+
+    Raises:
+      FileExistsError: if the run directory is not empty and not resumed.
+      FileNotFoundError: for missing data, or nothing to resume.
+      ValueError: for a dataset too small for ``batch_size``, a
+        ``batch_size`` that does not split over the devices, too few
+        devices, or a resumed run started with other settings.
+      bnnjax.checkpoint.CheckpointError: for a corrupt or mismatched
+        checkpoint.
+      NonFiniteLossError: when a loss is NaN or infinite; the last good
+        checkpoint is kept.
+    """
+    wall_start = time.perf_counter()
+    setup, state = _set_up(config, resume=resume)
+    with ckpt.Checkpointer(
+        os.path.join(setup.out_dir, ckpt.CHECKPOINT_DIR),
+        max_to_keep=config.max_to_keep,
+    ) as checkpointer:
+        state, start_epoch, step = _resume(setup, checkpointer, state, resume)
+        records = _start_records(setup, start_epoch)
+        train_step = make_train_step(setup.model, setup.tx, mesh=setup.mesh)
+        eval_step = make_eval_step(setup.model, mesh=setup.mesh)
+        state, step = _train_epochs(
+            setup,
+            checkpointer,
+            train_step,
+            eval_step,
+            state,
+            records,
+            start_epoch=start_epoch,
+            step=step,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            before_step=before_step,
+        )
+    return _finish(
+        setup,
+        eval_step,
+        state,
+        records,
+        step=step,
+        resumed_from_epoch=start_epoch if resume else None,
+        make_plots=make_plots,
+        wall_start=wall_start,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Run:
+    """What the set-up of :func:`run` fixes for the whole run."""
+
+    config: TrainConfig
+    mesh: Mesh
+    primary: bool
+    out_dir: str
+    dataset: data_lib.Dataset
+    train_split: data_lib.Dataset
+    val: data_lib.Examples
+    steps_per_epoch: int
+    total_steps: int
+    preset: presets_lib.Preset
+    seeds: list[int]
+    model: nn.Module
+    tx: optax.GradientTransformation
+    lr_fn: optax.ScalarOrSchedule
+
+    @property
+    def shape_info(self) -> dict[str, Any]:
+        """What a checkpoint records to rebuild the model."""
+        return {
+            "image_shape": list(self.dataset.image_shape),
+            "num_classes": self.dataset.num_classes,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+
+def _open_run_dir(config: TrainConfig, *, resume: bool) -> tuple[Mesh, str]:
+    """The device mesh and the checked run directory."""
+    mesh = distributed.data_mesh(_default_devices(config))
+    check_batch_split(config.batch_size, mesh.size)
+    out_dir = ckpt.prepare_run_dir(
+        config.out_dir or default_out_dir(), resume=resume
+    )
+    if resume:
+        check_resume_config(out_dir, config)
+    # Every process has checked the directory before process 0 writes.
+    distributed.barrier("bnnjax.train.run: run directory checked")
+    return mesh, out_dir
+
+
+def _load_splits(
+    config: TrainConfig,
+) -> tuple[data_lib.Dataset, data_lib.Dataset, data_lib.Examples, int]:
+    """The dataset, its training and validation splits, steps per epoch."""
+    dataset = data_lib.load_dataset(config.dataset, data_dir=config.data_dir)
+    train_split, val = data_lib.split_validation(
+        dataset, fraction=config.val_fraction, seed=VALIDATION_SPLIT_SEED
+    )
+    n_train = len(train_split.train_labels)
+    steps_per_epoch = data_lib.num_batches(
+        n_train, batch_size=config.batch_size
+    )
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size={config.batch_size} is larger than the {n_train} "
+            f"training examples of {config.dataset!r} left after holding out "
+            f"val_fraction={config.val_fraction}."
+        )
+    return dataset, train_split, val, steps_per_epoch
+
+
+def _set_up(config: TrainConfig, *, resume: bool) -> tuple[_Run, TrainState]:
+    """Run directory, data, model, optimizer and the initial state."""
+    mesh, out_dir = _open_run_dir(config, resume=resume)
+    dataset, train_split, val, steps_per_epoch = _load_splits(config)
+    preset = config.preset
+    seeds = list(config.seeds)
+    sample = data_lib.to_float(train_split.train_images[:1])
+    model, tx, lr_fn, total_steps = build_training(
+        config, sample, dataset.num_classes, steps_per_epoch
+    )
+    state = init_state(
+        model, tx, seeds, sample, sign_init=preset.sign_init, mesh=mesh
+    )
+    setup = _Run(
+        config=config,
+        mesh=mesh,
+        primary=distributed.is_primary(),
+        out_dir=out_dir,
+        dataset=dataset,
+        train_split=train_split,
+        val=val,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+        preset=preset,
+        seeds=seeds,
+        model=model,
+        tx=tx,
+        lr_fn=lr_fn,
+    )
+    return setup, state
+
+
+def _resume(
+    setup: _Run,
+    checkpointer: ckpt.Checkpointer,
+    state: TrainState,
+    resume: bool,
+) -> tuple[TrainState, int, int]:
+    """``(state, start_epoch, step)``: the last checkpoint's, if resuming."""
+    start_epoch, step = 0, 0
+    if resume and checkpointer.latest_epoch() is not None:
+        state, info = checkpointer.restore(state)
+        start_epoch, step = int(info["epoch"]), int(info["step"])
+    if start_epoch > setup.config.epochs:
+        raise ValueError(
+            f"Cannot resume the run in {setup.out_dir!r} with epochs="
+            f"{setup.config.epochs}: its last checkpoint is already at epoch "
+            f"{start_epoch}."
+        )
+    return state, start_epoch, step
+
+
+def _start_records(setup: _Run, start_epoch: int) -> list[dict[str, Any]]:
+    """Writes ``config.json``; the metrics records up to ``start_epoch``.
+
+    Process 0 writes the config and truncates ``metrics.jsonl``; the other
+    processes read the same records (process 0 may be rewriting them).
+    """
+    out_dir = setup.out_dir
+    if setup.primary:
+        ckpt.write_config(
+            out_dir, {**setup.config.to_dict(), "out_dir": out_dir}
+        )
+        return ckpt.truncate_metrics(out_dir, last_epoch=start_epoch)
+    return [
+        r
+        for r in ckpt.read_metrics(out_dir)
+        if r.get("epoch", 0) <= start_epoch
+    ]
+
+
+def _train_epochs(
+    setup: _Run,
+    checkpointer: ckpt.Checkpointer,
+    train_step: Callable[..., Any],
+    eval_step: Callable[..., Any],
+    state: TrainState,
+    records: list[dict[str, Any]],
+    *,
+    start_epoch: int,
+    step: int,
+    on_step: Callable[[StepInfo], None] | None,
+    on_epoch: Callable[[int, list[dict[str, Any]]], None] | None,
+    before_step: Callable[[int, TrainState], TrainState] | None,
+) -> tuple[TrainState, int]:
+    """The epoch loop: train, validate, record and checkpoint each epoch.
+
+    Appends each epoch's records to ``records``; returns the final state
+    and step count.
+    """
+    config = setup.config
+    diagnostics = make_epoch_diagnostics(setup.preset.kernel_binarizer)
+    signs = make_signs_fn(setup.preset.kernel_binarizer)(state.params)
+    last_good = start_epoch if start_epoch else None
+    for epoch in range(start_epoch, config.epochs):
+        epoch_start = time.perf_counter()
+        batches = global_batches(
+            setup.mesh,
+            setup.train_split.train_images,
+            setup.train_split.train_labels,
+            batch_size=config.batch_size,
+            seeds=setup.seeds,
+            epoch=epoch,
+        )
+        state, step, losses, accuracies = train_epoch(
+            train_step,
+            state,
+            batches,
+            step=step,
+            total_steps=setup.total_steps,
+            steps_per_epoch=setup.steps_per_epoch,
+            epoch=epoch,
+            seeds=setup.seeds,
+            last_good=last_good,
+            checkpoint_dir=checkpointer.directory,
+            on_step=on_step,
+            before_step=before_step,
+        )
+        train_seconds = time.perf_counter() - epoch_start
+        progress = min(step / setup.total_steps, 1.0)
+        val_loss, val_accuracy = evaluate(
+            eval_step,
+            state,
+            setup.val.images,
+            setup.val.labels,
+            batch_size=config.eval_batch_size,
+            progress=progress,
+            mesh=setup.mesh,
+        )
+        diag, signs = diagnostics(state.params, signs, np.float32(progress))
+        epoch_records = _epoch_records(
+            setup,
+            epoch=epoch,
+            step=step,
+            train=(np.mean(losses, axis=0), np.mean(accuracies, axis=0)),
+            val=(val_loss, val_accuracy),
+            diag=jax.device_get(diag),
+            train_seconds=train_seconds,
+        )
+        _checkpoint_epoch(
+            setup, checkpointer, epoch, step, state, epoch_records
+        )
+        last_good = epoch + 1
+        records.extend(epoch_records)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epoch_records)
+    return state, step
+
+
+def _epoch_records(
+    setup: _Run,
+    *,
+    epoch: int,
+    step: int,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    diag: Mapping[str, Any],
+    train_seconds: float,
+) -> list[dict[str, Any]]:
+    """One epoch's ``metrics.jsonl`` records, one per seed.
+
+    ``train`` and ``val`` are per-seed ``(loss, accuracy)`` arrays, ``diag``
+    the diagnostics with a leading seed axis (host arrays).
+    """
+    config, seeds, lr_fn = setup.config, setup.seeds, setup.lr_fn
+    (train_loss, train_accuracy), (val_loss, val_accuracy) = train, val
+    epoch_records = []
+    for i, seed in enumerate(seeds):
+        epoch_records.append(
+            {
+                "epoch": epoch + 1,
+                "seed": seed,
+                "step": step,
+                "learning_rate": float(
+                    lr_fn(step) if callable(lr_fn) else lr_fn
+                ),
+                "train_loss": float(train_loss[i]),
+                "train_accuracy": float(train_accuracy[i]),
+                "val_loss": float(val_loss[i]),
+                "val_accuracy": float(val_accuracy[i]),
+                **seed_row(diag, i),
+                "train_seconds": train_seconds,
+                "examples_per_second": len(seeds)
+                * setup.steps_per_epoch
+                * config.batch_size
+                / train_seconds,
+            }
+        )
+    return epoch_records
+
+
+def _checkpoint_epoch(
+    setup: _Run,
+    checkpointer: ckpt.Checkpointer,
+    epoch: int,
+    step: int,
+    state: TrainState,
+    epoch_records: Sequence[Mapping[str, Any]],
+) -> None:
+    """Appends the epoch's records (process 0), then saves the checkpoint."""
+    if setup.primary:
+        ckpt.append_metrics(setup.out_dir, epoch_records)
+    checkpointer.save(epoch + 1, state, {"step": step, **setup.shape_info})
+
+
+def _finish(
+    setup: _Run,
+    eval_step: Callable[..., Any],
+    state: TrainState,
+    records: list[dict[str, Any]],
+    *,
+    step: int,
+    resumed_from_epoch: int | None,
+    make_plots: bool,
+    wall_start: float,
+) -> dict[str, Any]:
+    """Evaluates the test split once, writes the plots, returns results."""
+    test_loss, test_accuracy = evaluate(
+        eval_step,
+        state,
+        setup.dataset.test_images,
+        setup.dataset.test_labels,
+        batch_size=setup.config.eval_batch_size,
+        progress=1.0,
+        mesh=setup.mesh,
+    )
+    host_state = jax.tree.map(np.asarray, state)  # replicated: a local copy
+    latents = {
+        layer: w[0] for layer, w in latent_kernels(host_state.params).items()
+    }
+    plot_paths = (
+        plots.plot_run(records, latents, setup.out_dir)
+        if make_plots and setup.primary
+        else []
+    )
+    results = run_summary(
+        setup.config,
+        records,
+        test_loss=test_loss,
+        test_accuracy=test_accuracy,
+        steps=step,
+        steps_per_epoch=setup.steps_per_epoch,
+    )
+    results.update(
+        {
+            **memory_numbers(host_state, setup.preset.binary),
+            "resumed_from_epoch": resumed_from_epoch,
+            "wall_seconds": time.perf_counter() - wall_start,
+            "device": str(setup.mesh.devices.flat[0]),
+            "devices": setup.mesh.size,
+            "processes": jax.process_count(),
+            "out_dir": setup.out_dir,
+            "plots": plot_paths,
+        }
+    )
+    return results

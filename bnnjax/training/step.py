@@ -1,0 +1,398 @@
+"""The jit-able training step: state, initialisation, train and eval steps.
+
+Every array in a :class:`TrainState` carries a leading *seed* axis:
+several seeds train at once, in one process, with ``jax.vmap`` (one
+model, optimizer state and batch order per seed; training seeds
+``[0, 1]`` together gives each seed's result alone).
+
+The loss is softmax cross-entropy on the model's logits. Training
+progress ``step / total_steps`` is passed to the model at every step as
+a traced scalar (annealed surrogates such as IR-Net's EDE use it), so the
+step compiles once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from bnnjax import data as data_lib
+from bnnjax import distributed
+from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.training.config import TrainConfig
+
+__all__ = [
+    "TrainState",
+    "abstract_params",
+    "build_model",
+    "build_training",
+    "evaluate",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
+]
+
+
+class TrainState(NamedTuple):
+    """Training state; every leaf has a leading seed axis.
+
+    Attributes:
+      params: the ``"params"`` collection (latent kernels and real
+        parameters).
+      batch_stats: the ``"batch_stats"`` collection (batch-norm running
+        averages).
+      opt_state: the optax state.
+    """
+
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+
+
+def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
+    """The linen model of ``config``; see :meth:`TrainConfig.make_model`."""
+    return config.make_model(num_classes)
+
+
+def _sign_kernels(params: Any) -> Any:
+    def sign(path, leaf):
+        last = path[-1] if path else None
+        if getattr(last, "key", None) == LATENT_KERNEL:
+            return jnp.where(leaf >= 0, 1, -1).astype(leaf.dtype)
+        return leaf
+
+    return jax.tree_util.tree_map_with_path(sign, params)
+
+
+def _seed_keys(seeds: Sequence[int]) -> jax.Array:
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+def abstract_params(model: nn.Module, sample: jax.Array) -> Any:
+    """Shapes and dtypes of one model's ``"params"`` (no computation)."""
+    variables = jax.eval_shape(
+        lambda k: model.init(k, sample, train=False, progress=jnp.float32(0)),
+        jax.random.key(0),
+    )
+    return variables["params"]
+
+
+def init_state(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    seeds: Sequence[int],
+    sample: jax.typing.ArrayLike,
+    *,
+    sign_init: bool = False,
+    mesh: Mesh | None = None,
+) -> TrainState:
+    """Initialises one model and optimizer state per seed, stacked.
+
+    Seed ``s`` initialises with ``jax.random.key(s)``, so a seed gets the
+    same initial parameters alone or with others.
+
+    Args:
+      model: a linen model called as ``apply(v, x, train=..., progress=...)``.
+      tx: the optimizer.
+      seeds: the seeds (the leading axis of every leaf, in this order).
+      sample: a float input batch of the right shape (values unused).
+      sign_init: replace every latent kernel by its sign (``±1``; Bop).
+      mesh: a device mesh (:func:`bnnjax.distributed.data_mesh`): the
+        state is replicated on every device of it (in a multi-process job,
+        every process must call this). ``None``: the default device.
+
+    Returns:
+      A :class:`TrainState` whose leaves have a leading ``len(seeds)`` axis.
+    """
+    sample = jnp.asarray(sample)
+
+    def one(key):
+        variables = model.init(
+            key, sample, train=False, progress=jnp.float32(0)
+        )
+        params = variables["params"]
+        if sign_init:
+            params = _sign_kernels(params)
+        return TrainState(
+            params=params,
+            batch_stats=variables.get("batch_stats", {}),
+            opt_state=tx.init(params),
+        )
+
+    keys = _seed_keys(seeds)
+    if mesh is None:
+        return jax.jit(jax.vmap(one))(keys)
+    rep = distributed.replicated(mesh)
+    return jax.jit(jax.vmap(one), in_shardings=rep, out_shardings=rep)(keys)
+
+
+def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    return optax.softmax_cross_entropy_with_integer_labels(
+        logits.astype(jnp.float32), labels
+    )
+
+
+def _over_seeds(
+    fn: Callable[..., Any], in_axes: tuple[int | None, ...]
+) -> Callable[..., Any]:
+    """``jax.vmap(fn, in_axes)``, without the vmap when there is one seed.
+
+    The seed axis is read from the first argument's leaves (static under
+    ``jit``). With a single seed the step runs unbatched on the squeezed
+    arguments and the axis is put back on the results: XLA on CPU runs the
+    unbatched matrix products markedly faster than batched ones of batch 1
+    (measured 1.5x on the whole MLP step, ``benchmarks/train_throughput.py``).
+    """
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def mapped(*args: Any) -> Any:
+        sizes = {x.shape[0] for x in jax.tree_util.tree_leaves(args[0])}
+        if sizes != {1}:
+            return batched(*args)
+        squeezed = [
+            a if axis is None else jax.tree.map(lambda x: x[0], a)
+            for a, axis in zip(args, in_axes, strict=True)
+        ]
+        out = fn(*squeezed)
+        return jax.tree.map(lambda x: jnp.expand_dims(x, 0), out)
+
+    return mapped
+
+
+def _donate_state() -> bool:
+    """Whether the train step donates its input state to its output.
+
+    On accelerators donation updates parameters and optimizer state in
+    place instead of holding two copies in device memory. On CPU, XLA
+    copies every donated buffer before updating it, which cost 8% of the
+    784-1024x3-10 MLP's step (``benchmarks/README.md``), and memory is
+    rarely the limit, so the CPU step does not donate.
+    """
+    return jax.default_backend() != "cpu"
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    *,
+    mesh: Mesh | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Builds the jitted training step, vmapped over the seed axis.
+
+    ``step(state, images, labels, progress) -> (state, metrics)``:
+
+    * ``state``: a :class:`TrainState` with a leading seed axis (donated
+      on accelerators, not on CPU where donating was slower);
+    * ``images``: ``(S, B, H, W, C)`` uint8 batches, one per seed (as
+      :func:`bnnjax.data.iterate_batches` stacks them), scaled to ``[0, 1]``
+      inside the step;
+    * ``labels``: ``(S, B)`` int32;
+    * ``progress``: float32 scalar ``step / total_steps``, shared by every
+      seed and passed to the model (traced: a new value does not
+      recompile);
+    * ``metrics``: ``{"loss", "accuracy"}``, each of shape ``(S,)``.
+
+    With one seed (``S == 1``) the step runs without the vmap on the
+    squeezed arguments (faster on CPU) and has the same signature.
+
+    The loss is the mean softmax cross-entropy of the batch; batch norm
+    uses batch statistics and updates its running averages.
+
+    With a ``mesh`` the step is data-parallel: the batch axis ``B`` of
+    ``images`` and ``labels`` is split over the mesh's devices (the seed
+    axis is not), the state and metrics are replicated, and XLA adds the
+    all-reduces. Every mean over the batch (the loss, batch-norm
+    statistics) is over the global batch, so the step computes what it
+    computes on one device, up to the order of floating-point sums.
+    ``B`` must be a multiple of the number of devices.
+
+    Args:
+      model: the linen model.
+      tx: the optimizer (its updates get the current params).
+      mesh: a device mesh (:func:`bnnjax.distributed.data_mesh`), or
+        ``None`` for the default device.
+
+    Returns:
+      The jitted step.
+    """
+
+    def one(state, images, labels, progress):
+        x = data_lib.to_float(images)
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": state.batch_stats},
+                x,
+                train=True,
+                progress=progress,
+                mutable=["batch_stats"],
+            )
+            loss = jnp.mean(_cross_entropy(logits, labels))
+            return loss, (logits, updates["batch_stats"])
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True
+        )(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels, dtype=jnp.float32)
+        new_state = TrainState(params, batch_stats, opt_state)
+        return new_state, {"loss": loss, "accuracy": accuracy}
+
+    step = _over_seeds(one, in_axes=(0, 0, 0, None))
+    donate = (0,) if _donate_state() else ()
+    if mesh is None:
+        return jax.jit(step, donate_argnums=donate)
+    rep = distributed.replicated(mesh)
+    batch = distributed.batch_sharding(mesh, 1)
+    return jax.jit(
+        step,
+        in_shardings=(rep, batch, batch, rep),
+        out_shardings=(rep, rep),
+        donate_argnums=donate,
+    )
+
+
+def make_eval_step(
+    model: nn.Module, *, mesh: Mesh | None = None
+) -> Callable[..., tuple[jax.Array, jax.Array]]:
+    """Builds the jitted evaluation step, vmapped over the seed axis.
+
+    ``step(state, images, labels, mask, progress) -> (loss_sum, correct)``
+    with one shared ``(B, H, W, C)`` uint8 batch for every seed, ``mask``
+    ``(B,)`` marking real (not padding) examples; both results have shape
+    ``(S,)``. Batch norm uses its running averages.
+
+    Args:
+      model: the linen model.
+      mesh: a device mesh: the batch is split over its devices (``B`` a
+        multiple of their number) and the sums are replicated. ``None``:
+        the default device.
+
+    Returns:
+      The jitted step.
+    """
+
+    def one(state, images, labels, mask, progress):
+        logits = model.apply(
+            {"params": state.params, "batch_stats": state.batch_stats},
+            data_lib.to_float(images),
+            train=False,
+            progress=progress,
+        )
+        losses = _cross_entropy(logits, labels)
+        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+        return jnp.sum(losses * mask), jnp.sum(correct * mask)
+
+    step = _over_seeds(one, in_axes=(0, None, None, None, None))
+    if mesh is None:
+        return jax.jit(step)
+    rep = distributed.replicated(mesh)
+    batch = distributed.batch_sharding(mesh, 0)
+    return jax.jit(
+        step,
+        in_shardings=(rep, batch, batch, batch, rep),
+        out_shardings=(rep, rep),
+    )
+
+
+def evaluate(
+    eval_step: Callable[..., tuple[jax.Array, jax.Array]],
+    state: TrainState,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    progress: float = 1.0,
+    mesh: Mesh | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and accuracy per seed over a whole split.
+
+    The last batch is padded to ``batch_size`` (and masked), so every call
+    uses one compiled shape. With a ``mesh``, the batch is first rounded
+    up to a multiple of its device count (padding masked too), and each
+    process transfers only the rows its devices hold.
+
+    Args:
+      eval_step: from :func:`make_eval_step`.
+      state: the stacked state.
+      images: ``(N, H, W, C)`` uint8.
+      labels: ``(N,)`` int32.
+      batch_size: examples per evaluation batch.
+      progress: passed to the model (only annealed backward rules read it).
+      mesh: the mesh ``eval_step`` was built with, or ``None``.
+
+    Returns:
+      ``(loss, accuracy)`` numpy arrays of shape ``(S,)``.
+
+    Raises:
+      ValueError: for an empty split.
+    """
+    n = len(labels)
+    if n == 0:
+        raise ValueError("evaluate: the split holds no examples.")
+    size = min(batch_size, n)
+    sharding = None
+    if mesh is not None:
+        size = -(-size // mesh.size) * mesh.size
+        sharding = distributed.batch_sharding(mesh, 0)
+    loss_sum = correct = 0.0
+    p = np.float32(progress)
+    for start in range(0, n, size):
+        x = images[start : start + size]
+        y = labels[start : start + size]
+        k = len(y)
+        mask = np.zeros(size, np.float32)
+        mask[:k] = 1
+        if k < size:
+            x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), x.dtype)])
+            y = np.concatenate([y, np.zeros(size - k, y.dtype)])
+        if sharding is not None:
+            rows = distributed.host_rows(sharding, (size,), 0)
+            x, y, mask = (
+                distributed.global_batch(sharding, a[rows], a.shape)
+                for a in (x, y, mask)
+            )
+        batch_loss, batch_correct = eval_step(state, x, y, mask, p)
+        loss_sum = loss_sum + batch_loss
+        correct = correct + batch_correct
+    return np.asarray(loss_sum) / n, np.asarray(correct) / n
+
+
+def build_training(
+    config: TrainConfig,
+    sample: jax.Array,
+    num_classes: int,
+    steps_per_epoch: int,
+) -> tuple[nn.Module, optax.GradientTransformation, Any, int]:
+    """Model, optimizer, binary learning-rate schedule and total steps.
+
+    Args:
+      config: the run.
+      sample: a float input batch of the right shape (values unused).
+      num_classes: number of outputs.
+      steps_per_epoch: training steps in one epoch.
+
+    Returns:
+      ``(model, tx, lr_fn, total_steps)``: the linen model, the preset's
+      optimizer over its parameters, the binary group's learning rate
+      (a schedule or a number) and ``config.epochs * steps_per_epoch``.
+    """
+    total_steps = config.epochs * steps_per_epoch
+    model = build_model(config, num_classes)
+    lr, real_lr = config.learning_rates()
+    lr_fn = config.schedule_fn(lr, total_steps)
+    tx = config.preset.optimizer(
+        abstract_params(model, sample),
+        make_optimizer=config.make_optimizer,
+        learning_rate=lr_fn,
+        real_learning_rate=config.schedule_fn(real_lr, total_steps),
+    )
+    return model, tx, lr_fn, total_steps
