@@ -367,9 +367,9 @@ def run_compare(args: argparse.Namespace) -> int:
         grids = None
         if args.lr_grid is not None:
             grids = {
-                m.label: presets_lib.TuningGrid(
+                m.label: compare_lib.TuningGrid(
                     learning_rates=args.lr_grid,
-                    options=presets_lib.tuning_grid(
+                    options=compare_lib.tuning_grid(
                         m.name, **m.options
                     ).options,
                 )

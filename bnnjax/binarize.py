@@ -5,7 +5,10 @@ backward pass from a *surrogate*: a smooth function (the ``proxy``) whose
 derivative replaces the zero-almost-everywhere derivative of ``sign``.
 Surrogates are frozen, validated dataclasses; each states its forward and
 backward rule and exposes ``proxy`` and ``derivative`` so tests can check the
-one against the other.
+one against the other. Every surrogate is registered by a snake_case name
+(:func:`get_surrogate`); two of them, ``identity`` and ``hardtanh``, are not
+binarizers but the real-valued relaxations a full-precision baseline of the
+same architecture uses (their forward is ``x`` and ``clip(x, -1, 1)``).
 
 Conventions:
 
@@ -39,10 +42,15 @@ from bnnjax.scale import _accumulation_dtype
 Aux = tuple[jax.Array, ...]
 
 __all__ = [
+    "DETERMINISTIC_SURROGATE_NAMES",
+    "SURROGATE_NAMES",
+    "AnnealedScaledSigmoidSurrogate",
     "ApproxSignSurrogate",
     "Binarizer",
     "ClippedSteSurrogate",
     "EdeSurrogate",
+    "HardTanhSurrogate",
+    "IdentitySurrogate",
     "ScaledSigmoidSurrogate",
     "SigmoidSurrogate",
     "SteSurrogate",
@@ -89,6 +97,27 @@ def _check_positive(owner: object, field: str, value: object) -> None:
         raise ValueError(
             f"{cls}.{field} must be finite and > 0, got {value!r}."
         )
+
+
+def _check_progress(
+    owner: object, progress: jax.typing.ArrayLike | None
+) -> None:
+    """Raises unless ``progress`` is a scalar in ``[0, 1]`` (or traced)."""
+    if progress is None:
+        raise ValueError(
+            f"{type(owner).__name__} anneals with training progress: pass "
+            "binarize(..., progress=step / total_steps), a scalar in [0, 1] "
+            "(it may be traced)."
+        )
+    if jnp.ndim(progress) != 0:
+        raise ValueError(
+            "progress must be a scalar, got an array of shape "
+            f"{jnp.shape(progress)}."
+        )
+    if not isinstance(progress, jax.core.Tracer):
+        value = float(np.asarray(progress))
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"progress must be in [0, 1], got {value!r}.")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -154,10 +183,8 @@ class Surrogate(abc.ABC):
         materialises the result of the last one: with the division last
         that is the finished gradient, read once by each optimizer
         update, as the float gradient is. With ``g * (n / d)`` it
-        materialises the slope instead, and on CPU the optimizer's fusions
-        then re-read it and the old optimizer state after copying them
-        (measured on the 784-1024x3-10 MLP trained without ``vmap``: 1.8x
-        the float step, against 1.1x with the division last).
+        materialises the slope instead, and the optimizer's fusions then
+        re-read it.
         """
         del x, aux
         return None
@@ -345,21 +372,7 @@ class EdeSurrogate(Surrogate):
         key: jax.Array | None = None,
     ) -> Aux:
         del axes, key
-        if progress is None:
-            raise ValueError(
-                "EdeSurrogate anneals with training progress: pass "
-                "binarize(..., progress=step / total_steps), a scalar in "
-                "[0, 1] (it may be traced)."
-            )
-        if jnp.ndim(progress) != 0:
-            raise ValueError(
-                "progress must be a scalar, got an array of shape "
-                f"{jnp.shape(progress)}."
-            )
-        if not isinstance(progress, jax.core.Tracer):
-            value = float(np.asarray(progress))
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"progress must be in [0, 1], got {value!r}.")
+        _check_progress(self, progress)
         return self.schedule(progress, _accumulation_dtype(x.dtype))
 
     def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
@@ -476,6 +489,83 @@ class ScaledSigmoidSurrogate(Surrogate):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AnnealedScaledSigmoidSurrogate(Surrogate):
+    """The founding method's scaled sigmoid, sharpened during training.
+
+    Forward: ``sign(x)``. Proxy: ``2 sigmoid(k x / s) - 1``. Backward:
+    ``d/dx = (2k / s) sigmoid(k x / s) (1 - sigmoid(k x / s))``, with
+    ``s = mean(|x - mean(x)|)`` per tensor or channel, as
+    :class:`ScaledSigmoidSurrogate` (``s = 1`` for a tensor with no spread;
+    held constant in the backward pass), and a sharpness that grows
+    geometrically with ``progress = step / total_steps``, as IR-Net's EDE
+    anneals its ``t``::
+
+        k = k_start * (k_end / k_start) ** progress
+
+    Early in training the window is wide (most weights get a gradient);
+    at the end it is ``k_end / k_start`` times narrower, closer to
+    ``sign``. The width still follows the weights' spread, so the rule
+    keeps the founding method's scale invariance at every ``progress``.
+    ``progress`` is a traced argument of :func:`binarize`, so changing it
+    does not recompile.
+
+    Attributes:
+      k_start: sharpness at ``progress = 0`` (in units of the spread).
+      k_end: sharpness at ``progress = 1`` (``>= k_start``).
+
+    References:
+      Qin et al, `Forward and Backward Information Retention for Accurate
+      Binary Neural Networks <https://arxiv.org/abs/1909.10788>`_, 2020
+      (the annealing schedule)
+    """
+
+    name: ClassVar[str] = "annealed_scaled_sigmoid"
+    k_start: float = 2.0
+    k_end: float = 8.0
+
+    def __post_init__(self):
+        for field in ("k_start", "k_end"):
+            value = getattr(self, field)
+            if not (is_real(value) and math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"AnnealedScaledSigmoidSurrogate.{field} must be finite "
+                    f"and > 0, got {value!r}."
+                )
+        if self.k_start > self.k_end:
+            raise ValueError(
+                "AnnealedScaledSigmoidSurrogate needs k_start <= k_end, got "
+                f"k_start={self.k_start!r}, k_end={self.k_end!r}."
+            )
+
+    def sharpness(self, progress: jax.typing.ArrayLike) -> jax.Array:
+        """``k`` at ``progress`` (float32)."""
+        p = jnp.asarray(progress, jnp.float32)
+        return self.k_start * (self.k_end / self.k_start) ** p
+
+    def prepare(
+        self,
+        x: jax.Array,
+        axes: tuple[int, ...],
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+        key: jax.Array | None = None,
+    ) -> Aux:
+        _check_progress(self, progress)
+        (width,) = ScaledSigmoidSurrogate().prepare(x, axes, key=key)
+        k = self.sharpness(progress).astype(width.dtype)
+        return width / k, k
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        unit, _ = aux
+        return 2 * jax.nn.sigmoid(x / unit) - 1
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        unit, _ = aux
+        s = jax.nn.sigmoid(x / unit)
+        return (2 / unit) * s * (1 - s)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class StochasticSurrogate(Surrogate):
     """BinaryConnect's stochastic binarization.
 
@@ -525,16 +615,77 @@ class StochasticSurrogate(Surrogate):
         return (jnp.abs(x) <= 1).astype(x.dtype)
 
 
-def _forward_is_sign(surrogate: Surrogate) -> bool:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class IdentitySurrogate(Surrogate):
+    """Not a binarizer: the identity, for a full-precision baseline.
+
+    Forward: ``x``. Proxy: ``x``. Backward: ``d/dx = 1``.
+
+    A binary layer or model built with it computes with its real-valued
+    latent kernels, so the full-precision ceiling of an architecture uses
+    the same classes and parameter tree as its binary versions.
+    """
+
+    name: ClassVar[str] = "identity"
+
+    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return x
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return x
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.ones_like(x)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class HardTanhSurrogate(Surrogate):
+    """Not a binarizer: ``hardtanh``, the real-valued relaxation of ``sign``.
+
+    Forward: ``clip(x, -1, 1)``. Proxy: ``clip(x, -1, 1)``. Backward:
+    ``d/dx = 1`` if ``|x| <= 1`` else ``0`` (the window of
+    :class:`ClippedSteSurrogate`, closed).
+
+    Used where a binary model binarizes its activations, so a
+    full-precision baseline keeps the nonlinearity's shape, as Bi-Real
+    Net's real-valued pre-training replaces ReLU by ``clip(x, -1, 1)``.
+
+    References:
+      Liu et al, `Bi-Real Net: Enhancing the Performance of 1-bit CNNs with
+      Improved Representational Capability and Advanced Training Algorithm
+      <https://arxiv.org/abs/1808.00278>`_, 2018
+    """
+
+    name: ClassVar[str] = "hardtanh"
+
+    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.clip(x, -1, 1)
+
+    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.clip(x, -1, 1)
+
+    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return (jnp.abs(x) <= 1).astype(x.dtype)
+
+
+def _forward_is_sign(surrogate: Surrogate | type[Surrogate]) -> bool:
     """Whether the surrogate's forward values are always ``+-1`` (or NaN).
 
     True for ``sign`` (the base class's forward) and the stochastic
     ``sign(x - u)``; a subclass that overrides :meth:`Surrogate.forward`
-    is not assumed to be binary.
+    (:class:`IdentitySurrogate`, :class:`HardTanhSurrogate`) is not assumed
+    to be binary. Accepts a surrogate or its class.
     """
+    cls = surrogate if isinstance(surrogate, type) else type(surrogate)
     return (
-        type(surrogate).forward is Surrogate.forward
-        or type(surrogate).forward is StochasticSurrogate.forward
+        cls.forward is Surrogate.forward
+        or cls.forward is StochasticSurrogate.forward
     )
 
 
@@ -572,15 +723,22 @@ _SURROGATES: dict[str, type[Surrogate]] = {
         EdeSurrogate,
         SigmoidSurrogate,
         ScaledSigmoidSurrogate,
+        AnnealedScaledSigmoidSurrogate,
         StochasticSurrogate,
+        IdentitySurrogate,
+        HardTanhSurrogate,
     )
 }
 
-#: Registered surrogate names, in registration order.
-SURROGATE_NAMES: tuple[str, ...] = tuple(_SURROGATES)
-#: The registered surrogates whose forward pass needs no PRNG key.
+#: The registered binarizers (forward ``+-1``), in registration order:
+#: every name :func:`get_surrogate` accepts but ``"identity"`` and
+#: ``"hardtanh"``, whose forward is real-valued.
+SURROGATE_NAMES: tuple[str, ...] = tuple(
+    name for name, cls in _SURROGATES.items() if _forward_is_sign(cls)
+)
+#: The registered binarizers whose forward pass needs no PRNG key.
 DETERMINISTIC_SURROGATE_NAMES: tuple[str, ...] = tuple(
-    name for name, cls in _SURROGATES.items() if not cls.stochastic
+    name for name in SURROGATE_NAMES if not _SURROGATES[name].stochastic
 )
 
 
@@ -590,7 +748,9 @@ def get_surrogate(name: str, **kwargs) -> Surrogate:
     Args:
       name: one of ``"ste"``, ``"clipped_ste"``, ``"approx_sign"``,
         ``"swish_sign"``, ``"ede"``, ``"sigmoid"``, ``"scaled_sigmoid"``,
-        ``"stochastic"``.
+        ``"annealed_scaled_sigmoid"``, ``"stochastic"`` (the binarizers,
+        :data:`SURROGATE_NAMES`) or the real-valued ``"identity"`` and
+        ``"hardtanh"``.
       **kwargs: the surrogate's fields (``beta``, ``k``, ``clip_value``, ...).
 
     Returns:
@@ -690,13 +850,16 @@ def binarize(
         ``center=True``; IR-Net's Libra-PB). A channel whose values are all
         equal has ``std = 0`` and is divided by 1 instead.
       progress: training progress in ``[0, 1]`` for annealed surrogates
-        (:class:`EdeSurrogate`); may be a traced scalar, so a schedule does
-        not recompile. Ignored by other surrogates.
+        (:class:`EdeSurrogate`, :class:`AnnealedScaledSigmoidSurrogate`);
+        may be a traced scalar, so a schedule does not recompile. Ignored by
+        other surrogates.
       key: PRNG key for :class:`StochasticSurrogate`; ignored by others.
 
     Returns:
       An array of ``x``'s shape and dtype whose entries are ``+alpha`` or
-      ``-alpha`` per channel.
+      ``-alpha`` per channel (``alpha`` times the forward of
+      :class:`IdentitySurrogate` or :class:`HardTanhSurrogate`, which are not
+      binarizers).
 
     Raises:
       TypeError: for a non-floating input or a wrongly typed argument.

@@ -7,8 +7,8 @@ test accuracy over seeds and how fast each method reaches a target
 validation accuracy. The protocol, for every method:
 
 1. **Tune on validation.** Each candidate of the method's declared grid
-   (:func:`bnnjax.presets.tuning_grid`: a few learning rates times at most
-   one option with two values) trains with ``tune_seeds`` (default one
+   (:func:`tuning_grid`, a :class:`TuningGrid`: a few learning rates times
+   at most one option with two values) trains with ``tune_seeds`` (default one
    seed, ``1000``, not one of the final seeds) for ``tune_epochs``
    (default: ``epochs``). The candidate with the highest validation
    accuracy after its last epoch (mean over tuning seeds; the first in
@@ -48,7 +48,6 @@ import importlib.metadata
 import math
 import os
 import platform
-import time
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -56,23 +55,36 @@ from typing import Any, Literal
 import jax
 import numpy as np
 
+from bnnjax import _compare_train
 from bnnjax import data as data_lib
 from bnnjax import plots as plots_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
+from bnnjax._grids import (
+    ADAM_LEARNING_RATES,
+    BOP_GAMMAS,
+    SCALE_ADAPTIVE_LEARNING_RATES,
+    TuningGrid,
+    tuning_grid,
+)
 from bnnjax._validate import is_int, is_real
-from bnnjax.presets import Preset, TuningGrid
+from bnnjax.presets import Preset
 
 __all__ = [
+    "ADAM_LEARNING_RATES",
+    "BOP_GAMMAS",
     "CUSTOM_LR_FACTORS",
     "DEFAULT_METHODS",
+    "SCALE_ADAPTIVE_LEARNING_RATES",
     "TUNE_SEED_OFFSET",
     "CompareResult",
     "MethodResult",
     "MethodSpec",
     "RunResult",
+    "TuningGrid",
     "compare",
     "environment",
+    "tuning_grid",
 ]
 
 TuneMode = Literal["grid", "lr", "none"]
@@ -434,154 +446,6 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
 
 
 # ---------------------------------------------------------------------------
-# Training one candidate.
-
-
-class _Data(typing.NamedTuple):
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    val: data_lib.Examples
-    test: data_lib.Examples
-    num_classes: int
-
-
-def _signs_fn(preset: Preset) -> Callable[[Any], Any]:
-    binarizer = preset.kernel_binarizer
-    return jax.jit(
-        jax.vmap(
-            lambda p: train_lib.kernel_signs(
-                train_lib.latent_kernels(p), binarizer
-            )
-        )
-    )
-
-
-_flips = jax.jit(jax.vmap(lambda a, b: train_lib.flip_ratio(a, b)[0]))
-
-
-def _train_candidate(
-    config: train_lib.TrainConfig,
-    preset: Preset,
-    data: _Data,
-    *,
-    seeds: Sequence[int],
-    epochs: int,
-    learning_rate: float,
-    real_learning_rate: float,
-    evaluate_test: bool,
-) -> dict[str, Any]:
-    """Trains one configuration for every seed at once; never prints."""
-    seeds = list(seeds)
-    steps_per_epoch = data_lib.num_batches(
-        len(data.train_labels), batch_size=config.batch_size
-    )
-    total_steps = epochs * steps_per_epoch
-    sample = data_lib.to_float(data.train_images[:1])
-    model = config.make_model(data.num_classes, preset=preset)
-    tx = preset.optimizer(
-        train_lib.abstract_params(model, sample),
-        make_optimizer=config.make_optimizer,
-        learning_rate=config.schedule_fn(learning_rate, total_steps),
-        real_learning_rate=config.schedule_fn(real_learning_rate, total_steps),
-    )
-    state = train_lib.init_state(
-        model, tx, seeds, sample, sign_init=preset.sign_init
-    )
-    first = next(
-        data_lib.iterate_batches(
-            data.train_images,
-            data.train_labels,
-            batch_size=config.batch_size,
-            seed=seeds,
-            epoch=0,
-        )
-    )
-    start = time.perf_counter()
-    step = (
-        train_lib.make_train_step(model, tx)
-        .lower(state, *first, np.float32(0))
-        .compile()
-    )
-    compile_seconds = time.perf_counter() - start
-    eval_step = train_lib.make_eval_step(model)
-    signs_fn = _signs_fn(preset) if preset.binary else None
-    signs = signs_fn(state.params) if signs_fn else None
-
-    n = len(seeds)
-    val_acc: list[list[float]] = [[] for _ in seeds]
-    val_loss: list[list[float]] = [[] for _ in seeds]
-    train_loss: list[list[float]] = [[] for _ in seeds]
-    flips: list[list[float]] | None = [[] for _ in seeds] if signs_fn else None
-    diverged: list[int | None] = [None] * n
-    epoch_seconds = []
-    done = 0
-    for epoch in range(epochs):
-        batches = data_lib.iterate_batches(
-            data.train_images,
-            data.train_labels,
-            batch_size=config.batch_size,
-            seed=seeds,
-            epoch=epoch,
-        )
-        losses = []
-        start = time.perf_counter()
-        for images, labels in data_lib.prefetch_to_device(batches):
-            state, metrics = step(
-                state, images, labels, np.float32(done / total_steps)
-            )
-            losses.append(metrics["loss"])
-            done += 1
-        jax.block_until_ready(state)
-        epoch_seconds.append(time.perf_counter() - start)
-        losses = np.stack(jax.device_get(losses))  # (steps, seeds)
-        progress = min(done / total_steps, 1.0)
-        loss, accuracy = train_lib.evaluate(
-            eval_step,
-            state,
-            data.val.images,
-            data.val.labels,
-            batch_size=config.eval_batch_size,
-            progress=progress,
-        )
-        if signs_fn is not None:
-            new_signs = signs_fn(state.params)
-            ratio = np.asarray(_flips(signs, new_signs))
-            signs = new_signs
-        for i in range(n):
-            val_acc[i].append(float(accuracy[i]))
-            val_loss[i].append(float(loss[i]))
-            train_loss[i].append(float(np.mean(losses[:, i])))
-            if flips is not None:
-                flips[i].append(float(ratio[i]))
-            if diverged[i] is None and not np.all(np.isfinite(losses[:, i])):
-                diverged[i] = epoch + 1
-
-    test_accuracy = test_loss = None
-    if evaluate_test:
-        loss, accuracy = train_lib.evaluate(
-            eval_step,
-            state,
-            data.test.images,
-            data.test.labels,
-            batch_size=config.eval_batch_size,
-            progress=1.0,
-        )
-        test_accuracy = [float(a) for a in accuracy]
-        test_loss = [float(v) for v in loss]
-    return {
-        "val_accuracy": val_acc,
-        "val_loss": val_loss,
-        "train_loss": train_loss,
-        "flip_ratio": flips,
-        "epoch_seconds": epoch_seconds,
-        "compile_seconds": compile_seconds,
-        "test_accuracy": test_accuracy,
-        "test_loss": test_loss,
-        "diverged_epoch": diverged,
-    }
-
-
-# ---------------------------------------------------------------------------
 # The comparison.
 
 
@@ -600,9 +464,7 @@ def _resolve(
         method = MethodSpec(name=method)
     if isinstance(method, MethodSpec):
         spec = method
-        grid = grids.get(spec.label) or presets_lib.tuning_grid(
-            spec.name, **spec.options
-        )
+        grid = grids.get(spec.label) or tuning_grid(spec.name, **spec.options)
         return _Method(spec.label, spec.name, spec.preset, spec.options, grid)
     if isinstance(method, Preset):
         preset = method
@@ -650,26 +512,6 @@ def _to_target(
         if accuracy >= target:
             return epoch, float(sum(epoch_seconds[:epoch])) / n
     return None, None
-
-
-def _check_seeds(value: Any, what: str) -> tuple[int, ...]:
-    if is_int(value):
-        value = (value,)
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise TypeError(
-            f"compare: {what}={value!r}; expected a sequence of distinct "
-            "non-negative ints."
-        )
-    if (
-        not value
-        or not all(is_int(s) and 0 <= s < 2**32 for s in value)
-        or len(set(value)) != len(value)
-    ):
-        raise ValueError(
-            f"compare: {what}={tuple(value)!r}; expected one or more "
-            "distinct ints in [0, 2**32)."
-        )
-    return tuple(int(s) for s in value)
 
 
 def compare(
@@ -725,8 +567,8 @@ def compare(
       tune_seeds: seeds of the tuning runs.
       tune_epochs: epochs of the tuning runs (default ``epochs``); their
         schedule spans their own length.
-      grids: overrides of the declared grids, by method label (for a
-        Preset object: its name).
+      grids: overrides of the declared grids (:func:`tuning_grid`), by
+        method label (for a Preset object: its name).
       target_accuracy: validation accuracy whose first epoch and seconds
         are reported, in ``(0, 1]``.
       val_fraction: fraction of the training data held out for validation
@@ -751,6 +593,84 @@ def compare(
     """
     seeds = _check_seeds(seeds, "seeds")
     tune_seeds = _check_seeds(tune_seeds, "tune_seeds")
+    tune_epochs = _check_protocol(tune, tune_epochs, epochs, target_accuracy)
+    resolved = _resolve_methods(methods, grids)
+    config, data = _shared_budget(
+        dataset,
+        model=model,
+        hidden=hidden,
+        binary_activations=binary_activations,
+        epochs=epochs,
+        batch_size=batch_size,
+        real_learning_rate=real_learning_rate,
+        optimizer=optimizer,
+        schedule=schedule,
+        seeds=seeds,
+        val_fraction=val_fraction,
+        eval_batch_size=eval_batch_size,
+    )
+    settings = _settings(
+        config,
+        data,
+        resolved,
+        epochs=epochs,
+        batch_size=batch_size,
+        optimizer=optimizer,
+        schedule=schedule,
+        real_learning_rate=real_learning_rate,
+        seeds=seeds,
+        tune=tune,
+        tune_seeds=tune_seeds,
+        tune_epochs=tune_epochs,
+        target_accuracy=target_accuracy,
+        val_fraction=val_fraction,
+    )
+    protocol = _Protocol(
+        config, data, seeds, tune_seeds, epochs, tune_epochs, real_learning_rate
+    )
+    runs: list[RunResult] = []
+
+    def record(run: RunResult) -> RunResult:
+        runs.append(run)
+        if on_run is not None:
+            on_run(run)
+        return run
+
+    results = tuple(
+        _compare_method(protocol, method, tune, target_accuracy, record)
+        for method in resolved
+    )
+    return CompareResult(methods=results, runs=tuple(runs), settings=settings)
+
+
+# ---------------------------------------------------------------------------
+# Checking the arguments and preparing the shared budget.
+
+
+def _check_seeds(value: Any, what: str) -> tuple[int, ...]:
+    if is_int(value):
+        value = (value,)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"compare: {what}={value!r}; expected a sequence of distinct "
+            "non-negative ints."
+        )
+    if (
+        not value
+        or not all(is_int(s) and 0 <= s < 2**32 for s in value)
+        or len(set(value)) != len(value)
+    ):
+        raise ValueError(
+            f"compare: {what}={tuple(value)!r}; expected one or more "
+            "distinct ints in [0, 2**32)."
+        )
+    return tuple(int(s) for s in value)
+
+
+def _check_protocol(
+    tune: Any, tune_epochs: Any, epochs: int, target_accuracy: Any
+) -> int:
+    """Checks the tuning mode, tuning epochs and target; the tuning epochs."""
     if tune not in typing.get_args(TuneMode):
         raise ValueError(
             f"compare: tune={tune!r}; expected one of "
@@ -768,6 +688,13 @@ def compare(
             f"compare: target_accuracy={target_accuracy!r}; expected a "
             "number in (0, 1]."
         )
+    return tune_epochs
+
+
+def _resolve_methods(
+    methods: Any, grids: Mapping[str, TuningGrid] | None
+) -> list[_Method]:
+    """Checks ``methods`` and ``grids``; one :class:`_Method` per method."""
     if isinstance(methods, (str, bytes)) or not isinstance(methods, Sequence):
         raise TypeError(
             f"compare: methods={methods!r}; expected a sequence of names, "
@@ -780,7 +707,7 @@ def compare(
         if not isinstance(grid, TuningGrid):
             raise TypeError(
                 f"compare: grids[{label!r}]={grid!r}; expected a "
-                "bnnjax.presets.TuningGrid."
+                "bnnjax.compare.TuningGrid."
             )
     resolved = [_resolve(m, grids) for m in methods]
     labels = [m.label for m in resolved]
@@ -795,6 +722,18 @@ def compare(
         raise ValueError(
             f"compare: grids for {unused} match no method; methods: {labels}."
         )
+    return resolved
+
+
+def _shared_budget(
+    dataset: Any, **budget: Any
+) -> tuple[train_lib.TrainConfig, _compare_train.Data]:
+    """The shared budget as a checked ``TrainConfig``, and the data split.
+
+    ``budget`` holds :class:`~bnnjax.train.TrainConfig`'s fields but
+    ``dataset``. The config validates them and builds the base optimizer
+    and schedule; its method is unused (each run passes its Preset).
+    """
     if isinstance(dataset, data_lib.Dataset):
         loaded = dataset
     elif isinstance(dataset, str):
@@ -804,65 +743,67 @@ def compare(
             f"compare: dataset={dataset!r}; expected a spec string such as "
             "'mnist-sample' or 'idx:DIR', or a bnnjax.data.Dataset."
         )
-    # TrainConfig validates the shared budget and builds the base optimizer
-    # and schedule; its method is unused (each run passes its Preset).
     config = train_lib.TrainConfig(
-        dataset=loaded.name if loaded else dataset,
-        model=model,
-        hidden=hidden,
-        binary_activations=binary_activations,
-        epochs=epochs,
-        batch_size=batch_size,
-        real_learning_rate=real_learning_rate,
-        optimizer=optimizer,
-        schedule=schedule,
-        seeds=seeds,
-        val_fraction=val_fraction,
-        eval_batch_size=eval_batch_size,
+        dataset=loaded.name if loaded else dataset, **budget
     )
     if loaded is None:
         loaded = data_lib.load_dataset(dataset)
+    val_fraction, batch_size = budget["val_fraction"], budget["batch_size"]
     train_split, val = data_lib.split_validation(
         loaded, fraction=val_fraction, seed=train_lib.VALIDATION_SPLIT_SEED
     )
-    if (
-        data_lib.num_batches(
-            len(train_split.train_labels), batch_size=batch_size
-        )
-        == 0
-    ):
+    train_examples = len(train_split.train_labels)
+    if data_lib.num_batches(train_examples, batch_size=batch_size) == 0:
         raise ValueError(
             f"compare: batch_size={batch_size} is larger than the "
-            f"{len(train_split.train_labels)} training examples left after "
+            f"{train_examples} training examples left after "
             f"holding out val_fraction={val_fraction}."
         )
-    data = _Data(
+    data = _compare_train.Data(
         train_split.train_images,
         train_split.train_labels,
         val,
         loaded.test,
         loaded.num_classes,
     )
-    settings = {
+    return config, data
+
+
+def _settings(
+    config: train_lib.TrainConfig,
+    data: _compare_train.Data,
+    resolved: Sequence[_Method],
+    *,
+    tune: TuneMode,
+    target_accuracy: float,
+    **values: Any,
+) -> dict[str, Any]:
+    """The shared budget and protocol, as recorded with the results.
+
+    ``values`` are :func:`compare`'s arguments as given: ``epochs``,
+    ``batch_size``, ``optimizer``, ``schedule``, ``real_learning_rate``,
+    ``seeds``, ``tune_seeds``, ``tune_epochs`` and ``val_fraction``.
+    """
+    return {
         "dataset": config.dataset,
         "model": config.model,
         "hidden": list(config.hidden),
         "binary_activations": config.activations_binary,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "schedule": schedule,
-        "real_learning_rate": real_learning_rate,
-        "seeds": list(seeds),
+        "epochs": values["epochs"],
+        "batch_size": values["batch_size"],
+        "optimizer": values["optimizer"],
+        "schedule": values["schedule"],
+        "real_learning_rate": values["real_learning_rate"],
+        "seeds": list(values["seeds"]),
         "tune": tune,
-        "tune_seeds": list(tune_seeds),
-        "tune_epochs": tune_epochs,
+        "tune_seeds": list(values["tune_seeds"]),
+        "tune_epochs": values["tune_epochs"],
         "target_accuracy": float(target_accuracy),
-        "val_fraction": val_fraction,
+        "val_fraction": values["val_fraction"],
         "train_examples": len(data.train_labels),
-        "val_examples": len(val.labels),
+        "val_examples": len(data.val.labels),
         "test_examples": len(data.test.labels),
-        "methods": labels,
+        "methods": [m.label for m in resolved],
         "candidates": {
             m.label: [
                 {"learning_rate": lr, "options": {**m.fixed, **options}}
@@ -873,73 +814,114 @@ def compare(
         **environment(),
     }
 
-    runs: list[RunResult] = []
 
-    def train(
-        method: _Method,
-        options: dict[str, Any],
-        lr: float,
-        phase: Phase,
-    ) -> RunResult:
-        preset = method.build(**options)
-        real_lr = (
-            preset.real_learning_rate
-            if real_learning_rate is None
-            else float(real_learning_rate)
-        )
-        final = phase == "final"
-        out = _train_candidate(
-            config,
-            preset,
-            data,
-            seeds=seeds if final else tune_seeds,
-            epochs=epochs if final else tune_epochs,
-            learning_rate=lr,
-            real_learning_rate=real_lr,
-            evaluate_test=final,
-        )
-        run = RunResult(
-            method=method.label,
-            name=method.name,
-            phase=phase,
-            options={**method.fixed, **options},
-            learning_rate=float(lr),
-            real_learning_rate=real_lr,
-            seeds=seeds if final else tune_seeds,
-            epochs=epochs if final else tune_epochs,
-            **out,
-        )
-        runs.append(run)
-        if on_run is not None:
-            on_run(run)
-        return run
+# ---------------------------------------------------------------------------
+# Tuning on the validation split, final runs, statistics.
 
-    results = []
-    for method in resolved:
-        candidates = _candidates(method, tune, method.build().learning_rate)
-        tuning = []
-        if len(candidates) > 1:
-            scores = []
-            for lr, options in candidates:
-                run = train(method, options, lr, "tune")
-                score = run.final_val_accuracy
-                scores.append(score if math.isfinite(score) else -math.inf)
-                tuning.append(
-                    {
-                        "learning_rate": lr,
-                        "options": {**method.fixed, **options},
-                        "val_accuracy": score,
-                    }
-                )
-            lr, options = candidates[int(np.argmax(scores))]
-        else:
-            lr, options = candidates[0]
-        run = train(method, options, lr, "final")
-        results.append(
-            _method_result(method, run, tuning, candidates, target_accuracy)
+
+class _Protocol(typing.NamedTuple):
+    """What every run of one comparison shares."""
+
+    config: train_lib.TrainConfig
+    data: _compare_train.Data
+    seeds: tuple[int, ...]
+    tune_seeds: tuple[int, ...]
+    epochs: int
+    tune_epochs: int
+    real_learning_rate: float | None
+
+
+def _compare_method(
+    protocol: _Protocol,
+    method: _Method,
+    tune: TuneMode,
+    target: float,
+    record: Callable[[RunResult], RunResult],
+) -> MethodResult:
+    """Tunes ``method`` (if it has several candidates), then its final run.
+
+    ``record`` is called with every run as it finishes and returns it.
+    """
+    candidates = _candidates(method, tune, method.build().learning_rate)
+    tuning = []
+    if len(candidates) > 1:
+        lr, options, tuning = _grid_search(protocol, method, candidates, record)
+    else:
+        lr, options = candidates[0]
+    run = record(_run(protocol, method, options, lr, "final"))
+    return _method_result(method, run, tuning, candidates, target)
+
+
+def _grid_search(
+    protocol: _Protocol,
+    method: _Method,
+    candidates: list[tuple[float, dict[str, Any]]],
+    record: Callable[[RunResult], RunResult],
+) -> tuple[float, dict[str, Any], list[dict[str, Any]]]:
+    """Trains every candidate on the tuning seeds; picks on validation.
+
+    The score of a candidate is its last epoch's validation accuracy,
+    averaged over the tuning seeds (a non-finite score ranks last); the
+    highest wins, the first in grid order on a tie.
+
+    Returns:
+      The chosen ``(learning_rate, options)`` and one entry per candidate
+      (``learning_rate``, ``options``, ``val_accuracy``), in grid order.
+    """
+    scores = []
+    tuning = []
+    for lr, options in candidates:
+        run = record(_run(protocol, method, options, lr, "tune"))
+        score = run.final_val_accuracy
+        scores.append(score if math.isfinite(score) else -math.inf)
+        tuning.append(
+            {
+                "learning_rate": lr,
+                "options": {**method.fixed, **options},
+                "val_accuracy": score,
+            }
         )
-    return CompareResult(
-        methods=tuple(results), runs=tuple(runs), settings=settings
+    lr, options = candidates[int(np.argmax(scores))]
+    return lr, options, tuning
+
+
+def _run(
+    protocol: _Protocol,
+    method: _Method,
+    options: dict[str, Any],
+    lr: float,
+    phase: Phase,
+) -> RunResult:
+    """Trains one candidate with the seeds and epochs of ``phase``."""
+    preset = method.build(**options)
+    real_lr = (
+        preset.real_learning_rate
+        if protocol.real_learning_rate is None
+        else float(protocol.real_learning_rate)
+    )
+    final = phase == "final"
+    seeds = protocol.seeds if final else protocol.tune_seeds
+    epochs = protocol.epochs if final else protocol.tune_epochs
+    out = _compare_train.train_candidate(
+        protocol.config,
+        preset,
+        protocol.data,
+        seeds=seeds,
+        epochs=epochs,
+        learning_rate=lr,
+        real_learning_rate=real_lr,
+        evaluate_test=final,
+    )
+    return RunResult(
+        method=method.label,
+        name=method.name,
+        phase=phase,
+        options={**method.fixed, **options},
+        learning_rate=float(lr),
+        real_learning_rate=real_lr,
+        seeds=seeds,
+        epochs=epochs,
+        **out,
     )
 
 

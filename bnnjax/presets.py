@@ -55,54 +55,49 @@ name                        kernel rule / activation rule   binary group
 Factories take keyword options (the founding method's ``k``, ``scale``
 and ``scale_adaptive``; ``beta`` of the sigmoid and SwishSign; Bop's
 ``threshold``), so ablations and tuning build variants with
-``get_preset(name, **options)``. :func:`tuning_grid` declares, per method,
-the small grid of learning rates and options that the comparison harness
-searches on the validation split.
+``get_preset(name, **options)``. The comparison harness declares, per
+method, the small grid of learning rates and options it searches on the
+validation split (:func:`bnnjax.compare.tuning_grid`).
+
+The surrogates the presets use, including the annealed scaled sigmoid and
+the float ceiling's ``identity`` and ``hardtanh``, live in
+:mod:`bnnjax.binarize` with the others.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import inspect
-import itertools
 import math
-import types
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
+import warnings
+from collections.abc import Callable
+from typing import Any
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
 
 from bnnjax import optim
 from bnnjax._validate import is_real
 from bnnjax.binarize import (
+    AnnealedScaledSigmoidSurrogate,
     ApproxSignSurrogate,
-    Aux,
     Binarizer,
     ClippedSteSurrogate,
     EdeSurrogate,
+    HardTanhSurrogate,
+    IdentitySurrogate,
     ScaledSigmoidSurrogate,
     SigmoidSurrogate,
     SteSurrogate,
-    Surrogate,
     SwishSignSurrogate,
 )
 from bnnjax.scale import MeanAbsDevScale, MeanAbsScale, StdScale
 
 __all__ = [
-    "ADAM_LEARNING_RATES",
-    "BOP_GAMMAS",
     "METHOD_NAMES",
     "PRESET_NAMES",
-    "SCALE_ADAPTIVE_LEARNING_RATES",
-    "AnnealedScaledSigmoidSurrogate",
-    "HardTanhSurrogate",
-    "IdentitySurrogate",
     "Preset",
-    "TuningGrid",
     "bireal_preset",
     "bnn_plus_preset",
     "bnn_preset",
@@ -114,7 +109,6 @@ __all__ = [
     "scaled_sigmoid_annealed_preset",
     "scaled_sigmoid_preset",
     "sigmoid_preset",
-    "tuning_grid",
     "xnor_preset",
 ]
 
@@ -123,146 +117,6 @@ MakeOptimizer = Callable[[Schedule], optax.GradientTransformation]
 BinaryTransform = Callable[
     [MakeOptimizer, Schedule], optax.GradientTransformation
 ]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class IdentitySurrogate(Surrogate):
-    """Not a binarizer: forward ``x``, backward ``1``.
-
-    Used by the ``float`` preset so that the binary model classes compute
-    with real-valued kernels (the full-precision ceiling of the same
-    architecture). Forward: ``x``. Proxy: ``x``. Backward: ``d/dx = 1``.
-    """
-
-    name: ClassVar[str] = "identity"
-
-    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
-        del aux
-        return x
-
-    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
-        del aux
-        return x
-
-    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
-        del aux
-        return jnp.ones_like(x)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class HardTanhSurrogate(Surrogate):
-    """Not a binarizer: the real-valued relaxation of ``sign``.
-
-    Forward: ``clip(x, -1, 1)``. Proxy: the same. Backward:
-    ``d/dx = 1`` if ``|x| <= 1`` else ``0`` (the clipped STE's window).
-    The ``float`` preset uses it where a binary model would binarize its
-    activations, so the float ceiling keeps the nonlinearity's shape (as
-    Bi-Real Net's real-valued pre-training with a clip activation).
-    """
-
-    name: ClassVar[str] = "hardtanh"
-
-    def forward(self, x: jax.Array, aux: Aux) -> jax.Array:
-        del aux
-        return jnp.clip(x, -1, 1)
-
-    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
-        del aux
-        return jnp.clip(x, -1, 1)
-
-    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
-        del aux
-        return (jnp.abs(x) <= 1).astype(x.dtype)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class AnnealedScaledSigmoidSurrogate(Surrogate):
-    """The founding method's scaled sigmoid, sharpened during training.
-
-    Forward: ``sign(x)``. Proxy: ``2 sigmoid(k x / s) - 1``. Backward:
-    ``d/dx = (2k / s) sigmoid(k x / s) (1 - sigmoid(k x / s))``, with
-    ``s = mean(|x - mean(x)|)`` per tensor or channel, as
-    :class:`bnnjax.ScaledSigmoidSurrogate` (``s = 1`` for a tensor with no
-    spread; held constant in the backward pass), and a sharpness that grows
-    geometrically with ``progress = step / total_steps``, as IR-Net's EDE
-    anneals its ``t``::
-
-        k = k_start * (k_end / k_start) ** progress
-
-    Early in training the window is wide (most weights get a gradient);
-    at the end it is ``k_end / k_start`` times narrower, closer to
-    ``sign``. The width still follows the weights' spread, so the rule
-    keeps the founding method's scale invariance at every ``progress``.
-    ``progress`` may be traced (no recompilation).
-
-    Attributes:
-      k_start: sharpness at ``progress = 0`` (in units of the spread).
-      k_end: sharpness at ``progress = 1`` (``>= k_start``).
-
-    References:
-      Qin et al, `Forward and Backward Information Retention for Accurate
-      Binary Neural Networks <https://arxiv.org/abs/1909.10788>`_, 2020
-      (the annealing schedule).
-    """
-
-    name: ClassVar[str] = "annealed_scaled_sigmoid"
-    k_start: float = 2.0
-    k_end: float = 8.0
-
-    def __post_init__(self):
-        for field in ("k_start", "k_end"):
-            value = getattr(self, field)
-            if not (is_real(value) and math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"AnnealedScaledSigmoidSurrogate.{field} must be finite "
-                    f"and > 0, got {value!r}."
-                )
-        if self.k_start > self.k_end:
-            raise ValueError(
-                "AnnealedScaledSigmoidSurrogate needs k_start <= k_end, got "
-                f"k_start={self.k_start!r}, k_end={self.k_end!r}."
-            )
-
-    def sharpness(self, progress: jax.typing.ArrayLike) -> jax.Array:
-        """``k`` at ``progress`` (float32)."""
-        p = jnp.asarray(progress, jnp.float32)
-        return self.k_start * (self.k_end / self.k_start) ** p
-
-    def prepare(
-        self,
-        x: jax.Array,
-        axes: tuple[int, ...],
-        *,
-        progress: jax.typing.ArrayLike | None = None,
-        key: jax.Array | None = None,
-    ) -> Aux:
-        if progress is None:
-            raise ValueError(
-                "AnnealedScaledSigmoidSurrogate anneals with training "
-                "progress: pass binarize(..., progress=step / total_steps), "
-                "a scalar in [0, 1] (it may be traced)."
-            )
-        if jnp.ndim(progress) != 0:
-            raise ValueError(
-                "progress must be a scalar, got an array of shape "
-                f"{jnp.shape(progress)}."
-            )
-        if not isinstance(progress, jax.core.Tracer):
-            value = float(np.asarray(progress))
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"progress must be in [0, 1], got {value!r}.")
-        (width,) = ScaledSigmoidSurrogate().prepare(x, axes, key=key)
-        k = self.sharpness(progress).astype(width.dtype)
-        return width / k, k
-
-    def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
-        unit, _ = aux
-        return 2 * jax.nn.sigmoid(x / unit) - 1
-
-    def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
-        unit, _ = aux
-        s = jax.nn.sigmoid(x / unit)
-        return (2 / unit) * s * (1 - s)
 
 
 def _plain(make: MakeOptimizer, lr: Schedule) -> optax.GradientTransformation:
@@ -417,14 +271,13 @@ def scaled_sigmoid_annealed_preset(
     scale: str = "mean_abs_dev",
     scale_adaptive: bool = True,
 ) -> Preset:
-    """The founding method with its sharpness annealed (improved variant).
+    """The founding method with its sharpness annealed.
 
     As :func:`scaled_sigmoid_preset`, with
-    :class:`AnnealedScaledSigmoidSurrogate` (``k`` from ``k_start`` to
-    ``k_end`` over training, geometrically, as IR-Net anneals EDE) for
-    kernels and activations. Not in :data:`PRESET_NAMES`; the comparison
-    harness offers it (``benchmarks/compare`` measured it against the
-    original).
+    :class:`bnnjax.binarize.AnnealedScaledSigmoidSurrogate` (``k`` from
+    ``k_start`` to ``k_end`` over training, geometrically, as IR-Net anneals
+    EDE) for kernels and activations. Not in :data:`PRESET_NAMES`; the
+    comparison harness offers it.
 
     Args:
       k_start: sharpness at the start of training.
@@ -682,11 +535,11 @@ def float_preset() -> Preset:
     """The full-precision ceiling of the same architecture.
 
     The same binary model classes and parameter tree, with an identity
-    kernel rule (:class:`IdentitySurrogate`, no scale: the kernels are
-    used as they are) and, where the model would binarize activations,
-    ``hardtanh`` (:class:`HardTanhSurrogate`). Every parameter is real:
-    Adam on both groups, and the memory summary counts the kernels at 32
-    bits.
+    kernel rule (:class:`bnnjax.binarize.IdentitySurrogate`, no scale: the
+    kernels are used as they are) and, where the model would binarize
+    activations, ``hardtanh`` (:class:`bnnjax.binarize.HardTanhSurrogate`).
+    Every parameter is real: Adam on both groups, and the memory summary
+    counts the kernels at 32 bits.
     """
     return Preset(
         name="float",
@@ -794,152 +647,23 @@ def get_preset(name: str, **options: Any) -> Preset:
     return factory(**options)
 
 
-ADAM_LEARNING_RATES: tuple[float, ...] = (3e-4, 1e-3, 3e-3, 1e-2)
-"""Learning-rate grid of methods that train latent weights with Adam."""
+# Names that moved to the comparison harness: still importable from here,
+# with a DeprecationWarning, until callers use bnnjax.compare.
+_MOVED_TO_COMPARE = (
+    "ADAM_LEARNING_RATES",
+    "BOP_GAMMAS",
+    "SCALE_ADAPTIVE_LEARNING_RATES",
+    "TuningGrid",
+    "tuning_grid",
+)
 
-SCALE_ADAPTIVE_LEARNING_RATES: tuple[float, ...] = (3e-3, 1e-2, 3e-2, 1e-1)
-"""Learning-rate grid under :func:`bnnjax.scale_adaptive` (steps in units
-of the spread: ``3e-2`` moves a ``lecun_normal`` first-layer kernel about
-as far per step as Adam's ``1e-3``)."""
 
-BOP_GAMMAS: tuple[float, ...] = (1e-4, 1e-3, 1e-2)
-"""Grid of Bop's adaptivity rate ``gamma`` (its "learning rate")."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
-class TuningGrid:
-    """A small declared search space for one method.
-
-    Every combination of one learning rate (of the binary group; Bop: its
-    ``gamma``) and one value per option is a candidate; the comparison
-    harness trains each and keeps the best on the validation split.
-
-    Attributes:
-      learning_rates: candidate binary-group learning rates (> 0).
-      options: option name -> candidate values (keyword options of the
-        method's factory, see :func:`method_options`). Stored read-only.
-
-    Example:
-      >>> grid = TuningGrid(learning_rates=(1e-3, 1e-2), options={"k": (2.0,)})
-      >>> grid.candidates()
-      [(0.001, {'k': 2.0}), (0.01, {'k': 2.0})]
-    """
-
-    learning_rates: tuple[float, ...]
-    options: Mapping[str, tuple[Any, ...]] = dataclasses.field(
-        default_factory=dict
-    )
-
-    def __post_init__(self):
-        lrs = self.learning_rates
-        if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__len__"):
-            raise TypeError(
-                f"TuningGrid.learning_rates={lrs!r}; expected a sequence of "
-                "positive numbers."
-            )
-        if not lrs or not all(
-            is_real(v) and math.isfinite(v) and v > 0 for v in lrs
-        ):
-            raise ValueError(
-                f"TuningGrid.learning_rates={tuple(lrs)!r}; expected one or "
-                "more finite numbers > 0."
-            )
-        if len(set(lrs)) != len(lrs):
-            raise ValueError(
-                f"TuningGrid.learning_rates={tuple(lrs)!r} has duplicates."
-            )
-        object.__setattr__(self, "learning_rates", tuple(lrs))
-        if not isinstance(self.options, Mapping):
-            raise TypeError(
-                f"TuningGrid.options={self.options!r}; expected a mapping "
-                "of option name -> candidate values."
-            )
-        options = {}
-        for name, values in self.options.items():
-            if isinstance(values, (str, bytes)) or not hasattr(
-                values, "__len__"
-            ):
-                raise TypeError(
-                    f"TuningGrid.options[{name!r}]={values!r}; expected a "
-                    "sequence of candidate values."
-                )
-            if not values:
-                raise ValueError(
-                    f"TuningGrid.options[{name!r}] is empty; give at least "
-                    "one value."
-                )
-            options[name] = tuple(values)
-        object.__setattr__(self, "options", types.MappingProxyType(options))
-
-    def candidates(self) -> list[tuple[float, dict[str, Any]]]:
-        """Every ``(learning_rate, options)`` pair, options outermost."""
-        names = list(self.options)
-        combos = itertools.product(*(self.options[n] for n in names))
-        return [
-            (lr, dict(zip(names, combo, strict=True)))
-            for combo in combos
-            for lr in self.learning_rates
-        ]
-
-    def __repr__(self) -> str:
-        return (
-            f"TuningGrid(learning_rates={self.learning_rates!r}, "
-            f"options={dict(self.options)!r})"
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_COMPARE:
+        warnings.warn(
+            f"bnnjax.presets.{name} moved to bnnjax.compare.{name}.",
+            DeprecationWarning,
+            stacklevel=2,
         )
-
-
-# Each method's own option grid: at most one option with two values, the
-# default first (the lr grid is the method's family grid).
-_OPTION_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
-    "scaled_sigmoid": {"k": (2.0, 4.0)},
-    "scaled_sigmoid_annealed": {"k_end": (8.0, 32.0)},
-    "sigmoid": {"beta": (5.0, 25.0)},
-    "bnn_plus": {"beta": (5.0, 10.0)},
-    "bop": {"threshold": (1e-8, 1e-6)},
-}
-
-
-def tuning_grid(name: str, **fixed: Any) -> TuningGrid:
-    """The declared search space of a method, with some options fixed.
-
-    Learning rates: :data:`SCALE_ADAPTIVE_LEARNING_RATES` for the methods
-    trained with :func:`bnnjax.scale_adaptive` (``scaled_sigmoid``,
-    ``scaled_sigmoid_annealed``, ``sigmoid``), :data:`BOP_GAMMAS` for
-    ``bop``, else :data:`ADAM_LEARNING_RATES`. Options:
-    ``scaled_sigmoid``: ``k`` in ``(2, 4)``; ``scaled_sigmoid_annealed``:
-    ``k_end`` in ``(8, 32)``; ``sigmoid``: ``beta`` in ``(5, 25)``;
-    ``bnn_plus``: ``beta`` in ``(5, 10)``; ``bop``: ``threshold`` in
-    ``(1e-8, 1e-6)``; none for the others. Options given in ``fixed`` are
-    not searched (``scaled_sigmoid`` with ``scale_adaptive=False``
-    searches the Adam learning rates).
-
-    Args:
-      name: one of :data:`METHOD_NAMES`.
-      **fixed: options held at a value (an ablation), see
-        :func:`method_options`.
-
-    Returns:
-      The :class:`TuningGrid`.
-
-    Raises:
-      ValueError: for an unknown name or option.
-
-    Example:
-      >>> tuning_grid("scaled_sigmoid", k=4.0).options
-      mappingproxy({})
-      >>> tuning_grid("bnn").learning_rates == ADAM_LEARNING_RATES
-      True
-    """
-    preset = get_preset(name, **fixed)
-    if preset.binary_transform is _scale_adaptive:
-        lrs = SCALE_ADAPTIVE_LEARNING_RATES
-    elif name == "bop":
-        lrs = BOP_GAMMAS
-    else:
-        lrs = ADAM_LEARNING_RATES
-    options = {
-        option: values
-        for option, values in _OPTION_GRIDS.get(name, {}).items()
-        if option not in fixed
-    }
-    return TuningGrid(learning_rates=lrs, options=options)
+        return getattr(importlib.import_module("bnnjax._grids"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

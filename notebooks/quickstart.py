@@ -108,18 +108,18 @@ print(bnnjax.binarize(w[:, 0], "ste", None))
 #
 # `sign` has zero gradient almost everywhere, so training borrows the
 # derivative of a smooth *proxy* `P(x)` in the backward pass (a surrogate
-# gradient). Below, for every registered surrogate, the solid line is
+# gradient). Below, for every binarizing surrogate, the solid line is
 # `jax.grad` through `bnnjax.binarize` (scale `None`, so the gradient is the
 # surrogate's alone) and the dots are `jax.grad` of the proxy itself; the
 # dashed line is the proxy `P(x)`. They must agree wherever `P` is
 # differentiable (the test suite checks it on a grid with the kinks and 0).
 
 # %%
-NAMES = bnnjax.SURROGATE_NAMES  # every registered surrogate (8)
+NAMES = bnnjax.SURROGATE_NAMES  # every registered binarizer (9)
 x = jnp.linspace(-2.0, 2.0, 400)  # avoids the kinks at 0 and +-1
-extra = {"progress": 0.5, "key": jax.random.key(1)}  # EDE / stochastic
+extra = {"progress": 0.5, "key": jax.random.key(1)}  # annealed / stochastic
 
-fig, axes = plt.subplots(2, 4, figsize=(14, 6), sharex=True)
+fig, axes = plt.subplots(3, 3, figsize=(12, 9), sharex=True)
 for name, ax in zip(NAMES, axes.flat, strict=True):
     s = bnnjax.get_surrogate(name)
     grad = jax.grad(

@@ -1,6 +1,8 @@
 """Tests of bnnjax.binarize: forward values, surrogate gradients, errors."""
 
 import dataclasses
+import importlib
+import math
 
 import jax
 import jax.numpy as jnp
@@ -9,7 +11,15 @@ from absl.testing import absltest, parameterized
 
 import bnnjax
 from bnnjax import binarize
+from bnnjax.binarize import (
+    _SURROGATES,
+    AnnealedScaledSigmoidSurrogate,
+    HardTanhSurrogate,
+    IdentitySurrogate,
+    _forward_is_sign,
+)
 
+# The binarizers (forward +-1), in registration order.
 SURROGATE_NAMES = (
     "ste",
     "clipped_ste",
@@ -18,8 +28,11 @@ SURROGATE_NAMES = (
     "ede",
     "sigmoid",
     "scaled_sigmoid",
+    "annealed_scaled_sigmoid",
     "stochastic",
 )
+# Registered too, but real-valued forward: not binarizers.
+RELAXATION_NAMES = ("identity", "hardtanh")
 # Surrogates built with non-default hyperparameters, to catch a rule that
 # ignores its own field.
 SURROGATES = (
@@ -35,13 +48,18 @@ SURROGATES = (
     bnnjax.SigmoidSurrogate(beta=0.5),
     bnnjax.ScaledSigmoidSurrogate(k=2.0),
     bnnjax.ScaledSigmoidSurrogate(k=5.0),
+    AnnealedScaledSigmoidSurrogate(),
+    AnnealedScaledSigmoidSurrogate(k_start=1.0, k_end=16.0),
     bnnjax.StochasticSurrogate(),
+    IdentitySurrogate(),
+    HardTanhSurrogate(),
 )
 # Points where a piecewise rule's derivative is discontinuous.
 KINKS = {
     bnnjax.ClippedSteSurrogate: lambda s: (-s.clip_value, s.clip_value),
     bnnjax.ApproxSignSurrogate: lambda s: (-1.0, 1.0),
     bnnjax.StochasticSurrogate: lambda s: (-1.0, 1.0),
+    HardTanhSurrogate: lambda s: (-1.0, 1.0),
 }
 FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 SCALES = ("none", "mean_abs", "mean_abs_dev", "std")
@@ -49,7 +67,9 @@ SCALES = ("none", "mean_abs", "mean_abs_dev", "std")
 
 def _extra_args(surrogate, progress=0.3):
     """progress/key for the surrogates that need them."""
-    if isinstance(surrogate, bnnjax.EdeSurrogate):
+    if isinstance(
+        surrogate, (bnnjax.EdeSurrogate, AnnealedScaledSigmoidSurrogate)
+    ):
         return {"progress": progress}
     if isinstance(surrogate, bnnjax.StochasticSurrogate):
         return {"key": jax.random.key(3)}
@@ -302,6 +322,8 @@ class GradientTest(parameterized.TestCase):
             bnnjax.ClippedSteSurrogate(clip_value=0.5): [0, 0, 1, 1, 1, 0, 0],
             bnnjax.ApproxSignSurrogate(): [0, 0, 1, 2, 1, 0, 0],
             bnnjax.StochasticSurrogate(): [0, 1, 1, 1, 1, 1, 0],
+            IdentitySurrogate(): [1, 1, 1, 1, 1, 1, 1],
+            HardTanhSurrogate(): [0, 1, 1, 1, 1, 1, 0],
         }
         for surrogate, want in table.items():
             extra = _extra_args(surrogate)
@@ -712,6 +734,149 @@ class StandardizeTest(parameterized.TestCase):
             bnnjax.Binarizer(center=True, standardize=1)
 
 
+class AnnealedScaledSigmoidTest(parameterized.TestCase):
+    """The scaled sigmoid with its sharpness annealed by ``progress``."""
+
+    def setUp(self):
+        super().setUp()
+        self.rule = AnnealedScaledSigmoidSurrogate(k_start=2.0, k_end=8.0)
+        self.w = 0.05 * jax.random.normal(jax.random.key(0), (64, 8))
+        self.w = self.w.at[0, 0].set(0.0)
+
+    def _grad(self, w, progress, scale=None, rule=None):
+        rule = rule or self.rule
+        return jax.jit(
+            jax.grad(
+                lambda v, p: jnp.sum(
+                    bnnjax.binarize(v, rule, scale, axis=-1, progress=p)
+                    * jnp.arange(8.0)[None, :]
+                )
+            )
+        )(w, jnp.float32(progress))
+
+    def test_sharpness_schedule(self):
+        np.testing.assert_allclose(
+            [float(self.rule.sharpness(p)) for p in (0.0, 0.5, 1.0)],
+            [2.0, 4.0, 8.0],
+            rtol=1e-6,
+        )
+
+    @parameterized.parameters(0.0, 0.3, 1.0)
+    def test_gradient_matches_proxy(self, progress):
+        aux = self.rule.prepare(self.w, (0,), progress=progress)
+        want = jax.grad(
+            lambda v: jnp.sum(
+                self.rule.proxy(v, aux) * jnp.arange(8.0)[None, :]
+            )
+        )(self.w)
+        np.testing.assert_allclose(
+            self._grad(self.w, progress), want, rtol=1e-5, atol=1e-6
+        )
+        x = self.w.ravel()
+        self.assertTrue(
+            set(
+                np.unique(
+                    np.asarray(
+                        bnnjax.binarize(x, self.rule, None, progress=progress)
+                    )
+                )
+            )
+            <= {-1.0, 1.0}
+        )
+
+    def test_starts_as_the_founding_surrogate(self):
+        np.testing.assert_allclose(
+            self._grad(self.w, 0.0),
+            self._grad(self.w, 0.0, rule=bnnjax.ScaledSigmoidSurrogate()),
+            rtol=1e-4,  # x / (s / k) against k x / s in float32
+        )
+
+    def test_narrows_with_progress(self):
+        fractions = []
+        for progress in (0.0, 1.0):
+            g = np.asarray(self._grad(self.w, progress))
+            fractions.append(np.mean(np.abs(g) > 1e-2 * np.abs(g).max()))
+        self.assertGreater(fractions[0], fractions[1] + 0.2)
+
+    @parameterized.parameters(0.0, 0.7)
+    def test_scale_invariance(self, progress):
+        g = self._grad(self.w, progress, scale="mean_abs_dev")
+        g4 = self._grad(4.0 * self.w, progress, scale="mean_abs_dev")
+        np.testing.assert_allclose(g4, g, rtol=1e-6, atol=1e-9)
+
+    def test_progress_is_traced(self):
+        traces = []
+
+        @jax.jit
+        def grad(w, p):
+            traces.append(None)
+            return jax.grad(
+                lambda v: jnp.sum(
+                    bnnjax.binarize(v, self.rule, None, progress=p)
+                )
+            )(w)
+
+        a = grad(self.w, jnp.float32(0.1))
+        b = grad(self.w, jnp.float32(0.9))
+        self.assertLen(traces, 1)
+        self.assertFalse(np.allclose(a, b))
+
+    @parameterized.named_parameters(
+        ("order", dict(k_start=4.0, k_end=2.0), "k_start <= k_end"),
+        ("zero", dict(k_end=0.0), "k_end"),
+        ("nan", dict(k_start=math.nan), "k_start"),
+    )
+    def test_bad_fields(self, kwargs, pattern):
+        with self.assertRaisesRegex(ValueError, pattern):
+            AnnealedScaledSigmoidSurrogate(**kwargs)
+
+    def test_needs_progress(self):
+        with self.assertRaisesRegex(ValueError, "progress"):
+            bnnjax.binarize(self.w, self.rule, None)
+        with self.assertRaisesRegex(ValueError, r"\[0, 1\]"):
+            bnnjax.binarize(self.w, self.rule, None, progress=1.5)
+
+
+class RelaxationTest(parameterized.TestCase):
+    """``identity`` and ``hardtanh``: registered, but not binarizers."""
+
+    @parameterized.product(dtype=FLOAT_DTYPES, scale=SCALES, axis=(None, -1))
+    def test_forward_is_alpha_times_the_relaxation(self, dtype, scale, axis):
+        w = 1.5 * jax.random.normal(jax.random.key(30), (7, 5), jnp.float32)
+        w = w.at[0, 0].set(0.0).at[1, 1].set(1.0).at[2, 2].set(-1.0)
+        w = w.astype(dtype)
+        cases = {
+            IdentitySurrogate(): np.float32(w),
+            HardTanhSurrogate(): np.clip(np.float32(w), -1, 1),
+        }
+        for surrogate, want in cases.items():
+            with jax.numpy_dtype_promotion("strict"):
+                y, alpha = jax.jit(
+                    lambda v, s=surrogate: (
+                        binarize(v, s, scale, axis),
+                        bnnjax.get_scale(scale)(v, axis),
+                    )
+                )(w)
+            self.assertEqual(y.dtype, jnp.dtype(dtype))
+            np.testing.assert_allclose(
+                np.float32(y),
+                np.float32(alpha) * want,
+                rtol=_tol(dtype),
+                atol=_tol(dtype),
+                err_msg=str(surrogate),
+            )
+
+    def test_forward_is_not_sign(self):
+        for name, cls in _SURROGATES.items():
+            self.assertEqual(
+                _forward_is_sign(cls), name not in RELAXATION_NAMES, name
+            )
+            self.assertEqual(
+                _forward_is_sign(bnnjax.get_surrogate(name)),
+                _forward_is_sign(cls),
+            )
+
+
 class RegistryTest(absltest.TestCase):
     def test_surrogate_names(self):
         # The module's SURROGATE_NAMES is the specification, in order.
@@ -726,6 +891,41 @@ class RegistryTest(absltest.TestCase):
                 name in bnnjax.DETERMINISTIC_SURROGATE_NAMES,
                 not surrogate.stochastic,
             )
+
+    def test_every_surrogate_is_registered_and_in_the_battery(self):
+        self.assertEqual(tuple(_SURROGATES), SURROGATE_NAMES + RELAXATION_NAMES)
+        for name, cls in _SURROGATES.items():
+            surrogate = bnnjax.get_surrogate(name)
+            self.assertIs(type(surrogate), cls)
+            self.assertEqual(surrogate.name, name)
+            self.assertEqual(
+                name in SURROGATE_NAMES, name not in RELAXATION_NAMES
+            )
+        # The gradient-vs-proxy battery (GradientTest) runs every class.
+        self.assertEqual(
+            {type(s) for s in SURROGATES}, set(_SURROGATES.values())
+        )
+        # The subclasses defined in bnnjax.binarize are all registered.
+        defined = {
+            cls
+            for cls in vars(importlib.import_module("bnnjax.binarize")).values()
+            if isinstance(cls, type)
+            and issubclass(cls, bnnjax.Surrogate)
+            and cls is not bnnjax.Surrogate
+        }
+        self.assertEqual(defined, set(_SURROGATES.values()))
+
+    def test_relaxations_build_by_name(self):
+        self.assertEqual(bnnjax.get_surrogate("identity"), IdentitySurrogate())
+        self.assertEqual(bnnjax.get_surrogate("hardtanh"), HardTanhSurrogate())
+        self.assertEqual(
+            bnnjax.get_surrogate(
+                "annealed_scaled_sigmoid", k_start=1.0, k_end=4.0
+            ),
+            AnnealedScaledSigmoidSurrogate(k_start=1.0, k_end=4.0),
+        )
+        rule = bnnjax.Binarizer(surrogate="hardtanh", scale=None)
+        self.assertIsInstance(rule.surrogate, HardTanhSurrogate)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import tempfile
 import unittest
 from unittest import mock
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -20,7 +19,8 @@ from absl.testing import absltest, parameterized
 import bnnjax
 from bnnjax import _cli_compare, data, plots, presets, train
 from bnnjax import compare as compare_lib
-from bnnjax.presets import TuningGrid
+from bnnjax.binarize import AnnealedScaledSigmoidSurrogate
+from bnnjax.compare import TuningGrid
 
 
 def _small_dataset(n_train=1000, n_test=300):
@@ -493,29 +493,65 @@ class PresetOptionsTest(parameterized.TestCase):
             presets.get_preset(name, **options)
 
     def test_tuning_grids(self):
-        grid = presets.tuning_grid("scaled_sigmoid")
+        grid = compare_lib.tuning_grid("scaled_sigmoid")
         self.assertEqual(
-            grid.learning_rates, presets.SCALE_ADAPTIVE_LEARNING_RATES
+            grid.learning_rates, compare_lib.SCALE_ADAPTIVE_LEARNING_RATES
         )
         self.assertEqual(dict(grid.options), {"k": (2.0, 4.0)})
         self.assertLen(grid.candidates(), 8)
-        plain = presets.tuning_grid("scaled_sigmoid", scale_adaptive=False)
-        self.assertEqual(plain.learning_rates, presets.ADAM_LEARNING_RATES)
-        self.assertEqual(dict(presets.tuning_grid("bnn").options), {})
+        plain = compare_lib.tuning_grid("scaled_sigmoid", scale_adaptive=False)
+        self.assertEqual(plain.learning_rates, compare_lib.ADAM_LEARNING_RATES)
+        self.assertEqual(dict(compare_lib.tuning_grid("bnn").options), {})
         self.assertEqual(
-            presets.tuning_grid("bop").learning_rates, presets.BOP_GAMMAS
+            compare_lib.tuning_grid("bop").learning_rates,
+            compare_lib.BOP_GAMMAS,
         )
         self.assertEqual(
-            dict(presets.tuning_grid("sigmoid", beta=5.0).options), {}
+            dict(compare_lib.tuning_grid("sigmoid", beta=5.0).options), {}
         )
         for name in presets.METHOD_NAMES:
-            grid = presets.tuning_grid(name)
+            grid = compare_lib.tuning_grid(name)
             default = presets.get_preset(name).learning_rate
             self.assertIn(default, grid.learning_rates, name)
             for option, values in grid.options.items():
                 self.assertEqual(
                     values[0], presets.method_options(name)[option]
                 )
+
+    def test_annealed_preset(self):
+        preset = presets.get_preset("scaled_sigmoid_annealed", k_end=32.0)
+        self.assertEqual(
+            preset.kernel_binarizer,
+            bnnjax.Binarizer(
+                surrogate=AnnealedScaledSigmoidSurrogate(k_end=32.0),
+                scale="mean_abs_dev",
+                axis=-1,
+            ),
+        )
+        self.assertIs(
+            preset.binary_transform,
+            presets.get_preset("scaled_sigmoid").binary_transform,
+        )
+        self.assertEqual(
+            dict(compare_lib.tuning_grid("scaled_sigmoid_annealed").options),
+            {"k_end": (8.0, 32.0)},
+        )
+
+    def test_grid_names_moved_to_compare(self):
+        for name in (
+            "ADAM_LEARNING_RATES",
+            "BOP_GAMMAS",
+            "SCALE_ADAPTIVE_LEARNING_RATES",
+            "TuningGrid",
+            "tuning_grid",
+        ):
+            with self.assertWarnsRegex(DeprecationWarning, "bnnjax.compare"):
+                old = getattr(presets, name)
+            self.assertIs(old, getattr(compare_lib, name))
+            self.assertNotIn(name, presets.__all__)
+            self.assertIn(name, compare_lib.__all__)
+        with self.assertRaises(AttributeError):
+            presets.no_such_name  # noqa: B018
 
     def test_tuning_grid_candidates(self):
         grid = TuningGrid(learning_rates=(1.0, 2.0), options={"a": (3, 4)})
@@ -552,128 +588,6 @@ class PresetOptionsTest(parameterized.TestCase):
     def test_bad_grid(self, kwargs, error, pattern):
         with self.assertRaisesRegex(error, pattern):
             TuningGrid(**kwargs)
-
-
-class AnnealedScaledSigmoidTest(parameterized.TestCase):
-    def setUp(self):
-        super().setUp()
-        self.rule = presets.AnnealedScaledSigmoidSurrogate(
-            k_start=2.0, k_end=8.0
-        )
-        self.w = 0.05 * jax.random.normal(jax.random.key(0), (64, 8))
-        self.w = self.w.at[0, 0].set(0.0)
-
-    def _grad(self, w, progress, scale=None, rule=None):
-        rule = rule or self.rule
-        return jax.jit(
-            jax.grad(
-                lambda v, p: jnp.sum(
-                    bnnjax.binarize(v, rule, scale, axis=-1, progress=p)
-                    * jnp.arange(8.0)[None, :]
-                )
-            )
-        )(w, jnp.float32(progress))
-
-    def test_sharpness_schedule(self):
-        np.testing.assert_allclose(
-            [float(self.rule.sharpness(p)) for p in (0.0, 0.5, 1.0)],
-            [2.0, 4.0, 8.0],
-            rtol=1e-6,
-        )
-
-    @parameterized.parameters(0.0, 0.3, 1.0)
-    def test_gradient_matches_proxy(self, progress):
-        aux = self.rule.prepare(self.w, (0,), progress=progress)
-        want = jax.grad(
-            lambda v: jnp.sum(
-                self.rule.proxy(v, aux) * jnp.arange(8.0)[None, :]
-            )
-        )(self.w)
-        np.testing.assert_allclose(
-            self._grad(self.w, progress), want, rtol=1e-5, atol=1e-6
-        )
-        x = self.w.ravel()
-        self.assertTrue(
-            set(
-                np.unique(
-                    np.asarray(
-                        bnnjax.binarize(x, self.rule, None, progress=progress)
-                    )
-                )
-            )
-            <= {-1.0, 1.0}
-        )
-
-    def test_starts_as_the_founding_surrogate(self):
-        np.testing.assert_allclose(
-            self._grad(self.w, 0.0),
-            self._grad(self.w, 0.0, rule=bnnjax.ScaledSigmoidSurrogate()),
-            rtol=1e-4,  # x / (s / k) against k x / s in float32
-        )
-
-    def test_narrows_with_progress(self):
-        fractions = []
-        for progress in (0.0, 1.0):
-            g = np.asarray(self._grad(self.w, progress))
-            fractions.append(np.mean(np.abs(g) > 1e-2 * np.abs(g).max()))
-        self.assertGreater(fractions[0], fractions[1] + 0.2)
-
-    @parameterized.parameters(0.0, 0.7)
-    def test_scale_invariance(self, progress):
-        g = self._grad(self.w, progress, scale="mean_abs_dev")
-        g4 = self._grad(4.0 * self.w, progress, scale="mean_abs_dev")
-        np.testing.assert_allclose(g4, g, rtol=1e-6, atol=1e-9)
-
-    def test_progress_is_traced(self):
-        traces = []
-
-        @jax.jit
-        def grad(w, p):
-            traces.append(None)
-            return jax.grad(
-                lambda v: jnp.sum(
-                    bnnjax.binarize(v, self.rule, None, progress=p)
-                )
-            )(w)
-
-        a = grad(self.w, jnp.float32(0.1))
-        b = grad(self.w, jnp.float32(0.9))
-        self.assertLen(traces, 1)
-        self.assertFalse(np.allclose(a, b))
-
-    @parameterized.named_parameters(
-        ("order", dict(k_start=4.0, k_end=2.0), "k_start <= k_end"),
-        ("zero", dict(k_end=0.0), "k_end"),
-        ("nan", dict(k_start=math.nan), "k_start"),
-    )
-    def test_bad_fields(self, kwargs, pattern):
-        with self.assertRaisesRegex(ValueError, pattern):
-            presets.AnnealedScaledSigmoidSurrogate(**kwargs)
-
-    def test_needs_progress(self):
-        with self.assertRaisesRegex(ValueError, "progress"):
-            bnnjax.binarize(self.w, self.rule, None)
-        with self.assertRaisesRegex(ValueError, r"\[0, 1\]"):
-            bnnjax.binarize(self.w, self.rule, None, progress=1.5)
-
-    def test_preset(self):
-        preset = presets.get_preset("scaled_sigmoid_annealed", k_end=32.0)
-        self.assertEqual(
-            preset.kernel_binarizer,
-            bnnjax.Binarizer(
-                surrogate=presets.AnnealedScaledSigmoidSurrogate(k_end=32.0),
-                scale="mean_abs_dev",
-                axis=-1,
-            ),
-        )
-        self.assertIs(
-            preset.binary_transform,
-            presets.get_preset("scaled_sigmoid").binary_transform,
-        )
-        self.assertEqual(
-            dict(presets.tuning_grid("scaled_sigmoid_annealed").options),
-            {"k_end": (8.0, 32.0)},
-        )
 
 
 class PlotComparisonTest(absltest.TestCase):

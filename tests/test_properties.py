@@ -25,6 +25,7 @@ DETERMINISTIC = (
     "ede",
     "sigmoid",
     "scaled_sigmoid",
+    "annealed_scaled_sigmoid",
 )
 
 

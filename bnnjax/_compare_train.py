@@ -1,0 +1,253 @@
+"""Training one comparison candidate: every seed at once, measured per epoch.
+
+:func:`train_candidate` trains one configuration (a preset, its learning
+rates and the shared budget) for all seeds together, with ``jax.vmap`` over
+a seed axis, using :mod:`bnnjax.train`'s step, evaluation and diagnostics.
+After every epoch it records the validation accuracy and loss, the mean
+training loss, the sign-flip ratio of the binary kernels and the seconds the
+epoch's steps took; the test split is evaluated once, at the end, and only
+when asked. The step is compiled ahead of time and its compilation timed
+apart. :mod:`bnnjax.compare` runs the protocol around it.
+"""
+
+from __future__ import annotations
+
+import time
+import typing
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from bnnjax import data as data_lib
+from bnnjax import train as train_lib
+from bnnjax.presets import Preset
+
+
+class Data(typing.NamedTuple):
+    """The examples of a comparison: training, validation and test."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    val: data_lib.Examples
+    test: data_lib.Examples
+    num_classes: int
+
+
+def _signs_fn(preset: Preset) -> Callable[[Any], Any]:
+    binarizer = preset.kernel_binarizer
+    return jax.jit(
+        jax.vmap(
+            lambda p: train_lib.kernel_signs(
+                train_lib.latent_kernels(p), binarizer
+            )
+        )
+    )
+
+
+_flips = jax.jit(jax.vmap(lambda a, b: train_lib.flip_ratio(a, b)[0]))
+
+
+def train_candidate(
+    config: train_lib.TrainConfig,
+    preset: Preset,
+    data: Data,
+    *,
+    seeds: Sequence[int],
+    epochs: int,
+    learning_rate: float,
+    real_learning_rate: float,
+    evaluate_test: bool,
+) -> dict[str, Any]:
+    """Trains one configuration for every seed at once; never prints.
+
+    Returns:
+      :class:`RunResult`'s measured fields: the per-epoch curves, the
+      compilation time and, with ``evaluate_test``, the test metrics.
+    """
+    seeds = list(seeds)
+    steps_per_epoch = data_lib.num_batches(
+        len(data.train_labels), batch_size=config.batch_size
+    )
+    total_steps = epochs * steps_per_epoch
+    model, state, step, compile_seconds = _compile_candidate(
+        config,
+        preset,
+        data,
+        seeds=seeds,
+        learning_rate=learning_rate,
+        real_learning_rate=real_learning_rate,
+        total_steps=total_steps,
+    )
+    eval_step = train_lib.make_eval_step(model)
+    signs_fn = _signs_fn(preset) if preset.binary else None
+    signs = signs_fn(state.params) if signs_fn else None
+    curves = _Curves(len(seeds), with_flips=signs_fn is not None)
+    done = 0
+    for epoch in range(epochs):
+        state, losses, seconds, done = _train_epoch(
+            step, state, config, data, seeds, epoch, done, total_steps
+        )
+        loss, accuracy = train_lib.evaluate(
+            eval_step,
+            state,
+            data.val.images,
+            data.val.labels,
+            batch_size=config.eval_batch_size,
+            progress=min(done / total_steps, 1.0),
+        )
+        ratio = None
+        if signs_fn is not None:
+            new_signs = signs_fn(state.params)
+            ratio = np.asarray(_flips(signs, new_signs))
+            signs = new_signs
+        curves.add(epoch, seconds, losses, loss, accuracy, ratio)
+
+    test_accuracy = test_loss = None
+    if evaluate_test:
+        loss, accuracy = train_lib.evaluate(
+            eval_step,
+            state,
+            data.test.images,
+            data.test.labels,
+            batch_size=config.eval_batch_size,
+            progress=1.0,
+        )
+        test_accuracy = [float(a) for a in accuracy]
+        test_loss = [float(v) for v in loss]
+    return {
+        **curves.fields(),
+        "compile_seconds": compile_seconds,
+        "test_accuracy": test_accuracy,
+        "test_loss": test_loss,
+    }
+
+
+def _compile_candidate(
+    config: train_lib.TrainConfig,
+    preset: Preset,
+    data: Data,
+    *,
+    seeds: list[int],
+    learning_rate: float,
+    real_learning_rate: float,
+    total_steps: int,
+) -> tuple[Any, Any, Any, float]:
+    """``(model, state, step, compile_seconds)`` of one configuration.
+
+    The state holds one model per seed; the training step is compiled
+    ahead of time, and ``compile_seconds`` is that compilation.
+    """
+    sample = data_lib.to_float(data.train_images[:1])
+    model = config.make_model(data.num_classes, preset=preset)
+    tx = preset.optimizer(
+        train_lib.abstract_params(model, sample),
+        make_optimizer=config.make_optimizer,
+        learning_rate=config.schedule_fn(learning_rate, total_steps),
+        real_learning_rate=config.schedule_fn(real_learning_rate, total_steps),
+    )
+    state = train_lib.init_state(
+        model, tx, seeds, sample, sign_init=preset.sign_init
+    )
+    first = next(
+        data_lib.iterate_batches(
+            data.train_images,
+            data.train_labels,
+            batch_size=config.batch_size,
+            seed=seeds,
+            epoch=0,
+        )
+    )
+    start = time.perf_counter()
+    step = (
+        train_lib.make_train_step(model, tx)
+        .lower(state, *first, np.float32(0))
+        .compile()
+    )
+    return model, state, step, time.perf_counter() - start
+
+
+def _train_epoch(
+    step: Any,
+    state: Any,
+    config: train_lib.TrainConfig,
+    data: Data,
+    seeds: list[int],
+    epoch: int,
+    done: int,
+    total_steps: int,
+) -> tuple[Any, np.ndarray, float, int]:
+    """One epoch of training steps for every seed.
+
+    Returns:
+      ``(state, losses, seconds, done)``: the new state, the training
+      losses ``(steps, seeds)``, the wall-clock seconds of the steps and the
+      number of steps done so far (``done`` counts on from the argument).
+    """
+    batches = data_lib.iterate_batches(
+        data.train_images,
+        data.train_labels,
+        batch_size=config.batch_size,
+        seed=seeds,
+        epoch=epoch,
+    )
+    losses = []
+    start = time.perf_counter()
+    for images, labels in data_lib.prefetch_to_device(batches):
+        state, metrics = step(
+            state, images, labels, np.float32(done / total_steps)
+        )
+        losses.append(metrics["loss"])
+        done += 1
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    return state, np.stack(jax.device_get(losses)), seconds, done
+
+
+class _Curves:
+    """The per-seed, per-epoch measurements of one run, as they accrue."""
+
+    def __init__(self, n: int, *, with_flips: bool):
+        self.n = n
+        self.val_accuracy: list[list[float]] = [[] for _ in range(n)]
+        self.val_loss: list[list[float]] = [[] for _ in range(n)]
+        self.train_loss: list[list[float]] = [[] for _ in range(n)]
+        self.flip_ratio: list[list[float]] | None = (
+            [[] for _ in range(n)] if with_flips else None
+        )
+        self.diverged: list[int | None] = [None] * n
+        self.epoch_seconds: list[float] = []
+
+    def add(
+        self,
+        epoch: int,
+        seconds: float,
+        losses: np.ndarray,
+        val_loss: Any,
+        val_accuracy: Any,
+        flip_ratio: np.ndarray | None,
+    ) -> None:
+        """Records epoch ``epoch`` (0-based); ``losses`` is (steps, seeds)."""
+        self.epoch_seconds.append(seconds)
+        for i in range(self.n):
+            self.val_accuracy[i].append(float(val_accuracy[i]))
+            self.val_loss[i].append(float(val_loss[i]))
+            self.train_loss[i].append(float(np.mean(losses[:, i])))
+            if self.flip_ratio is not None:
+                self.flip_ratio[i].append(float(flip_ratio[i]))
+            if self.diverged[i] is None and not np.all(
+                np.isfinite(losses[:, i])
+            ):
+                self.diverged[i] = epoch + 1
+
+    def fields(self) -> dict[str, Any]:
+        """The curves under :class:`RunResult`'s field names."""
+        return {
+            "val_accuracy": self.val_accuracy,
+            "val_loss": self.val_loss,
+            "train_loss": self.train_loss,
+            "flip_ratio": self.flip_ratio,
+            "epoch_seconds": self.epoch_seconds,
+            "diverged_epoch": self.diverged,
+        }
