@@ -26,7 +26,7 @@ from bnnjax import packed as packed_lib
 from bnnjax.binarize import Binarizer
 from bnnjax.export._kernels import _signs_and_scale
 from bnnjax.export._schema import _DTYPES
-from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.nn.functional import LATENT_KERNEL
 
 
 @dataclasses.dataclass

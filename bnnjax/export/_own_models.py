@@ -34,10 +34,10 @@ from bnnjax.export._schema import (
     _bnnjax_version,
     _LayerSpec,
 )
-from bnnjax.nn import _common as nn_common
+from bnnjax.nn import _checks as nn_checks
 from bnnjax.nn import linen as bnn_linen
 from bnnjax.nn import nnx as bnn_nnx
-from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.summary import summary as summary_fn
 
 _LINEN_BINARY = (bnn_linen.BinaryDense, bnn_linen.BinaryConv)
@@ -103,11 +103,11 @@ def _layer_spec(
     }
     if isinstance(module, _DENSE_LAYERS):
         return _LayerSpec(kind="dense", **common)
-    kernel_size = nn_common.canonicalize_kernel_size(module.kernel_size)
+    kernel_size = nn_checks.canonicalize_kernel_size(module.kernel_size)
     rank = len(kernel_size)
-    padding = nn_common.canonicalize_padding(module.padding, rank)
-    pad_value = nn_common.check_pad_value(pad_value, padding)
-    mode = isinstance(padding, str) and padding in nn_common._MODE_PADDINGS
+    padding = nn_checks.canonicalize_padding(module.padding, rank)
+    pad_value = nn_checks.check_pad_value(pad_value, padding)
+    mode = isinstance(padding, str) and padding in nn_checks.MODE_PADDINGS
     if common["input"] == "bits" and not mode and pad_value not in (-1, 0, 1):
         raise ValueError(
             f"{layer} pads binary activations with pad_value={pad_value!r}; "
@@ -117,11 +117,11 @@ def _layer_spec(
         kind="conv",
         kernel_size=tuple(kernel_size),
         strides=tuple(
-            nn_common.canonicalize_window("strides", module.strides, rank)
+            nn_checks.canonicalize_window("strides", module.strides, rank)
         ),
         padding=padding,
         kernel_dilation=tuple(
-            nn_common.canonicalize_window(
+            nn_checks.canonicalize_window(
                 "kernel_dilation", module.kernel_dilation, rank
             )
         ),

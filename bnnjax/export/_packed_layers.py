@@ -30,7 +30,8 @@ from bnnjax.export._schema import (
     _LayerSpec,
     _spec_from_json,
 )
-from bnnjax.nn import _common as nn_common
+from bnnjax.nn import _checks as nn_checks
+from bnnjax.nn import functional as nn_functional
 
 
 def _row(v: jax.Array, ndim: int) -> jax.Array:
@@ -65,7 +66,7 @@ def _packed_conv(
     rank = len(spec.kernel_size)
     batch_shape = x.shape[: x.ndim - rank - 1]
     x = x.reshape(-1, *x.shape[x.ndim - rank - 1 :])
-    pads = nn_common.explicit_padding(
+    pads = nn_functional.explicit_padding(
         spec.padding,
         x.shape[1:-1],
         spec.kernel_size,
@@ -80,13 +81,13 @@ def _packed_conv(
     }
     mode = (
         isinstance(spec.padding, str)
-        and spec.padding in nn_common._MODE_PADDINGS
+        and spec.padding in nn_checks.MODE_PADDINGS
     )
     if spec.input == "bits":
         bits = x >= 0
         pad_value = spec.pad_value
         if mode:
-            bits = nn_common.pad_inputs(bits, spec.padding, pads)
+            bits = nn_functional.pad_inputs(bits, spec.padding, pads)
             pads, pad_value = ((0, 0),) * rank, 1.0
         counts = packed_lib.xnor_conv(
             bits,
@@ -99,7 +100,7 @@ def _packed_conv(
         )
         y = counts.astype(jnp.float32) * _row(alpha, counts.ndim)
     else:
-        x = nn_common.pad_inputs(x, spec.padding, pads, spec.pad_value)
+        x = nn_functional.pad_inputs(x, spec.padding, pads, spec.pad_value)
         y = packed_lib.binary_weight_conv(
             x,
             a["weights"],
