@@ -6,12 +6,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo binarizer-demo test test-slow lint format clean notebooks sync-notebooks
+.PHONY: demo binarizer-demo test test-slow lint format clean notebooks sync-notebooks docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,data]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,data,docs]"
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,7 +24,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check bnnjax tests benchmarks scripts notebooks
 	$(BIN)/ruff format --check bnnjax tests benchmarks scripts notebooks
 
-test: lint notebooks
+test: lint notebooks docs
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 # Execute every notebook top to bottom in its small mode (BNNJAX_SMOKE=1),
@@ -33,6 +33,11 @@ test: lint notebooks
 notebooks: $(STAMP)
 	BNNJAX_SMOKE=1 JAX_PLATFORMS=cpu $(BIN)/python -m pytest -q -n 2 \
 		-p no:cacheprovider --nbmake --nbmake-timeout=300 notebooks/*.ipynb
+
+# The documentation site (docs/_build/html). -W: any warning fails; -n: every
+# cross-reference must resolve.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -b html docs docs/_build/html
 
 # After editing a notebook's .py (or its .ipynb in Jupyter): update the
 # pair, then rewrite each .ipynb from its .py without outputs.
