@@ -30,10 +30,15 @@ if TYPE_CHECKING:
         DETERMINISTIC_SURROGATE_NAMES as DETERMINISTIC_SURROGATE_NAMES,
     )
     from bnnjax.binarize import SURROGATE_NAMES as SURROGATE_NAMES
+    from bnnjax.binarize import (
+        AnnealedScaledSigmoidSurrogate as AnnealedScaledSigmoidSurrogate,
+    )
     from bnnjax.binarize import ApproxSignSurrogate as ApproxSignSurrogate
     from bnnjax.binarize import Binarizer as Binarizer
     from bnnjax.binarize import ClippedSteSurrogate as ClippedSteSurrogate
     from bnnjax.binarize import EdeSurrogate as EdeSurrogate
+    from bnnjax.binarize import HardTanhSurrogate as HardTanhSurrogate
+    from bnnjax.binarize import IdentitySurrogate as IdentitySurrogate
     from bnnjax.binarize import ScaledSigmoidSurrogate as ScaledSigmoidSurrogate
     from bnnjax.binarize import SigmoidSurrogate as SigmoidSurrogate
     from bnnjax.binarize import SteSurrogate as SteSurrogate
@@ -89,6 +94,7 @@ _SUBMODULES = (
 
 # Names of the flat namespace, each with the module that defines it.
 _ATTRIBUTES = {
+    "AnnealedScaledSigmoidSurrogate": "bnnjax.binarize",
     "ApproxSignSurrogate": "bnnjax.binarize",
     "binarize": "bnnjax.binarize",
     "binarize_model": "bnnjax.convert",
@@ -107,6 +113,8 @@ _ATTRIBUTES = {
     "DETERMINISTIC_SURROGATE_NAMES": "bnnjax.binarize",
     "EdeSurrogate": "bnnjax.binarize",
     "get_scale": "bnnjax.scale",
+    "HardTanhSurrogate": "bnnjax.binarize",
+    "IdentitySurrogate": "bnnjax.binarize",
     "get_surrogate": "bnnjax.binarize",
     "mean_abs": "bnnjax.scale",
     "mean_abs_dev": "bnnjax.scale",

@@ -99,13 +99,19 @@ def print_demo(results: dict, out) -> None:
         f"{results['contains_zero']}."
     )
     p()
-    p("2. Backward: d binarize(x) / dx (no scale; EDE at progress 0.5)")
+    p(
+        "2. Backward: d binarize(x) / dx (no scale; EDE and the annealed "
+        "sigmoid at progress 0.5)"
+    )
+    width = 2 + max(map(len, results["surrogate_slopes"]))
     header = (
-        "   " + "x".ljust(15) + "".join(f"{x:>8.1f}" for x in results["points"])
+        "   "
+        + "x".ljust(width)
+        + "".join(f"{x:>8.1f}" for x in results["points"])
     )
     p(header)
     for name, slopes in results["surrogate_slopes"].items():
-        p("   " + name.ljust(15) + "".join(f"{g:>8.3f}" for g in slopes))
+        p("   " + name.ljust(width) + "".join(f"{g:>8.3f}" for g in slopes))
     p("   (scaled_sigmoid's width is the spread of this 7-point tensor)")
     p()
     p("3. Founding property: scale the weights by c; mean |gradient| and the")

@@ -91,12 +91,12 @@ TuneMode = Literal["grid", "lr", "none"]
 Phase = Literal["tune", "final"]
 
 DEFAULT_METHODS: tuple[str, ...] = presets_lib.METHOD_NAMES
-"""Every registered method: the founding method, the established ones,
-the fixed-width sigmoid and the float ceiling."""
+"""Every registered method (the founding method, the established ones,
+the fixed-width sigmoid and the float ceiling)."""
 
 TUNE_SEED_OFFSET = 1000
-"""Default tuning seed: tuning runs use seeds ``1000, 1001, ...`` so the
-final seeds' validation accuracy is not the one the choice was made on."""
+"""Offset of the tuning seeds. Tuning runs use seeds ``1000, 1001, ...``, so
+the final seeds' validation accuracy is not the one the choice was made on."""
 
 CUSTOM_LR_FACTORS: tuple[float, ...] = (1 / 3, 1.0, 3.0)
 """Learning-rate grid of a user :class:`~bnnjax.presets.Preset`: these

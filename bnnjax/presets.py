@@ -18,39 +18,39 @@ Presets are looked up by name only by :func:`get_preset`, which
 :class:`bnnjax.train.TrainConfig` and the CLI call; library code passes
 :class:`Preset` objects.
 
-=================  ==============================  =========================
-name               kernel rule / activation rule    binary-group optimizer
-=================  ==============================  =========================
-``scaled_sigmoid`` scaled sigmoid, MAD scale per    ``scale_adaptive(adam)``
-                   channel / scaled sigmoid
-``bnn``            clipped STE, no scale /          adam, latent clip to
-                   clipped STE                      ``[-1, 1]``
-``xnor``           clipped STE, mean-abs scale per  adam
-                   channel / clipped STE
-``bireal``         clipped STE, mean-abs scale per  adam
-                   channel with gradient through
-                   the scale / ApproxSign
-``irnet``          EDE on standardized weights,     adam
-                   std scale per channel / EDE
-``bnn_plus``       SwishSign, mean-abs scale per    adam
-                   channel / SwishSign
-``bop``            STE on ``±1`` kernels / clipped  Bop (no latent weights)
-                   STE
-``float``          identity / hardtanh              adam on every kernel
-=================  ==============================  =========================
+===================  ================================  =========================
+name                 kernel rule / activation rule      binary-group optimizer
+===================  ================================  =========================
+``scaled_sigmoid``   scaled sigmoid, MAD scale per      ``scale_adaptive(adam)``
+                     channel / scaled sigmoid
+``bnn``              clipped STE, no scale /            adam, latent clip to
+                     clipped STE                        ``[-1, 1]``
+``xnor``             clipped STE, mean-abs scale per    adam
+                     channel / clipped STE
+``bireal``           clipped STE, mean-abs scale per    adam
+                     channel with gradient through
+                     the scale / ApproxSign
+``irnet``            EDE on standardized weights,       adam
+                     std scale per channel / EDE
+``bnn_plus``         SwishSign, mean-abs scale per      adam
+                     channel / SwishSign
+``bop``              STE on ``±1`` kernels / clipped    Bop (no latent weights)
+                     STE
+``float``            identity / hardtanh                adam on every kernel
+===================  ================================  =========================
 
 Comparison-only methods (:data:`METHOD_NAMES`, for
 :func:`bnnjax.compare`; ``bnnjax train`` accepts :data:`PRESET_NAMES`):
 
-==========================  ==============================  ================
-name                        kernel rule / activation rule   binary group
-==========================  ==============================  ================
-``sigmoid``                 fixed-width sigmoid, MAD scale  ``scale_adaptive
-                            per channel / fixed sigmoid     (adam)``
-``scaled_sigmoid_annealed`` scaled sigmoid with ``k``       ``scale_adaptive
-                            annealed 2 -> 8, MAD scale per  (adam)``
-                            channel / the same surrogate
-==========================  ==============================  ================
+============================  ================================  ================
+name                          kernel rule / activation rule     binary group
+============================  ================================  ================
+``sigmoid``                   fixed-width sigmoid, MAD scale    ``scale_adaptive
+                              per channel / fixed sigmoid       (adam)``
+``scaled_sigmoid_annealed``   scaled sigmoid with ``k``         ``scale_adaptive
+                              annealed 2 -> 8, MAD scale per    (adam)``
+                              channel / the same surrogate
+============================  ================================  ================
 
 Factories take keyword options (the founding method's ``k``, ``scale``
 and ``scale_adaptive``; ``beta`` of the sigmoid and SwishSign; Bop's

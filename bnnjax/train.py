@@ -1,28 +1,28 @@
 """Training binary linen models: config, jitted steps, diagnostics, runs.
 
 The public face of the training harness; the code lives in
-:mod:`bnnjax.training`, one module per idea:
+``bnnjax.training``, one module per idea:
 
-* :class:`TrainConfig` (:mod:`bnnjax.training.config`): a frozen,
+* :class:`TrainConfig` (``bnnjax.training.config``): a frozen,
   validated description of one run. It holds names (``method="bnn"``,
   ``optimizer="adam"``) and turns them into objects
   (:attr:`TrainConfig.preset`, :meth:`TrainConfig.make_optimizer`,
   :meth:`TrainConfig.schedule_fn`); the rest of the library passes
   objects.
 * :func:`build_model`, :func:`init_state`, :func:`make_train_step`,
-  :func:`make_eval_step`, :func:`evaluate` (:mod:`bnnjax.training.step`):
+  :func:`make_eval_step`, :func:`evaluate` (``bnnjax.training.step``):
   pure, jit-able pieces. Every array in a :class:`TrainState` carries a
   leading *seed* axis: several seeds train at once, in one process, with
   ``jax.vmap`` (one model, optimizer state and batch order per seed;
   training seeds ``[0, 1]`` together gives each seed's result alone).
-* Diagnostics (:mod:`bnnjax.training.diagnostics`), pure functions of one
+* Diagnostics (``bnnjax.training.diagnostics``), pure functions of one
   seed's parameters: :func:`latent_kernels`, :func:`kernel_signs`,
   :func:`flip_ratio`, :func:`gradient_fraction`, :func:`latent_stats`.
-* :func:`run` (:mod:`bnnjax.training.loop`): the whole job (data,
+* :func:`run` (``bnnjax.training.loop``): the whole job (data,
   training, per-epoch metrics and checkpoints in a run directory, resume,
   plots, final test accuracy). It never prints; progress goes to the
   callbacks and the result is a dict. :func:`load_checkpoint`
-  (:mod:`bnnjax.training.rundir`) reads a run back.
+  (``bnnjax.training.rundir``) reads a run back.
 
 The loss is softmax cross-entropy on the model's logits. Training
 progress ``step / total_steps`` is passed to the model at every step as

@@ -108,25 +108,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Sequence|Mapping|Callable|Iterable|Iterator|Hashable)"),
     (r"py:.*", r"(NamedTuple|Path|PathLike|ClassVar|Literal|Self)"),
 ]
-# Docstring references still to fix in the code; remove an entry when its
-# docstring is fixed (a stale entry hides nothing else: each is exact).
-nitpick_ignore = [
-    # bnnjax/train.py: the module docstring names bnnjax.training modules,
-    # which have no page (the public face is bnnjax.train).
-    ("py:mod", "bnnjax.training"),
-    ("py:mod", "bnnjax.training.config"),
-    ("py:mod", "bnnjax.training.step"),
-    ("py:mod", "bnnjax.training.diagnostics"),
-    ("py:mod", "bnnjax.training.loop"),
-    ("py:mod", "bnnjax.training.rundir"),
-    # bnnjax/compare.py: attribute docstrings of DEFAULT_METHODS and
-    # TUNE_SEED_OFFSET open with "Words: ...", which napoleon reads as a type.
-    ("py:class", "Every registered method"),
-    ("py:class", "Default tuning seed"),
-    # bnnjax/nn/functional.py: canonicalize_padding is in the private
-    # bnnjax.nn._checks.
-    ("py:func", "canonicalize_padding"),
-]
 
 
 def _copy_notebooks() -> None:

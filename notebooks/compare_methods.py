@@ -34,7 +34,8 @@
 # the epochs, the optimizer and schedule of the real parameters.
 #
 # This notebook runs a small grid; the sizes below are a demonstration,
-# not a published comparison (see the README for those and their commands).
+# not a published comparison (`docs/results/comparison.md` has those, with
+# their commands).
 # On Colab the first cell installs bnnjax and the data is the full MNIST
 # from TensorFlow Datasets; elsewhere (and with `BNNJAX_SMOKE=1`, the small
 # mode CI runs) it uses the MNIST sample shipped in the package.
@@ -83,17 +84,17 @@ print(
 # follows the weights' spread, mean-absolute-deviation scale,
 # `scale_adaptive` Adam), its fixed-width ablation (`sigmoid`), BinaryNet
 # (`bnn`), XNOR-Net (`xnor`), Bop (latent-free) and the float ceiling of the
-# same architecture. `bnnjax.presets.tuning_grid(name)` declares each
+# same architecture. `bnnjax.compare.tuning_grid(name)` declares each
 # method's search space; `tune="lr"` searches its learning rates only.
 
 # %%
 if SMOKE:
     methods = ["scaled_sigmoid", "bnn"]
     grids = {  # two learning rates each, one tuning epoch
-        "scaled_sigmoid": bnnjax.presets.TuningGrid(
+        "scaled_sigmoid": bnnjax.compare.TuningGrid(
             learning_rates=(1e-2, 3e-2)
         ),
-        "bnn": bnnjax.presets.TuningGrid(learning_rates=(1e-3, 1e-2)),
+        "bnn": bnnjax.compare.TuningGrid(learning_rates=(1e-3, 1e-2)),
     }
     budget = {"hidden": (32,), "epochs": 2, "tune_epochs": 1, "seeds": (0, 1)}
 else:
@@ -103,7 +104,7 @@ else:
     if DATASET == "mnist":  # ten times the data: fewer epochs
         budget.update(epochs=4, tune_epochs=2)
 for name in methods:
-    grid = (grids or {}).get(name) or bnnjax.presets.tuning_grid(name)
+    grid = (grids or {}).get(name) or bnnjax.compare.tuning_grid(name)
     print(f"{name:>15}: learning rates {grid.learning_rates}")
 
 # %% [markdown]

@@ -184,8 +184,9 @@ assert binary_val > before
 # The memory summary counts the converted kernels (still named `kernel`)
 # as binary when given the labels: 1 bit each once deployed. The first and
 # last layers stay real, at 32 bits per weight, so in a model this small
-# they take most of the deployed bytes (`docs/why_latent_weights.md` in the
-# repository explains where the 32x saving appears and where it does not).
+# they take most of the deployed bytes (the repository's
+# `docs/guides/why_latent_weights.md` explains where the 32x saving appears
+# and where it does not).
 
 # %%
 report = bnnjax.summary({"params": binary_params}, labels=labels)

@@ -338,7 +338,7 @@ assert report.binary_params == results["binary_params"]
 # The binary weights shrink 32x; the whole model a little less, because the
 # per-channel scales and batch-norm statistics stay at 32 bits. The
 # companion notebook `export_deploy.ipynb` writes these bits to a file and
-# runs inference from it, and `docs/why_latent_weights.md` explains why
+# runs inference from it, and `docs/guides/why_latent_weights.md` explains why
 # training still needs the float latent weights.
 
 # %%

@@ -46,6 +46,8 @@ HARNESS = (
     "bnnjax._cli_tools",
     "bnnjax._cli_train",
     "bnnjax._argtypes",
+    "bnnjax._compare_train",
+    "bnnjax._grids",
 )
 # Modules of neither side: the version and the value checks both use.
 SHARED = ("bnnjax._version", "bnnjax._validate")

@@ -18,7 +18,7 @@ import numpy as np
 
 from bnnjax import scale as scale_lib
 from bnnjax.binarize import Binarizer
-from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.summary import path_names
 
 __all__ = [

@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 
 from bnnjax import data as data_lib
 from bnnjax import distributed
-from bnnjax.nn._common import LATENT_KERNEL
+from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.training.config import TrainConfig
 
 __all__ = [
@@ -146,9 +146,9 @@ def _over_seeds(
 
     The seed axis is read from the first argument's leaves (static under
     ``jit``). With a single seed the step runs unbatched on the squeezed
-    arguments and the axis is put back on the results: XLA on CPU runs the
-    unbatched matrix products markedly faster than batched ones of batch 1
-    (measured 1.5x on the whole MLP step, ``benchmarks/train_throughput.py``).
+    arguments and the axis is put back on the results: XLA on CPU runs
+    unbatched matrix products faster than batched ones of batch 1
+    (``benchmarks/train_throughput.py`` compares the two).
     """
     batched = jax.vmap(fn, in_axes=in_axes)
 
@@ -171,9 +171,9 @@ def _donate_state() -> bool:
 
     On accelerators donation updates parameters and optimizer state in
     place instead of holding two copies in device memory. On CPU, XLA
-    copies every donated buffer before updating it, which cost 8% of the
-    784-1024x3-10 MLP's step (``benchmarks/README.md``), and memory is
-    rarely the limit, so the CPU step does not donate.
+    copies every donated buffer before updating it, which slows the step
+    (``benchmarks/README.md``), and memory is rarely the limit, so the CPU
+    step does not donate.
     """
     return jax.default_backend() != "cpu"
 
