@@ -4,6 +4,7 @@ import dataclasses
 import importlib
 import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -217,7 +218,9 @@ class ForwardTest(parameterized.TestCase):
         np.testing.assert_array_equal(y, [0.5, -0.5])
 
 
-class GradientTest(parameterized.TestCase):
+class GradientTest(chex.TestCase):
+    # Run with and without jit: the custom_vjp rule must hold either way.
+    @chex.variants(with_jit=True, without_jit=True)
     @parameterized.product(
         surrogate=SURROGATES, dtype=(jnp.float32, jnp.bfloat16)
     )
@@ -225,7 +228,7 @@ class GradientTest(parameterized.TestCase):
         x = _grid(dtype)
         extra = _extra_args(surrogate)
         with jax.numpy_dtype_promotion("strict"):
-            got = jax.jit(
+            got = self.variant(
                 jax.grad(lambda v: binarize(v, surrogate, None, **extra).sum())
             )(x)
         self.assertEqual(got.dtype, jnp.dtype(dtype))
@@ -243,7 +246,7 @@ class GradientTest(parameterized.TestCase):
         # Under vmap: each row is its own tensor (its own statistics).
         rows = jnp.stack([x, (x * 0.5).astype(dtype)])
         with jax.numpy_dtype_promotion("strict"):
-            got_rows = jax.jit(
+            got_rows = self.variant(
                 jax.vmap(
                     jax.grad(
                         lambda v: binarize(v, surrogate, None, **extra).sum()

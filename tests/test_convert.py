@@ -3,6 +3,7 @@
 import functools
 from typing import Any
 
+import chex
 import flax
 import flax.linen as nn
 import jax
@@ -183,14 +184,9 @@ def _vjp(fn, params, x):
     return (y, *pullback(jnp.cos(y)))
 
 
-def _assert_trees_equal(test, got, want):
-    test.assertEqual(
-        jax.tree.structure(got), jax.tree.structure(want), "tree structure"
-    )
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        test.assertEqual(a.shape, b.shape)
-        test.assertEqual(a.dtype, b.dtype)
-        np.testing.assert_array_equal(a, b)
+def _assert_trees_equal(got, want):
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+    chex.assert_trees_all_equal(got, want, strict=True)
 
 
 class ConvertedEqualsHandWrittenTest(parameterized.TestCase):
@@ -226,7 +222,7 @@ class ConvertedEqualsHandWrittenTest(parameterized.TestCase):
         np.testing.assert_array_equal(y, y_h)
         np.testing.assert_array_equal(dx, dx_h)
         grads_h = _rename_kernels(grads_h, binary, "latent_kernel", "kernel")
-        _assert_trees_equal(self, grads, grads_h)
+        _assert_trees_equal(grads, grads_h)
         for name in binary:  # the latent kernels do get gradients
             self.assertGreater(float(jnp.abs(grads[name]["kernel"]).sum()), 0)
         # The conversion did change the function.
@@ -271,7 +267,7 @@ class ConvertedEqualsHandWrittenTest(parameterized.TestCase):
         grads_h = _rename_kernels(
             nnx.to_pure_dict(grads_h), binary, "latent_kernel", "kernel"
         )
-        _assert_trees_equal(self, grads, grads_h)
+        _assert_trees_equal(grads, grads_h)
         for name in binary:
             self.assertGreater(float(jnp.abs(grads[name]["kernel"]).sum()), 0)
         self.assertGreater(float(jnp.abs(y - float_model(x)).max()), 1e-3)
@@ -402,13 +398,13 @@ class ParameterTreeTest(absltest.TestCase):
         float_vars = model.init(jax.random.key(0), X_CNN)
         conv_vars = converted.init(jax.random.key(0), X_CNN)
         # Same paths, shapes, dtypes, and (same initializers) values.
-        _assert_trees_equal(self, conv_vars, float_vars)
+        _assert_trees_equal(conv_vars, float_vars)
         # A float checkpoint of other weights loads unchanged.
         other = model.init(jax.random.key(7), X_CNN)
         restored = flax.serialization.from_bytes(
             conv_vars, flax.serialization.to_bytes(other)
         )
-        _assert_trees_equal(self, restored, other)
+        _assert_trees_equal(restored, other)
         y = jax.jit(converted.apply)(restored, X_CNN)
         self.assertEqual(y.shape, (2, 3))
         self.assertTrue(bool(jnp.isfinite(y).all()))
@@ -434,7 +430,6 @@ class ParameterTreeTest(absltest.TestCase):
             )
             self.assertIs(got[path][2], kind, path)
         _assert_trees_equal(
-            self,
             nnx.to_pure_dict(nnx.state(converted)),
             nnx.to_pure_dict(nnx.state(model)),
         )
@@ -442,7 +437,6 @@ class ParameterTreeTest(absltest.TestCase):
         other = NnxCNN(rngs=nnx.Rngs(5))
         nnx.update(converted, nnx.state(other))
         _assert_trees_equal(
-            self,
             nnx.to_pure_dict(nnx.state(converted)),
             nnx.to_pure_dict(nnx.state(other)),
         )

@@ -17,8 +17,8 @@ import sys
 import tempfile
 import time
 
+import chex
 import jax
-import numpy as np
 from absl.testing import absltest, parameterized
 
 from bnnjax import _cli_train, cli, train
@@ -91,7 +91,7 @@ class FaultTest(parameterized.TestCase):
         self.assertEqual(status, 0)
         got, info = _final_params(out_dir)
         self.assertEqual(info["epoch"], EPOCHS)
-        jax.tree.map(np.testing.assert_array_equal, got, self.want)
+        chex.assert_trees_all_equal(got, self.want, strict=True)
         with open(os.path.join(out_dir, "metrics.jsonl")) as f:
             epochs = [json.loads(line)["epoch"] for line in f]
         # One record per seed and epoch: nothing lost, nothing repeated.

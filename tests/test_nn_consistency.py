@@ -4,6 +4,7 @@ import ast
 import inspect
 import pathlib
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,12 +115,8 @@ class LinenNnxConsistencyTest(parameterized.TestCase):
             self.assertEqual(got_linen[0].shape, got_nnx[0].shape)
             self.assertEqual(set(got_nnx[1]), {"latent_kernel", "bias"})
             self.assertEqual(set(got_linen[1]), {"latent_kernel", "bias"})
-            for a, b in zip(
-                jax.tree.leaves(got_linen),
-                jax.tree.leaves(got_nnx),
-                strict=True,
-            ):
-                np.testing.assert_array_equal(a, b, err_msg=name)
+            chex.assert_trees_all_equal_shapes_and_dtypes(got_linen, got_nnx)
+            chex.assert_trees_all_equal(got_linen, got_nnx, strict=True)
             self.assertGreater(
                 float(jnp.abs(got_nnx[1]["latent_kernel"]).sum()), 0
             )

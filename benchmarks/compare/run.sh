@@ -50,7 +50,7 @@ $PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
     --target-accuracy 0.95 --methods scaled_sigmoid \
     --out "$OUT/mnist_binary_activations_founding_rerun"
 # 4. IR-Net with Libra-PB standardization (EDE evaluated at (w - mean) / std,
-#    the irnet default since the third session) against the earlier rule.
+#    the irnet default since commit 77c20eb) against the earlier rule.
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
     --methods irnet,irnet:standardize=false \
     --out "$OUT/mnist_binary_weights_irnet_standardized"
