@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo binarizer-demo test test-slow lint format clean notebooks sync-notebooks docs
+.PHONY: demo binarizer-demo test test-slow lint typecheck format clean notebooks sync-notebooks docs
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +24,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check bnnjax tests benchmarks scripts notebooks
 	$(BIN)/ruff format --check bnnjax tests benchmarks scripts notebooks
 
-test: lint notebooks docs
+# mypy over the package; the settings are [tool.mypy] in pyproject.toml.
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck notebooks docs
 	$(BIN)/python -m pytest -q -n 2 -m "not slow"
 
 # Execute every notebook top to bottom in its small mode (BNNJAX_SMOKE=1),
@@ -53,4 +57,4 @@ format: $(STAMP)
 	$(BIN)/ruff format bnnjax tests benchmarks scripts notebooks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .mypy_cache docs/_build

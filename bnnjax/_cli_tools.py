@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from typing import Any
+from typing import IO, Any
 
 import jax
 import jax.numpy as jnp
@@ -27,13 +27,13 @@ _DEMO_POINTS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 _DEMO_SCALES = (1e-3, 1.0, 1e3)
 
 
-def demo_results(seed: int) -> dict:
+def demo_results(seed: int) -> dict[str, Any]:
     """Computes the demo's numbers with the public API."""
     points = jnp.array(_DEMO_POINTS)
     slopes = {}
     for name in bnnjax.DETERMINISTIC_SURROGATE_NAMES:
 
-        def total(v, name=name):
+        def total(v: jax.Array, name: str = name) -> jax.Array:
             return bnnjax.binarize(v, name, None, progress=0.5).sum()
 
         slopes[name] = [round(float(g), 4) for g in jax.grad(total)(points)]
@@ -79,8 +79,8 @@ def demo_results(seed: int) -> dict:
     }
 
 
-def print_demo(results: dict, out) -> None:
-    def p(*parts):
+def print_demo(results: dict[str, Any], out: IO[str]) -> None:
+    def p(*parts: object) -> None:
         print(*parts, file=out)
 
     p(
@@ -188,7 +188,9 @@ def _select_seed(config: train_lib.TrainConfig, seed: int | None) -> int:
     return seeds.index(seed)
 
 
-def _float_logits(model, variables, images, batch_size: int) -> np.ndarray:
+def _float_logits(
+    model: Any, variables: Any, images: np.ndarray, batch_size: int
+) -> np.ndarray:
     apply = jax.jit(
         lambda v, x: model.apply(
             v, data_lib.to_float(x), train=False, progress=jnp.float32(1)

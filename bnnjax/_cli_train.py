@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from bnnjax import _cli_compare, distributed
 from bnnjax import checkpoint as checkpoint_lib
+from bnnjax import compare as compare_lib
 from bnnjax import data as data_lib
+from bnnjax import distributed
 from bnnjax import train as train_lib
 
 _FLAG_TO_FIELD = {
@@ -74,7 +75,7 @@ def _train_config(
         if flag in flags:
             values[field] = flags[flag]
     method = values.get("method")
-    if isinstance(method, _cli_compare.compare_lib.MethodSpec):
+    if isinstance(method, compare_lib.MethodSpec):
         values["method"] = method.name
         values["method_options"] = dict(method.options)
     elif "method" in flags:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import typing
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -160,11 +160,9 @@ def _compile_candidate(
         )
     )
     start = time.perf_counter()
-    step = (
-        train_lib.make_train_step(model, tx)
-        .lower(state, *first, np.float32(0))
-        .compile()
-    )
+    # make_train_step returns a jax.jit function.
+    jitted = cast(jax.stages.Wrapped, train_lib.make_train_step(model, tx))
+    step = jitted.lower(state, *first, np.float32(0)).compile()
     return model, state, step, time.perf_counter() - start
 
 
@@ -235,7 +233,9 @@ class _Curves:
             self.val_loss[i].append(float(val_loss[i]))
             self.train_loss[i].append(float(np.mean(losses[:, i])))
             if self.flip_ratio is not None:
-                self.flip_ratio[i].append(float(flip_ratio[i]))
+                # given whenever flips are tracked
+                flips = cast(np.ndarray, flip_ratio)
+                self.flip_ratio[i].append(float(flips[i]))
             if self.diverged[i] is None and not np.all(
                 np.isfinite(losses[:, i])
             ):

@@ -72,7 +72,7 @@ class TuningGrid:
         default_factory=dict
     )
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         lrs = self.learning_rates
         if isinstance(lrs, (str, bytes)) or not hasattr(lrs, "__len__"):
             raise TypeError(

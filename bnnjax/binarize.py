@@ -29,7 +29,7 @@ import abc
 import dataclasses
 import functools
 import math
-from typing import ClassVar
+from typing import Any, ClassVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -81,7 +81,7 @@ def _logistic_fraction(
     is left to the caller.
     """
     e = jnp.exp(-jnp.abs(z))
-    return scale * e, jnp.square(1 + e)
+    return e * scale, jnp.square(1 + e)
 
 
 def _check_positive(owner: object, field: str, value: object) -> None:
@@ -101,8 +101,9 @@ def _check_positive(owner: object, field: str, value: object) -> None:
 
 def _check_progress(
     owner: object, progress: jax.typing.ArrayLike | None
-) -> None:
-    """Raises unless ``progress`` is a scalar in ``[0, 1]`` (or traced)."""
+) -> jax.typing.ArrayLike:
+    """Returns ``progress``; raises unless it is a scalar in ``[0, 1]`` (or
+    traced)."""
     if progress is None:
         raise ValueError(
             f"{type(owner).__name__} anneals with training progress: pass "
@@ -118,6 +119,7 @@ def _check_progress(
         value = float(np.asarray(progress))
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"progress must be in [0, 1], got {value!r}.")
+    return progress
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -232,7 +234,7 @@ class ClippedSteSurrogate(Surrogate):
     name: ClassVar[str] = "clipped_ste"
     clip_value: float = 1.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive(self, "clip_value", self.clip_value)
 
     def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
@@ -289,7 +291,7 @@ class SwishSignSurrogate(Surrogate):
     name: ClassVar[str] = "swish_sign"
     beta: float = 5.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive(self, "beta", self.beta)
 
     def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
@@ -343,7 +345,7 @@ class EdeSurrogate(Surrogate):
     t_min: float = 0.1
     t_max: float = 10.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive(self, "t_min", self.t_min)
         _check_positive(self, "t_max", self.t_max)
         if self.t_min > self.t_max:
@@ -372,7 +374,7 @@ class EdeSurrogate(Surrogate):
         key: jax.Array | None = None,
     ) -> Aux:
         del axes, key
-        _check_progress(self, progress)
+        progress = _check_progress(self, progress)
         return self.schedule(progress, _accumulation_dtype(x.dtype))
 
     def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
@@ -408,7 +410,7 @@ class SigmoidSurrogate(Surrogate):
     name: ClassVar[str] = "sigmoid"
     beta: float = 5.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive(self, "beta", self.beta)
 
     def proxy(self, x: jax.Array, aux: Aux) -> jax.Array:
@@ -453,7 +455,7 @@ class ScaledSigmoidSurrogate(Surrogate):
     name: ClassVar[str] = "scaled_sigmoid"
     k: float = 2.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_positive(self, "k", self.k)
 
     def prepare(
@@ -523,7 +525,7 @@ class AnnealedScaledSigmoidSurrogate(Surrogate):
     k_start: float = 2.0
     k_end: float = 8.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for field in ("k_start", "k_end"):
             value = getattr(self, field)
             if not (is_real(value) and math.isfinite(value) and value > 0):
@@ -550,7 +552,7 @@ class AnnealedScaledSigmoidSurrogate(Surrogate):
         progress: jax.typing.ArrayLike | None = None,
         key: jax.Array | None = None,
     ) -> Aux:
-        _check_progress(self, progress)
+        progress = _check_progress(self, progress)
         (width,) = ScaledSigmoidSurrogate().prepare(x, axes, key=key)
         k = self.sharpness(progress).astype(width.dtype)
         return width / k, k
@@ -694,11 +696,15 @@ def _binarize_core(surrogate: Surrogate, x: jax.Array, aux: Aux) -> jax.Array:
     return surrogate.forward(x, aux)
 
 
-def _binarize_core_fwd(surrogate, x, aux):
+def _binarize_core_fwd(
+    surrogate: Surrogate, x: jax.Array, aux: Aux
+) -> tuple[jax.Array, tuple[jax.Array, Aux]]:
     return surrogate.forward(x, aux), (x, aux)
 
 
-def _binarize_core_bwd(surrogate, residuals, g):
+def _binarize_core_bwd(
+    surrogate: Surrogate, residuals: tuple[jax.Array, Aux], g: jax.Array
+) -> tuple[jax.Array, None]:
     x, aux = residuals
     acc = _accumulation_dtype(x.dtype)
     fraction = surrogate._slope_fraction(x.astype(acc), aux)
@@ -742,7 +748,7 @@ DETERMINISTIC_SURROGATE_NAMES: tuple[str, ...] = tuple(
 )
 
 
-def get_surrogate(name: str, **kwargs) -> Surrogate:
+def get_surrogate(name: str, **kwargs: Any) -> Surrogate:
     """Builds a surrogate from its registered name.
 
     Args:
@@ -1019,7 +1025,7 @@ class Binarizer:
     center: bool = False
     standardize: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "surrogate", _as_surrogate(self.surrogate))
         object.__setattr__(self, "scale", _as_scale(self.scale))
         object.__setattr__(self, "axis", _as_axis(self.axis))
@@ -1031,7 +1037,8 @@ class Binarizer:
     @property
     def stochastic(self) -> bool:
         """Whether calls need a PRNG ``key``."""
-        return self.surrogate.stochastic
+        # __post_init__ stored the resolved object, never the name.
+        return cast(Surrogate, self.surrogate).stochastic
 
     def surrogate_input(self, x: jax.typing.ArrayLike) -> jax.Array:
         """The values the surrogate sees: ``x``, centred and standardized

@@ -61,7 +61,7 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or does not match the model."""
 
 
-def prepare_run_dir(path: str | os.PathLike, *, resume: bool) -> str:
+def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
     """Checks a run directory before anything is written.
 
     Args:
@@ -200,7 +200,9 @@ class Checkpointer:
       max_to_keep: how many recent checkpoints to keep.
     """
 
-    def __init__(self, directory: str | os.PathLike, *, max_to_keep: int = 2):
+    def __init__(
+        self, directory: str | os.PathLike[str], *, max_to_keep: int = 2
+    ):
         import orbax.checkpoint as ocp  # heavy: imported lazily
 
         self._ocp = ocp
@@ -321,7 +323,7 @@ class Checkpointer:
             "start a new run in another directory."
         )
         leaves, treedef = jax.tree.flatten(like)
-        expected = {
+        expected: dict[str, list[Any]] = {
             "paths": _leaf_paths(like),
             "shapes": [list(np.shape(x)) for x in leaves],
             "dtypes": [str(np.dtype(x.dtype)) for x in leaves],

@@ -50,7 +50,7 @@ import os
 import platform
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import jax
 import numpy as np
@@ -136,7 +136,7 @@ class MethodSpec:
     options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     label: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.options, Mapping):
             raise TypeError(
                 f"MethodSpec.options={self.options!r}; expected a mapping of "
@@ -315,7 +315,7 @@ class MethodResult:
 
 def environment() -> dict[str, Any]:
     """Device and versions, recorded with every comparison."""
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("bnnjax", "jax", "jaxlib", "flax", "optax", "numpy"):
         try:
             versions[package] = importlib.metadata.version(package)
@@ -394,7 +394,7 @@ class CompareResult:
         return "\n".join(lines)
 
     def plot(
-        self, out_dir: str | os.PathLike, *, prefix: str = ""
+        self, out_dir: str | os.PathLike[str], *, prefix: str = ""
     ) -> list[str]:
         """Writes the plots; see :func:`bnnjax.plots.plot_comparison`.
 
@@ -453,7 +453,7 @@ class _Method(typing.NamedTuple):
     label: str
     name: str
     build: Callable[..., Preset]  # options -> Preset
-    fixed: dict[str, Any]
+    fixed: Mapping[str, Any]
     grid: TuningGrid
 
 
@@ -464,8 +464,9 @@ def _resolve(
         method = MethodSpec(name=method)
     if isinstance(method, MethodSpec):
         spec = method
-        grid = grids.get(spec.label) or tuning_grid(spec.name, **spec.options)
-        return _Method(spec.label, spec.name, spec.preset, spec.options, grid)
+        label = cast(str, spec.label)  # __post_init__ fills in the label
+        grid = grids.get(label) or tuning_grid(spec.name, **spec.options)
+        return _Method(label, spec.name, spec.preset, spec.options, grid)
     if isinstance(method, Preset):
         preset = method
         grid = grids.get(preset.name) or TuningGrid(
@@ -688,7 +689,8 @@ def _check_protocol(
             f"compare: target_accuracy={target_accuracy!r}; expected a "
             "number in (0, 1]."
         )
-    return tune_epochs
+    # is_int also passes NumPy integers, which compare() hands on as is.
+    return tune_epochs  # type: ignore[return-value]
 
 
 def _resolve_methods(
@@ -843,7 +845,7 @@ def _compare_method(
     ``record`` is called with every run as it finishes and returns it.
     """
     candidates = _candidates(method, tune, method.build().learning_rate)
-    tuning = []
+    tuning: list[dict[str, Any]] = []
     if len(candidates) > 1:
         lr, options, tuning = _grid_search(protocol, method, candidates, record)
     else:
@@ -933,7 +935,9 @@ def _method_result(
     target: float,
 ) -> MethodResult:
     n = len(run.seeds)
-    test_mean, test_std = _mean_std(run.test_accuracy)
+    # A final run evaluates the test split.
+    test_accuracy = cast(list[float], run.test_accuracy)
+    test_mean, test_std = _mean_std(test_accuracy)
     val_mean, val_std = _mean_std([v[-1] for v in run.val_accuracy])
     reach = [
         _to_target(curve, run.epoch_seconds, target, n)
@@ -952,7 +956,7 @@ def _method_result(
         seeds=run.seeds,
         test_accuracy_mean=test_mean,
         test_accuracy_std=test_std,
-        test_accuracy_per_seed=list(run.test_accuracy),
+        test_accuracy_per_seed=list(test_accuracy),
         val_accuracy_mean=val_mean,
         val_accuracy_std=val_std,
         target_accuracy=float(target),

@@ -61,7 +61,7 @@ import inspect
 import re
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, overload
+from typing import Any, cast, overload
 
 import flax.linen as nn
 import jax
@@ -201,7 +201,7 @@ class BinarizeRule:
     input_binarizer: Binarizer | None = None
     pad_value: float = 0.0
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.module_path, str):
             raise TypeError(
                 "BinarizeRule.module_path must be a regular expression "
@@ -216,9 +216,8 @@ class BinarizeRule:
                 f"valid regular expression: {e}. Escape literal names with "
                 "re.escape."
             ) from None
-        object.__setattr__(
-            self, "module_types", _check_module_types(self.module_types)
-        )
+        module_types = _check_module_types(self.module_types)
+        object.__setattr__(self, "module_types", module_types)
         _check_rule_binarizer(
             "BinarizeRule", "kernel_binarizer", self.kernel_binarizer
         )
@@ -237,12 +236,12 @@ class BinarizeRule:
                 f"pad_value={pad_value!r}."
             )
         if pad_value != 0.0 and not any(
-            issubclass(t, _CONV_TYPES) for t in self.module_types
+            issubclass(t, _CONV_TYPES) for t in module_types
         ):
             raise ValueError(
                 f"BinarizeRule.pad_value={pad_value!r} only applies to "
                 "convolutions, but module_types="
-                f"({', '.join(_type_name(t) for t in self.module_types)}) "
+                f"({', '.join(_type_name(t) for t in module_types)}) "
                 "holds none; add flax.linen.Conv or flax.nnx.Conv, or use "
                 "pad_value=0.0."
             )
@@ -339,7 +338,7 @@ _FIXED_ATTRIBUTES = (
 _MISSING = object()
 
 
-def _flax_default(base: type, name: str) -> object:
+def _flax_default(base: type[Any], name: str) -> object:
     """The default of ``name`` in flax's own ``base`` layer."""
     fields = getattr(base, "__dataclass_fields__", None)
     if fields is not None:  # linen: a dataclass field
@@ -418,7 +417,10 @@ def _describe_all(layers: Sequence[_Layer]) -> str:
 
 def _split_dynamic(
     args: tuple[Any, ...], kwargs: Mapping[str, Any]
-) -> tuple[list[Any], Callable[[Sequence[Any]], tuple[tuple, dict]]]:
+) -> tuple[
+    list[Any],
+    Callable[[Sequence[Any]], tuple[tuple[Any, ...], dict[str, Any]]],
+]:
     """Splits example inputs into arrays (traced) and the rest (static)."""
     leaves, treedef = jax.tree.flatten((args, dict(kwargs)))
     is_array = [
@@ -429,7 +431,9 @@ def _split_dynamic(
     ]
     arrays = [leaf for leaf, a in zip(leaves, is_array, strict=True) if a]
 
-    def rebuild(values: Sequence[Any]) -> tuple[tuple, dict]:
+    def rebuild(
+        values: Sequence[Any],
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
         it = iter(values)
         full = [
             next(it) if a else leaf
@@ -447,7 +451,7 @@ def _resolve_rules(
 ) -> dict[tuple[Any, ...], BinarizeRule]:
     """Returns {layer path parts: rule} for the layers to binarize."""
     default = rules is None
-    if default:
+    if rules is None:
         if len(layers) < 3:
             raise ValueError(
                 "binarize_model's default rules keep the first and the last "
@@ -493,6 +497,8 @@ def _resolve_rules(
         for i, rule in enumerate(rules):
             if won[i]:
                 continue
+            # __post_init__ stored the classes as a tuple.
+            module_types = cast(tuple[type, ...], rule.module_types)
             if matched[i]:
                 raise ValueError(
                     f"rules[{i}] ({rule!r}) selects no layer: every layer "
@@ -502,7 +508,7 @@ def _resolve_rules(
             raise ValueError(
                 f"rules[{i}] (module_path={rule.module_path!r}, "
                 "module_types=("
-                f"{', '.join(_type_name(t) for t in rule.module_types)})) "
+                f"{', '.join(_type_name(t) for t in module_types)})) "
                 f"matches no layer of this {api} model. Its Dense/Conv "
                 f"layers, in call order: {_describe_all(layers)}."
             )
@@ -603,7 +609,7 @@ def _linen_binary_call(
                 f"Dense layer {path!r} needs inputs of shape "
                 "(..., in_features), got a scalar."
             )
-        kernel_shape = (inputs.shape[-1], module.features)
+        kernel_shape: tuple[int, ...] = (inputs.shape[-1], module.features)
     else:
         kernel_size = _checks.canonicalize_kernel_size(module.kernel_size)
         _checks.check_conv_rank(inputs.shape, kernel_size)
@@ -623,12 +629,14 @@ def _linen_binary_call(
         bias = module.param(
             "bias", module.bias_init, (module.features,), module.param_dtype
         )
+    # Plans hold binarizing rules only (kernel_binarizer is not None).
+    kernel_binarizer = cast(Binarizer, rule.kernel_binarizer)
     if isinstance(module, nn.Dense):
         return functional.binary_dense(
             inputs,
             kernel,
             bias,
-            kernel_binarizer=rule.kernel_binarizer,
+            kernel_binarizer=kernel_binarizer,
             input_binarizer=rule.input_binarizer,
             dtype=module.dtype,
             precision=module.precision,
@@ -642,7 +650,7 @@ def _linen_binary_call(
         kernel_dilation=module.kernel_dilation,
         feature_group_count=module.feature_group_count,
         pad_value=rule.pad_value,
-        kernel_binarizer=rule.kernel_binarizer,
+        kernel_binarizer=kernel_binarizer,
         input_binarizer=rule.input_binarizer,
         dtype=module.dtype,
         precision=module.precision,
@@ -655,7 +663,12 @@ def _linen_layers(
     """Dense/Conv layers in the order one abstract ``init`` calls them."""
     layers: dict[tuple[str, ...], _Layer] = {}
 
-    def record(next_fun, call_args, call_kwargs, context):
+    def record(
+        next_fun: Callable[..., Any],
+        call_args: tuple[Any, ...],
+        call_kwargs: dict[str, Any],
+        context: Any,
+    ) -> Any:
         if _linen_layer_call(context):
             parts = tuple(context.module.path)
             layers.setdefault(parts, _Layer(parts, context.module))
@@ -663,7 +676,7 @@ def _linen_layers(
 
     arrays, rebuild = _split_dynamic(args, kwargs)
 
-    def init(arrays):
+    def init(arrays: Sequence[Any]) -> Any:
         call_args, call_kwargs = rebuild(arrays)
         return model.init(jax.random.key(0), *call_args, **call_kwargs)
 
@@ -680,7 +693,7 @@ def _linen_class(
     kernels = tuple((*parts, _KERNEL) for parts in plan)
     # As qwix: wrap the undecorated method, so that linen wraps the new one
     # once (one call per module for capture_intermediates, summaries).
-    raw = base.__call__
+    raw: Any = base.__call__
     while hasattr(raw, "method_handler_wrapped"):
         raw = raw.__wrapped__
     # The model is itself a flax Dense/Conv: nothing to intercept, the
@@ -688,12 +701,17 @@ def _linen_class(
     is_layer = any(raw is layer_call for _, layer_call in _linen_calls())
     root_rule = plan.get(()) if is_layer else None
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if root_rule is not None:
             return _linen_binary_call(self, root_rule, args, kwargs)
         root = tuple(self.path) if self.scope is not None else ()
 
-        def interceptor(next_fun, call_args, call_kwargs, context):
+        def interceptor(
+            next_fun: Callable[..., Any],
+            call_args: tuple[Any, ...],
+            call_kwargs: dict[str, Any],
+            context: Any,
+        ) -> Any:
             if _linen_layer_call(context):
                 parts = tuple(context.module.path)
                 if parts[: len(root)] == root:
@@ -711,7 +729,7 @@ def _linen_class(
     if getattr(raw, "compact", False):
         __call__ = nn.compact(__call__)
 
-    def param_labels(self, params: Any) -> Any:
+    def param_labels(self: nn.Module, params: Any) -> Any:
         """``"binary"`` for converted kernels, ``"real"`` elsewhere.
 
         Args:
@@ -726,9 +744,9 @@ def _linen_class(
           ValueError: if ``params`` holds none of the converted kernels.
         """
         del self
-        found = set()
+        found: set[tuple[str, ...]] = set()
 
-        def label(path, _):
+        def label(path: jax.tree_util.KeyPath[Any], _: object) -> str:
             keys = tuple(getattr(k, "key", None) for k in path)
             for kernel in kernels:
                 if keys[: len(kernel)] == kernel:
@@ -822,7 +840,7 @@ class _BinarizedLayer(nnx.Module):
         self.kernel = LatentParam.from_metadata(
             module.kernel.get_value(), module.kernel.get_metadata()
         )
-        self.bias: nnx.Param | None
+        self.bias: nnx.Param[jax.Array] | None
         self.bias = nnx.data(None) if module.bias is None else module.bias
         self.in_features = module.in_features
         self.out_features = module.out_features
@@ -833,7 +851,9 @@ class _BinarizedLayer(nnx.Module):
         self.kernel_binarizer = kernel_binarizer
         self.input_binarizer = input_binarizer
 
-    def _operands(self, inputs: jax.typing.ArrayLike, out_sharding: Any):
+    def _operands(
+        self, inputs: jax.typing.ArrayLike, out_sharding: Any
+    ) -> tuple[jax.typing.ArrayLike, jax.Array, jax.Array | None]:
         if out_sharding is not None:
             raise ValueError(
                 f"{type(self).__name__} does not support out_sharding; got "
@@ -994,12 +1014,14 @@ class _CallRecorder(nnx.Module):
         self.module = module
         self.record = record  # static: a functools.partial
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.record()
         return self.module(*args, **kwargs)
 
 
-def _nnx_layers(model: nnx.Module) -> dict[tuple[Any, ...], nnx.Module]:
+def _nnx_layers(
+    model: nnx.Module,
+) -> dict[tuple[Any, ...], nnx.Linear | nnx.Conv]:
     return {
         tuple(path): module
         for path, module in nnx.iter_modules(model)
@@ -1024,9 +1046,10 @@ def _replace_modules(
             if new is None:
                 continue
             if isinstance(parent, (nnx.List, nnx.Dict)):
-                parent[key] = new
+                # An nnx.List's children are keyed by int, a Dict's by str.
+                parent[key] = new  # type: ignore[index]
             else:
-                setattr(parent, key, new)
+                setattr(parent, cast(str, key), new)  # attribute names
     new_ids = {id(new) for new in replacements.values()}
     modules = {tuple(path): module for path, module in nnx.iter_modules(root)}
     for path, module in modules.items():
@@ -1059,7 +1082,7 @@ def _nnx_call_order(
     probe = _replace_modules(probe, recorders)
     arrays, rebuild = _split_dynamic(args, kwargs)
 
-    def forward(module, arrays):
+    def forward(module: nnx.Module, arrays: Sequence[Any]) -> Any:
         call_args, call_kwargs = rebuild(arrays)
         return module(*call_args, **call_kwargs)
 
@@ -1082,16 +1105,19 @@ def _binarize_nnx(
     replacements: dict[int, nnx.Module] = {}
     for parts, rule in plan.items():
         module = modules[parts]
+        # Plans hold binarizing rules only (kernel_binarizer is not None).
+        kernel_binarizer = cast(Binarizer, rule.kernel_binarizer)
+        new: _BinarizedLayer
         if isinstance(module, nnx.Linear):
             new = BinarizedLinear(
                 module,
-                kernel_binarizer=rule.kernel_binarizer,
+                kernel_binarizer=kernel_binarizer,
                 input_binarizer=rule.input_binarizer,
             )
         else:
             new = BinarizedConv(
                 module,
-                kernel_binarizer=rule.kernel_binarizer,
+                kernel_binarizer=kernel_binarizer,
                 input_binarizer=rule.input_binarizer,
                 pad_value=rule.pad_value,
             )

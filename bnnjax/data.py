@@ -42,7 +42,7 @@ import socket
 import struct
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 import jax
 import jax.numpy as jnp
@@ -66,7 +66,7 @@ __all__ = [
     "to_float",
 ]
 
-PathLike = str | os.PathLike
+PathLike = str | os.PathLike[str]
 
 _T = TypeVar("_T")
 
@@ -149,7 +149,7 @@ class Dataset:
     name: str
     source: str = ""
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if (
             not isinstance(self.num_classes, numbers.Integral)
             or isinstance(self.num_classes, bool)
@@ -248,7 +248,7 @@ def _to_labels(labels: np.ndarray, what: str) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 # IDX type code -> big-endian numpy dtype.
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -648,7 +648,7 @@ def load_mnist_sample() -> Dataset:
 # ----------------------------------------------------------------------------
 
 
-def _import_tfds():
+def _import_tfds() -> Any:
     """Imports tensorflow_datasets, naming the extra if it is missing."""
     try:
         import tensorflow_datasets as tfds
@@ -1173,8 +1173,8 @@ def iterate_batches(
             f" drop_remainder={drop_remainder} gives no batch from {n}"
             " examples."
         )
-    stacked = np.ndim(seed) != 0
-    seeds = list(seed) if stacked else [seed]
+    stacked = np.ndim(seed) != 0  # a sequence of seeds
+    seeds = list(cast(Sequence[int], seed)) if stacked else [cast(int, seed)]
     if not seeds:
         raise ValueError("iterate_batches seed=[] ; give at least one seed.")
     for s in seeds:
@@ -1184,7 +1184,7 @@ def iterate_batches(
     if not stacked:
         orders = orders[0]
 
-    def batches():
+    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for b in range(count):
             index = orders[..., b * batch_size : (b + 1) * batch_size]
             yield images[index], labels[index]

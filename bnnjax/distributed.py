@@ -35,7 +35,8 @@ References:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import cast
 
 import jax
 import numpy as np
@@ -278,6 +279,17 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 0) -> NamedSharding:
     return NamedSharding(mesh, P(*([None] * batch_axis), DATA_AXIS))
 
 
+def _indices(
+    sharding: jax.sharding.Sharding, global_shape: tuple[int, ...]
+) -> Iterable[tuple[slice, ...]]:
+    """The index of every block this process's devices hold."""
+    # jax types the entries Optional, but fills every one.
+    return cast(
+        Iterable[tuple[slice, ...]],
+        sharding.addressable_devices_indices_map(global_shape).values(),
+    )
+
+
 def host_rows(
     sharding: jax.sharding.Sharding, global_shape: Sequence[int], axis: int
 ) -> slice:
@@ -300,13 +312,11 @@ def host_rows(
     """
     global_shape = tuple(global_shape)
     size = global_shape[axis]
-    spans = set()
-    for index in sharding.addressable_devices_indices_map(
-        global_shape
-    ).values():
+    found: set[tuple[int, int]] = set()
+    for index in _indices(sharding, global_shape):
         start, stop, _ = index[axis].indices(size)
-        spans.add((start, stop))
-    spans = sorted(spans)
+        found.add((start, stop))
+    spans = sorted(found)
     start, stop = spans[0][0], spans[-1][1]
     covered = start
     for a, b in spans:
@@ -324,7 +334,7 @@ def host_rows(
 
 def global_batch(
     sharding: jax.sharding.Sharding,
-    local_data: np.ndarray,
+    local_data: np.ndarray | jax.Array,
     global_shape: Sequence[int],
 ) -> jax.Array:
     """A global array from this process's rows (:func:`host_rows`).
@@ -347,7 +357,7 @@ def global_batch(
     """
     global_shape = tuple(int(n) for n in global_shape)
     local_data = np.asarray(local_data)
-    indices = sharding.addressable_devices_indices_map(global_shape).values()
+    indices = _indices(sharding, global_shape)
     want = []
     for axis, size in enumerate(global_shape):
         spans = {index[axis].indices(size)[:2] for index in indices}

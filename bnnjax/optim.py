@@ -33,8 +33,8 @@ the current parameters raise a ``ValueError`` when ``params`` is not given.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Hashable, Mapping
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -155,7 +155,11 @@ def scale_by_mean_abs_dev(
     """
     owner = "scale_by_mean_abs_dev"
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.OptState]:
         params = _need_params(owner, params)
         updates = jax.tree.map(
             lambda u, p: u * _spread(p, per_channel, owner).astype(u.dtype),
@@ -243,7 +247,11 @@ def scale_by_glorot_lr() -> optax.GradientTransformation:
         fan_in, fan_out = u.shape[-2] * window, u.shape[-1] * window
         return 1.0 / math.sqrt(1.5 / (fan_in + fan_out))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.OptState]:
         del params
         return jax.tree.map(lambda u: u * factor(u), updates), state
 
@@ -272,10 +280,14 @@ def clip_latent_weights(
     """
     _check_hyperparameter("clip_latent_weights", "bound", bound)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.OptState]:
         params = _need_params("clip_latent_weights", params)
 
-        def clip(u, p):
+        def clip(u: jax.Array, p: jax.Array) -> jax.Array:
             b = jnp.asarray(bound, p.dtype)
             return (jnp.clip(p + u, -b, b) - p).astype(u.dtype)
 
@@ -304,10 +316,14 @@ def clip_latent_weights_by_spread(
     owner = "clip_latent_weights_by_spread"
     _check_hyperparameter(owner, "multiple", multiple)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.OptState]:
         params = _need_params(owner, params)
 
-        def clip(u, p):
+        def clip(u: jax.Array, p: jax.Array) -> jax.Array:
             b = jnp.asarray(multiple, p.dtype) * _spread(p, per_channel, owner)
             return (jnp.clip(p + u, -b, b) - p).astype(u.dtype)
 
@@ -358,11 +374,16 @@ def bop(
     _check_hyperparameter("bop", "threshold", threshold, allow_zero=True)
     _check_hyperparameter("bop", "gamma", gamma)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> BopState:
         return BopState(momentum=jax.tree.map(jnp.zeros_like, params))
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.OptState]:
         params = _need_params("bop", params)
+        state = cast(BopState, state)  # built by init_fn
         momentum = jax.tree.map(
             lambda m, g: m + jnp.asarray(gamma, m.dtype) * (g - m),
             state.momentum,
@@ -422,12 +443,17 @@ def bop_second_order(
     _check_hyperparameter(owner, "sigma", sigma)
     _check_hyperparameter(owner, "eps", eps, allow_zero=True)
 
-    def init_fn(params):
+    def init_fn(params: optax.Params) -> BopSecondOrderState:
         zeros = jax.tree.map(jnp.zeros_like, params)
         return BopSecondOrderState(momentum=zeros, second_moment=zeros)
 
-    def update_fn(updates, state, params=None):
+    def update_fn(
+        updates: optax.Updates,
+        state: optax.OptState,
+        params: optax.Params | None = None,
+    ) -> tuple[optax.Updates, optax.OptState]:
         params = _need_params(owner, params)
+        state = cast(BopSecondOrderState, state)  # built by init_fn
         momentum = jax.tree.map(
             lambda m, g: m + jnp.asarray(gamma, m.dtype) * (g - m),
             state.momentum,
@@ -439,7 +465,7 @@ def bop_second_order(
             updates,
         )
 
-        def flip(w, m, v):
+        def flip(w: jax.Array, m: jax.Array, v: jax.Array) -> jax.Array:
             normalized = m / (jnp.sqrt(v) + jnp.asarray(eps, v.dtype))
             return jnp.where(
                 w * normalized > jnp.asarray(threshold, w.dtype), -2 * w, 0
@@ -492,7 +518,7 @@ def binary_param_labels(params: Any) -> Any:
             is_leaf=_is_variable,
         )
 
-    def label(path, _):
+    def label(path: jax.tree_util.KeyPath[Any], _: object) -> str:
         last = path[-1] if path else None
         key = getattr(last, "key", getattr(last, "name", None))
         return BINARY if key == LATENT_KERNEL else REAL
@@ -570,7 +596,7 @@ def binary_partition(
             "'latent_kernel' and no nnx LatentParam found); for a float "
             "model use a plain optax optimizer."
         )
-    transforms: Mapping[str, optax.GradientTransformation] = {
+    transforms: Mapping[Hashable, optax.GradientTransformation] = {
         BINARY: binary,
         REAL: real,
     }

@@ -47,7 +47,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -333,7 +333,7 @@ def _xnor_popcounts(a_t: jax.Array, k_t: jax.Array) -> jax.Array:
     words, rows = a_t.shape
     out = k_t.shape[1]
 
-    def step(w, acc):
+    def step(w: jax.Array, acc: jax.Array) -> jax.Array:
         bits = a_t[w][:, None] ^ k_t[w][None, :]
         return acc + lax.population_count(bits)
 
@@ -409,7 +409,7 @@ def xnor_dense(
         blocks = out // _XNOR_BLOCK
         head = blocks * _XNOR_BLOCK
 
-        def block(j):
+        def block(j: jax.Array) -> jax.Array:
             k_j = lax.dynamic_slice_in_dim(k_t, j * _XNOR_BLOCK, _XNOR_BLOCK, 1)
             return _xnor_popcounts(a_t, k_j)
 
@@ -470,7 +470,9 @@ def _lookup_dense(x: jax.Array, bytes_t: jax.Array) -> jax.Array:
     return jnp.sum(jnp.take(table, index, axis=1), axis=1)
 
 
-def _unpack_columns(words_t: jax.Array, n: int, dtype) -> jax.Array:
+def _unpack_columns(
+    words_t: jax.Array, n: int, dtype: jax.typing.DTypeLike
+) -> jax.Array:
     """``(W, cols)`` words to the ``(n, cols)`` signs, ``+-1`` in ``dtype``.
 
     The float32 ``+-1.0`` is assembled from its bits (``0x3F800000`` is
@@ -493,7 +495,7 @@ def _unpack_dense(
         (b for b in range(min(out, target), 0, -1) if out % b == 0), out
     )
 
-    def columns(cols):
+    def columns(cols: jax.Array) -> jax.Array:
         return x @ _unpack_columns(cols, n, x.dtype)
 
     if block >= out or block < _LANES:
@@ -761,7 +763,7 @@ def xnor_conv(
     groups = feature_group_count
     _check_groups(bits.shape[-1], groups, n_in, "bits")
     kernel_size = tuple(kernel_size)
-    padding = tuple(tuple(p) for p in padding)
+    padding = tuple((low, high) for low, high in padding)
     rank = len(kernel_size)
     spatial = bits.shape[1:-1]
     padded = lax.pad(
@@ -869,7 +871,12 @@ def binary_weight_conv(
         None if alpha is None else jnp.reshape(alpha, (groups, out // groups))
     )
 
-    def group(p, words_t, bytes_t, scale):
+    def group(
+        p: jax.Array,
+        words_t: jax.Array,
+        bytes_t: jax.Array,
+        scale: jax.Array | None,
+    ) -> jax.Array:
         w = BinaryWeights(words_t, bytes_t, weights.n_in)
         return binary_weight_dense(p, w, scale, method=method)
 
@@ -900,7 +907,7 @@ def batch_norm(
     y = jnp.asarray(y)
     c = y.shape[-1]
 
-    def row(v):
+    def row(v: jax.typing.ArrayLike) -> jax.Array:
         return jnp.asarray(v, y.dtype).reshape((1,) * (y.ndim - 1) + (c,))
 
     mul = lax.rsqrt(row(var) + epsilon) * row(scale)
@@ -908,12 +915,19 @@ def batch_norm(
 
 
 @functools.partial(jax.jit, static_argnums=5)
-def _bn_positive(y, mean, var, scale, bias, epsilon):
+def _bn_positive(
+    y: jax.Array,
+    mean: jax.Array,
+    var: jax.Array,
+    scale: jax.Array,
+    bias: jax.Array,
+    epsilon: float,
+) -> jax.Array:
     return batch_norm(y, mean, var, scale, bias, epsilon) >= 0
 
 
 @functools.partial(jax.jit, static_argnums=2)
-def _bn_mul(var, scale, epsilon):
+def _bn_mul(var: jax.Array, scale: jax.Array, epsilon: float) -> jax.Array:
     return lax.rsqrt(var + epsilon) * scale
 
 
@@ -928,7 +942,9 @@ def _keys_to_f32(keys: np.ndarray) -> np.ndarray:
     return bits.astype(np.uint32).view(np.float32)
 
 
-def _smallest_true(pred, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _smallest_true(
+    pred: Callable[[np.ndarray], np.ndarray], lo: np.ndarray, hi: np.ndarray
+) -> np.ndarray:
     """Per channel, the smallest ``k`` in ``[lo, hi)`` with ``pred(k)``.
 
     ``pred`` is non-decreasing in ``k``; returns ``hi`` where it is never
@@ -996,7 +1012,7 @@ def fold_batch_norm_sign(
         raise ValueError("batch-norm variances must be >= 0.")
     mean, var, scale, bias = (jnp.asarray(p) for p in params)
 
-    def positive(y):
+    def positive(y: jax.Array) -> jax.Array:
         return _bn_positive(y, mean, var, scale, bias, epsilon)
 
     mul = np.asarray(_bn_mul(var, scale, epsilon))
@@ -1004,7 +1020,7 @@ def fold_batch_norm_sign(
         raise ValueError("rsqrt(var + epsilon) * scale overflows.")
     flip = mul < 0
 
-    def pred(keys):
+    def pred(keys: np.ndarray) -> np.ndarray:
         y = jnp.asarray(_keys_to_f32(keys).reshape(1, c))
         return np.asarray(positive(y)).reshape(c) != flip
 
@@ -1062,7 +1078,7 @@ def fold_count_threshold(
     if not (np.isfinite(alpha).all() and (alpha >= 0).all()):
         raise ValueError("kernel scales alpha must be finite and >= 0.")
 
-    def pred(c):
+    def pred(c: np.ndarray) -> np.ndarray:
         return (alpha * c.astype(np.float32)).astype(np.float32) >= threshold
 
     lo = np.full(threshold.shape, -n)

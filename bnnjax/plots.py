@@ -11,17 +11,18 @@ from __future__ import annotations
 import collections
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
 __all__ = ["plot_comparison", "plot_run"]
 
 
 def plot_run(
     records: Sequence[Mapping[str, Any]],
-    latents: Mapping[str, np.ndarray],
-    out_dir: str | os.PathLike,
+    latents: Mapping[str, npt.ArrayLike],
+    out_dir: str | os.PathLike[str],
 ) -> list[str]:
     """Writes the curves, flip ratios and latent-weight histograms.
 
@@ -174,7 +175,7 @@ def _band(ax: Any, curves: list[list[float]], label: str, color: Any) -> None:
 
 def plot_comparison(
     records: Sequence[Mapping[str, Any]],
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     *,
     target_accuracy: float | None = None,
     title: str = "",
@@ -222,7 +223,9 @@ def plot_comparison(
     os.makedirs(out_dir, exist_ok=True)
     methods = _by_method(records)
     colors = {name: f"C{i % 10}" for i, name in enumerate(methods)}
-    styles = {name: "-" if i < 10 else "--" for i, name in enumerate(methods)}
+    styles: dict[str, Literal["-", "--"]] = {
+        name: "-" if i < 10 else "--" for i, name in enumerate(methods)
+    }
     paths = []
 
     def save(fig: Figure, name: str) -> None:
@@ -302,8 +305,8 @@ def plot_comparison(
     if tested:
         fig = Figure(figsize=(max(6, 0.8 * len(tested) + 2), 4.5))
         ax = fig.subplots()
-        for x, (name, values) in enumerate(tested.items()):
-            values = 100 * np.asarray(values, np.float64)
+        for x, (name, accuracies) in enumerate(tested.items()):
+            values = 100 * np.asarray(accuracies, np.float64)
             ax.scatter(
                 np.full(len(values), x), values, color=colors[name], s=14
             )

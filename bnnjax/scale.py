@@ -21,7 +21,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -187,7 +187,7 @@ class Scale(abc.ABC):
     name: ClassVar[str]
     stop_gradient: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.stop_gradient, bool):
             raise TypeError(
                 f"{type(self).__name__}.stop_gradient must be a bool, got "
@@ -261,7 +261,7 @@ _SCALES: dict[str, type[Scale]] = {
 }
 
 
-def get_scale(name: str, **kwargs) -> Scale:
+def get_scale(name: str, **kwargs: Any) -> Scale:
     """Builds a scale estimator from its registered name.
 
     Args:

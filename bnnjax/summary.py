@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import jax
@@ -157,7 +158,7 @@ class ModelSummary:
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         numeric = {4, 5, 6, 7}
 
-        def line(row):
+        def line(row: Sequence[str]) -> str:
             cells = [
                 cell.rjust(w) if i in numeric else cell.ljust(w)
                 for i, (cell, w) in enumerate(zip(row, widths, strict=True))
@@ -175,7 +176,7 @@ class ModelSummary:
         return "\n".join(lines)
 
 
-def path_names(path) -> list[str]:
+def path_names(path: Iterable[object]) -> list[str]:
     """Names of a pytree key path's entries (dict keys, attributes, indices)."""
     names = []
     for entry in path:
@@ -188,7 +189,9 @@ def path_names(path) -> list[str]:
     return names
 
 
-def _row(path, value, kind: str, collection: str) -> ParamSummary:
+def _row(
+    path: jax.tree_util.KeyPath[Any], value: Any, kind: str, collection: str
+) -> ParamSummary:
     names = path_names(path)
     shape = tuple(int(d) for d in np.shape(value))
     count = math.prod(shape)
@@ -275,12 +278,14 @@ def summary(variables: Any, *, labels: Any = None) -> ModelSummary:
     return ModelSummary(rows=tuple(rows))
 
 
-def _rows_for(tree, tree_labels, collection: str) -> list[ParamSummary]:
+def _rows_for(
+    tree: Any, tree_labels: Any, collection: str
+) -> list[ParamSummary]:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     try:
-        label_leaves = jax.tree_util.tree_structure(tree).flatten_up_to(
-            tree_labels
-        )
+        treedef = jax.tree_util.tree_structure(tree)
+        # jaxlib has no type stubs: mypy cannot see PyTreeDef's methods.
+        label_leaves = treedef.flatten_up_to(tree_labels)  # type: ignore[attr-defined]
     except (ValueError, TypeError) as error:
         raise ValueError(
             "summary: labels do not match the structure of the "
@@ -297,7 +302,7 @@ def _rows_for(tree, tree_labels, collection: str) -> list[ParamSummary]:
     return rows
 
 
-def _summary_nnx(state: nnx.State, labels: Any) -> ModelSummary:
+def _summary_nnx(state: nnx.State[Any, Any], labels: Any) -> ModelSummary:
     params = nnx.filter_state(state, nnx.Param)
     if labels is None:
         labels = binary_param_labels(params)

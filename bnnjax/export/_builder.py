@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from flax import traverse_util
@@ -43,7 +43,9 @@ class _Value:
 class _Builder:
     """Emits ops and arrays while walking a model's parameter tree."""
 
-    def __init__(self, params: Mapping, stats: Mapping, where: str):
+    def __init__(
+        self, params: Mapping[str, Any], stats: Mapping[str, Any], where: str
+    ) -> None:
         self.params = params
         self.stats = stats
         self.where = where
@@ -64,7 +66,7 @@ class _Builder:
         self.arrays[name] = np.ascontiguousarray(value, _DTYPES[dtype])
         return name
 
-    def _emit(self, op: str, inputs, **fields) -> str:
+    def _emit(self, op: str, inputs: str | list[str], **fields: Any) -> str:
         out = self._name()
         self.ops.append({"op": op, "in": inputs, "out": out, **fields})
         return out
@@ -94,7 +96,9 @@ class _Builder:
             )
         return value
 
-    def check_features(self, path: str, shape, expected: int) -> None:
+    def check_features(
+        self, path: str, shape: tuple[int, ...], expected: int
+    ) -> None:
         if shape[-1] != expected:
             raise ValueError(
                 f"{self.where}: {path} has {shape[-1]} output features but "
@@ -149,7 +153,13 @@ class _Builder:
         name = self._emit("add", [self._real(x).name, self._real(y).name])
         return _Value(name, "real")
 
-    def max_pool(self, x: _Value, window, strides, padding) -> _Value:
+    def max_pool(
+        self,
+        x: _Value,
+        window: Sequence[int],
+        strides: Sequence[int],
+        padding: Sequence[tuple[int, int]],
+    ) -> _Value:
         """Max pool of reals or counts (it commutes with ``fl(alpha * c)``)."""
         x = self._real(x) if x.kind == "bits" else x
         name = self._emit(
@@ -161,7 +171,13 @@ class _Builder:
         )
         return dataclasses.replace(x, name=name)
 
-    def avg_pool(self, x: _Value, window, strides, padding: str) -> _Value:
+    def avg_pool(
+        self,
+        x: _Value,
+        window: Sequence[int],
+        strides: Sequence[int],
+        padding: str,
+    ) -> _Value:
         name = self._emit(
             "avg_pool",
             self._real(x).name,
@@ -192,7 +208,12 @@ class _Builder:
         return _Value(name, "real")
 
     def conv(
-        self, path: str, x: _Value, features: int, strides, padding
+        self,
+        path: str,
+        x: _Value,
+        features: int,
+        strides: Sequence[int],
+        padding: Sequence[tuple[int, int]],
     ) -> _Value:
         kernel = self._param(path, "kernel")
         self.check_features(path, kernel.shape, features)
@@ -228,12 +249,12 @@ class _Builder:
 
     def batch_norm_sign(self, path: str, x: _Value, epsilon: float) -> _Value:
         """``sign(batch_norm(x))`` folded into a threshold: bits out."""
-        stats = [
+        stats = (
             self._param(path, "mean", "batch_stats"),
             self._param(path, "var", "batch_stats"),
             self._param(path, "scale"),
             self._param(path, "bias"),
-        ]
+        )
         try:
             threshold, flip = packed_lib.fold_batch_norm_sign(*stats, epsilon)
         except ValueError as error:
@@ -249,10 +270,10 @@ class _Builder:
             return _Value(name, "bits")
         if x.kind != "count":
             raise ValueError(f"{self.where}: batch norm of bits at {path}.")
+        # A count carries its kernel scale and fan-in.
+        alpha, n = cast(np.ndarray, x.alpha), cast(int, x.n)
         try:
-            t, flip = packed_lib.fold_count_threshold(
-                threshold, flip, x.alpha, x.n
-            )
+            t, flip = packed_lib.fold_count_threshold(threshold, flip, alpha, n)
         except ValueError as error:
             raise ValueError(f"{self.where}: {path}: {error}") from None
         name = self._emit(

@@ -42,7 +42,9 @@ _ALIGN = 64
 # Writing.
 
 
-def _payload(arrays: Mapping[str, np.ndarray]) -> tuple[dict, list[bytes]]:
+def _payload(
+    arrays: Mapping[str, np.ndarray],
+) -> tuple[dict[str, Any], list[bytes]]:
     manifest = {}
     chunks: list[bytes] = []
     offset = 0
@@ -95,7 +97,7 @@ def _file_chunks(packed: PackedModel) -> Iterator[bytes]:
     yield whole.digest()
 
 
-def save(packed: PackedModel, path: str | os.PathLike) -> int:
+def save(packed: PackedModel, path: str | os.PathLike[str]) -> int:
     """Writes ``packed`` to ``path`` atomically; returns the file's bytes.
 
     The bytes go to a temporary file in the same directory, which is
@@ -242,7 +244,7 @@ def _read_arrays(
     return arrays
 
 
-def load(path: str | os.PathLike) -> PackedModel:
+def load(path: str | os.PathLike[str]) -> PackedModel:
     """Reads a packed model file, verifying it before using any byte.
 
     Checks, in order: the magic bytes (a foreign file), the SHA-256 trailer
@@ -278,7 +280,7 @@ def load(path: str | os.PathLike) -> PackedModel:
     return result
 
 
-def file_sizes(path: str | os.PathLike) -> PackedSizes:
+def file_sizes(path: str | os.PathLike[str]) -> PackedSizes:
     """File bytes and source float32 bytes of a packed model file.
 
     Loads (and so verifies) the file.

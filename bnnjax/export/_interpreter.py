@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -23,13 +23,13 @@ from bnnjax.export._packed_layers import _generic_runner, _row
 from bnnjax.export._schema import _ARRAY_FIELDS, PackedModel
 
 
-def _prepare(packed: PackedModel) -> list[dict[str, jax.Array]]:
+def _prepare(packed: PackedModel) -> list[dict[str, Any]]:
     """Device arrays per op, in the layouts the kernels want."""
     arrays = packed.arrays
     prepared = []
     for op in packed.header["program"]["ops"]:
         kind = op["op"]
-        mine: dict[str, jax.Array] = {}
+        mine: dict[str, Any] = {}  # arrays and packed kernels
         for field in _ARRAY_FIELDS[kind]:
             name = op.get(field)
             if name is not None:
@@ -52,11 +52,18 @@ def _prepare(packed: PackedModel) -> list[dict[str, jax.Array]]:
     return prepared
 
 
-def _pool(x, init, fn, window, strides, padding):
+def _pool(
+    x: jax.Array,
+    init: jax.Array,
+    fn: Callable[[jax.Array, jax.Array], jax.Array],
+    window: Sequence[int],
+    strides: Sequence[int],
+    padding: str | Sequence[Sequence[int]],
+) -> jax.Array:
     pads = (
         padding
         if isinstance(padding, str)
-        else [(0, 0), *map(tuple, padding), (0, 0)]
+        else [(0, 0), *((low, high) for low, high in padding), (0, 0)]
     )
     return lax.reduce_window(
         x, init, fn, (1, *window, 1), (1, *strides, 1), pads
@@ -103,7 +110,7 @@ def _run_real_layer(
 
 
 def _run_binary_layer(
-    op: Mapping[str, Any], a: Mapping[str, jax.Array], x: jax.Array
+    op: Mapping[str, Any], a: Mapping[str, Any], x: jax.Array
 ) -> jax.Array:
     """``binary_dense``/``binary_conv``: counts from bits, or reals."""
     if op["op"] == "binary_dense":
@@ -138,7 +145,9 @@ def _run_binary_layer(
     return packed_lib.binary_weight_conv(x, weights, a["alpha"], **window)
 
 
-def _run_op(op: Mapping[str, Any], a: Mapping[str, jax.Array], env: dict):
+def _run_op(
+    op: Mapping[str, Any], a: Mapping[str, Any], env: dict[str, jax.Array]
+) -> jax.Array:
     kind = op["op"]
     if kind == "add":
         x, y = (env[v] for v in op["in"])
@@ -169,7 +178,11 @@ def _run_op(op: Mapping[str, Any], a: Mapping[str, jax.Array], env: dict):
     raise ValueError(f"unknown op {kind!r}")  # _check_program prevents it
 
 
-def _execute(program: Mapping[str, Any], prepared, images: jax.Array):
+def _execute(
+    program: Mapping[str, Any],
+    prepared: Sequence[Mapping[str, Any]],
+    images: jax.Array,
+) -> jax.Array:
     env = {program["input"]: images}
     for op, arrays in zip(program["ops"], prepared, strict=True):
         env[op["out"]] = _run_op(op, arrays, env)
@@ -178,7 +191,7 @@ def _execute(program: Mapping[str, Any], prepared, images: jax.Array):
 
 def _check_images(packed: PackedModel, images: jax.Array) -> None:
     ops = packed.header["program"]["ops"]
-    first = next(
+    first: Any = next(  # None only for a program without layers
         (o for o in ops if o["op"] in ("binary_dense", "binary_conv", "conv")),
         None,
     )

@@ -12,7 +12,7 @@ and runs it with every binary layer replaced by a packed computation
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax
@@ -170,7 +170,12 @@ def _linen_specs(
     float_model = _float_twin_linen(model)
     specs: dict[str, _LayerSpec] = {}
 
-    def record(next_fun, args, kwargs, context):
+    def record(
+        next_fun: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        context: Any,
+    ) -> Any:
         if _is_linen_layer_call(context, converted):
             path = tuple(context.module.path)
             name = "/".join(path)
@@ -180,7 +185,7 @@ def _linen_specs(
                 )
         return next_fun(*args, **kwargs)
 
-    def forward(variables, args):
+    def forward(variables: Any, args: tuple[Any, ...]) -> Any:
         return float_model.apply(variables, *args, **call_kwargs)
 
     with flax_linen.intercept_methods(record):

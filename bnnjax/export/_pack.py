@@ -112,7 +112,7 @@ def pack_model(
 def export_model(
     model: Any,
     variables: Mapping[str, Any] | None,
-    path: str | os.PathLike,
+    path: str | os.PathLike[str],
     *,
     metadata: Mapping[str, Any] | None = None,
     example_inputs: Any = None,

@@ -73,7 +73,7 @@ def _packed_conv(
         spec.strides,
         spec.kernel_dilation,
     )
-    window = {
+    window: dict[str, Any] = {
         "kernel_size": spec.kernel_size,
         "strides": spec.strides,
         "dilation": spec.kernel_dilation,
@@ -139,20 +139,22 @@ def _packed_layer_call(
     return y
 
 
-class _PackedArray(nnx.Variable):
+class _PackedArray(nnx.Variable[jax.Array]):
     """A packed layer's array inside an nnx model (not a parameter)."""
 
 
 class _PackedNnxLayer(nnx.Module):
     """Stands in for an nnx binary layer: computes from packed arrays."""
 
-    def __init__(self, spec: _LayerSpec, n_in: int, prepared: Mapping):
+    def __init__(
+        self, spec: _LayerSpec, n_in: int, prepared: Mapping[str, Any]
+    ) -> None:
         self.spec = spec
         self.n_in = n_in
         leaves, self.treedef = jax.tree_util.tree_flatten(dict(prepared))
         self.leaves = nnx.List([_PackedArray(v) for v in leaves])
 
-    def __call__(self, inputs, *args, **kwargs):
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> jax.Array:
         del args, kwargs  # progress, out_sharding: no effect at inference
         prepared = jax.tree_util.tree_unflatten(
             self.treedef, [v[...] for v in self.leaves]
@@ -174,7 +176,7 @@ def _linen_runner(
     variables: Mapping[str, jax.Array],
     call_kwargs: Mapping[str, Any],
     where: str,
-) -> tuple[Callable, Any]:
+) -> tuple[Callable[..., Any], Any]:
     """A linen model whose binary layer calls are intercepted."""
     float_model = _float_twin_linen(model)
     by_name = {s.name: s for s in specs}
@@ -182,11 +184,16 @@ def _linen_runner(
         {tuple(k.split("/")): v for k, v in variables.items()}
     )
 
-    def run(state, images):
+    def run(state: tuple[Any, Any], images: jax.Array) -> Any:
         layer_arrays, variables = state
         seen = set()
 
-        def interceptor(next_fun, args, kwargs, context):
+        def interceptor(
+            next_fun: Callable[..., Any],
+            args: tuple[Any, ...],
+            kwargs: dict[str, Any],
+            context: Any,
+        ) -> Any:
             name = "/".join(context.module.path)
             s = by_name.get(name)
             if s is not None and context.method_name == "__call__":
@@ -220,7 +227,7 @@ def _nnx_runner(
     variables: Mapping[str, jax.Array],
     call_kwargs: Mapping[str, Any],
     where: str,
-) -> tuple[Callable, Any]:
+) -> tuple[Callable[..., Any], Any]:
     """A clone of an nnx model with packed layers and the file's values."""
     clone = nnx.clone(model)
     modules = {tuple(p): m for p, m in nnx.iter_modules(clone)}
@@ -255,13 +262,15 @@ def _nnx_runner(
     clone.eval()
     graphdef, state = nnx.split(clone)
 
-    def run_nnx(state, images):
+    def run_nnx(state: nnx.State[Any, Any], images: jax.Array) -> Any:
         return nnx.merge(graphdef, state)(images, **call_kwargs)
 
     return jax.jit(run_nnx), state
 
 
-def _generic_runner(packed: PackedModel, model: Any):
+def _generic_runner(
+    packed: PackedModel, model: Any
+) -> tuple[Callable[..., Any], Any]:
     """(jitted function of (state, images), state) for ``model``."""
     spec = packed.header["model"]
     where = packed.architecture

@@ -11,7 +11,7 @@ version 1.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -201,6 +201,11 @@ def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
     trees differ only in list indices (nnx ``dense[1]`` is linen
     ``dense_1``).
     """
+    twin: (
+        models_linen.BinaryMLP
+        | models_linen.BinaryNetCNN
+        | models_linen.BiRealResNet
+    )
     if isinstance(model, models_nnx.BinaryMLP):
         norm = model.dense_norm[0]
         twin = models_linen.BinaryMLP(
@@ -240,12 +245,14 @@ def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
             num_classes=model.num_classes,
             stem_features=stem.out_features,
             stem_kernel_size=stem.kernel_size[0],
+            # BiRealResNet builds its stem with int strides.
             stem_strides=stem.strides[0]
             if isinstance(stem.strides, Sequence)
-            else stem.strides,
+            else cast(int, stem.strides),
             stem_max_pool=model.stem_max_pool,
             kernel_binarizer=conv.kernel_binarizer,
-            activation_binarizer=conv.input_binarizer,
+            # A Bi-Real block always binarizes its inputs.
+            activation_binarizer=cast(Binarizer, conv.input_binarizer),
             pad_value=conv.pad_value,
             bn_momentum=norm.momentum,
             bn_epsilon=norm.epsilon,

@@ -15,12 +15,13 @@ import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 
 from bnnjax import _version
-from bnnjax.binarize import Binarizer
+from bnnjax.binarize import Binarizer, Surrogate
+from bnnjax.scale import Scale
 
 # Public as bnnjax.export.MAGIC and FORMAT_VERSION (documented there).
 MAGIC = b"\x89BNNJAX\n"
@@ -29,7 +30,7 @@ FORMAT_VERSION = 2
 _PROGRAM_VERSION = 1  # files of the reference architectures
 
 _FORMAT = "bnnjax.packed"
-_DTYPES = {
+_DTYPES: dict[str, np.dtype] = {
     "<u4": np.dtype("<u4"),
     "<i4": np.dtype("<i4"),
     "<f4": np.dtype("<f4"),
@@ -98,7 +99,7 @@ class PackedModel:
 
     header: Mapping[str, Any]
     arrays: Mapping[str, np.ndarray]
-    _cache: dict = dataclasses.field(
+    _cache: dict[Any, Any] = dataclasses.field(
         default_factory=dict, repr=False, compare=False
     )
 
@@ -145,10 +146,13 @@ def _json_value(value: Any) -> Any:
 
 
 def _binarizer_json(b: Binarizer) -> dict[str, Any]:
-    surrogate = {"name": b.surrogate.name, **dataclasses.asdict(b.surrogate)}
+    # A Binarizer stores its surrogate and scale resolved, never as names.
+    rule = cast(Surrogate, b.surrogate)
+    surrogate = {"name": rule.name, **dataclasses.asdict(rule)}
     scale = None
     if b.scale is not None:
-        scale = {"name": b.scale.name, **dataclasses.asdict(b.scale)}
+        estimator = cast(Scale, b.scale)
+        scale = {"name": estimator.name, **dataclasses.asdict(estimator)}
     axis = list(b.axis) if isinstance(b.axis, tuple) else b.axis
     return {
         "surrogate": surrogate,
@@ -262,13 +266,14 @@ class _LayerSpec:
 def _spec_from_json(entry: Mapping[str, Any]) -> _LayerSpec:
     """The runtime fields of a stored spec (the binarizer stays JSON)."""
     conv = entry["kind"] == "conv"
-    padding = entry.get("padding")
+    padding: Any = entry.get("padding")
     if conv and not isinstance(padding, str):
         padding = tuple(tuple(int(v) for v in p) for p in padding)
     return _LayerSpec(
         path=tuple(entry["path"]),
         kind=entry["kind"],
         kernel_param="",
+        # Read back, the rule stays JSON: no Binarizer is rebuilt.
         kernel_binarizer=None,  # type: ignore[arg-type]
         input=entry["input"],
         use_bias=bool(entry["use_bias"]),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -65,7 +66,7 @@ BINARYNET_CNN_CONV = (128, 128, 256, 256, 512, 512)
 BINARYNET_CNN_DENSE = (1024, 1024)
 """BinaryNet's CIFAR-10 hidden dense layers."""
 
-RESNET18: Mapping[str, object] = MappingProxyType(
+RESNET18: Mapping[str, Any] = MappingProxyType(
     {
         "stage_sizes": (2, 2, 2, 2),
         "stage_features": (64, 128, 256, 512),
@@ -78,7 +79,7 @@ RESNET18: Mapping[str, object] = MappingProxyType(
 )
 """Bi-Real Net-18: the ImageNet ResNet-18 layout."""
 
-RESNET20: Mapping[str, object] = MappingProxyType(
+RESNET20: Mapping[str, Any] = MappingProxyType(
     {
         "stage_sizes": (3, 3, 3),
         "stage_features": (16, 32, 64),
@@ -181,7 +182,7 @@ def scale_widths(widths: Sequence[int], multiplier: float) -> tuple[int, ...]:
 
 
 def bireal_layout(
-    stage_sizes: Sequence[int], stage_features: Sequence[int]
+    stage_sizes: object, stage_features: object
 ) -> tuple[tuple[int, int], ...]:
     """``(features, strides)`` of every binary convolution of a Bi-Real net.
 
@@ -220,7 +221,7 @@ def check_block_rules(
     pad_value: object,
     bn_momentum: object,
     bn_epsilon: object,
-    sign_product_dtype: object,
+    sign_product_dtype: jax.typing.DTypeLike | str | None,
 ) -> None:
     """Checks the binarizer, padding and batch-norm settings of a Bi-Real
     block or net.
@@ -248,7 +249,7 @@ def check_mlp(
     dropout_rate: object,
     bn_momentum: object,
     bn_epsilon: object,
-    sign_product_dtype: object,
+    sign_product_dtype: jax.typing.DTypeLike | str | None,
 ) -> tuple[int, ...]:
     """Checks the settings of a ``BinaryMLP``.
 
@@ -281,7 +282,7 @@ def check_cnn(
     pad_value: object,
     bn_momentum: object,
     bn_epsilon: object,
-    sign_product_dtype: object,
+    sign_product_dtype: jax.typing.DTypeLike | str | None,
 ) -> float:
     """Checks the settings of a ``BinaryNetCNN``.
 
@@ -311,7 +312,7 @@ def check_resnet(
     stem_kernel_size: object,
     stem_strides: object,
     stem_max_pool: object,
-    **block_rules: object,
+    **block_rules: Any,
 ) -> tuple[tuple[int, int], ...]:
     """Checks the settings of a ``BiRealResNet``.
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -49,10 +49,23 @@ __all__ = [
 ]
 
 
+class _NormFields(Protocol):
+    """The fields :class:`_NormMixin` reads from the model it joins."""
+
+    @property
+    def bn_momentum(self) -> float: ...
+    @property
+    def bn_epsilon(self) -> float: ...
+    @property
+    def dtype(self) -> jax.typing.DTypeLike | None: ...
+    @property
+    def param_dtype(self) -> jax.typing.DTypeLike: ...
+
+
 class _NormMixin:
     """Batch norm configured from the model's fields."""
 
-    def _norm(self, train: bool, name: str) -> nn.BatchNorm:
+    def _norm(self: _NormFields, train: bool, name: str) -> nn.BatchNorm:
         return nn.BatchNorm(
             use_running_average=not train,
             momentum=self.bn_momentum,
@@ -153,7 +166,7 @@ class BinaryMLP(_NormMixin, nn.Module):
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _common.check_mlp(
             hidden=self.hidden,
             num_classes=self.num_classes,
@@ -196,13 +209,13 @@ class BinaryMLP(_NormMixin, nn.Module):
           TypeError: if ``train`` is not a bool.
         """
         train = _common.check_train(train)
-        x = _common.flatten_batch("BinaryMLP", x)
+        h = _common.flatten_batch("BinaryMLP", x)
         act = self.activation_binarizer if self.binary_activations else None
-        x = self._dropout(x, self.input_dropout_rate, train)
+        h = self._dropout(h, self.input_dropout_rate, train)
         for i, width in enumerate(self.hidden):
             if i > 0 and act is None:
-                x = self._dropout(x, self.dropout_rate, train)
-            x = BinaryDense(
+                h = self._dropout(h, self.dropout_rate, train)
+            h = BinaryDense(
                 width,
                 use_bias=False,
                 dtype=self.dtype,
@@ -211,21 +224,21 @@ class BinaryMLP(_NormMixin, nn.Module):
                 input_binarizer=act if i > 0 else None,
                 sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
                 name=f"dense_{i}",
-            )(x, progress=progress)
-            x = self._norm(train, f"dense_norm_{i}")(x)
+            )(h, progress=progress)
+            h = self._norm(train, f"dense_norm_{i}")(h)
             if act is None:
-                x = nn.relu(x)
+                h = nn.relu(h)
         if not self.binary_last:
-            x = self._dropout(x, self.dropout_rate, train)
+            h = self._dropout(h, self.dropout_rate, train)
             return nn.Dense(
                 self.num_classes,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name="head",
-            )(x)
+            )(h)
         if act is None:
-            x = self._dropout(x, self.dropout_rate, train)
-        x = BinaryDense(
+            h = self._dropout(h, self.dropout_rate, train)
+        h = BinaryDense(
             self.num_classes,
             use_bias=False,
             dtype=self.dtype,
@@ -234,8 +247,8 @@ class BinaryMLP(_NormMixin, nn.Module):
             input_binarizer=act,
             sign_product_dtype=self.sign_product_dtype,
             name="head",
-        )(x, progress=progress)
-        return self._norm(train, "head_norm")(x)
+        )(h, progress=progress)
+        return self._norm(train, "head_norm")(h)
 
 
 class BinaryNetCNN(_NormMixin, nn.Module):
@@ -308,7 +321,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _common.check_cnn(
             num_classes=self.num_classes,
             width_multiplier=self.width_multiplier,
@@ -342,14 +355,14 @@ class BinaryNetCNN(_NormMixin, nn.Module):
           TypeError: if ``train`` is not a bool.
         """
         train = _common.check_train(train)
-        x = jnp.asarray(x)
-        _common.check_image_batch("BinaryNetCNN", x.shape, min_size=8)
+        h = jnp.asarray(x)
+        _common.check_image_batch("BinaryNetCNN", h.shape, min_size=8)
         act = self.activation_binarizer
         conv = _common.scale_widths(
             _common.BINARYNET_CNN_CONV, self.width_multiplier
         )
         for i, features in enumerate(conv):
-            x = BinaryConv(
+            h = BinaryConv(
                 features,
                 (3, 3),
                 padding="SAME",
@@ -361,17 +374,17 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 pad_value=self.pad_value if i > 0 else 0.0,
                 sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
                 name=f"conv_{i}",
-            )(x, progress=progress)
+            )(h, progress=progress)
             if i % 2 == 1:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            x = self._norm(train, f"conv_norm_{i}")(x)
-        x = jnp.reshape(x, (x.shape[0], -1))
+                h = nn.max_pool(h, (2, 2), strides=(2, 2))
+            h = self._norm(train, f"conv_norm_{i}")(h)
+        h = jnp.reshape(h, (h.shape[0], -1))
         dense = _common.scale_widths(
             _common.BINARYNET_CNN_DENSE, self.width_multiplier
         )
         for i, width in enumerate((*dense, self.num_classes)):
             last = i == len(dense)
-            x = BinaryDense(
+            h = BinaryDense(
                 width,
                 use_bias=False,
                 dtype=self.dtype,
@@ -380,9 +393,9 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 input_binarizer=act,
                 sign_product_dtype=self.sign_product_dtype,
                 name="head" if last else f"dense_{i}",
-            )(x, progress=progress)
-            x = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(x)
-        return x
+            )(h, progress=progress)
+            h = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(h)
+        return h
 
 
 class BiRealBlock(_NormMixin, nn.Module):
@@ -431,7 +444,7 @@ class BiRealBlock(_NormMixin, nn.Module):
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _common.check_positive_int("features", self.features)
         _common.check_positive_int("strides", self.strides)
         _common.check_block_rules(
@@ -580,7 +593,7 @@ class BiRealResNet(_NormMixin, nn.Module):
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _common.check_resnet(
             stage_sizes=self.stage_sizes,
             stage_features=self.stage_features,

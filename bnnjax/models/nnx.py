@@ -27,7 +27,7 @@ bias: batch norm's learned shift makes it redundant.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import jax
 import jax.numpy as jnp
@@ -56,6 +56,16 @@ def _check_rngs(rngs: object) -> nnx.Rngs:
             f"{type(rngs).__name__}; e.g. rngs=nnx.Rngs(0)."
         )
     return rngs
+
+
+class _NormSettings(TypedDict):
+    """Keyword arguments of :func:`_batch_norm` shared by a model's norms."""
+
+    momentum: float
+    epsilon: float
+    dtype: jax.typing.DTypeLike | None
+    param_dtype: jax.typing.DTypeLike
+    rngs: nnx.Rngs
 
 
 def _batch_norm(
@@ -170,7 +180,7 @@ class BinaryMLP(nnx.Module):
         rngs = _check_rngs(rngs)
 
         act = activation_binarizer if binary_activations else None
-        norm = {
+        norm: _NormSettings = {
             "momentum": bn_momentum,
             "epsilon": bn_epsilon,
             "dtype": dtype,
@@ -247,28 +257,30 @@ class BinaryMLP(nnx.Module):
           ValueError: for inputs without a batch axis or with a flattened
             size other than ``in_features``.
         """
-        x = _common.flatten_batch("BinaryMLP", x)
-        if x.shape[1] != self.in_features:
+        h = _common.flatten_batch("BinaryMLP", x)
+        if h.shape[1] != self.in_features:
             raise ValueError(
                 f"BinaryMLP was built with in_features={self.in_features}, "
-                f"got inputs of {x.shape[1]} features after flattening to "
-                f"{x.shape}."
+                f"got inputs of {h.shape[1]} features after flattening to "
+                f"{h.shape}."
             )
         real = not self.binary_activations
-        x = _apply(self.input_dropout, x)
+        h = _apply(self.input_dropout, h)
         for i, (dense, norm) in enumerate(
             zip(self.dense, self.dense_norm, strict=True)
         ):
             if i > 0 and real:
-                x = _apply(self.dropout, x)
-            x = norm(dense(x, progress=progress))
+                h = _apply(self.dropout, h)
+            h = norm(dense(h, progress=progress))
             if real:
-                x = nnx.relu(x)
+                h = nnx.relu(h)
         if self.head_norm is None:
-            return self.head(_apply(self.dropout, x))
+            return self.head(_apply(self.dropout, h))
         if real:
-            x = _apply(self.dropout, x)
-        return self.head_norm(self.head(x, progress=progress))
+            h = _apply(self.dropout, h)
+        # head_norm is set exactly when the head is binary (binary_last).
+        head = cast(BinaryLinear, self.head)
+        return self.head_norm(head(h, progress=progress))
 
 
 class BinaryNetCNN(nnx.Module):
@@ -333,12 +345,13 @@ class BinaryNetCNN(nnx.Module):
         rngs: nnx.Rngs,
     ):
         in_features = _common.check_positive_int("in_features", in_features)
-        input_size = _common.check_widths("input_size", input_size)
-        if len(input_size) != 2 or min(input_size) < 8:
+        widths = _common.check_widths("input_size", input_size)
+        if len(widths) != 2 or min(widths) < 8:
             raise ValueError(
                 "input_size must be (height, width), each at least 8 (three "
-                f"2x2 max pools), got {input_size!r}."
+                f"2x2 max pools), got {widths!r}."
             )
+        input_size = widths
         multiplier = _common.check_cnn(
             num_classes=num_classes,
             width_multiplier=width_multiplier,
@@ -352,7 +365,7 @@ class BinaryNetCNN(nnx.Module):
         rngs = _check_rngs(rngs)
 
         act = activation_binarizer
-        norm = {
+        norm: _NormSettings = {
             "momentum": bn_momentum,
             "epsilon": bn_epsilon,
             "dtype": dtype,
@@ -425,25 +438,25 @@ class BinaryNetCNN(nnx.Module):
         Raises:
           ValueError: for inputs of another shape.
         """
-        x = jnp.asarray(x)
+        h = jnp.asarray(x)
         want = (*self.input_size, self.in_features)
-        if x.ndim != 4 or x.shape[1:] != want:
+        if h.ndim != 4 or h.shape[1:] != want:
             raise ValueError(
                 f"BinaryNetCNN was built for images of shape (batch, "
                 f"{', '.join(map(str, want))}) (input_size, in_features), "
-                f"got inputs of shape {x.shape}."
+                f"got inputs of shape {h.shape}."
             )
         for i, (conv, norm) in enumerate(
             zip(self.conv, self.conv_norm, strict=True)
         ):
-            x = conv(x, progress=progress)
+            h = conv(h, progress=progress)
             if i % 2 == 1:
-                x = nnx.max_pool(x, (2, 2), strides=(2, 2))
-            x = norm(x)
-        x = jnp.reshape(x, (x.shape[0], -1))
+                h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+            h = norm(h)
+        h = jnp.reshape(h, (h.shape[0], -1))
         for dense, norm in zip(self.dense, self.dense_norm, strict=True):
-            x = norm(dense(x, progress=progress))
-        return self.head_norm(self.head(x, progress=progress))
+            h = norm(dense(h, progress=progress))
+        return self.head_norm(self.head(h, progress=progress))
 
 
 class BiRealBlock(nnx.Module):
@@ -502,7 +515,7 @@ class BiRealBlock(nnx.Module):
             sign_product_dtype=sign_product_dtype,
         )
         rngs = _check_rngs(rngs)
-        norm = {
+        norm: _NormSettings = {
             "momentum": bn_momentum,
             "epsilon": bn_epsilon,
             "dtype": dtype,
@@ -573,7 +586,9 @@ class BiRealBlock(nnx.Module):
                 padding="SAME",
                 count_include_pad=False,
             )
-        return y + self.shortcut_norm(self.shortcut_conv(shortcut))
+        # shortcut_norm is set exactly when shortcut_conv is.
+        shortcut_norm = cast(nnx.BatchNorm, self.shortcut_norm)
+        return y + shortcut_norm(self.shortcut_conv(shortcut))
 
 
 class BiRealResNet(nnx.Module):

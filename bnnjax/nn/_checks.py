@@ -245,7 +245,7 @@ def canonicalize_padding(padding: PaddingLike, rank: int) -> CanonicalPadding:
     )
 
 
-def check_pad_value(pad_value: float, padding: CanonicalPadding) -> float:
+def check_pad_value(pad_value: object, padding: CanonicalPadding) -> float:
     """Returns ``pad_value`` as a float if ``padding`` can honour it.
 
     ``'CIRCULAR'`` and ``'REFLECT'`` pad with input values, not a constant,

@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import jax
 import jax.numpy as jnp
 
-from bnnjax.binarize import Binarizer, _forward_is_sign
+from bnnjax.binarize import Binarizer, Surrogate, _forward_is_sign
 from bnnjax.scale import NoScale
 
 AUTO = "auto"
@@ -133,13 +134,14 @@ def resolve_sign_product_dtype(
     else:
         if not isinstance(input_binarizer.scale, (type(None), NoScale)):
             problems.append("the input binarizer has a scale")
-        if not _forward_is_sign(input_binarizer.surrogate):
+        # A Binarizer stores its surrogate resolved, never as a name.
+        if not _forward_is_sign(cast(Surrogate, input_binarizer.surrogate)):
             name = type(input_binarizer.surrogate).__name__
             problems.append(
                 f"the input surrogate {name} overrides forward (its values "
                 "need not be +-1)"
             )
-    if not _forward_is_sign(kernel_binarizer.surrogate):
+    if not _forward_is_sign(cast(Surrogate, kernel_binarizer.surrogate)):
         name = type(kernel_binarizer.surrogate).__name__
         problems.append(
             f"the kernel surrogate {name} overrides forward (its values "
@@ -184,17 +186,21 @@ def sign_product(
         return product(x, kernel)
 
     @jax.custom_vjp
-    def exact(a, b):
+    def exact(a: jax.Array, b: jax.Array) -> jax.Array:
         return product(
             a.astype(operand_dtype),
             b.astype(operand_dtype),
             preferred_element_type=a.dtype,
         )
 
-    def fwd(a, b):
+    def fwd(
+        a: jax.Array, b: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
         return exact(a, b), (a, b)
 
-    def bwd(residuals, g):
+    def bwd(
+        residuals: tuple[jax.Array, jax.Array], g: jax.Array
+    ) -> tuple[jax.Array, ...]:
         a, b = residuals
         return jax.vjp(product, a, b)[1](g)
 

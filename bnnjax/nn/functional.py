@@ -128,8 +128,8 @@ def explicit_padding(
     )
     if padding in ("SAME", "SAME_LOWER", "VALID"):
         return tuple(
-            tuple(p)
-            for p in lax.padtype_to_pads(
+            (low, high)
+            for low, high in lax.padtype_to_pads(
                 spatial_shape, dilated, strides, padding
             )
         )
@@ -317,7 +317,11 @@ def binary_dense(
     )
     dimension_numbers = (((x.ndim - 1,), (0,)), ((), ()))
 
-    def product(a, b, preferred_element_type=None):
+    def product(
+        a: jax.Array,
+        b: jax.Array,
+        preferred_element_type: jax.typing.DTypeLike | None = None,
+    ) -> jax.Array:
         return lax.dot_general(
             a,
             b,
@@ -446,7 +450,11 @@ def binary_conv(
     )
     x = pad_inputs(x, padding, pads, pad_value)
 
-    def product(a, b, preferred_element_type=None):
+    def product(
+        a: jax.Array,
+        b: jax.Array,
+        preferred_element_type: jax.typing.DTypeLike | None = None,
+    ) -> jax.Array:
         return lax.conv_general_dilated(
             a,
             b,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any, Protocol
 
 import flax.linen as nn
 import jax
@@ -36,10 +37,25 @@ _default_kernel_init = nn.initializers.lecun_normal()
 _default_bias_init = nn.initializers.zeros_init()
 
 
+class _BinaryLayerLike(Protocol):
+    """What :class:`_BinaryMixin` needs from the ``nn.Module`` it joins."""
+
+    @property
+    def kernel_binarizer(self) -> Binarizer: ...
+    @property
+    def input_binarizer(self) -> Binarizer | None: ...
+    @property
+    def rng_collection(self) -> str: ...
+    def has_rng(self, name: str) -> bool: ...
+    def make_rng(self, name: str = ...) -> jax.Array: ...
+    def has_variable(self, col: str, name: str) -> bool: ...
+    def get_variable(self, col: str, name: str, default: Any = ...) -> Any: ...
+
+
 class _BinaryMixin:
     """Validation and key handling shared by the linen layers."""
 
-    def _check_binarizers(self) -> None:
+    def _check_binarizers(self: _BinaryLayerLike) -> None:
         _checks.check_binarizer("kernel_binarizer", self.kernel_binarizer)
         _checks.check_binarizer(
             "input_binarizer", self.input_binarizer, optional=True
@@ -49,10 +65,12 @@ class _BinaryMixin:
                 f"rng_collection must be a str, got {self.rng_collection!r}."
             )
 
-    def _binarize_keys(self) -> tuple[jax.Array | None, jax.Array | None]:
+    def _binarize_keys(
+        self: _BinaryLayerLike,
+    ) -> tuple[jax.Array | None, jax.Array | None]:
         """Draws (kernel_key, input_key) for stochastic binarizers."""
 
-        def key_for(name: str, binarizer: Binarizer | None):
+        def key_for(name: str, binarizer: Binarizer | None) -> jax.Array | None:
             if binarizer is None or not binarizer.stochastic:
                 return None
             if not self.has_rng(self.rng_collection):
@@ -72,7 +90,9 @@ class _BinaryMixin:
             key_for("input_binarizer", self.input_binarizer),
         )
 
-    def _existing_kernel_shape(self) -> tuple[int, ...] | None:
+    def _existing_kernel_shape(
+        self: _BinaryLayerLike,
+    ) -> tuple[int, ...] | None:
         if not self.has_variable("params", LATENT_KERNEL):
             return None
         return jnp.shape(
@@ -145,7 +165,7 @@ class BinaryDense(_BinaryMixin, nn.Module):
     rng_collection: str = "binarize"
     sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _checks.check_positive_int("features", self.features)
         self._check_binarizers()
         _precision.check_sign_product_dtype(self.sign_product_dtype)
@@ -288,7 +308,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
     rng_collection: str = "binarize"
     sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _checks.check_positive_int("features", self.features)
         rank = len(_checks.canonicalize_kernel_size(self.kernel_size))
         _checks.canonicalize_window("strides", self.strides, rank)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ _default_kernel_init = nnx.initializers.lecun_normal()
 _default_bias_init = nnx.initializers.zeros_init()
 
 
-class LatentParam(nnx.Param):
+class LatentParam(nnx.Param[jax.Array]):
     """Real-valued latent weight; only its sign reaches the forward pass.
 
     The binary layers binarize it in every forward pass (``alpha *
@@ -88,13 +88,19 @@ def _check_rngs(rngs: object) -> nnx.Rngs:
 class _BinaryLayer(nnx.Module):
     """Key handling shared by the nnx layers."""
 
+    if TYPE_CHECKING:  # set by the subclasses' __init__
+        rngs: nnx.RngStream | None
+        kernel_binarizer: Binarizer
+        input_binarizer: Binarizer | None
+
     def _binarize_keys(self) -> tuple[jax.Array | None, jax.Array | None]:
         """Draws (kernel_key, input_key) for stochastic binarizers."""
 
         def key_for(binarizer: Binarizer | None) -> jax.Array | None:
             if binarizer is None or not binarizer.stochastic:
                 return None
-            return self.rngs()
+            # __init__ forks a stream whenever a binarizer is stochastic.
+            return cast(nnx.RngStream, self.rngs)()
 
         return key_for(self.kernel_binarizer), key_for(self.input_binarizer)
 
@@ -194,7 +200,7 @@ class BinaryLinear(_BinaryLayer):
             ),
             **kernel_metadata,
         )
-        self.bias: nnx.Param | None
+        self.bias: nnx.Param[jax.Array] | None
         if use_bias:
             self.bias = nnx.Param(
                 bias_init(rngs.params(), (out_features,), param_dtype),
@@ -384,7 +390,7 @@ class BinaryConv(_BinaryLayer):
             kernel_init(rngs.params(), kernel_shape, param_dtype),
             **kernel_metadata,
         )
-        self.bias: nnx.Param | None
+        self.bias: nnx.Param[jax.Array] | None
         if use_bias:
             self.bias = nnx.Param(
                 bias_init(rngs.params(), (out_features,), param_dtype),

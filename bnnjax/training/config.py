@@ -178,7 +178,7 @@ class TrainConfig:
     max_to_keep: int = 2
     devices: int | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_choices(self)
         _check_dataset(self.dataset, self.data_dir)
         if self.method_options is not None:
@@ -259,7 +259,7 @@ class TrainConfig:
           ``apply(variables, x, train=..., progress=...)``.
         """
         preset = self.preset if preset is None else preset
-        rules = {
+        rules: dict[str, Any] = {
             "kernel_binarizer": preset.kernel_binarizer,
             "activation_binarizer": preset.activation_binarizer,
             "num_classes": num_classes,
@@ -358,7 +358,7 @@ def _method_options(config: TrainConfig) -> tuple[tuple[str, Any], ...] | None:
 
     Sorted pairs are hashable and give one spelling per choice.
     """
-    options = config.method_options
+    options: Any = config.method_options
     if isinstance(options, Mapping):
         options = options.items()
     try:

@@ -10,14 +10,14 @@ Pure functions of one seed's parameters: :func:`latent_kernels`,
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bnnjax import scale as scale_lib
-from bnnjax.binarize import Binarizer
+from bnnjax.binarize import Binarizer, Surrogate
 from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.summary import path_names
 
@@ -179,7 +179,8 @@ def gradient_fraction(
             "gradient_fraction needs a deterministic surrogate, got "
             f"{binarizer.surrogate!r}."
         )
-    surrogate = binarizer.surrogate
+    # A Binarizer stores its surrogate resolved, never as a name.
+    surrogate = cast(Surrogate, binarizer.surrogate)
     per_layer = {}
     active = jnp.float32(0)
     count = 0
@@ -243,7 +244,9 @@ def make_epoch_diagnostics(binarizer: Binarizer) -> Callable[..., Any]:
     statistics, and ``signs`` are the current :func:`kernel_signs`.
     """
 
-    def one(params, prev_signs, progress):
+    def one(
+        params: Any, prev_signs: Any, progress: jax.typing.ArrayLike
+    ) -> tuple[dict[str, Any], Any]:
         kernels = latent_kernels(params)
         signs = kernel_signs(kernels, binarizer)
         flips, flip_layers = flip_ratio(prev_signs, signs)

@@ -212,7 +212,9 @@ def global_batches(
         )
 
     def batches() -> Iterator[tuple[jax.Array, jax.Array]]:
-        queue: collections.deque = collections.deque()
+        queue: collections.deque[tuple[jax.Array, jax.Array]] = (
+            collections.deque()
+        )
         for index, _ in order:
             queue.append(put(index))
             if len(queue) > prefetch:

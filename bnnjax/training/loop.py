@@ -426,7 +426,8 @@ def _epoch_records(
                 "seed": seed,
                 "step": step,
                 "learning_rate": float(
-                    lr_fn(step) if callable(lr_fn) else lr_fn
+                    # optax types a schedule's value as any ArrayLike
+                    lr_fn(step) if callable(lr_fn) else lr_fn  # type: ignore[arg-type]
                 ),
                 "train_loss": float(train_loss[i]),
                 "train_accuracy": float(train_accuracy[i]),

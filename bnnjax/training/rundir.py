@@ -61,7 +61,7 @@ def check_resume_config(out_dir: str, config: TrainConfig) -> None:
 
 
 def load_checkpoint(
-    out_dir: str | os.PathLike,
+    out_dir: str | os.PathLike[str],
     *,
     epoch: int | None = None,
     sharding: jax.sharding.Sharding | None = None,

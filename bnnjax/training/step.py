@@ -14,7 +14,7 @@ step compiles once.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import flax.linen as nn
 import jax
@@ -62,7 +62,7 @@ def build_model(config: TrainConfig, num_classes: int) -> nn.Module:
 
 
 def _sign_kernels(params: Any) -> Any:
-    def sign(path, leaf):
+    def sign(path: jax.tree_util.KeyPath[Any], leaf: jax.Array) -> jax.Array:
         last = path[-1] if path else None
         if getattr(last, "key", None) == LATENT_KERNEL:
             return jnp.where(leaf >= 0, 1, -1).astype(leaf.dtype)
@@ -113,7 +113,7 @@ def init_state(
     """
     sample = jnp.asarray(sample)
 
-    def one(key):
+    def one(key: jax.Array) -> TrainState:
         variables = model.init(
             key, sample, train=False, progress=jnp.float32(0)
         )
@@ -223,10 +223,15 @@ def make_train_step(
       The jitted step.
     """
 
-    def one(state, images, labels, progress):
+    def one(
+        state: TrainState,
+        images: jax.Array,
+        labels: jax.Array,
+        progress: jax.Array,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         x = data_lib.to_float(images)
 
-        def loss_fn(params):
+        def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             logits, updates = model.apply(
                 {"params": params, "batch_stats": state.batch_stats},
                 x,
@@ -280,12 +285,22 @@ def make_eval_step(
       The jitted step.
     """
 
-    def one(state, images, labels, mask, progress):
-        logits = model.apply(
-            {"params": state.params, "batch_stats": state.batch_stats},
-            data_lib.to_float(images),
-            train=False,
-            progress=progress,
+    def one(
+        state: TrainState,
+        images: jax.Array,
+        labels: jax.Array,
+        mask: jax.Array,
+        progress: jax.Array,
+    ) -> tuple[jax.Array, jax.Array]:
+        # Nothing is mutable: apply returns the logits alone.
+        logits = cast(
+            jax.Array,
+            model.apply(
+                {"params": state.params, "batch_stats": state.batch_stats},
+                data_lib.to_float(images),
+                train=False,
+                progress=progress,
+            ),
         )
         losses = _cross_entropy(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
@@ -343,13 +358,14 @@ def evaluate(
     if mesh is not None:
         size = -(-size // mesh.size) * mesh.size
         sharding = distributed.batch_sharding(mesh, 0)
-    loss_sum = correct = 0.0
+    loss_sum: float | jax.Array = 0.0
+    correct: float | jax.Array = 0.0
     p = np.float32(progress)
     for start in range(0, n, size):
-        x = images[start : start + size]
-        y = labels[start : start + size]
+        x: np.ndarray | jax.Array = images[start : start + size]
+        y: np.ndarray | jax.Array = labels[start : start + size]
         k = len(y)
-        mask = np.zeros(size, np.float32)
+        mask: np.ndarray | jax.Array = np.zeros(size, np.float32)
         mask[:k] = 1
         if k < size:
             x = np.concatenate([x, np.zeros((size - k, *x.shape[1:]), x.dtype)])
