@@ -243,6 +243,57 @@ class PackedInferenceTest(EnvironmentBlockMixin, absltest.TestCase):
             self.assertGreater(r["speedup"], 0)
 
 
+class StartupTimeTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_probes_and_the_ratio_to_a_baseline_tree(self):
+        root = os.path.join(_BENCHMARKS, "..")
+        lines = _run(
+            "startup_time",
+            [
+                "--repeats",
+                "2",
+                "--probes",
+                "import bnnjax,bnnjax --help",
+                "--baseline-src",
+                root,
+            ],
+        )
+        self.assertEqual(
+            [line["probe"] for line in lines],
+            ["import bnnjax", "bnnjax --help"],
+        )
+        for line in lines:
+            self.assert_environment(line)
+            self.assertEqual(line["repeats"], 2)
+            self.assertLessEqual(line["min_s"], line["median_s"])
+            self.assertLessEqual(line["median_s"], line["max_s"])
+            self.assertFalse(line["loads_jax"])
+            self.assertFalse(line["baseline"]["loads_jax"])
+            self.assertAlmostEqual(
+                line["speedup"],
+                line["baseline"]["median_s"] / line["median_s"],
+            )
+
+    def test_a_probe_that_loads_jax_says_so(self):
+        (line,) = _run(
+            "startup_time",
+            ["--repeats", "1", "--probes", "import bnnjax; bnnjax.binarize"],
+        )
+        self.assertTrue(line["loads_jax"])
+        self.assertNotIn("baseline", line)
+
+    def test_bad_arguments_are_refused(self):
+        for argv in (
+            ["--probes", "nope"],
+            ["--repeats", "0"],
+            ["--baseline-src", os.path.join(_BENCHMARKS, "results")],
+        ):
+            with (
+                self.assertRaises(SystemExit),
+                contextlib.redirect_stderr(io.StringIO()),
+            ):
+                _run("startup_time", argv)
+
+
 class ShardingThroughputTest(absltest.TestCase):
     def test_two_simulated_devices(self):
         # A subprocess: the script sets the CPU device count before JAX

@@ -112,6 +112,25 @@ class LayeringTest(parameterized.TestCase):
             harness = sorted(n for n in _imported_names(path) if _is_harness(n))
             self.assertEqual(harness, [], str(path))
 
+    @parameterized.parameters(*CORE)
+    def test_core_source_uses_no_flat_namespace(self, module):
+        # The core imports the modules that define what it needs, never the
+        # package's flat namespace (bnnjax/__init__), which re-exports them.
+        for path in _source_files(module):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                    self.assertNotIn("bnnjax", names, str(path))
+                elif (
+                    isinstance(node, ast.ImportFrom) and node.module == "bnnjax"
+                ):
+                    for alias in node.names:
+                        self.assertNotIn(
+                            alias.name,
+                            bnnjax._ATTRIBUTES,
+                            f"{path}: {alias.name}",
+                        )
+
     def test_every_module_is_core_harness_or_shared(self):
         sides = (*CORE, *HARNESS, *SHARED)
         for path in PACKAGE.rglob("*.py"):
