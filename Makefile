@@ -21,8 +21,8 @@ binarizer-demo: $(STAMP)
 	$(BIN)/bnnjax demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check bnnjax tests benchmarks scripts notebooks
-	$(BIN)/ruff format --check bnnjax tests benchmarks scripts notebooks
+	$(BIN)/ruff check bnnjax tests benchmarks scripts notebooks docs/conf.py docs/_ext
+	$(BIN)/ruff format --check bnnjax tests benchmarks scripts notebooks docs/conf.py docs/_ext
 
 # mypy over the package; the settings are [tool.mypy] in pyproject.toml.
 typecheck: $(STAMP)
@@ -53,8 +53,8 @@ test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix bnnjax tests benchmarks scripts notebooks
-	$(BIN)/ruff format bnnjax tests benchmarks scripts notebooks
+	$(BIN)/ruff check --fix bnnjax tests benchmarks scripts notebooks docs/conf.py docs/_ext
+	$(BIN)/ruff format bnnjax tests benchmarks scripts notebooks docs/conf.py docs/_ext
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .mypy_cache docs/_build
