@@ -7,6 +7,7 @@ shows it also asserts (the test fails on the first failing assert). One
 test per block, named by file and line.
 """
 
+import ast
 import pathlib
 import re
 
@@ -61,6 +62,12 @@ class DocsTest(parameterized.TestCase):
         (name, relative, line, code) for name, relative, line, code in BLOCKS
     )
     def test_block_runs_alone(self, relative, line, code):
+        # What a block shows, it asserts: a block with no assert statement
+        # would pass as long as it ran.
+        self.assertTrue(
+            any(isinstance(n, ast.Assert) for n in ast.walk(ast.parse(code))),
+            f"{relative}:{line} asserts nothing",
+        )
         # Leading newlines make tracebacks point at the page's own lines.
         source = "\n" * (line - 1) + code
         namespace = {"__name__": "docs_snippet"}
