@@ -89,21 +89,29 @@ def _train_config(
 
 
 class _Progress:
-    """A tqdm bar on stderr fed by :func:`bnnjax.train.run`'s callbacks."""
+    """Progress of :func:`bnnjax.train.run` on stderr, from its callbacks.
 
-    def __init__(self, enabled: bool, desc: str):
+    On a terminal: a tqdm bar, with one line per epoch above it. Elsewhere
+    (stderr redirected to a file or a pipe): only the line per epoch, so a
+    log holds no bar frames.
+    """
+
+    def __init__(
+        self, enabled: bool, desc: str, *, terminal: bool | None = None
+    ):
         self._enabled = enabled
         self._desc = desc
+        self._terminal = sys.stderr.isatty() if terminal is None else terminal
         self._bar: Any = None  # a tqdm bar, created on the first step
 
     def on_step(self, info: train_lib.StepInfo) -> None:
-        if not self._enabled:
+        if not self._enabled or not self._terminal:
             return
         if self._bar is None:
             try:
                 from tqdm.auto import tqdm
             except ImportError:  # no bar without tqdm
-                self._enabled = False
+                self._terminal = False
                 return
             self._bar = tqdm(
                 total=info.total_steps,
@@ -122,16 +130,19 @@ class _Progress:
         self._bar.update(1)
 
     def on_epoch(self, epoch: int, records: list[dict[str, Any]]) -> None:
-        if not self._enabled or self._bar is None:
+        if not self._enabled:
             return
         val = np.mean([r["val_accuracy"] for r in records])
         flips = np.mean([r["flip_ratio"] for r in records])
-        self._bar.write(
+        line = (
             f"epoch {epoch}: train loss "
             f"{np.mean([r['train_loss'] for r in records]):.4f}, val "
-            f"accuracy {val:.4f}, flip ratio {flips:.2e}",
-            file=sys.stderr,
+            f"accuracy {val:.4f}, flip ratio {flips:.2e}"
         )
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._bar is not None:

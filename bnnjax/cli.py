@@ -31,10 +31,31 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from bnnjax import _argtypes
 from bnnjax._version import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser with one-line errors and no flag abbreviations.
+
+    A bad value prints one line naming the flag, the value and what is
+    accepted, and a pointer to the command's ``--help``, instead of the whole
+    usage first. Long flags must be spelled in full: with argparse's prefix
+    matching, a flag of another command (``compare --seed``) would silently
+    mean one of this command's (``--seeds``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.commands: dict[str, _Parser] = {}  # filled by _build_parser
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(
+            2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n"
+        )
 
 
 def _devices(text: str) -> int | None:
@@ -354,7 +375,12 @@ class _Command(NamedTuple):
 _COMMANDS = {
     "demo": _Command(
         help="demonstrate the binarizer and its surrogate gradients",
-        description=None,
+        description=(
+            "Show the binarizer on a Gaussian weight (values per output "
+            "channel, the scale), the slope of every surrogate at a few "
+            "points, and the founding method's scale invariance: the "
+            "gradient of weights scaled by c does not depend on c."
+        ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         add_arguments=_add_demo_arguments,
     ),
@@ -420,7 +446,7 @@ _COMMANDS = {
 
 def _build_parser(
     *, suppress: bool = False, commands: Collection[str] | None = None
-) -> argparse.ArgumentParser:
+) -> _Parser:
     """The argument parser.
 
     Args:
@@ -430,7 +456,7 @@ def _build_parser(
         others keep their name and one-line help, so ``bnnjax --help``
         builds no flags that need the training code (and JAX) to describe.
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bnnjax",
         description="Binarized neural networks in JAX and Flax.",
     )
@@ -445,6 +471,7 @@ def _build_parser(
             description=command.description,
             formatter_class=command.formatter_class,
         )
+        parser.commands[name] = sub
         if commands is None or name in commands:
             command.add_arguments(sub, suppress)
     return parser
@@ -453,6 +480,20 @@ def _build_parser(
 def _command_in(argv: Sequence[str]) -> set[str]:
     """The command named in ``argv`` (its first non-option word), if any."""
     return next(({a} for a in argv if not a.startswith("-")), set())
+
+
+def _parse(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``, with unknown flags reported by their command.
+
+    argparse reports flags no parser knows from the top-level parser; here
+    the command's own parser names them, with a pointer to its ``--help``.
+    """
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        parser.commands[args.command].error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -472,13 +513,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = _command_in(argv)
-    args = _build_parser(commands=selected).parse_args(argv)
+    args = _parse(_build_parser(commands=selected), argv)
     # The commands' code (and JAX) is imported only once a command runs.
     if args.command == "train":
         from bnnjax import _cli_train
 
         explicit = vars(
-            _build_parser(suppress=True, commands=selected).parse_args(argv)
+            _parse(_build_parser(suppress=True, commands=selected), argv)
         )
         return _cli_train.run_train(args, explicit)
     if args.command == "compare":

@@ -1,0 +1,162 @@
+"""What the CLI tells a user: flag errors, spelled-out flags, progress in logs."""
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+import tempfile
+
+from absl.testing import absltest, parameterized
+
+from bnnjax import _cli_train, cli, train
+
+
+def _main(argv):
+    """``cli.main(argv)``: (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = cli.main(argv)
+        except SystemExit as e:
+            status = e.code
+    return status, out.getvalue(), err.getvalue()
+
+
+class FlagErrorTest(parameterized.TestCase):
+    @parameterized.named_parameters(
+        ("bad_value", ["train", "--epochs", "0"], "train", "--epochs"),
+        ("bad_choice", ["train", "--model", "vgg"], "train", "--model"),
+        (
+            "unknown_flag",
+            ["export", "run", "-o", "f", "--bogus"],
+            "export",
+            "--bogus",
+        ),
+        ("missing_flag", ["export", "run"], "export", "--output"),
+        ("unknown_command", ["fly"], None, "fly"),
+    )
+    def test_one_line_and_a_pointer_to_help(self, argv, command, named):
+        status, out, err = _main(argv)
+        self.assertEqual(status, 2)
+        self.assertEqual(out, "")
+        lines = err.splitlines()
+        self.assertLen(lines, 2, err)
+        prog = f"bnnjax {command}" if command else "bnnjax"
+        self.assertStartsWith(lines[0], f"{prog}: error: ")
+        self.assertIn(named, lines[0])
+        self.assertEqual(lines[1], f"(see `{prog} --help`)")
+        self.assertNotIn("usage:", err)
+
+    @parameterized.named_parameters(
+        # compare has --seeds (a count); --seed is train's spelling.
+        (
+            "other_commands_flag",
+            ["compare", "--seed", "3"],
+            "compare",
+            "--seed",
+        ),
+        ("prefix_of_a_flag", ["train", "--epoch", "3"], "train", "--epoch"),
+        ("prefix_of_lr", ["train", "--real", "0.1"], "train", "--real"),
+    )
+    def test_flags_are_not_abbreviated(self, argv, command, named):
+        status, _, err = _main(argv)
+        self.assertEqual(status, 2)
+        self.assertIn(f"bnnjax {command}: error: unrecognized arguments", err)
+        self.assertIn(named, err)
+        self.assertIn(f"(see `bnnjax {command} --help`)", err)
+
+    def test_full_spelling_still_parses(self):
+        parser = cli._build_parser(commands={"train"})
+        args = parser.parse_args(["train", "--epochs", "3", "--real-lr", "0.1"])
+        self.assertEqual(args.epochs, 3)
+        self.assertEqual(args.real_lr, 0.1)
+
+    def test_every_command_has_a_description(self):
+        parser = cli._build_parser()
+        self.assertEqual(set(parser.commands), set(cli._COMMANDS))
+        for name, sub in parser.commands.items():
+            self.assertTrue(sub.description, name)
+            self.assertIn(f"usage: bnnjax {name}", sub.format_help())
+
+
+def _step(step, epoch):
+    return train.StepInfo(
+        step=step,
+        total_steps=4,
+        epoch=epoch,
+        loss=0.5,
+        accuracy=0.75,
+    )
+
+
+_RECORDS = [{"val_accuracy": 0.9, "flip_ratio": 0.01, "train_loss": 0.3}]
+
+
+class ProgressTest(absltest.TestCase):
+    def test_outside_a_terminal_one_line_per_epoch(self):
+        progress = _cli_train._Progress(True, "run", terminal=False)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            for step in (1, 2):
+                progress.on_step(_step(step, 1))
+            progress.on_epoch(1, _RECORDS)
+            progress.close()
+        self.assertEqual(
+            err.getvalue(),
+            "epoch 1: train loss 0.3000, val accuracy 0.9000, "
+            "flip ratio 1.00e-02\n",
+        )
+
+    def test_on_a_terminal_a_bar(self):
+        progress = _cli_train._Progress(True, "run", terminal=True)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            progress.on_step(_step(1, 1))
+            self.assertIsNotNone(progress._bar)
+            progress.on_epoch(1, _RECORDS)
+            progress.close()
+        self.assertIn("epoch 1: train loss 0.3000", err.getvalue())
+        self.assertIn("run", err.getvalue())  # the bar's description
+
+    def test_disabled_writes_nothing(self):
+        progress = _cli_train._Progress(False, "run", terminal=True)
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err):
+            progress.on_step(_step(1, 1))
+            progress.on_epoch(1, _RECORDS)
+            progress.close()
+        self.assertEqual(err.getvalue(), "")
+
+    def test_a_run_logged_to_a_file_holds_no_bar_frames(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            log = os.path.join(tmp, "train.log")
+            with open(log, "w") as f:
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        "import sys; from bnnjax import cli; "
+                        "sys.exit(cli.main(sys.argv[1:]))",
+                        "train",
+                        "--epochs",
+                        "2",
+                        "--hidden",
+                        "16",
+                        "--out",
+                        os.path.join(tmp, "run"),
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=f,
+                    check=False,
+                )
+            with open(log) as f:
+                lines = f.read().splitlines()
+        self.assertEqual(result.returncode, 0, lines)
+        self.assertLen(lines, 2, lines)
+        self.assertStartsWith(lines[0], "epoch 1: train loss ")
+        self.assertStartsWith(lines[1], "epoch 2: train loss ")
+
+
+if __name__ == "__main__":
+    absltest.main()
