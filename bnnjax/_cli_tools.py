@@ -203,6 +203,21 @@ def _float_logits(
     return np.concatenate(parts)
 
 
+def _not_a_run_dir(path: str) -> str | None:
+    """Why ``path`` is not a run directory of ``bnnjax train``, or None."""
+    hint = "give a run directory (the --out of `bnnjax train`)"
+    if not os.path.exists(path):
+        return f"{path} does not exist; {hint}."
+    if not os.path.isdir(path):
+        return f"{path} is not a directory; {hint}."
+    if not os.path.isfile(os.path.join(path, checkpoint_lib.CONFIG_FILE)):
+        return (
+            f"{path} is not a bnnjax run directory (no "
+            f"{checkpoint_lib.CONFIG_FILE}); {hint}."
+        )
+    return None
+
+
 def run_export(args: argparse.Namespace) -> int:
     def fail(message: str, status: int) -> int:
         print(f"bnnjax export: error: {message}", file=sys.stderr)
@@ -218,6 +233,9 @@ def run_export(args: argparse.Namespace) -> int:
     if os.path.isdir(output):
         return fail(f"{output} is a directory; give a file name.", 2)
     run_dir = os.path.abspath(args.run_dir)
+    problem = _not_a_run_dir(run_dir)
+    if problem is not None:
+        return fail(problem, 2)
     try:
         config = train_lib.TrainConfig.from_dict(
             checkpoint_lib.read_config(run_dir)

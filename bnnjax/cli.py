@@ -19,8 +19,10 @@ command's flags are added only when that command is named, and its code is
 imported only when it runs.
 
 Exit status: 0 on success; 2 for invalid arguments (unknown names,
-impossible values); 1 when the run cannot proceed (missing data, a run
-directory that is not empty, a corrupt checkpoint, a non-finite loss);
+impossible values, a path that is not what the command reads, such as a
+directory that is not a run); 1 when the run cannot proceed (missing
+data, a run directory that is not empty, a corrupt checkpoint, a
+non-finite loss);
 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM). An
 interrupted, terminated or killed ``train`` keeps its last complete
 checkpoint; ``--resume`` continues from it to the same final parameters.

@@ -169,8 +169,9 @@ class ExportPredictTest(absltest.TestCase):
 
         missing = self._path("no-run")
         status, _, err = _main(["export", missing, "-o", path])
-        self.assertEqual(status, 1)
+        self.assertEqual(status, 2)  # a bad argument, not a failed run
         self.assertIn(missing, err)
+        self.assertIn("run directory", err)
         self.assertFalse(os.path.exists(path))
 
         status, _, err = _main(["export", self.run_dir])

@@ -80,6 +80,36 @@ class FlagErrorTest(parameterized.TestCase):
             self.assertIn(f"usage: bnnjax {name}", sub.format_help())
 
 
+class ExportPathTest(absltest.TestCase):
+    def test_a_directory_that_is_not_a_run(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            output = os.path.join(tmp, "model.bnnjax")
+            status, _, err = _main(["export", tmp, "-o", output])
+            self.assertFalse(os.path.exists(output))
+        self.assertEqual(status, 2)
+        self.assertIn(f"{tmp} is not a bnnjax run directory", err)
+        self.assertIn("no config.json", err)
+        self.assertNotIn("Errno", err)
+        self.assertLen(err.splitlines(), 1)
+
+    def test_a_missing_path_and_a_file(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            output = os.path.join(tmp, "model.bnnjax")
+            missing = os.path.join(tmp, "nope")
+            status, _, err = _main(["export", missing, "-o", output])
+            self.assertEqual(status, 2)
+            self.assertIn(f"{missing} does not exist", err)
+            a_file = os.path.join(tmp, "file.txt")
+            with open(a_file, "w") as f:
+                f.write("x")
+            status, _, err2 = _main(["export", a_file, "-o", output])
+            self.assertEqual(status, 2)
+            self.assertIn(f"{a_file} is not a directory", err2)
+        for text in (err, err2):
+            self.assertIn("run directory", text)
+            self.assertNotIn("Errno", text)
+
+
 def _step(step, epoch):
     return train.StepInfo(
         step=step,
