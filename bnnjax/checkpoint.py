@@ -2,7 +2,9 @@
 
 A run directory holds::
 
-    config.json       the TrainConfig, written once when the run starts
+    config.json       the TrainConfig with its defaults resolved
+                      (TrainConfig.to_dict(resolved=True)), written when
+                      the run starts or resumes
     metrics.jsonl     one JSON object per epoch per seed, flushed at once
     checkpoints/      orbax CheckpointManager steps, one per saved epoch
     *.png             plots written at the end

@@ -91,7 +91,8 @@ class CliTrainTest(parameterized.TestCase):
             os.path.dirname(result["out_dir"]),
             os.path.join(os.path.realpath(self.tmp), "runs"),
         )
-        self.assertIn("step", err)  # the progress bar, on stderr
+        # Progress on stderr: off a terminal, one line per epoch.
+        self.assertIn("epoch 1: train loss", err)
 
     def test_seed_flag_repeats_and_resume(self):
         out_dir = os.path.join(self.tmp, "run")

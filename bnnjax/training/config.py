@@ -57,6 +57,9 @@ DEFAULT_HIDDEN: tuple[int, ...] = (512, 512)
 DEFAULT_EPOCHS = 60
 """Epochs of the default run (see :class:`TrainConfig`)."""
 
+_DEFAULTED = ("binary_activations", "learning_rate", "real_learning_rate")
+"""The fields whose ``None`` stands for a default of the method or model."""
+
 
 def check_batch_split(batch_size: int, devices: int) -> None:
     """Checks that a global batch splits evenly over ``devices`` devices.
@@ -276,40 +279,114 @@ class TrainConfig:
             return models.bireal_resnet20(**rules)
         return models.bireal_resnet18(**rules)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (tuples become lists, options a dict)."""
+    def defaults(self) -> dict[str, Any]:
+        """The fields left ``None`` that stand for a default, resolved.
+
+        Returns:
+          ``{field: value}``, the value each ``None`` field stands for:
+          the preset's learning rates, and ``binary_activations`` as
+          :attr:`activations_binary`. Fields set explicitly are absent.
+
+        Example:
+          >>> TrainConfig(learning_rate=0.5).defaults()
+          {'binary_activations': False, 'real_learning_rate': 0.001}
+        """
+        lr, real_lr = self.learning_rates()
+        resolved = {
+            "binary_activations": self.activations_binary,
+            "learning_rate": lr,
+            "real_learning_rate": real_lr,
+        }
+        return {
+            name: resolved[name]
+            for name in _DEFAULTED
+            if getattr(self, name) is None
+        }
+
+    def resolved(self) -> TrainConfig:
+        """This run with every ``None`` of :meth:`defaults` filled in.
+
+        Two configs that train the same run have equal ``resolved()``,
+        whether a value was given or left to its default.
+        """
+        return dataclasses.replace(self, **self.defaults())
+
+    def to_dict(self, *, resolved: bool = False) -> dict[str, Any]:
+        """JSON-ready fields (tuples become lists, options a dict).
+
+        Args:
+          resolved: give the fields of :meth:`resolved` instead, plus a
+            ``"defaults"`` entry, :meth:`defaults`: the values that came
+            from the method's and model's defaults. This is the form of a
+            run directory's ``config.json``.
+        """
+        config = self.resolved() if resolved else self
         values = {
             f.name: (
-                list(getattr(self, f.name))
-                if isinstance(getattr(self, f.name), tuple)
-                else getattr(self, f.name)
+                list(getattr(config, f.name))
+                if isinstance(getattr(config, f.name), tuple)
+                else getattr(config, f.name)
             )
-            for f in dataclasses.fields(self)
+            for f in dataclasses.fields(config)
         }
         values["method_options"] = (
             self.options if self.method_options is not None else None
         )
+        if resolved:
+            values["defaults"] = self.defaults()
         return values
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Builds a config from :meth:`to_dict` output (validated).
 
+        Reads either form of :meth:`to_dict`. A resolved one keeps its
+        learning rates as the values used (so a run resumes with them even
+        where a preset's default has changed); a ``binary_activations``
+        listed in ``"defaults"`` with its value there is read back as
+        ``None``, which gives the same value for the same model. A ``None``
+        (as in ``config.json`` of older versions) is the default, as for a
+        config built in Python.
+
         Raises:
           ValueError: for unknown fields or invalid values.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
+        unknown = sorted(set(values) - names - {"defaults"})
         if unknown:
             raise ValueError(
                 f"Unknown TrainConfig fields {unknown}; expected a subset of "
                 f"{sorted(names)}."
             )
         values = dict(values)
+        defaults = _recorded_defaults(values.pop("defaults", None))
+        binary = values.get("binary_activations")
+        if "binary_activations" in defaults and (
+            binary is defaults["binary_activations"]
+        ):
+            values["binary_activations"] = None
         for name in ("hidden", "seeds"):
             if isinstance(values.get(name), list):
                 values[name] = tuple(values[name])
         return cls(**values)
+
+
+def _recorded_defaults(defaults: Any) -> dict[str, Any]:
+    """The ``"defaults"`` entry of a resolved :meth:`TrainConfig.to_dict`."""
+    if defaults is None:
+        return {}
+    if not isinstance(defaults, Mapping):
+        raise ValueError(
+            f"TrainConfig defaults={defaults!r}; expected a mapping of "
+            f"field -> value for fields of {list(_DEFAULTED)}."
+        )
+    unknown = sorted(set(defaults) - set(_DEFAULTED))
+    if unknown:
+        raise ValueError(
+            f"TrainConfig defaults name unknown fields {unknown}; expected "
+            f"a subset of {list(_DEFAULTED)}."
+        )
+    return dict(defaults)
 
 
 def _set(config: TrainConfig, name: str, value: Any) -> None:

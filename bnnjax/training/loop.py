@@ -313,7 +313,8 @@ def _start_records(setup: _Run, start_epoch: int) -> list[dict[str, Any]]:
     out_dir = setup.out_dir
     if setup.primary:
         ckpt.write_config(
-            out_dir, {**setup.config.to_dict(), "out_dir": out_dir}
+            out_dir,
+            {**setup.config.to_dict(resolved=True), "out_dir": out_dir},
         )
         return ckpt.truncate_metrics(out_dir, last_epoch=start_epoch)
     return [

@@ -40,16 +40,24 @@ def default_out_dir(now: datetime.datetime | None = None) -> str:
 def check_resume_config(out_dir: str, config: TrainConfig) -> None:
     """Checks that ``config`` may resume the run in ``out_dir``.
 
+    Resolved values are compared (:meth:`TrainConfig.resolved`): a field
+    left ``None`` matches the value its default gave the run, so
+    ``learning_rate=None`` and the preset's learning rate given explicitly
+    resume the same run. A ``None`` in ``config.json`` (older versions)
+    stands for the default.
+
     Raises:
       ValueError: if a field other than :data:`RESUMABLE_CHANGES` differs
-        from the run's ``config.json``; the message lists them.
+        from the run's ``config.json``; the message lists them with the
+        values the run used.
     """
-    saved = ckpt.read_config(out_dir)
-    current = config.to_dict()
+    saved_config = TrainConfig.from_dict(ckpt.read_config(out_dir))
+    saved_values = saved_config.resolved().to_dict()
+    current = config.resolved().to_dict()
     different = [
-        f"{name}={saved.get(name)!r} (now {current[name]!r})"
+        f"{name}={saved_values[name]!r} (now {current[name]!r})"
         for name in current
-        if name not in RESUMABLE_CHANGES and saved.get(name) != current[name]
+        if name not in RESUMABLE_CHANGES and saved_values[name] != current[name]
     ]
     if different:
         raise ValueError(
