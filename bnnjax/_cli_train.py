@@ -235,10 +235,23 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         progress.on_epoch(epoch, records)
         stop.check()
 
+    def on_start(start_epoch: int) -> None:
+        if args.resume and primary:
+            print(
+                f"bnnjax train: resuming {config.out_dir} from epoch "
+                f"{start_epoch} of {config.epochs}",
+                file=sys.stderr,
+                flush=True,
+            )
+
     stop.install()
     try:
         results = train_lib.run(
-            config, resume=args.resume, on_step=on_step, on_epoch=on_epoch
+            config,
+            resume=args.resume,
+            on_step=on_step,
+            on_epoch=on_epoch,
+            on_start=on_start,
         )
     except (
         OSError,

@@ -2,6 +2,7 @@
 
 import contextlib
 import io
+import json
 import os
 import subprocess
 import sys
@@ -108,6 +109,39 @@ class ExportPathTest(absltest.TestCase):
         for text in (err, err2):
             self.assertIn("run directory", text)
             self.assertNotIn("Errno", text)
+
+
+class ResumeMessageTest(absltest.TestCase):
+    def test_a_resumed_run_says_so_and_a_new_one_does_not(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "run")
+            small = ["--hidden", "16", "--batch-size", "500", "--no-progress"]
+            status, _, err = _main(
+                ["train", *small, "--epochs", "1", "--out", out]
+            )
+            self.assertEqual(status, 0, err)
+            self.assertNotIn("resuming", err)
+            status, _, err = _main(
+                ["train", "--resume", "--epochs", "2", "--out", out]
+            )
+            self.assertEqual(status, 0, err)
+            self.assertIn(
+                f"bnnjax train: resuming {out} from epoch 1 of 2", err
+            )
+            # From Python: on_start gets the epoch the run starts from.
+            starts = []
+            saved = train.TrainConfig.from_dict(
+                {**_read_config(out), "epochs": 2}
+            )
+            train.run(
+                saved, resume=True, on_start=starts.append, make_plots=False
+            )
+            self.assertEqual(starts, [2])
+
+
+def _read_config(out):
+    with open(os.path.join(out, "config.json")) as f:
+        return json.load(f)
 
 
 def _step(step, epoch):

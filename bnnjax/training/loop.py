@@ -83,6 +83,7 @@ def run(
     resume: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,
     on_epoch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
     before_step: Callable[[int, TrainState], TrainState] | None = None,
     make_plots: bool = True,
 ) -> dict[str, Any]:
@@ -126,6 +127,9 @@ def run(
         late, so the host does not wait for the device).
       on_epoch: called after each epoch's checkpoint with the epoch
         (1-based) and that epoch's metrics records, one per seed.
+      on_start: called once before training with the epoch it starts
+        from: 0 for a new run, the last complete checkpoint's epoch when
+        resuming (``config.epochs`` when nothing is left to train).
       before_step: fault-injection hook for tests, ``f(step, state) ->
         state`` called before each step (0-based step).
       make_plots: write the PNG plots (needs matplotlib; skipped without).
@@ -160,6 +164,8 @@ def run(
         max_to_keep=config.max_to_keep,
     ) as checkpointer:
         state, start_epoch, step = _resume(setup, checkpointer, state, resume)
+        if on_start is not None:
+            on_start(start_epoch)
         records = _start_records(setup, start_epoch)
         train_step = make_train_step(setup.model, setup.tx, mesh=setup.mesh)
         eval_step = make_eval_step(setup.model, mesh=setup.mesh)
