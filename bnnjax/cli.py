@@ -327,7 +327,7 @@ def _add_summary_arguments(
     parser: argparse.ArgumentParser, suppress: bool
 ) -> None:
     from bnnjax._cli_tools import SUMMARY_INPUTS
-    from bnnjax.presets import PRESET_NAMES
+    from bnnjax.presets import METHOD_NAMES
     from bnnjax.train import TrainConfig
 
     d = TrainConfig()
@@ -339,7 +339,7 @@ def _add_summary_arguments(
     )
     parser.add_argument(
         "--method",
-        choices=PRESET_NAMES,
+        choices=METHOD_NAMES,
         default=d.method,
         help="training method (default: %(default)s)",
     )

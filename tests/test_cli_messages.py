@@ -73,6 +73,16 @@ class FlagErrorTest(parameterized.TestCase):
         self.assertEqual(args.epochs, 3)
         self.assertEqual(args.real_lr, 0.1)
 
+    def test_summary_takes_every_method_train_takes(self):
+        from bnnjax import presets
+
+        parser = cli._build_parser(commands={"summary", "train"})
+        for method in presets.METHOD_NAMES:
+            for command in ("train", "summary"):
+                args = parser.parse_args([command, "--method", method])
+                self.assertEqual(args.method, method, command)
+        self.assertIn("sigmoid", presets.METHOD_NAMES)
+
     def test_every_command_has_a_description(self):
         parser = cli._build_parser()
         self.assertEqual(set(parser.commands), set(cli._COMMANDS))
