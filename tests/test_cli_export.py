@@ -1,8 +1,6 @@
 """Tests for ``bnnjax export`` and ``bnnjax predict`` (in-process)."""
 
-import contextlib
 import gzip
-import io
 import json
 import os
 import shutil
@@ -13,9 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
+from cli_helpers import run_cli
 
 import bnnjax
-from bnnjax import cli, export
+from bnnjax import export
 
 TRAIN = [
     "train",
@@ -29,16 +28,6 @@ TRAIN = [
     "3,4",
     "--no-progress",
 ]
-
-
-def _main(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main(argv)
-        except SystemExit as e:
-            status = e.code
-    return status, out.getvalue(), err.getvalue()
 
 
 def _write_idx(directory, side):
@@ -62,7 +51,7 @@ class ExportPredictTest(absltest.TestCase):
         super().setUpClass()
         cls.tmp = tempfile.mkdtemp()
         cls.run_dir = os.path.join(cls.tmp, "run")
-        status, out, err = _main([*TRAIN, "--out", cls.run_dir])
+        status, out, err = run_cli([*TRAIN, "--out", cls.run_dir])
         assert status == 0, err
         cls.trained = json.loads(out)
 
@@ -76,7 +65,7 @@ class ExportPredictTest(absltest.TestCase):
 
     def test_export_then_predict(self):
         path = self._path("model.bnnjax")
-        status, out, err = _main(["export", self.run_dir, "-o", path])
+        status, out, err = run_cli(["export", self.run_dir, "-o", path])
         self.assertEqual(status, 0, err)
         lines = out.splitlines()
         self.assertLen(lines, 1)
@@ -104,7 +93,7 @@ class ExportPredictTest(absltest.TestCase):
             1e-5 * exported["max_abs_logit"],
         )
 
-        status, out, err = _main(["predict", path])
+        status, out, err = run_cli(["predict", path])
         self.assertEqual(status, 0, err)
         predicted = json.loads(out)
         self.assertEqual(predicted["dataset"], "mnist-sample")
@@ -119,7 +108,7 @@ class ExportPredictTest(absltest.TestCase):
 
     def test_other_seed_and_metadata(self):
         path = self._path("seed4.bnnjax")
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["export", self.run_dir, "-o", path, "--seed", "4", "--no-verify"]
         )
         self.assertEqual(status, 0, err)
@@ -129,7 +118,7 @@ class ExportPredictTest(absltest.TestCase):
         self.assertEqual(packed.metadata["seed"], 4)
         self.assertEqual(packed.metadata["dataset"], "mnist-sample")
         self.assertEqual(packed.metadata["method"], "scaled_sigmoid")
-        status, out, _ = _main(["predict", path, "--dataset", "mnist-sample"])
+        status, out, _ = run_cli(["predict", path, "--dataset", "mnist-sample"])
         self.assertEqual(status, 0)
         self.assertAlmostEqual(
             json.loads(out)["test_accuracy"],
@@ -141,12 +130,12 @@ class ExportPredictTest(absltest.TestCase):
         path = self._path("taken.bnnjax")
         with open(path, "wb") as f:
             f.write(b"precious")
-        status, out, err = _main(["export", self.run_dir, "-o", path])
+        status, out, err = run_cli(["export", self.run_dir, "-o", path])
         self.assertEqual((status, out), (1, ""))
         self.assertIn("exists; pass --force", err)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"precious")
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["export", self.run_dir, "-o", path, "--force", "--no-verify"]
         )
         self.assertEqual(status, 0, err)
@@ -154,33 +143,33 @@ class ExportPredictTest(absltest.TestCase):
 
     def test_bad_export_arguments(self):
         path = self._path("never.bnnjax")
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["export", self.run_dir, "-o", path, "--seed", "9"]
         )
         self.assertEqual((status, out), (2, ""))
         self.assertIn("--seed 9 was not trained in this run", err)
         self.assertIn("[3, 4]", err)
 
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["export", self.run_dir, "-o", path, "--epoch", "7"]
         )
         self.assertEqual(status, 1)
         self.assertIn("bnnjax export: error:", err)
 
         missing = self._path("no-run")
-        status, _, err = _main(["export", missing, "-o", path])
+        status, _, err = run_cli(["export", missing, "-o", path])
         self.assertEqual(status, 2)  # a bad argument, not a failed run
         self.assertIn(missing, err)
         self.assertIn("run directory", err)
         self.assertFalse(os.path.exists(path))
 
-        status, _, err = _main(["export", self.run_dir])
+        status, _, err = run_cli(["export", self.run_dir])
         self.assertEqual(status, 2)
         self.assertIn("-o/--output", err)
 
     def test_predict_rejects_corrupt_foreign_and_mismatched(self):
         path = self._path("good.bnnjax")
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["export", self.run_dir, "-o", path, "--no-verify"]
         )
         self.assertEqual(status, 0, err)
@@ -190,36 +179,38 @@ class ExportPredictTest(absltest.TestCase):
         corrupt = self._path("corrupt.bnnjax")
         with open(corrupt, "wb") as f:
             f.write(data)
-        status, out, err = _main(["predict", corrupt])
+        status, out, err = run_cli(["predict", corrupt])
         self.assertEqual((status, out), (1, ""))
         self.assertIn("checksum mismatch", err)
 
         foreign = self._path("foreign.bin")
         with open(foreign, "wb") as f:
             f.write(b"\x80\x04K\x01.")  # a pickle
-        status, _, err = _main(["predict", foreign])
+        status, _, err = run_cli(["predict", foreign])
         self.assertEqual(status, 1)
         self.assertIn("not a bnnjax packed model", err)
 
         small = self._path("small-idx")
         _write_idx(small, side=20)
-        status, out, err = _main(["predict", path, "--dataset", f"idx:{small}"])
+        status, out, err = run_cli(
+            ["predict", path, "--dataset", f"idx:{small}"]
+        )
         self.assertEqual((status, out), (2, ""))
         self.assertIn("784 features", err)
         self.assertIn("(10, 20, 20, 1)", err)
 
-        status, _, err = _main(["predict", path, "--dataset", "nope!"])
+        status, _, err = run_cli(["predict", path, "--dataset", "nope!"])
         self.assertEqual(status, 2)
         self.assertIn("Unknown dataset spec", err)
 
     def test_float_run_has_nothing_to_pack(self):
         run_dir = self._path("float-run")
-        status, _, err = _main(
+        status, _, err = run_cli(
             [*TRAIN, "--method", "float", "--seed", "0", "--out", run_dir]
         )
         self.assertEqual(status, 0, err)
         path = self._path("float.bnnjax")
-        status, out, err = _main(["export", run_dir, "-o", path])
+        status, out, err = run_cli(["export", run_dir, "-o", path])
         self.assertEqual((status, out), (1, ""))
         self.assertIn("cannot export this run", err)
         self.assertFalse(os.path.exists(path))
@@ -232,7 +223,7 @@ class ExportPredictTest(absltest.TestCase):
         export.export_model(
             model, model.init(jax.random.key(0), x), path, example_inputs=x
         )
-        status, out, err = _main(["predict", path])
+        status, out, err = run_cli(["predict", path])
         self.assertEqual((status, out), (2, ""))
         self.assertIn(
             "holds a model of your own (bnnjax.nn.linen.BinaryDense)", err

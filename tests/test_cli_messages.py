@@ -9,19 +9,9 @@ import sys
 import tempfile
 
 from absl.testing import absltest, parameterized
+from cli_helpers import run_cli
 
 from bnnjax import _cli_train, cli, train
-
-
-def _main(argv):
-    """``cli.main(argv)``: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main(argv)
-        except SystemExit as e:
-            status = e.code
-    return status, out.getvalue(), err.getvalue()
 
 
 class FlagErrorTest(parameterized.TestCase):
@@ -38,7 +28,7 @@ class FlagErrorTest(parameterized.TestCase):
         ("unknown_command", ["fly"], None, "fly"),
     )
     def test_one_line_and_a_pointer_to_help(self, argv, command, named):
-        status, out, err = _main(argv)
+        status, out, err = run_cli(argv)
         self.assertEqual(status, 2)
         self.assertEqual(out, "")
         lines = err.splitlines()
@@ -61,7 +51,7 @@ class FlagErrorTest(parameterized.TestCase):
         ("prefix_of_lr", ["train", "--real", "0.1"], "train", "--real"),
     )
     def test_flags_are_not_abbreviated(self, argv, command, named):
-        status, _, err = _main(argv)
+        status, _, err = run_cli(argv)
         self.assertEqual(status, 2)
         self.assertIn(f"bnnjax {command}: error: unrecognized arguments", err)
         self.assertIn(named, err)
@@ -95,7 +85,7 @@ class ExportPathTest(absltest.TestCase):
     def test_a_directory_that_is_not_a_run(self):
         with tempfile.TemporaryDirectory() as tmp:
             output = os.path.join(tmp, "model.bnnjax")
-            status, _, err = _main(["export", tmp, "-o", output])
+            status, _, err = run_cli(["export", tmp, "-o", output])
             self.assertFalse(os.path.exists(output))
         self.assertEqual(status, 2)
         self.assertIn(f"{tmp} is not a bnnjax run directory", err)
@@ -107,13 +97,13 @@ class ExportPathTest(absltest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             output = os.path.join(tmp, "model.bnnjax")
             missing = os.path.join(tmp, "nope")
-            status, _, err = _main(["export", missing, "-o", output])
+            status, _, err = run_cli(["export", missing, "-o", output])
             self.assertEqual(status, 2)
             self.assertIn(f"{missing} does not exist", err)
             a_file = os.path.join(tmp, "file.txt")
             with open(a_file, "w") as f:
                 f.write("x")
-            status, _, err2 = _main(["export", a_file, "-o", output])
+            status, _, err2 = run_cli(["export", a_file, "-o", output])
             self.assertEqual(status, 2)
             self.assertIn(f"{a_file} is not a directory", err2)
         for text in (err, err2):
@@ -126,12 +116,12 @@ class ResumeMessageTest(absltest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "run")
             small = ["--hidden", "16", "--batch-size", "500", "--no-progress"]
-            status, _, err = _main(
+            status, _, err = run_cli(
                 ["train", *small, "--epochs", "1", "--out", out]
             )
             self.assertEqual(status, 0, err)
             self.assertNotIn("resuming", err)
-            status, _, err = _main(
+            status, _, err = run_cli(
                 ["train", "--resume", "--epochs", "2", "--out", out]
             )
             self.assertEqual(status, 0, err)

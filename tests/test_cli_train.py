@@ -1,8 +1,6 @@
 """Tests for the ``bnnjax train`` command (``cli.main`` called in-process)."""
 
-import contextlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -12,21 +10,11 @@ from unittest import mock
 
 import pytest
 from absl.testing import absltest, parameterized
+from cli_helpers import run_cli
 
-from bnnjax import cli, data, presets, train
+from bnnjax import data, presets, train
 
 FAST = ["--hidden", "16", "--epochs", "1", "--batch-size", "500"]
-
-
-def _main(argv):
-    """Runs the CLI; argparse's SystemExit counts as a returned status."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main(argv)
-        except SystemExit as e:
-            status = e.code
-    return status, out.getvalue(), err.getvalue()
 
 
 class CliTrainTest(parameterized.TestCase):
@@ -36,7 +24,7 @@ class CliTrainTest(parameterized.TestCase):
         self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
 
     def test_help_lists_choices_and_true_defaults(self):
-        status, out, _ = _main(["train", "--help"])
+        status, out, _ = run_cli(["train", "--help"])
         self.assertEqual(status, 0)
         d = train.TrainConfig()
         for text in (
@@ -61,7 +49,7 @@ class CliTrainTest(parameterized.TestCase):
         cwd = os.getcwd()
         os.chdir(self.tmp)
         self.addCleanup(os.chdir, cwd)
-        status, out, err = _main(["train", *FAST, "--seed", "0,1"])
+        status, out, err = run_cli(["train", *FAST, "--seed", "0,1"])
         self.assertEqual(status, 0, err)
         lines = out.splitlines()
         self.assertLen(lines, 1)
@@ -96,12 +84,12 @@ class CliTrainTest(parameterized.TestCase):
 
     def test_seed_flag_repeats_and_resume(self):
         out_dir = os.path.join(self.tmp, "run")
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", *FAST, "--seed", "3", "--seed", "5", "--out", out_dir]
         )
         self.assertEqual(status, 0, err)
         self.assertEqual(json.loads(out)["seeds"], [3, 5])
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", "--resume", "--out", out_dir, "--epochs", "2"]
         )
         self.assertEqual(status, 0, err)
@@ -110,7 +98,7 @@ class CliTrainTest(parameterized.TestCase):
         self.assertEqual(result["resumed_from_epoch"], 1)
         self.assertEqual(result["seeds"], [3, 5])
         # A setting that differs from the saved run is refused.
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", "--resume", "--out", out_dir, "--method", "bnn"]
         )
         self.assertEqual((status, out), (1, ""))
@@ -164,7 +152,7 @@ class CliTrainTest(parameterized.TestCase):
     def test_bad_flags_exit_2(self, flags, message):
         out_dir = os.path.join(self.tmp, "never")
         out_flags = [] if "--resume" in flags else ["--out", out_dir]
-        status, out, err = _main(["train", *flags, *out_flags])
+        status, out, err = run_cli(["train", *flags, *out_flags])
         self.assertEqual(status, 2)
         self.assertEqual(out, "")
         self.assertRegex(err, message)
@@ -173,7 +161,7 @@ class CliTrainTest(parameterized.TestCase):
     def test_bad_data_and_taken_directory_exit_1(self):
         missing = os.path.join(self.tmp, "no-such-dir")
         out_dir = os.path.join(self.tmp, "out")
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", "--dataset", f"idx:{missing}", "--out", out_dir]
         )
         self.assertEqual((status, out), (1, ""))
@@ -182,13 +170,13 @@ class CliTrainTest(parameterized.TestCase):
 
         empty = os.path.join(self.tmp, "empty-data")
         os.makedirs(empty)
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["train", "--dataset", f"idx:{empty}", "--out", out_dir]
         )
         self.assertEqual(status, 1)
         self.assertIn("lacks the expected files", err)
 
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["train", "--dataset", "not a dataset!", "--out", out_dir]
         )
         self.assertEqual(status, 1)
@@ -197,12 +185,12 @@ class CliTrainTest(parameterized.TestCase):
         os.makedirs(out_dir)
         with open(os.path.join(out_dir, "keep.txt"), "w") as f:
             f.write("precious")
-        status, out, err = _main(["train", *FAST, "--out", out_dir])
+        status, out, err = run_cli(["train", *FAST, "--out", out_dir])
         self.assertEqual((status, out), (1, ""))
         self.assertIn("not empty", err)
         self.assertEqual(os.listdir(out_dir), ["keep.txt"])
 
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["train", "--resume", "--out", os.path.join(self.tmp, "x")]
         )
         self.assertEqual(status, 1)
@@ -216,7 +204,7 @@ class CliTrainTest(parameterized.TestCase):
         out_dir = os.path.join(self.tmp, "out")
         tfds_dir = os.path.join(self.tmp, "tfds")
         with mock.patch.object(data, "_download_possible", return_value=False):
-            status, out, err = _main(
+            status, out, err = run_cli(
                 [
                     "train",
                     "--dataset",
@@ -247,7 +235,7 @@ class CliTrainTest(parameterized.TestCase):
             ),
             mock.patch.object(data, "_download_possible", return_value=True),
         ):
-            status, out, err = _main(
+            status, out, err = run_cli(
                 [
                     "train",
                     "--dataset",
@@ -274,7 +262,7 @@ class CliTrainTest(parameterized.TestCase):
     def test_method_parts_from_the_command_line(self):
         out_dir = os.path.join(self.tmp, "parts")
         method = "scaled_sigmoid:k=4:scale_adaptive=false"
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", *FAST, "--method", method, "--out", out_dir]
         )
         self.assertEqual(status, 0, err)
@@ -287,7 +275,7 @@ class CliTrainTest(parameterized.TestCase):
             config = train.TrainConfig.from_dict(json.load(f))
         self.assertEqual(config.preset.kernel_binarizer.surrogate.k, 4.0)
         # Resuming with other options is refused; with the same, accepted.
-        status, _, err = _main(
+        status, _, err = run_cli(
             [
                 "train",
                 "--resume",
@@ -299,7 +287,7 @@ class CliTrainTest(parameterized.TestCase):
         )
         self.assertEqual(status, 1)
         self.assertIn("method_options", err)
-        status, _, err = _main(
+        status, _, err = run_cli(
             [
                 "train",
                 "--resume",
@@ -314,7 +302,7 @@ class CliTrainTest(parameterized.TestCase):
         self.assertEqual(status, 0, err)
 
     def test_demo_still_works(self):
-        status, out, _ = _main(["demo", "--json"])
+        status, out, _ = run_cli(["demo", "--json"])
         self.assertEqual(status, 0)
         self.assertIn("surrogate_slopes", json.loads(out))
 
@@ -324,7 +312,7 @@ class DefaultRunTest(absltest.TestCase):
     def test_default_run_reaches_useful_accuracy(self):
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
-        status, out, err = _main(["train", "--out", os.path.join(tmp, "run")])
+        status, out, err = run_cli(["train", "--out", os.path.join(tmp, "run")])
         self.assertEqual(status, 0, err)
         result = json.loads(out)
         self.assertGreater(result["val_accuracy"], 0.95)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from absl.testing import absltest, parameterized
+from cli_helpers import captured
 
 import bnnjax
 from bnnjax import _cli_compare, data, plots, presets, train
@@ -620,13 +621,9 @@ def _parser():
 
 
 def _run(argv):
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = _cli_compare.run_compare(_parser().parse_args(argv))
-        except SystemExit as e:
-            status = e.code
-    return status, out.getvalue(), err.getvalue()
+    return captured(
+        lambda: _cli_compare.run_compare(_parser().parse_args(argv))
+    )
 
 
 def _cli_has_compare():

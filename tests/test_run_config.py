@@ -1,7 +1,5 @@
 """Tests for the run's ``config.json``: resolved values and resume checks."""
 
-import contextlib
-import io
 import json
 import os
 import shutil
@@ -10,24 +8,14 @@ import tempfile
 import jax
 import numpy as np
 from absl.testing import absltest
+from cli_helpers import run_cli
 
 from bnnjax import checkpoint as ckpt
-from bnnjax import cli, train
+from bnnjax import train
 
 # A constant schedule: a 1-epoch run resumed to 2 epochs is the 2-epoch run.
 FAST = ["--hidden", "16", "--batch-size", "500", "--schedule", "constant"]
 RESOLVED = ("learning_rate", "real_learning_rate", "binary_activations")
-
-
-def _main(argv):
-    """Runs the CLI; argparse's SystemExit counts as a returned status."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            status = cli.main(argv)
-        except SystemExit as e:
-            status = e.code
-    return status, out.getvalue(), err.getvalue()
 
 
 def _read(out_dir):
@@ -126,7 +114,7 @@ class RunConfigTest(absltest.TestCase):
         cls.one = os.path.join(cls.tmp, "one")
         cls.two = os.path.join(cls.tmp, "two")
         for out_dir, epochs in ((cls.one, "1"), (cls.two, "2")):
-            status, _, err = _main(
+            status, _, err = run_cli(
                 ["train", *FAST, "--epochs", epochs, "--out", out_dir]
             )
             assert status == 0, err
@@ -153,7 +141,7 @@ class RunConfigTest(absltest.TestCase):
 
     def test_resume_message_names_the_value_used(self):
         out_dir = self._copy("other_lr")
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", "--resume", "--out", out_dir, "--lr", "0.1"]
         )
         self.assertEqual((status, out), (1, ""), err)
@@ -177,7 +165,7 @@ class RunConfigTest(absltest.TestCase):
 
     def test_resume_with_the_same_explicit_values(self):
         out_dir = self._copy("same_lr")
-        status, out, err = _main(
+        status, out, err = run_cli(
             [
                 "train",
                 "--resume",
@@ -208,7 +196,7 @@ class RunConfigTest(absltest.TestCase):
 
     def test_resume_with_another_model_names_the_model(self):
         out_dir = self._copy("model")
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["train", "--resume", "--out", out_dir, "--model", "cnn"]
         )
         self.assertEqual(status, 1, err)
@@ -220,12 +208,12 @@ class RunConfigTest(absltest.TestCase):
         del old["defaults"]
         old.update(dict.fromkeys(RESOLVED))
         ckpt.write_config(out_dir, old)
-        status, _, err = _main(
+        status, _, err = run_cli(
             ["train", "--resume", "--out", out_dir, "--lr", "0.1"]
         )
         self.assertEqual(status, 1)
         self.assertIn("learning_rate=0.03 (now 0.1)", err)
-        status, out, err = _main(
+        status, out, err = run_cli(
             ["train", "--resume", "--out", out_dir, "--epochs", "2"]
         )
         self.assertEqual(status, 0, err)
