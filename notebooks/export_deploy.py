@@ -64,7 +64,17 @@ except (ImportError, bnnjax.data.DatasetUnavailableError) as e:
     print(f"TFDS MNIST unavailable ({type(e).__name__}); using the sample")
     DATASET = "mnist-sample"
     ds = bnnjax.data.load_dataset(DATASET)
-WORK = tempfile.mkdtemp(prefix="bnnjax-export-")
+# Files go to a new folder under $BNNJAX_NOTEBOOK_DIR when it is set (kept);
+# otherwise to a temporary folder that the last cell (or the kernel's exit)
+# removes.
+KEEP_DIR = os.environ.get("BNNJAX_NOTEBOOK_DIR")
+if KEEP_DIR:
+    os.makedirs(KEEP_DIR, exist_ok=True)
+    work_tmp = None
+    WORK = tempfile.mkdtemp(prefix="export-", dir=KEEP_DIR)
+else:
+    work_tmp = tempfile.TemporaryDirectory(prefix="bnnjax-export-")
+    WORK = work_tmp.name
 WIDTHS = (64, 128, 128) if SMOKE else (256, 1024, 1024)
 EPOCHS = 1 if SMOKE else 5
 train_split, val = bnnjax.data.split_validation(ds, fraction=0.1, seed=0)
@@ -332,3 +342,15 @@ ax.set_title(
 )
 fig.tight_layout()
 plt.show()
+
+# %% [markdown]
+# ## Clean up
+#
+# The temporary folder goes; a folder under `$BNNJAX_NOTEBOOK_DIR` stays.
+
+# %%
+if work_tmp is not None:
+    work_tmp.cleanup()
+    assert not os.path.exists(WORK)
+else:
+    print("files kept in", WORK)

@@ -70,7 +70,17 @@ except (ImportError, bnnjax.data.DatasetUnavailableError) as e:
     print(f"TFDS MNIST unavailable ({type(e).__name__}); using the sample")
     DATASET = "mnist-sample"
     ds = bnnjax.data.load_dataset(DATASET)
-WORK = tempfile.mkdtemp(prefix="bnnjax-quickstart-")
+# Files go to a new folder under $BNNJAX_NOTEBOOK_DIR when it is set (kept);
+# otherwise to a temporary folder that the last cell (or the kernel's exit)
+# removes.
+KEEP_DIR = os.environ.get("BNNJAX_NOTEBOOK_DIR")
+if KEEP_DIR:
+    os.makedirs(KEEP_DIR, exist_ok=True)
+    work_tmp = None
+    WORK = tempfile.mkdtemp(prefix="quickstart-", dir=KEEP_DIR)
+else:
+    work_tmp = tempfile.TemporaryDirectory(prefix="bnnjax-quickstart-")
+    WORK = work_tmp.name
 print(
     f"bnnjax {bnnjax.__version__}, jax {jax.__version__}, "
     f"device {jax.devices()[0]}, dataset {DATASET!r}, smoke={SMOKE}"
@@ -347,3 +357,15 @@ test_logits = model.apply(
 )
 print("predicted:", np.asarray(jnp.argmax(test_logits, -1)))
 print("label:    ", ds.test_labels[:8])
+
+# %% [markdown]
+# ## Clean up
+#
+# The temporary folder goes; a folder under `$BNNJAX_NOTEBOOK_DIR` stays.
+
+# %%
+if work_tmp is not None:
+    work_tmp.cleanup()
+    assert not os.path.exists(WORK)
+else:
+    print("files kept in", WORK)
