@@ -201,6 +201,17 @@ class _StopOnSignal:
         raise KeyboardInterrupt
 
 
+def _disk_full_message(error: OSError, out_dir: str | None) -> str:
+    """What a full disk means for the run in ``out_dir``: one line."""
+    if out_dir and os.path.isfile(
+        os.path.join(out_dir, checkpoint_lib.CONFIG_FILE)
+    ):
+        then = f"continue with `bnnjax train --resume --out {out_dir}`"
+    else:
+        then = "run the same command again"
+    return f"{error} Free space on that disk, then {then}."
+
+
 def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     def fail(message: str, status: int) -> int:
         print(f"bnnjax train: error: {message}", file=sys.stderr)
@@ -253,6 +264,12 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
             on_epoch=on_epoch,
             on_start=on_start,
         )
+    except checkpoint_lib.RunDirectoryError as e:
+        progress.close()
+        return fail(f"{e} Choose another --out.", 2)
+    except checkpoint_lib.DiskFullError as e:
+        progress.close()
+        return fail(_disk_full_message(e, config.out_dir), 1)
     except (
         OSError,
         ValueError,

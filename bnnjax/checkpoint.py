@@ -8,6 +8,8 @@ A run directory holds::
     metrics.jsonl     one JSON object per epoch per seed, flushed at once
     checkpoints/      orbax CheckpointManager steps, one per saved epoch
     *.png             plots written at the end
+    .lock             while a process owns the directory: its PID
+                      (bnnjax.training.rundir.lock_run_dir)
 
 :func:`prepare_run_dir` refuses to touch a directory that already holds
 files unless the caller resumes. :class:`Checkpointer` saves a pytree of
@@ -18,6 +20,14 @@ during a save leaves the previous checkpoint loadable (the temporary
 directory is ignored and removed at the next start). A checkpoint that
 cannot be restored, or that was written for another model, raises
 :class:`CheckpointError` naming the directory and what to do.
+
+A full file system raises :class:`DiskFullError`, naming what could not
+be written and the last complete checkpoint: a checkpoint that did not
+fit is removed, and ``config.json`` and ``metrics.jsonl`` are left as
+they were before the failed write. A run directory that cannot be created
+or written raises :class:`RunDirectoryError`, which says why, and one
+that another process holds (``bnnjax.training.rundir.lock_run_dir``)
+raises :class:`RunDirectoryInUseError`, which names that process.
 
 In a multi-process job every process creates the :class:`Checkpointer`
 and calls :meth:`~Checkpointer.save` and :meth:`~Checkpointer.restore`
@@ -32,8 +42,14 @@ not at import time.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import glob
 import json
+import logging
 import os
+import shutil
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -43,13 +59,20 @@ import numpy as np
 __all__ = [
     "CONFIG_FILE",
     "CHECKPOINT_DIR",
+    "LOCK_FILE",
     "METRICS_FILE",
     "CheckpointError",
     "Checkpointer",
+    "DiskFullError",
+    "RunDirectoryError",
+    "RunDirectoryInUseError",
     "append_metrics",
+    "is_disk_full",
+    "last_complete_epoch",
     "prepare_run_dir",
     "read_config",
     "read_metrics",
+    "run_dir_error",
     "truncate_metrics",
     "write_config",
 ]
@@ -57,10 +80,174 @@ __all__ = [
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+LOCK_FILE = ".lock"
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, or does not match the model."""
+
+
+class RunDirectoryError(OSError):
+    """A run directory cannot be created or written; the message says why.
+
+    Attributes:
+      path: the run directory.
+    """
+
+    def __init__(self, message: str, *, path: str, code: int | None = None):
+        super().__init__(message)
+        self.errno = code
+        self.path = path
+
+
+class RunDirectoryInUseError(OSError):
+    """Another process holds the run directory's lock.
+
+    Attributes:
+      path: the run directory.
+      pid: the process that holds it (``None`` if it has not written its
+        PID yet).
+      purpose: what that process said it is doing (e.g. ``"training"``).
+    """
+
+    def __init__(self, path: str, pid: int | None, purpose: str | None):
+        who = "another process" if pid is None else f"process {pid}"
+        if purpose:
+            who += f" ({purpose})"
+        super().__init__(
+            f"The run directory {path} is in use by {who}; wait until it "
+            "ends, or use another directory."
+        )
+        self.errno = errno.EWOULDBLOCK
+        self.path = path
+        self.pid = pid
+        self.purpose = purpose
+
+
+class DiskFullError(OSError):
+    """A write in a run directory failed: its file system is full.
+
+    Attributes:
+      path: what could not be written.
+      last_epoch: the epoch of the last complete checkpoint, which is kept
+        intact, or ``None`` if there is none.
+    """
+
+    def __init__(
+        self, path: str, *, last_epoch: int | None, code: int = errno.ENOSPC
+    ):
+        full = (
+            "The disk quota is exceeded"
+            if code == errno.EDQUOT
+            else "The disk is full"
+        )
+        kept = (
+            "there is no complete checkpoint"
+            if last_epoch is None
+            else f"the last complete checkpoint is epoch {last_epoch}"
+        )
+        super().__init__(f"{full}: could not write {path}; {kept}.")
+        self.errno = code
+        self.path = path
+        self.last_epoch = last_epoch
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether ``error`` (or one it was raised from) is a full file system.
+
+    Python's writes raise ``OSError`` with ``errno.ENOSPC`` (or
+    ``EDQUOT``); orbax's tensorstore writes raise a ``ValueError`` whose
+    text starts ``RESOURCE_EXHAUSTED`` and ends with the OS error.
+    """
+    stack: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _NO_SPACE:
+            return True
+        text = str(e)
+        if "RESOURCE_EXHAUSTED" in text and (
+            "No space left" in text
+            or "os_error_code='28'" in text
+            or "quota" in text.lower()
+        ):
+            return True
+        stack += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+    return False
+
+
+def run_dir_error(path: str, error: OSError, *, action: str) -> OSError:
+    """The error for ``action`` (``"create"``, ``"write in"``) on a run dir.
+
+    Args:
+      path: the run directory.
+      error: what the operating system raised.
+      action: what failed, as in "cannot ACTION the run directory".
+
+    Returns:
+      A :class:`DiskFullError` for a full file system, otherwise a
+      :class:`RunDirectoryError` naming ``path`` and the reason in words
+      (``"/a/b is a file, not a directory"``, ``"the file system is
+      read-only"``, ``"permission denied: /a is not writable"``).
+    """
+    if is_disk_full(error):
+        return DiskFullError(
+            path,
+            last_epoch=last_complete_epoch(path),
+            code=error.errno or errno.ENOSPC,
+        )
+    return RunDirectoryError(
+        f"Cannot {action} the run directory {path}: {_why(path, error)}.",
+        path=path,
+        code=error.errno,
+    )
+
+
+def _why(path: str, error: OSError) -> str:
+    """The reason for a failed ``error`` on ``path``, in words."""
+    if error.errno == errno.ENOTDIR:
+        parent = path
+        while parent != os.path.dirname(parent):
+            if os.path.exists(parent) and not os.path.isdir(parent):
+                return f"{parent} is a file, not a directory"
+            parent = os.path.dirname(parent)
+        return "a part of the path is not a directory"
+    if error.errno == errno.EROFS:
+        return "the file system is read-only"
+    if error.errno in (errno.EACCES, errno.EPERM):
+        parent = path
+        while not os.path.exists(parent) and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
+        return f"permission denied: {parent} is not writable"
+    return (error.strerror or str(error)).lower()
+
+
+def last_complete_epoch(run_dir: str) -> int | None:
+    """The epoch of the last complete checkpoint in a run directory.
+
+    Read from the listing, without orbax: a checkpoint is complete once
+    orbax has renamed its temporary directory to the epoch number.
+    """
+    epochs = _complete_epochs(os.path.join(run_dir, CHECKPOINT_DIR))
+    return max(epochs) if epochs else None
+
+
+def _complete_epochs(directory: str) -> list[int]:
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(
+        int(name)
+        for name in names
+        if name.isdigit() and os.path.isdir(os.path.join(directory, name))
+    )
 
 
 def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
@@ -78,6 +265,9 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
         is false.
       FileNotFoundError: if ``resume`` is true and ``path`` holds no
         ``config.json``.
+
+    The lock file (``.lock``, see ``bnnjax.training.rundir.lock_run_dir``)
+    does not count as a file.
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
@@ -85,6 +275,7 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
             f"Run directory {path!r} is a file; choose another --out."
         )
     entries = sorted(os.listdir(path)) if os.path.isdir(path) else []
+    entries = [e for e in entries if e != LOCK_FILE]
     if resume:
         if CONFIG_FILE not in entries:
             raise FileNotFoundError(
@@ -102,14 +293,27 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
 
 
 def write_config(path: str, config: Mapping[str, Any]) -> None:
-    """Writes ``config.json`` (atomically: temporary file, then rename)."""
+    """Writes ``config.json`` (atomically: temporary file, then rename).
+
+    If the write fails (a full disk), the previous ``config.json`` is
+    left as it was and the temporary file is removed.
+    """
     os.makedirs(path, exist_ok=True)
-    target = os.path.join(path, CONFIG_FILE)
+    text = json.dumps(dict(config), indent=2, sort_keys=True) + "\n"
+    _replace_file(os.path.join(path, CONFIG_FILE), text)
+
+
+def _replace_file(target: str, text: str) -> None:
+    """Replaces ``target`` by ``text`` through a temporary file."""
     tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(dict(config), f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, target)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -131,12 +335,32 @@ def read_config(path: str) -> dict[str, Any]:
 
 
 def append_metrics(path: str, records: Iterable[Mapping[str, Any]]) -> None:
-    """Appends records to ``metrics.jsonl``, one line each, and flushes."""
-    with open(os.path.join(path, METRICS_FILE), "a") as f:
-        for record in records:
-            f.write(json.dumps(dict(record), sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Appends records to ``metrics.jsonl``, one line each, and flushes.
+
+    All or nothing: if the write fails (a full disk), the file is cut
+    back to its previous length.
+    """
+    data = "".join(
+        json.dumps(dict(record), sort_keys=True) + "\n" for record in records
+    ).encode()
+    fd = os.open(
+        os.path.join(path, METRICS_FILE),
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+        0o644,
+    )
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:
@@ -172,12 +396,10 @@ def truncate_metrics(path: str, *, last_epoch: int) -> list[dict[str, Any]]:
     again and must not appear twice.
     """
     kept = [r for r in read_metrics(path) if r.get("epoch", 0) <= last_epoch]
-    target = os.path.join(path, METRICS_FILE)
-    tmp = target + ".tmp"
-    with open(tmp, "w") as f:
-        for record in kept:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-    os.replace(tmp, target)
+    _replace_file(
+        os.path.join(path, METRICS_FILE),
+        "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept),
+    )
     return kept
 
 
@@ -234,6 +456,11 @@ class Checkpointer:
           epoch: the number of completed epochs (the orbax step).
           state: a pytree of arrays.
           info: JSON-serialisable values stored alongside.
+
+        Raises:
+          DiskFullError: if the file system is full. The partial
+            checkpoint is removed; the earlier ones are intact. What
+            orbax's writer threads log about the failure is dropped.
         """
         ocp = self._ocp
         leaves = jax.tree.leaves(state)
@@ -245,15 +472,37 @@ class Checkpointer:
             "dtypes": [str(np.dtype(x.dtype)) for x in leaves],
         }
         arrays = {f"{i:05d}": x for i, x in enumerate(leaves)}
-        self._manager.save(
-            int(epoch),
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(arrays),
-                meta=ocp.args.JsonSave(meta),
-            ),
-            force=True,
+        with _WriterNoise() as noise:
+            try:
+                self._manager.save(
+                    int(epoch),
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(arrays),
+                        meta=ocp.args.JsonSave(meta),
+                    ),
+                    force=True,
+                )
+                self._manager.wait_until_finished()
+            except Exception as e:
+                if not is_disk_full(e):
+                    raise
+                noise.discard()
+                self._remove_partial(int(epoch))
+                epochs = _complete_epochs(self.directory)
+                raise DiskFullError(
+                    os.path.join(self.directory, str(int(epoch))),
+                    last_epoch=epochs[-1] if epochs else None,
+                ) from e
+
+    def _remove_partial(self, epoch: int) -> None:
+        """Removes the temporary directory of a save that failed."""
+        if jax.process_index() != 0:
+            return
+        pattern = os.path.join(
+            glob.escape(self.directory), f"{epoch}.orbax-checkpoint-tmp*"
         )
-        self._manager.wait_until_finished()
+        for partial in glob.glob(pattern):
+            shutil.rmtree(partial, ignore_errors=True)
 
     def info(self, epoch: int | None = None) -> dict[str, Any]:
         """The JSON record saved with a checkpoint (default: the latest).
@@ -371,6 +620,52 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _WriterNoise:
+    """Holds back what orbax's writer threads report while a save runs.
+
+    When a write fails, orbax logs the error with a traceback from each
+    of its writer threads (absl logging), and tensorstore reports "Event
+    loop is closed" as an unraisable exception for every write still
+    pending; :meth:`Checkpointer.save` raises one error that says it all.
+    While held, records of the ``absl`` and ``asyncio`` loggers and
+    unraisable exceptions are kept; on exit they are passed on as usual
+    (late, in order), unless :meth:`discard` was called.
+    """
+
+    _LOGGERS = ("absl", "asyncio")
+
+    def __init__(self) -> None:
+        self._records: list[logging.LogRecord] = []
+        self._unraisable: list[Any] = []
+        self._discard = False
+
+    def __enter__(self) -> _WriterNoise:
+        for name in self._LOGGERS:
+            logging.getLogger(name).addFilter(self._hold)
+        self._hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable.append
+        return self
+
+    def _hold(self, record: logging.LogRecord) -> bool:
+        self._records.append(record)
+        return False
+
+    def discard(self) -> None:
+        """Drops what was held instead of passing it on."""
+        self._discard = True
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._LOGGERS:
+            logging.getLogger(name).removeFilter(self._hold)
+        sys.unraisablehook = self._hook
+        if self._discard:
+            return
+        for record in self._records:
+            logging.getLogger(record.name).handle(record)
+        for unraisable in self._unraisable:
+            self._hook(unraisable)
 
 
 def _target_sharding(

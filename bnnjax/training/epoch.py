@@ -3,8 +3,9 @@
 :func:`global_batches` feeds the devices one epoch of batches in the
 order of :func:`bnnjax.data.iterate_batches`; :func:`train_epoch` runs
 the steps, reads each step's metrics one step late (so the host does not
-wait for the device), reports a :class:`StepInfo` per step and stops
-with :class:`NonFiniteLossError` at the first non-finite loss.
+wait for the device), reports a :class:`StepInfo` per step, counts the
+correctly classified training examples, and stops with
+:class:`NonFiniteLossError` at the first non-finite loss.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class StepInfo(NamedTuple):
       total_steps: steps of the whole run.
       epoch: the current epoch (1-based).
       loss: training loss of this step.
-      accuracy: training accuracy of this step.
+      accuracy: training accuracy of this step's batch: correctly
+        classified examples over batch examples, all seeds pooled.
     """
 
     step: int
@@ -119,19 +121,24 @@ def train_epoch(
     """Runs one epoch; reads each step's metrics one step late.
 
     Returns:
-      ``(state, step, losses, accuracies)``: the state and step count
-      after the epoch, and each step's per-seed loss and accuracy.
+      ``(state, step, losses, correct)``: the state and step count after
+      the epoch, and each step's per-seed loss (float) and number of
+      correctly classified examples of its batch (int; exact, so an
+      epoch's training accuracy is the exact fraction of its examples
+      classified correctly at the step that trained on them).
 
     Raises:
       NonFiniteLossError: at the first step whose loss is not finite for
         some seed.
     """
     losses: list[np.ndarray] = []
-    accuracies: list[np.ndarray] = []
+    counts: list[np.ndarray] = []
 
-    def report(done: int, batch: int, metrics: dict[str, jax.Array]) -> None:
+    def report(
+        done: int, batch: int, size: int, metrics: dict[str, jax.Array]
+    ) -> None:
         loss = np.asarray(metrics["loss"])
-        accuracy = np.asarray(metrics["accuracy"])
+        correct = np.asarray(metrics["correct"]).astype(np.int64)
         bad = [
             s for s, v in zip(seeds, loss, strict=True) if not np.isfinite(v)
         ]
@@ -146,7 +153,7 @@ def train_epoch(
                 checkpoint_dir=checkpoint_dir,
             )
         losses.append(loss)
-        accuracies.append(accuracy)
+        counts.append(correct)
         if on_step is not None:
             on_step(
                 StepInfo(
@@ -154,7 +161,7 @@ def train_epoch(
                     total_steps=total_steps,
                     epoch=epoch + 1,
                     loss=float(loss.mean()),
-                    accuracy=float(accuracy.mean()),
+                    accuracy=int(correct.sum()) / (size * len(correct)),
                 )
             )
 
@@ -167,10 +174,10 @@ def train_epoch(
         step += 1
         if pending is not None:
             report(*pending)
-        pending = (step, batch, metrics)
+        pending = (step, batch, labels.shape[-1], metrics)
     if pending is not None:
         report(*pending)
-    return state, step, losses, accuracies
+    return state, step, losses, counts
 
 
 def global_batches(

@@ -1,6 +1,7 @@
 """The training loop: :func:`run`, the whole job of one configuration.
 
-:func:`run` goes through named steps: set-up (``_open_run_dir``,
+:func:`run` goes through named steps: set-up (``_data_mesh``,
+``_open_run_dir``, which owns the run directory for the whole run,
 ``_load_splits``, ``_set_up``), resume (``_resume``, ``_start_records``),
 the epoch loop (``_train_epochs``, with ``_epoch_records`` and
 ``_checkpoint_epoch``), and the final evaluation and results
@@ -10,10 +11,12 @@ result is a dict.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -30,16 +33,25 @@ from bnnjax.training.config import TrainConfig, check_batch_split
 from bnnjax.training.diagnostics import (
     latent_kernels,
     make_epoch_diagnostics,
-    make_signs_fn,
+    make_epoch_start_fn,
     seed_row,
 )
 from bnnjax.training.epoch import StepInfo, global_batches, train_epoch
-from bnnjax.training.results import memory_numbers, run_summary
-from bnnjax.training.rundir import check_resume_config, default_out_dir
+from bnnjax.training.results import (
+    accuracy_fields,
+    memory_numbers,
+    run_summary,
+)
+from bnnjax.training.rundir import (
+    check_resume_config,
+    default_out_dir,
+    lock_run_dir,
+)
 from bnnjax.training.step import (
+    Evaluation,
     TrainState,
     build_training,
-    evaluate,
+    evaluate_counts,
     init_state,
     make_eval_step,
     make_train_step,
@@ -89,12 +101,15 @@ def run(
 ) -> dict[str, Any]:
     """Trains ``config`` and returns the final metrics; never prints.
 
-    Steps: check the run directory (an existing non-empty one is refused
-    unless ``resume``), load the dataset, hold out the validation split,
-    build the model and optimizer from the preset, and train every seed
-    at once. After each epoch, per seed: the mean training loss and
-    accuracy, validation loss and accuracy, flip ratio, gradient fraction
-    and latent statistics are appended to ``metrics.jsonl``, then a
+    Steps: take the run directory's lock, held until the run ends (one
+    process per run directory: ``bnnjax.training.rundir.lock_run_dir``),
+    check the directory (an existing non-empty one is refused unless
+    ``resume``), load the dataset, hold out the validation split, build
+    the model and optimizer from the preset, and train every seed at
+    once. After each epoch, per seed: the mean training loss and
+    accuracy, validation loss and accuracy (accuracies with their
+    ``_correct``/``_total`` counts), flip and update ratios, gradient
+    fraction and latent statistics are appended to ``metrics.jsonl``, then a
     checkpoint is saved. At the end the test split is evaluated once, on
     the final parameters, and plots are written. Nothing uses the test
     split before that; the best validation epoch is reported for
@@ -136,7 +151,8 @@ def run(
 
     Returns:
       A JSON-ready dict: ``test_accuracy``/``val_accuracy`` (means over
-      seeds) with ``_std`` and ``_per_seed``, the same for losses,
+      seeds, exact fractions of the counts ``_correct``/``_total`` kept
+      beside them) with ``_std`` and ``_per_seed``, the same for losses,
       ``epochs``, ``train_seconds`` (time spent in training steps,
       including the first step's compilation), ``examples_per_second``,
       the memory summary of one model (``binary_params``,
@@ -156,42 +172,54 @@ def run(
         checkpoint.
       NonFiniteLossError: when a loss is NaN or infinite; the last good
         checkpoint is kept.
+      bnnjax.checkpoint.RunDirectoryInUseError: if another process holds
+        the run directory (its ``pid`` is named).
+      bnnjax.checkpoint.RunDirectoryError: if the run directory cannot be
+        created or written (the reason is named).
+      bnnjax.checkpoint.DiskFullError: when the file system fills up; it
+        names the last complete checkpoint, which is intact (a partial
+        one is removed), and ``resume=True`` continues from it once there
+        is space.
     """
     wall_start = time.perf_counter()
-    setup, state = _set_up(config, resume=resume)
-    with ckpt.Checkpointer(
-        os.path.join(setup.out_dir, ckpt.CHECKPOINT_DIR),
-        max_to_keep=config.max_to_keep,
-    ) as checkpointer:
-        state, start_epoch, step = _resume(setup, checkpointer, state, resume)
-        if on_start is not None:
-            on_start(start_epoch)
-        records = _start_records(setup, start_epoch)
-        train_step = make_train_step(setup.model, setup.tx, mesh=setup.mesh)
-        eval_step = make_eval_step(setup.model, mesh=setup.mesh)
-        state, step = _train_epochs(
+    mesh = _data_mesh(config)
+    with _open_run_dir(config, resume=resume) as out_dir:
+        setup, state = _set_up(config, mesh, out_dir)
+        with ckpt.Checkpointer(
+            os.path.join(setup.out_dir, ckpt.CHECKPOINT_DIR),
+            max_to_keep=config.max_to_keep,
+        ) as checkpointer:
+            state, start_epoch, step = _resume(
+                setup, checkpointer, state, resume
+            )
+            if on_start is not None:
+                on_start(start_epoch)
+            records = _start_records(setup, start_epoch)
+            train_step = make_train_step(setup.model, setup.tx, mesh=setup.mesh)
+            eval_step = make_eval_step(setup.model, mesh=setup.mesh)
+            state, step = _train_epochs(
+                setup,
+                checkpointer,
+                train_step,
+                eval_step,
+                state,
+                records,
+                start_epoch=start_epoch,
+                step=step,
+                on_step=on_step,
+                on_epoch=on_epoch,
+                before_step=before_step,
+            )
+        return _finish(
             setup,
-            checkpointer,
-            train_step,
             eval_step,
             state,
             records,
-            start_epoch=start_epoch,
             step=step,
-            on_step=on_step,
-            on_epoch=on_epoch,
-            before_step=before_step,
+            resumed_from_epoch=start_epoch if resume else None,
+            make_plots=make_plots,
+            wall_start=wall_start,
         )
-    return _finish(
-        setup,
-        eval_step,
-        state,
-        records,
-        step=step,
-        resumed_from_epoch=start_epoch if resume else None,
-        make_plots=make_plots,
-        wall_start=wall_start,
-    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,18 +251,52 @@ class _Run:
         }
 
 
-def _open_run_dir(config: TrainConfig, *, resume: bool) -> tuple[Mesh, str]:
-    """The device mesh and the checked run directory."""
+def _data_mesh(config: TrainConfig) -> Mesh:
+    """The device mesh, checked against the batch size."""
     mesh = distributed.data_mesh(_default_devices(config))
     check_batch_split(config.batch_size, mesh.size)
-    out_dir = ckpt.prepare_run_dir(
-        config.out_dir or default_out_dir(), resume=resume
+    return mesh
+
+
+@contextlib.contextmanager
+def _open_run_dir(config: TrainConfig, *, resume: bool) -> Iterator[str]:
+    """Owns the checked run directory for the block; yields its path.
+
+    Process 0 holds the directory's lock (``lock_run_dir``) until the
+    block ends, and checks the directory once it holds it: a second
+    process is told that the directory is in use, not that it is not
+    empty. A refused run leaves nothing behind (the lock file is removed,
+    and so is a directory the lock created). A full file system met in
+    the block becomes a :class:`~bnnjax.checkpoint.DiskFullError` naming
+    the last complete checkpoint.
+    """
+    out_dir = os.path.abspath(config.out_dir or default_out_dir())
+    if resume or os.path.isfile(out_dir):
+        # Refused before locking: nothing to resume, or not a directory.
+        ckpt.prepare_run_dir(out_dir, resume=resume)
+    owner = (
+        lock_run_dir(out_dir, purpose="training")
+        if distributed.is_primary()
+        else contextlib.nullcontext()
     )
-    if resume:
-        check_resume_config(out_dir, config)
-    # Every process has checked the directory before process 0 writes.
-    distributed.barrier("bnnjax.train.run: run directory checked")
-    return mesh, out_dir
+    with owner:
+        ckpt.prepare_run_dir(out_dir, resume=resume)
+        if resume:
+            check_resume_config(out_dir, config)
+        # Every process has checked the directory before process 0 writes.
+        distributed.barrier("bnnjax.train.run: run directory checked")
+        try:
+            yield out_dir
+        except ckpt.DiskFullError:
+            raise
+        except Exception as e:
+            if not ckpt.is_disk_full(e):
+                raise
+            raise ckpt.DiskFullError(
+                getattr(e, "filename", None) or out_dir,
+                last_epoch=ckpt.last_complete_epoch(out_dir),
+                code=getattr(e, "errno", None) or errno.ENOSPC,
+            ) from e
 
 
 def _load_splits(
@@ -258,9 +320,10 @@ def _load_splits(
     return dataset, train_split, val, steps_per_epoch
 
 
-def _set_up(config: TrainConfig, *, resume: bool) -> tuple[_Run, TrainState]:
-    """Run directory, data, model, optimizer and the initial state."""
-    mesh, out_dir = _open_run_dir(config, resume=resume)
+def _set_up(
+    config: TrainConfig, mesh: Mesh, out_dir: str
+) -> tuple[_Run, TrainState]:
+    """Data, model, optimizer and the initial state."""
     dataset, train_split, val, steps_per_epoch = _load_splits(config)
     preset = config.preset
     seeds = list(config.seeds)
@@ -351,7 +414,7 @@ def _train_epochs(
     """
     config = setup.config
     diagnostics = make_epoch_diagnostics(setup.preset.kernel_binarizer)
-    signs = make_signs_fn(setup.preset.kernel_binarizer)(state.params)
+    start = make_epoch_start_fn(setup.preset.kernel_binarizer)(state.params)
     last_good = start_epoch if start_epoch else None
     for epoch in range(start_epoch, config.epochs):
         epoch_start = time.perf_counter()
@@ -363,7 +426,7 @@ def _train_epochs(
             seeds=setup.seeds,
             epoch=epoch,
         )
-        state, step, losses, accuracies = train_epoch(
+        state, step, losses, correct = train_epoch(
             train_step,
             state,
             batches,
@@ -379,7 +442,7 @@ def _train_epochs(
         )
         train_seconds = time.perf_counter() - epoch_start
         progress = min(step / setup.total_steps, 1.0)
-        val_loss, val_accuracy = evaluate(
+        val = evaluate_counts(
             eval_step,
             state,
             setup.val.images,
@@ -388,13 +451,13 @@ def _train_epochs(
             progress=progress,
             mesh=setup.mesh,
         )
-        diag, signs = diagnostics(state.params, signs, np.float32(progress))
+        diag, start = diagnostics(state.params, start, np.float32(progress))
         epoch_records = _epoch_records(
             setup,
             epoch=epoch,
             step=step,
-            train=(np.mean(losses, axis=0), np.mean(accuracies, axis=0)),
-            val=(val_loss, val_accuracy),
+            train=(np.mean(losses, axis=0), np.sum(correct, axis=0)),
+            val=val,
             diag=jax.device_get(diag),
             train_seconds=train_seconds,
         )
@@ -414,17 +477,19 @@ def _epoch_records(
     epoch: int,
     step: int,
     train: tuple[np.ndarray, np.ndarray],
-    val: tuple[np.ndarray, np.ndarray],
+    val: Evaluation,
     diag: Mapping[str, Any],
     train_seconds: float,
 ) -> list[dict[str, Any]]:
     """One epoch's ``metrics.jsonl`` records, one per seed.
 
-    ``train`` and ``val`` are per-seed ``(loss, accuracy)`` arrays, ``diag``
-    the diagnostics with a leading seed axis (host arrays).
+    ``train`` holds per-seed arrays ``(mean loss, correct examples)`` of
+    the epoch's steps, ``val`` the validation evaluation, ``diag`` the
+    diagnostics with a leading seed axis (host arrays).
     """
     config, seeds, lr_fn = setup.config, setup.seeds, setup.lr_fn
-    (train_loss, train_accuracy), (val_loss, val_accuracy) = train, val
+    train_loss, train_correct = train
+    train_total = setup.steps_per_epoch * config.batch_size
     epoch_records = []
     for i, seed in enumerate(seeds):
         epoch_records.append(
@@ -437,9 +502,9 @@ def _epoch_records(
                     lr_fn(step) if callable(lr_fn) else lr_fn  # type: ignore[arg-type]
                 ),
                 "train_loss": float(train_loss[i]),
-                "train_accuracy": float(train_accuracy[i]),
-                "val_loss": float(val_loss[i]),
-                "val_accuracy": float(val_accuracy[i]),
+                **accuracy_fields("train", train_correct[i], train_total),
+                "val_loss": float(val.loss[i]),
+                **accuracy_fields("val", val.correct[i], val.total),
                 **seed_row(diag, i),
                 "train_seconds": train_seconds,
                 "examples_per_second": len(seeds)
@@ -477,7 +542,7 @@ def _finish(
     wall_start: float,
 ) -> dict[str, Any]:
     """Evaluates the test split once, writes the plots, returns results."""
-    test_loss, test_accuracy = evaluate(
+    test = evaluate_counts(
         eval_step,
         state,
         setup.dataset.test_images,
@@ -491,15 +556,20 @@ def _finish(
         layer: w[0] for layer, w in latent_kernels(host_state.params).items()
     }
     plot_paths = (
-        plots.plot_run(records, latents, setup.out_dir)
+        plots.plot_run(
+            records,
+            latents,
+            setup.out_dir,
+            epoch=setup.config.epochs,
+            seed=setup.seeds[0],
+        )
         if make_plots and setup.primary
         else []
     )
     results = run_summary(
         setup.config,
         records,
-        test_loss=test_loss,
-        test_accuracy=test_accuracy,
+        test=test,
         steps=step,
         steps_per_epoch=setup.steps_per_epoch,
     )

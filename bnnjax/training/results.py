@@ -3,6 +3,11 @@
 :func:`bnnjax.train.run` returns one JSON-ready dict; the functions here
 compute its parts from the per-epoch, per-seed records of
 ``metrics.jsonl``, the test evaluation and the final state.
+
+Accuracies are exact: every one is ``correct / total`` computed from
+integer counts (float64, the double nearest the fraction, so 963 of 1000
+is ``0.963``), and the counts are kept beside it
+(:func:`accuracy_fields`).
 """
 
 from __future__ import annotations
@@ -16,12 +21,38 @@ import numpy as np
 from bnnjax.optim import REAL
 from bnnjax.summary import summary as memory_summary
 from bnnjax.training.config import TrainConfig
-from bnnjax.training.step import TrainState
+from bnnjax.training.step import Evaluation, TrainState
 
 __all__ = [
+    "accuracy_fields",
     "memory_numbers",
     "run_summary",
 ]
+
+
+def accuracy_fields(split: str, correct: int, total: int) -> dict[str, Any]:
+    """An accuracy and the counts it is computed from.
+
+    Args:
+      split: the key prefix (``"train"``, ``"val"``, ``"test"``).
+      correct: correctly classified examples.
+      total: examples.
+
+    Returns:
+      ``{f"{split}_accuracy": correct / total, f"{split}_correct":
+      correct, f"{split}_total": total}``; the accuracy is the double
+      nearest the exact fraction (``0.0`` when ``total`` is 0).
+
+    Example:
+      >>> accuracy_fields("test", 963, 1000)
+      {'test_accuracy': 0.963, 'test_correct': 963, 'test_total': 1000}
+    """
+    correct, total = int(correct), int(total)
+    return {
+        f"{split}_accuracy": correct / total if total else 0.0,
+        f"{split}_correct": correct,
+        f"{split}_total": total,
+    }
 
 
 def memory_numbers(state: TrainState, binary: bool) -> dict[str, Any]:
@@ -58,6 +89,39 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std())
 
 
+def _accuracy_over_seeds(
+    split: str, correct: Sequence[int], total: Sequence[int]
+) -> dict[str, Any]:
+    """Exact accuracies from per-seed counts, pooled and per seed.
+
+    ``{split}_accuracy`` is the mean over seeds; every seed sees the same
+    split, so it equals the pooled ``{split}_correct / {split}_total``
+    and is computed that way, exactly.
+    """
+    per_seed = [
+        accuracy_fields(split, c, t)
+        for c, t in zip(correct, total, strict=True)
+    ]
+    accuracies = [f[f"{split}_accuracy"] for f in per_seed]
+    return {
+        **accuracy_fields(split, sum(correct), sum(total)),
+        f"{split}_accuracy_std": _mean_std(accuracies)[1],
+        f"{split}_accuracy_per_seed": accuracies,
+        f"{split}_correct_per_seed": [int(c) for c in correct],
+        f"{split}_total_per_seed": [int(t) for t in total],
+    }
+
+
+def _add_mean_std(
+    results: dict[str, Any], name: str, values: Sequence[float]
+) -> None:
+    """Adds ``name`` (the mean), ``{name}_std`` and ``{name}_per_seed``."""
+    mean, std = _mean_std(values)
+    results[name] = mean
+    results[f"{name}_std"] = std
+    results[f"{name}_per_seed"] = list(values)
+
+
 def _best_epochs(
     records: Sequence[Mapping[str, Any]], seeds: Sequence[int]
 ) -> list[dict[str, Any]]:
@@ -76,8 +140,7 @@ def run_summary(
     config: TrainConfig,
     records: Sequence[Mapping[str, Any]],
     *,
-    test_loss: np.ndarray,
-    test_accuracy: np.ndarray,
+    test: Evaluation,
     steps: int,
     steps_per_epoch: int,
 ) -> dict[str, Any]:
@@ -86,15 +149,18 @@ def run_summary(
     Args:
       config: the run.
       records: every epoch's metrics records, one per seed and epoch.
-      test_loss: the final test loss per seed.
-      test_accuracy: the final test accuracy per seed.
+      test: the final test evaluation (per seed).
       steps: steps done.
       steps_per_epoch: steps in one epoch.
 
     Returns:
       A JSON-ready dict: the run's settings, then ``test_accuracy``,
       ``val_accuracy``, ``test_loss`` and ``val_loss`` (means over seeds,
-      with ``_std`` and ``_per_seed``; validation at the last epoch),
+      with ``_std`` and ``_per_seed``; validation at the last epoch), the
+      counts behind each accuracy (``test_correct`` and ``test_total``
+      pooled over seeds, so ``test_accuracy == test_correct /
+      test_total``, and ``test_correct_per_seed``,
+      ``test_total_per_seed``; the same for ``val_``),
       ``best_val_epoch_per_seed``, ``best_val_accuracy_per_seed``,
       ``train_seconds`` and ``examples_per_second``.
     """
@@ -119,16 +185,25 @@ def run_summary(
         "learning_rate": lr,
         "real_learning_rate": real_lr,
     }
-    for name, values in (
-        ("test_accuracy", [float(v) for v in test_accuracy]),
-        ("val_accuracy", [r["val_accuracy"] for r in last]),
-        ("test_loss", [float(v) for v in test_loss]),
-        ("val_loss", [r["val_loss"] for r in last]),
-    ):
-        mean, std = _mean_std(values)
-        results[name] = mean
-        results[f"{name}_std"] = std
-        results[f"{name}_per_seed"] = values
+    results.update(
+        _accuracy_over_seeds(
+            "test", [int(c) for c in test.correct], [test.total] * len(seeds)
+        )
+    )
+    if all("val_correct" in r for r in last):
+        results.update(
+            _accuracy_over_seeds(
+                "val",
+                [r["val_correct"] for r in last],
+                [r["val_total"] for r in last],
+            )
+        )
+    else:  # records of a run directory written before counts were kept
+        _add_mean_std(
+            results, "val_accuracy", [r["val_accuracy"] for r in last]
+        )
+    _add_mean_std(results, "test_loss", [float(v) for v in test.loss])
+    _add_mean_std(results, "val_loss", [r["val_loss"] for r in last])
     results.update(
         {
             "best_val_epoch_per_seed": [b["epoch"] for b in best],

@@ -29,11 +29,13 @@ from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.training.config import TrainConfig
 
 __all__ = [
+    "Evaluation",
     "TrainState",
     "abstract_params",
     "build_model",
     "build_training",
     "evaluate",
+    "evaluate_counts",
     "init_state",
     "make_eval_step",
     "make_train_step",
@@ -197,7 +199,9 @@ def make_train_step(
     * ``progress``: float32 scalar ``step / total_steps``, shared by every
       seed and passed to the model (traced: a new value does not
       recompile);
-    * ``metrics``: ``{"loss", "accuracy"}``, each of shape ``(S,)``.
+    * ``metrics``: ``{"loss", "accuracy", "correct"}``, each of shape
+      ``(S,)``: the batch's mean loss, its accuracy (float32) and its
+      number of correctly classified examples (int32, exact).
 
     With one seed (``S == 1``) the step runs without the vmap on the
     squeezed arguments (faster on CPU) and has the same signature.
@@ -247,9 +251,15 @@ def make_train_step(
         )(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == labels, dtype=jnp.float32)
+        hits = jnp.argmax(logits, -1) == labels
+        accuracy = jnp.mean(hits, dtype=jnp.float32)
+        correct = jnp.sum(hits, dtype=jnp.int32)
         new_state = TrainState(params, batch_stats, opt_state)
-        return new_state, {"loss": loss, "accuracy": accuracy}
+        return new_state, {
+            "loss": loss,
+            "accuracy": accuracy,
+            "correct": correct,
+        }
 
     step = _over_seeds(one, in_axes=(0, 0, 0, None))
     donate = (0,) if _donate_state() else ()
@@ -272,8 +282,11 @@ def make_eval_step(
 
     ``step(state, images, labels, mask, progress) -> (loss_sum, correct)``
     with one shared ``(B, H, W, C)`` uint8 batch for every seed, ``mask``
-    ``(B,)`` marking real (not padding) examples; both results have shape
-    ``(S,)``. Batch norm uses its running averages.
+    ``(B,)`` marking real (not padding) examples (nonzero: real); both
+    results have shape ``(S,)``: the float32 sum of the losses and the
+    int32 count of correctly classified real examples (exact, so
+    accuracies can be reported as exact fractions). Batch norm uses its
+    running averages.
 
     Args:
       model: the linen model.
@@ -303,8 +316,8 @@ def make_eval_step(
             ),
         )
         losses = _cross_entropy(logits, labels)
-        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        return jnp.sum(losses * mask), jnp.sum(correct * mask)
+        hits = (jnp.argmax(logits, -1) == labels) & (mask != 0)
+        return jnp.sum(losses * mask), jnp.sum(hits, dtype=jnp.int32)
 
     step = _over_seeds(one, in_axes=(0, None, None, None, None))
     if mesh is None:
@@ -318,7 +331,29 @@ def make_eval_step(
     )
 
 
-def evaluate(
+class Evaluation(NamedTuple):
+    """The result of :func:`evaluate_counts`: losses and exact counts.
+
+    Attributes:
+      loss: ``(S,)`` float mean loss per seed.
+      correct: ``(S,)`` int64 count of correctly classified examples per
+        seed.
+      total: the number of examples in the split (the same for every
+        seed).
+    """
+
+    loss: np.ndarray
+    correct: np.ndarray
+    total: int
+
+    @property
+    def accuracy(self) -> np.ndarray:
+        """``(S,)`` float64 ``correct / total``: the double nearest the
+        exact fraction, so 963 of 1000 prints as ``0.963``."""
+        return self.correct / self.total
+
+
+def evaluate_counts(
     eval_step: Callable[..., tuple[jax.Array, jax.Array]],
     state: TrainState,
     images: np.ndarray,
@@ -327,8 +362,12 @@ def evaluate(
     batch_size: int,
     progress: float = 1.0,
     mesh: Mesh | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Mean loss and accuracy per seed over a whole split.
+) -> Evaluation:
+    """Mean loss and number of correct predictions per seed over a split.
+
+    The counts are summed on the device as int32, so they are exact, and
+    :attr:`Evaluation.accuracy` is the exact fraction ``correct / total``
+    rounded once, to float64.
 
     The last batch is padded to ``batch_size`` (and masked), so every call
     uses one compiled shape. With a ``mesh``, the batch is first rounded
@@ -345,7 +384,7 @@ def evaluate(
       mesh: the mesh ``eval_step`` was built with, or ``None``.
 
     Returns:
-      ``(loss, accuracy)`` numpy arrays of shape ``(S,)``.
+      An :class:`Evaluation` with ``total = N``.
 
     Raises:
       ValueError: for an empty split.
@@ -359,7 +398,7 @@ def evaluate(
         size = -(-size // mesh.size) * mesh.size
         sharding = distributed.batch_sharding(mesh, 0)
     loss_sum: float | jax.Array = 0.0
-    correct: float | jax.Array = 0.0
+    correct: int | jax.Array = 0
     p = np.float32(progress)
     for start in range(0, n, size):
         x: np.ndarray | jax.Array = images[start : start + size]
@@ -379,7 +418,54 @@ def evaluate(
         batch_loss, batch_correct = eval_step(state, x, y, mask, p)
         loss_sum = loss_sum + batch_loss
         correct = correct + batch_correct
-    return np.asarray(loss_sum) / n, np.asarray(correct) / n
+    return Evaluation(
+        loss=np.asarray(loss_sum) / n,
+        correct=np.asarray(correct).astype(np.int64),
+        total=n,
+    )
+
+
+def evaluate(
+    eval_step: Callable[..., tuple[jax.Array, jax.Array]],
+    state: TrainState,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    batch_size: int,
+    progress: float = 1.0,
+    mesh: Mesh | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean loss and accuracy per seed over a whole split.
+
+    ``bnnjax.training.step.evaluate_counts`` without the counts: the
+    accuracy is float64 ``correct / total``, the exact fraction rounded
+    once (963 of 1000 is ``0.963``).
+
+    Args:
+      eval_step: from :func:`make_eval_step`.
+      state: the stacked state.
+      images: ``(N, H, W, C)`` uint8.
+      labels: ``(N,)`` int32.
+      batch_size: examples per evaluation batch.
+      progress: passed to the model (only annealed backward rules read it).
+      mesh: the mesh ``eval_step`` was built with, or ``None``.
+
+    Returns:
+      ``(loss, accuracy)`` numpy arrays of shape ``(S,)``.
+
+    Raises:
+      ValueError: for an empty split.
+    """
+    result = evaluate_counts(
+        eval_step,
+        state,
+        images,
+        labels,
+        batch_size=batch_size,
+        progress=progress,
+        mesh=mesh,
+    )
+    return result.loss, result.accuracy
 
 
 def build_training(
