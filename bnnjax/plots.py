@@ -23,25 +23,43 @@ def plot_run(
     records: Sequence[Mapping[str, Any]],
     latents: Mapping[str, npt.ArrayLike],
     out_dir: str | os.PathLike[str],
+    *,
+    epoch: int | None = None,
+    seed: int | None = None,
 ) -> list[str]:
-    """Writes the curves, flip ratios and latent-weight histograms.
+    """Writes the curves, flip and update ratios and latent histograms.
 
     Files (in ``out_dir``):
 
     * ``curves.png``: training and validation loss and accuracy per epoch,
       one line per seed;
-    * ``flip_ratio.png``: fraction of binary weights whose sign changed in
-      each epoch (all kernels, one line per seed) and per layer (first
-      seed), and the fraction of latent weights with a non-negligible
-      surrogate gradient;
+    * ``flip_ratio.png``: per epoch, the fraction of binary weights whose
+      sign changed (left) and the update-to-weight ratio of the latent
+      kernels, ``||w_end - w_start|| / ||w_start||`` (right,
+      ``bnnjax.training.diagnostics.update_ratio``); all kernels one
+      line per seed, and per layer for ``seed``; log scales;
     * ``latent_histograms.png``: one histogram per layer of the latent
-      kernels given in ``latents``.
+      kernels given in ``latents`` (number of weights per bin), titled
+      with the epoch and seed they come from.
+
+    The right panel of ``flip_ratio.png`` shows how far the latent
+    weights still move relative to their size (the effective learning
+    rate when the forward pass ignores the kernels' scale, as in the
+    default method), which falls with the schedule; the fraction of
+    weights with a surrogate gradient (``gradient_fraction`` in
+    ``metrics.jsonl``) is not plotted: with a window that follows the
+    weights' spread it stays near 1 through a run.
 
     Args:
       records: the per-epoch, per-seed metrics (``metrics.jsonl``).
       latents: layer name -> latent kernel values (e.g. of the first seed
         at the end of training).
       out_dir: an existing directory.
+      epoch: the epoch ``latents`` are from; ``None``: the last epoch in
+        ``records``.
+      seed: the seed ``latents`` are from, whose per-layer ratios are
+        drawn too; ``None``: the first record's (:func:`bnnjax.train.run`
+        passes its first seed).
 
     Returns:
       The paths written, or ``[]`` if matplotlib is not installed.
@@ -49,6 +67,7 @@ def plot_run(
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return []
 
@@ -59,6 +78,11 @@ def plot_run(
     for rows in by_seed.values():
         rows.sort(key=lambda r: r["epoch"])
     seeds = sorted(by_seed)
+    if epoch is None and records:
+        epoch = max(int(r["epoch"]) for r in records)
+    if seed is None and records:
+        seed = int(records[0]["seed"])
+    latents_title = _latents_title(epoch, seed)
     paths = []
 
     def save(fig: Figure, name: str) -> None:
@@ -70,67 +94,47 @@ def plot_run(
 
     fig = Figure(figsize=(10, 4))
     loss_ax, acc_ax = fig.subplots(1, 2)
-    for seed in seeds:
-        rows = by_seed[seed]
+    for s in seeds:
+        rows = by_seed[s]
         epochs = [r["epoch"] for r in rows]
         for split, style in (("train", "-"), ("val", "--")):
             loss_ax.plot(
                 epochs,
                 [r[f"{split}_loss"] for r in rows],
                 style,
-                label=f"{split} (seed {seed})",
+                label=f"{split} (seed {s})",
             )
             acc_ax.plot(
                 epochs,
                 [r[f"{split}_accuracy"] for r in rows],
                 style,
-                label=f"{split} (seed {seed})",
+                label=f"{split} (seed {s})",
             )
     loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
     for ax in (loss_ax, acc_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if seeds:
             ax.legend(fontsize="small")
     save(fig, "curves.png")
 
     fig = Figure(figsize=(10, 4))
-    flip_ax, grad_ax = fig.subplots(1, 2)
-    for seed in seeds:
-        rows = by_seed[seed]
-        epochs = [r["epoch"] for r in rows]
-        flip_ax.plot(
-            epochs, [r["flip_ratio"] for r in rows], label=f"all (seed {seed})"
-        )
-        grad_ax.plot(
-            epochs,
-            [r["gradient_fraction"] for r in rows],
-            label=f"all (seed {seed})",
-        )
-    if seeds:
-        rows = by_seed[seeds[0]]
-        epochs = [r["epoch"] for r in rows]
-        for layer in rows[0].get("flip_ratio_layers", {}):
-            flip_ax.plot(
-                epochs,
-                [r["flip_ratio_layers"][layer] for r in rows],
-                ":",
-                label=f"{layer} (seed {seeds[0]})",
-            )
+    flip_ax, update_ax = fig.subplots(1, 2)
+    for ax, key in ((flip_ax, "flip_ratio"), (update_ax, "update_ratio")):
+        _ratio_lines(ax, by_seed, key, first=seed)
     flip_ax.set(
         xlabel="epoch",
         ylabel="fraction of binary weights",
         title="sign flips per epoch",
     )
-    if seeds and max(r["flip_ratio"] for r in records) > 0:
-        flip_ax.set_yscale("log")
-    grad_ax.set(
+    update_ax.set(
         xlabel="epoch",
-        ylabel="fraction of latent weights",
-        title="weights with a surrogate gradient",
-        ylim=(0, 1.05),
+        ylabel="||w_end - w_start|| / ||w_start||",
+        title="latent-weight update per epoch (relative)",
     )
-    for ax in (flip_ax, grad_ax):
+    for ax in (flip_ax, update_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if seeds:
             ax.legend(fontsize="small")
@@ -140,17 +144,65 @@ def plot_run(
         n = len(latents)
         cols = min(n, 3)
         rows_n = -(-n // cols)
-        fig = Figure(figsize=(4 * cols, 3 * rows_n))
+        fig = Figure(figsize=(4 * cols, 3 * rows_n + 0.4))
         axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
         for ax, (layer, values) in zip(axes, latents.items(), strict=False):
             values = np.asarray(values, np.float64).ravel()
             ax.hist(values, bins=100, color="tab:blue")
             ax.axvline(0.0, color="black", linewidth=0.8)
-            ax.set(title=f"{layer} ({values.size:,} weights)", xlabel="w")
+            ax.set(
+                title=f"{layer} ({values.size:,} weights)",
+                xlabel="latent weight w",
+                ylabel="weights per bin",
+            )
         for ax in axes[n:]:
             ax.set_visible(False)
+        fig.suptitle(latents_title)
         save(fig, "latent_histograms.png")
     return paths
+
+
+def _latents_title(epoch: int | None, seed: int | None) -> str:
+    """``"latent kernels after epoch 3, seed 0"`` (unknown parts left out)."""
+    parts = []
+    if epoch is not None:
+        parts.append(f"after epoch {epoch}")
+    if seed is not None:
+        parts.append(f"seed {seed}")
+    return "latent kernels" + (" " + ", ".join(parts) if parts else "")
+
+
+def _ratio_lines(
+    ax: Any,
+    by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
+    key: str,
+    *,
+    first: int | None,
+) -> None:
+    """Per-epoch ``key`` of every seed, and ``{key}_layers`` of ``first``.
+
+    Epochs without ``key`` (records written before it was measured) are
+    left out; the axis is logarithmic when some value is positive.
+    """
+    seeds = sorted(by_seed)
+    values: list[float] = []
+    for seed in seeds:
+        rows = [r for r in by_seed[seed] if key in r]
+        ys = [r[key] for r in rows]
+        ax.plot([r["epoch"] for r in rows], ys, label=f"all (seed {seed})")
+        values += ys
+    if seeds:
+        first = first if first is not None and first in by_seed else seeds[0]
+        rows = [r for r in by_seed[first] if f"{key}_layers" in r]
+        for layer in rows[0][f"{key}_layers"] if rows else {}:
+            ax.plot(
+                [r["epoch"] for r in rows],
+                [r[f"{key}_layers"][layer] for r in rows],
+                ":",
+                label=f"{layer} (seed {first})",
+            )
+    if any(v > 0 for v in values):
+        ax.set_yscale("log")
 
 
 def _by_method(

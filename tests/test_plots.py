@@ -1,0 +1,135 @@
+"""What the figures of bnnjax.plots.plot_run show."""
+
+import os
+import shutil
+import tempfile
+from unittest import mock
+
+import numpy as np
+import pytest
+from absl.testing import absltest
+
+from bnnjax import plots
+
+pytest.importorskip("matplotlib")
+from matplotlib.figure import Figure
+
+LAYERS = ("dense_0", "head")
+
+
+def _records(seeds=(3, 1), epochs=3):
+    """Records as metrics.jsonl holds them, seed 3 first in each epoch."""
+    records = []
+    for epoch in range(1, epochs + 1):
+        for seed in seeds:
+            update = 0.2 / 4 ** (epoch - 1) + 0.01 * seed
+            records.append(
+                {
+                    "epoch": epoch,
+                    "seed": seed,
+                    "train_loss": 1.0 / epoch,
+                    "val_loss": 1.2 / epoch,
+                    "train_accuracy": 0.5 + 0.1 * epoch,
+                    "val_accuracy": 0.45 + 0.1 * epoch,
+                    "flip_ratio": 0.05 / epoch,
+                    "flip_ratio_layers": {k: 0.05 / epoch for k in LAYERS},
+                    "update_ratio": update,
+                    "update_ratio_layers": {k: update for k in LAYERS},
+                    "gradient_fraction": 0.996,
+                    "gradient_fraction_layers": {k: 0.996 for k in LAYERS},
+                }
+            )
+    return records
+
+
+def _suptitle(fig):
+    # Figure.get_suptitle is matplotlib >= 3.8; the project allows 3.7.
+    return fig._suptitle.get_text() if fig._suptitle is not None else ""
+
+
+def _latents():
+    rng = np.random.default_rng(0)
+    return {k: rng.normal(size=(16, 4)) for k in LAYERS}
+
+
+class PlotRunTest(absltest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.out = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.out, ignore_errors=True)
+
+    def _figures(self, records, **kwargs):
+        """Runs plot_run; returns {file name: the Figure saved to it}."""
+        saved = {}
+        original = Figure.savefig
+
+        def record(fig, path, *args, **kw):
+            saved[os.path.basename(path)] = fig
+            return original(fig, path, *args, **kw)
+
+        with mock.patch.object(Figure, "savefig", record):
+            paths = plots.plot_run(records, _latents(), self.out, **kwargs)
+        self.assertEqual(sorted(map(os.path.basename, paths)), sorted(saved))
+        return saved
+
+    def test_histograms_name_axes_epoch_and_seed(self):
+        fig = self._figures(_records())["latent_histograms.png"]
+        title = _suptitle(fig)
+        self.assertIn("epoch 3", title)  # the last epoch of the records
+        self.assertIn("seed 3", title)  # the first record's seed
+        visible = [ax for ax in fig.axes if ax.get_visible()]
+        self.assertLen(visible, len(LAYERS))
+        for ax, layer in zip(visible, LAYERS, strict=True):
+            self.assertIn(layer, ax.get_title())
+            self.assertEqual(ax.get_ylabel(), "weights per bin")
+            self.assertTrue(ax.get_xlabel())
+        fig = self._figures(_records(), epoch=2, seed=1)[
+            "latent_histograms.png"
+        ]
+        self.assertEqual(_suptitle(fig), "latent kernels after epoch 2, seed 1")
+
+    def test_flip_figure_plots_the_update_ratio(self):
+        records = _records()
+        fig = self._figures(records)["flip_ratio.png"]
+        flips, updates = fig.axes
+        self.assertIn("flip", flips.get_title())
+        self.assertNotIn("surrogate gradient", updates.get_title())
+        self.assertIn("update", updates.get_title())
+        self.assertTrue(updates.get_ylabel())
+        self.assertEqual(updates.get_xlabel(), "epoch")
+        self.assertEqual(updates.get_yscale(), "log")
+        lines = {line.get_label(): line for line in updates.get_lines()}
+        self.assertEqual(
+            sorted(lines),
+            [
+                "all (seed 1)",
+                "all (seed 3)",
+                "dense_0 (seed 3)",
+                "head (seed 3)",
+            ],
+        )
+        ys = lines["all (seed 3)"].get_ydata()
+        want = [r["update_ratio"] for r in records if r["seed"] == 3]
+        np.testing.assert_array_equal(ys, want)
+        self.assertGreater(np.ptp(ys), 0.1)
+        # The per-layer lines follow the seed of the histograms.
+        fig = self._figures(records, seed=1)["flip_ratio.png"]
+        labels = [line.get_label() for line in fig.axes[1].get_lines()]
+        self.assertIn("head (seed 1)", labels)
+        for ax in fig.axes:
+            ticks = ax.xaxis.get_major_locator()()
+            np.testing.assert_array_equal(ticks, np.round(ticks))
+
+    def test_old_records_without_update_ratio(self):
+        records = [
+            {k: v for k, v in r.items() if not k.startswith("update_ratio")}
+            for r in _records()
+        ]
+        fig = self._figures(records)["flip_ratio.png"]
+        _, updates = fig.axes
+        for line in updates.get_lines():
+            self.assertEmpty(line.get_ydata())
+
+
+if __name__ == "__main__":
+    absltest.main()
