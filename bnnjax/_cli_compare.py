@@ -5,26 +5,35 @@
 :func:`run_compare` runs :func:`bnnjax.compare.compare` from the parsed
 flags. stdout gets one JSON line per method (``method``,
 ``test_accuracy_mean``, ``test_accuracy_std``, ... with the device and
-versions); stderr gets a line per finished run and the Markdown table.
-With ``--out DIR`` the directory receives ``runs.jsonl`` (the settings,
-then every run per seed, appended as runs finish), ``results.jsonl``
-(one line per method), ``table.md`` and the plots.
+versions); stderr gets, before the first run, how many runs the comparison
+will make and its estimated memory, then a line per finished run with an
+estimate of the time left, and the Markdown table. With ``--out DIR`` the
+directory receives ``runs.jsonl`` (the settings, then every run per seed,
+appended as runs finish), ``results.jsonl`` (one line per method),
+``table.md`` and the plots.
 
 Exit status: 0 on success; 2 for invalid settings (an unknown method or
-option, an impossible value); 1 when the comparison cannot proceed
-(missing data, a non-empty ``--out``); 130 when interrupted.
+option, an impossible value, a dataset path without the dataset, an
+``--out`` that cannot be created, an estimated memory above the memory
+available without ``--allow-large``); 1 when the comparison cannot
+proceed (a dataset that cannot be downloaded, a non-empty ``--out``); 130
+when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import sys
-from typing import Any
+import time
+from collections.abc import Sequence
+from typing import IO, Any
 
 from bnnjax import _argtypes
 from bnnjax import compare as compare_lib
+from bnnjax import data as data_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
 
@@ -157,10 +166,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "false; options: "
         + "; ".join(
             f"{name} "
-            + ", ".join(
-                f"{k}={compare_lib._format_value(v)}"
-                for k, v in presets_lib.method_options(name).items()
-            )
+            + _argtypes.format_options(presets_lib.method_options(name))
             for name in presets_lib.METHOD_NAMES
             if presets_lib.method_options(name)
         )
@@ -178,6 +184,9 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.dataset,
         help="'mnist-sample', 'idx:DIR', 'cifar:DIR' or a TFDS name "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR", help=_argtypes.DATA_DIR_HELP
     )
     parser.add_argument(
         "--model",
@@ -230,13 +239,22 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         help="learning rate of the real parameters for every method "
         "(default: each method's, 1e-3 for the built-in ones)",
     )
-    parser.add_argument(
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument(
         "--seeds",
         type=_argtypes.positive_int,
         default=3,
         metavar="N",
         help="final runs use seeds 0..N-1, trained together "
         "(default: %(default)s)",
+    )
+    seeds.add_argument(
+        "--seed-list",
+        type=_argtypes.seed_list,
+        default=None,
+        metavar="S[,S...]",
+        help="final runs use these seeds, trained together, e.g. 3,4,5 "
+        "(instead of --seeds)",
     )
     parser.add_argument(
         "--tune",
@@ -292,16 +310,26 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         "must not exist or be empty (default: no files)",
     )
     parser.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="run even when the estimated memory of the largest run (its "
+        "seeds are trained together) exceeds the memory available "
+        "(default: refuse, exit 2)",
+    )
+    parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="report each finished run on stderr (default: on)",
+        help="report the planned runs, then each finished run and the time "
+        "left, on stderr (default: on)",
     )
 
 
 def _describe(run: compare_lib.RunResult) -> str:
-    options = "".join(
-        f" {k}={compare_lib._format_value(v)}" for k, v in run.options.items()
+    options = (
+        " " + _argtypes.format_options(run.options, sep=" ")
+        if run.options
+        else ""
     )
     text = (
         f"[{run.phase}] {run.method}: lr {run.learning_rate:g}{options}, "
@@ -317,6 +345,156 @@ def _describe(run: compare_lib.RunResult) -> str:
     )
 
 
+def _seeds_text(seeds: Sequence[int]) -> str:
+    """``0,1,2``; a long run of consecutive seeds as ``0..99``."""
+    seeds = list(seeds)
+    if len(seeds) > 3 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}..{seeds[-1]}"
+    if len(seeds) > 8:
+        return ",".join(map(str, seeds[:6])) + f",... ({len(seeds)} seeds)"
+    return ",".join(map(str, seeds))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def describe_plan(plan: compare_lib.Plan) -> str:
+    """One line: how many runs, in which phases, and the memory estimate."""
+    size = _argtypes.format_bytes
+    phases = []
+    tuning = [r for r in plan.runs if r.phase == "tune"]
+    if tuning:
+        per_method = collections.Counter(r.method for r in tuning)
+        low, high = min(per_method.values()), max(per_method.values())
+        seeds = tuning[0].seeds
+        phases.append(
+            f"{_plural(len(tuning), 'tuning run')} on the validation split "
+            f"({_plural(len(per_method), 'method')} x "
+            f"{low if low == high else f'{low} to {high}'} candidates x "
+            f"{_plural(len(seeds), 'seed')} ({_seeds_text(seeds)}), "
+            f"{_plural(tuning[0].epochs, 'epoch')} each)"
+        )
+    final = [r for r in plan.runs if r.phase == "final"]
+    seeds = final[0].seeds
+    phases.append(
+        f"{_plural(len(final), 'final run')} ({_plural(len(seeds), 'seed')} "
+        f"trained together: {_seeds_text(seeds)}; "
+        f"{_plural(final[0].epochs, 'epoch')} each)"
+    )
+    memory = f"estimated memory {size(plan.memory_bytes)}"
+    if plan.available_bytes is not None:
+        memory += (
+            f" of {size(plan.available_bytes)} available ({plan.memory_source})"
+        )
+    return (
+        f"bnnjax compare: {_plural(len(plan.runs), 'run')}, one after "
+        f"another: {', then '.join(phases)}; {memory}."
+    )
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``2 h 5 min``."""
+    if seconds < 90:
+        return f"{max(seconds, 1):.0f} s"
+    minutes = round(seconds / 60)
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+class _Progress:
+    """The plan, then each finished run with the time left, on stderr.
+
+    The time left assumes each remaining run costs the mean overhead of
+    the runs so far (wall clock less training steps: compiling,
+    evaluating) plus their training seconds per seed and epoch times its
+    seeds and epochs.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.plan: compare_lib.Plan | None = None
+        self.started = 0.0
+        # Per finished run: (overhead s, training s, seeds x epochs).
+        self.done: list[tuple[float, float, int]] = []
+
+    def print(self, text: str) -> None:
+        if self.enabled:
+            print(text, file=sys.stderr, flush=True)
+
+    def start(self, plan: compare_lib.Plan) -> None:
+        self.plan = plan
+        self.print(describe_plan(plan))
+        self.started = time.monotonic()
+
+    def finished(self, run: compare_lib.RunResult) -> None:
+        now = time.monotonic()
+        wall, self.started = now - self.started, now
+        training = sum(run.epoch_seconds)
+        self.done.append(
+            (max(wall - training, 0.0), training, len(run.seeds) * run.epochs)
+        )
+        plan = self.plan
+        text = _describe(run)
+        if plan is not None:
+            n, total = len(self.done), len(plan.runs)
+            text += f"; run {n} of {total}"
+            if n < total:
+                left = self.seconds_left(plan.runs[n:])
+                text += f", about {_duration(left)} left"
+        self.print(text)
+
+    def seconds_left(self, runs: Sequence[compare_lib.PlannedRun]) -> float:
+        """Estimated seconds of ``runs``, from the runs done so far."""
+        overhead = sum(o for o, _, _ in self.done) / len(self.done)
+        per_unit = sum(t for _, t, _ in self.done) / sum(
+            u for _, _, u in self.done
+        )
+        return sum(overhead + per_unit * len(r.seeds) * r.epochs for r in runs)
+
+
+class _OutError(Exception):
+    """``--out`` cannot be created or written; the message says why."""
+
+
+def _open_out(out: str) -> IO[str]:
+    """Creates ``out`` and opens its ``runs.jsonl``; raises _OutError."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        return open(os.path.join(out, "runs.jsonl"), "w", encoding="utf-8")
+    except OSError as e:
+        reason = (e.strerror or type(e).__name__).lower()
+        raise _OutError(
+            f"cannot create --out {out}: {reason}; choose another --out."
+        ) from None
+
+
+def _memory_message(plan: compare_lib.Plan) -> str:
+    size = _argtypes.format_bytes
+    seeds = max(len(r.seeds) for r in plan.runs)
+    return (
+        f"the largest run needs about {size(plan.memory_bytes)} (estimated: "
+        f"{seeds} seeds trained together x {size(plan.memory_per_seed)} "
+        f"each), more than the {size(plan.available_bytes or 0)} available "
+        f"({plan.memory_source}); use fewer seeds (--seeds, --seed-list), or "
+        "pass --allow-large to run anyway."
+    )
+
+
+def _write_results(
+    out: str, settings: dict[str, Any], lines: list[dict[str, Any]], table: str
+) -> None:
+    with open(os.path.join(out, "runs.jsonl"), "r+", encoding="utf-8") as f:
+        runs = f.read()
+        f.seek(0)
+        f.write(json.dumps({"kind": "settings", **settings}) + "\n" + runs)
+    with open(os.path.join(out, "results.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(line) + "\n" for line in lines)
+    with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
+        f.write(table + "\n")
+
+
 def run_compare(args: argparse.Namespace) -> int:
     """Runs ``bnnjax compare`` from parsed flags.
 
@@ -324,8 +502,10 @@ def run_compare(args: argparse.Namespace) -> int:
       args: the namespace of a parser given :func:`add_compare_arguments`.
 
     Returns:
-      The exit status: 0 done, 1 failed (missing data, non-empty
-      ``--out``), 2 invalid settings, 130 interrupted.
+      The exit status: 0 done, 1 failed (a dataset that cannot be
+      downloaded, a non-empty ``--out``), 2 invalid settings (including a
+      dataset path without the dataset and an estimated memory above the
+      memory available without ``--allow-large``), 130 interrupted.
     """
 
     def fail(message: str, status: int) -> int:
@@ -340,7 +520,6 @@ def run_compare(args: argparse.Namespace) -> int:
             2,
         )
     out = args.out
-    runs_file = None
     if out is not None:
         out = os.path.abspath(out)
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
@@ -349,21 +528,28 @@ def run_compare(args: argparse.Namespace) -> int:
                 "choose a new one.",
                 1,
             )
+    progress = _Progress(args.progress)
+    runs_file: IO[str] | None = None
+
+    def on_start(plan: compare_lib.Plan) -> None:
+        nonlocal runs_file
+        if out is not None:
+            runs_file = _open_out(out)
+        progress.start(plan)
 
     def on_run(run: compare_lib.RunResult) -> None:
-        if args.progress:
-            print(_describe(run), file=sys.stderr, flush=True)
+        progress.finished(run)
         if runs_file is not None:
             for record in run.records():
                 runs_file.write(json.dumps(record) + "\n")
             runs_file.flush()
 
+    seeds = (
+        args.seed_list
+        if args.seed_list is not None
+        else tuple(range(args.seeds))
+    )
     try:
-        if out is not None:
-            os.makedirs(out, exist_ok=True)
-            runs_file = open(  # noqa: SIM115 (closed below)
-                os.path.join(out, "runs.jsonl"), "w", encoding="utf-8"
-            )
         grids = None
         if args.lr_grid is not None:
             grids = {
@@ -378,6 +564,7 @@ def run_compare(args: argparse.Namespace) -> int:
         result = compare_lib.compare(
             methods,
             dataset=args.dataset,
+            data_dir=args.data_dir,
             model=args.model,
             hidden=args.hidden,
             binary_activations=args.binary_activations,
@@ -386,7 +573,7 @@ def run_compare(args: argparse.Namespace) -> int:
             optimizer=args.optimizer,
             schedule=args.schedule,
             real_learning_rate=args.real_lr,
-            seeds=tuple(range(args.seeds)),
+            seeds=seeds,
             tune=args.tune,
             tune_seeds=tuple(
                 compare_lib.TUNE_SEED_OFFSET + i for i in range(args.tune_seeds)
@@ -396,10 +583,16 @@ def run_compare(args: argparse.Namespace) -> int:
             target_accuracy=args.target_accuracy,
             val_fraction=args.val_fraction,
             on_run=on_run,
+            on_start=on_start,
+            allow_large=args.allow_large,
         )
+    except compare_lib.MemoryEstimateError as e:
+        return fail(_memory_message(e.plan), 2)
+    except (_OutError, data_lib.DatasetPathError) as e:
+        return fail(str(e), 2)
     except (ValueError, TypeError) as e:
         return fail(str(e), 2)
-    except OSError as e:
+    except (OSError, ImportError, data_lib.DatasetUnavailableError) as e:
         return fail(str(e), 1)
     except KeyboardInterrupt:
         print("bnnjax compare: interrupted.", file=sys.stderr)
@@ -421,15 +614,10 @@ def run_compare(args: argparse.Namespace) -> int:
     table = result.table()
     print(table, file=sys.stderr)
     if out is not None:
-        with open(os.path.join(out, "runs.jsonl"), "r+", encoding="utf-8") as f:
-            runs = f.read()
-            f.seek(0)
-            f.write(json.dumps({"kind": "settings", **settings}) + "\n" + runs)
-        with open(
-            os.path.join(out, "results.jsonl"), "w", encoding="utf-8"
-        ) as f:
-            f.writelines(json.dumps(line) + "\n" for line in lines)
-        with open(os.path.join(out, "table.md"), "w", encoding="utf-8") as f:
-            f.write(table + "\n")
-        result.plot(out)
+        try:
+            _write_results(out, settings, lines, table)
+            result.plot(out)
+        except OSError as e:
+            reason = (e.strerror or type(e).__name__).lower()
+            return fail(f"cannot write the results in {out}: {reason}.", 1)
     return 0

@@ -22,6 +22,7 @@ from bnnjax import checkpoint as checkpoint_lib
 from bnnjax import data as data_lib
 from bnnjax import export as export_lib
 from bnnjax import train as train_lib
+from bnnjax.training import rundir
 
 _DEMO_POINTS = (-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0)
 _DEMO_SCALES = (1e-3, 1.0, 1e3)
@@ -237,13 +238,16 @@ def run_export(args: argparse.Namespace) -> int:
     if problem is not None:
         return fail(problem, 2)
     try:
-        config = train_lib.TrainConfig.from_dict(
-            checkpoint_lib.read_config(run_dir)
-        )
-        index = _select_seed(config, args.seed)
-        model, state, info = train_lib.load_checkpoint(
-            run_dir, epoch=args.epoch
-        )
+        # A training process writing there meanwhile would be refused (and
+        # this export refused while one trains there).
+        with rundir.lock_run_dir(run_dir, purpose="export", create=False):
+            config = train_lib.TrainConfig.from_dict(
+                checkpoint_lib.read_config(run_dir)
+            )
+            index = _select_seed(config, args.seed)
+            model, state, info = train_lib.load_checkpoint(
+                run_dir, epoch=args.epoch
+            )
     except (ValueError, TypeError) as e:
         return fail(str(e), 2)
     except (OSError, checkpoint_lib.CheckpointError) as e:
@@ -313,14 +317,30 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _not_a_model_file(path: str) -> str | None:
+    """Why ``path`` cannot be a model file of ``bnnjax export``, or None."""
+    hint = "give a file written by `bnnjax export RUN_DIR -o FILE`"
+    if not os.path.exists(path):
+        return f"{path} does not exist; {hint}."
+    if os.path.isdir(path):
+        return f"{path} is a directory; {hint}."
+    return None
+
+
 def run_predict(args: argparse.Namespace) -> int:
     def fail(message: str, status: int) -> int:
         print(f"bnnjax predict: error: {message}", file=sys.stderr)
         return status
 
+    problem = _not_a_model_file(args.file)
+    if problem is not None:
+        return fail(problem, 2)
     try:
         packed = export_lib.load(args.file)
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        reason = (e.strerror or type(e).__name__).lower()
+        return fail(f"cannot read {args.file}: {reason}.", 1)
+    except ValueError as e:
         return fail(str(e), 1)
     if "model" in packed.header:
         return fail(
@@ -338,8 +358,8 @@ def run_predict(args: argparse.Namespace) -> int:
             2,
         )
     try:
-        dataset = data_lib.load_dataset(spec)
-    except (TypeError, ValueError) as e:
+        dataset = data_lib.load_dataset(spec, data_dir=args.data_dir)
+    except (data_lib.DatasetPathError, TypeError, ValueError) as e:
         return fail(str(e), 2)
     except (OSError, ImportError, RuntimeError) as e:
         return fail(str(e), 1)

@@ -2,8 +2,9 @@
 
 :func:`run_train` builds the :class:`~bnnjax.train.TrainConfig` from the
 flags (or, resuming, from the run's saved settings), shows a progress bar on
-stderr, turns SIGINT and SIGTERM into a stop at the next step boundary, and
-prints one JSON line of results.
+stderr, turns SIGINT and SIGTERM into a stop at the next step boundary,
+writes TensorBoard event files with ``--tensorboard``, and prints one JSON
+line of results.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from bnnjax import compare as compare_lib
 from bnnjax import data as data_lib
 from bnnjax import distributed
 from bnnjax import train as train_lib
+from bnnjax.training import tensorboard
 
 _FLAG_TO_FIELD = {
     "dataset": "dataset",
@@ -232,7 +234,13 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         return fail(str(e), 2)
     except OSError as e:
         return fail(str(e), 1)
+    if args.tensorboard:
+        try:
+            tensorboard.check_installed()
+        except ModuleNotFoundError as e:
+            return fail(str(e), 2)
     primary = distributed.is_primary()
+    writer: tensorboard.TensorBoardWriter | None = None
     progress = _Progress(
         args.progress and primary, f"{config.method} {config.model}"
     )
@@ -244,9 +252,17 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
 
     def on_epoch(epoch: int, records: list[dict[str, Any]]) -> None:
         progress.on_epoch(epoch, records)
+        if writer is not None:
+            writer.write_epoch(epoch, records)
         stop.check()
 
     def on_start(start_epoch: int) -> None:
+        nonlocal writer
+        if args.tensorboard and primary and config.out_dir:
+            writer = tensorboard.TensorBoardWriter(
+                os.path.join(config.out_dir, tensorboard.LOG_DIR_NAME),
+                start_epoch=start_epoch,
+            )
         if args.resume and primary:
             print(
                 f"bnnjax train: resuming {config.out_dir} from epoch "
@@ -270,6 +286,9 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     except checkpoint_lib.DiskFullError as e:
         progress.close()
         return fail(_disk_full_message(e, config.out_dir), 1)
+    except (data_lib.DatasetPathError, data_lib.DatasetSpecError) as e:
+        progress.close()
+        return fail(str(e), 2)
     except (
         OSError,
         ValueError,
@@ -292,6 +311,8 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
         return 143 if isinstance(e, _Terminated) else 130
     finally:
         stop.restore()
+        if writer is not None:
+            writer.close()
     progress.close()
     if primary:
         print(json.dumps(results))

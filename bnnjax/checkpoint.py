@@ -261,8 +261,8 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
       The absolute path.
 
     Raises:
-      FileExistsError: if ``path`` is a file, or holds files and ``resume``
-        is false.
+      RunDirectoryError: if ``path`` is a file.
+      FileExistsError: if ``path`` holds files and ``resume`` is false.
       FileNotFoundError: if ``resume`` is true and ``path`` holds no
         ``config.json``.
 
@@ -271,8 +271,10 @@ def prepare_run_dir(path: str | os.PathLike[str], *, resume: bool) -> str:
     """
     path = os.path.abspath(os.fspath(path))
     if os.path.exists(path) and not os.path.isdir(path):
-        raise FileExistsError(
-            f"Run directory {path!r} is a file; choose another --out."
+        raise RunDirectoryError(
+            f"Cannot use {path} as the run directory: it is a file, not a "
+            "directory.",
+            path=path,
         )
     entries = sorted(os.listdir(path)) if os.path.isdir(path) else []
     entries = [e for e in entries if e != LOCK_FILE]

@@ -20,9 +20,10 @@ imported only when it runs.
 
 Exit status: 0 on success; 2 for invalid arguments (unknown names,
 impossible values, a path that is not what the command reads, such as a
-directory that is not a run); 1 when the run cannot proceed (missing
-data, a run directory that is not empty, a corrupt checkpoint, a
-non-finite loss);
+directory that is not a run or a dataset directory without the dataset's
+files, a comparison whose estimated memory exceeds the machine's); 1 when
+the run cannot proceed (a dataset that cannot be downloaded, a run
+directory that is not empty, a corrupt checkpoint, a non-finite loss);
 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM). An
 interrupted, terminated or killed ``train`` keeps its last complete
 checkpoint; ``--resume`` continues from it to the same final parameters.
@@ -89,8 +90,7 @@ def _method_table() -> str:
     for name in presets_lib.METHOD_NAMES:
         options = presets_lib.method_options(name)
         if options:
-            listed = ", ".join(f"{k}={v}" for k, v in options.items())
-            lines.append(f"  {name:<23} {listed}")
+            lines.append(f"  {name:<23} {_argtypes.format_options(options)}")
     return "\n".join(lines)
 
 
@@ -117,8 +117,7 @@ def _add_train_arguments(
         "--data-dir",
         default=default(None),
         metavar="DIR",
-        help="TFDS data directory for a TFDS --dataset (default: "
-        "$TFDS_DATA_DIR or ~/tensorflow_datasets)",
+        help=_argtypes.DATA_DIR_HELP,
     )
     parser.add_argument(
         "--model",
@@ -224,6 +223,14 @@ def _add_train_arguments(
         help="show a progress bar on stderr (default: on)",
     )
     parser.add_argument(
+        "--tensorboard",
+        action="store_true",
+        default=default(False),
+        help="also write each epoch's metrics as TensorBoard event files "
+        "in OUT/tensorboard (needs the tensorboard extra: pip install "
+        "'bnnjax[tensorboard]')",
+    )
+    parser.add_argument(
         "--devices",
         type=_devices,
         default=default(None),
@@ -314,6 +321,9 @@ def _add_predict_arguments(
         default=None,
         help="dataset spec as for train (default: the one the model was "
         "trained on, stored in the file)",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, metavar="DIR", help=_argtypes.DATA_DIR_HELP
     )
     parser.add_argument(
         "--batch-size",
@@ -484,17 +494,36 @@ def _command_in(argv: Sequence[str]) -> set[str]:
     return next(({a} for a in argv if not a.startswith("-")), set())
 
 
+# A flag of one command given to another: what this command calls it.
+_OTHER_SPELLINGS = {
+    ("compare", "--seed"): "compare takes --seeds N (seeds 0..N-1) or "
+    "--seed-list S[,S...] (these seeds)",
+    ("compare", "--method"): "compare takes --methods M[,M...]",
+    ("compare", "--lr"): "compare tunes the learning rate; --lr-grid "
+    "LR[,LR...] sets the values it searches",
+    ("train", "--seeds"): "train takes --seed S[,S...]",
+    ("train", "--seed-list"): "train takes --seed S[,S...]",
+    ("train", "--methods"): "train takes one --method",
+}
+
+
 def _parse(parser: _Parser, argv: Sequence[str]) -> argparse.Namespace:
     """``parser.parse_args``, with unknown flags reported by their command.
 
     argparse reports flags no parser knows from the top-level parser; here
-    the command's own parser names them, with a pointer to its ``--help``.
+    the command's own parser names them, with a pointer to its ``--help``
+    and, for another command's spelling (``compare --seed``), this
+    command's.
     """
     args, extra = parser.parse_known_args(argv)
     if extra:
-        parser.commands[args.command].error(
-            f"unrecognized arguments: {' '.join(extra)}"
-        )
+        message = f"unrecognized arguments: {' '.join(extra)}"
+        hints = [
+            _OTHER_SPELLINGS[args.command, flag]
+            for flag in dict.fromkeys(a.split("=", 1)[0] for a in extra)
+            if (args.command, flag) in _OTHER_SPELLINGS
+        ]
+        parser.commands[args.command].error("; ".join([message, *hints]))
     return args
 
 

@@ -38,7 +38,15 @@ it is comparable between runs with the same number of seeds on the same,
 otherwise idle, machine.
 
 Standard deviations over seeds are sample standard deviations
-(``ddof=1``); with one seed they are ``None``.
+(``ddof=1``); with one seed they are ``None``. Test accuracies are exact:
+``correct / total`` from the integer counts, which are kept too
+(``test_correct``, ``test_total``).
+
+Memory: before the first run, :func:`compare` estimates the memory its
+largest run needs (every seed of a run is trained at once, so memory grows
+with the number of seeds; see :class:`Plan`) and refuses, with a
+:class:`MemoryEstimateError`, to start when the estimate exceeds the memory
+available (:func:`available_memory`), unless ``allow_large=True``.
 """
 
 from __future__ import annotations
@@ -55,7 +63,7 @@ from typing import Any, Literal, cast
 import jax
 import numpy as np
 
-from bnnjax import _compare_train
+from bnnjax import _argtypes, _compare_train
 from bnnjax import data as data_lib
 from bnnjax import plots as plots_lib
 from bnnjax import presets as presets_lib
@@ -78,10 +86,14 @@ __all__ = [
     "SCALE_ADAPTIVE_LEARNING_RATES",
     "TUNE_SEED_OFFSET",
     "CompareResult",
+    "MemoryEstimateError",
     "MethodResult",
     "MethodSpec",
+    "Plan",
+    "PlannedRun",
     "RunResult",
     "TuningGrid",
+    "available_memory",
     "compare",
     "environment",
     "tuning_grid",
@@ -103,12 +115,7 @@ CUSTOM_LR_FACTORS: tuple[float, ...] = (1 / 3, 1.0, 3.0)
 multiples of its ``learning_rate``."""
 
 
-def _format_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
+_format_value = _argtypes.format_value
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
@@ -184,10 +191,14 @@ class RunResult:
         changed during the epoch; ``None`` for the float ceiling.
       epoch_seconds: ``[epoch]`` training seconds of all seeds together.
       compile_seconds: ahead-of-time compilation of the training step.
-      test_accuracy: per seed (final runs), else ``None``.
+      test_accuracy: per seed (final runs), else ``None``: exactly
+        ``test_correct / test_total`` (the double nearest the fraction).
       test_loss: per seed (final runs), else ``None``.
       diverged_epoch: per seed, the first epoch with a non-finite training
         loss, or ``None``.
+      test_correct: per seed, correctly classified test examples (final
+        runs), else ``None``.
+      test_total: test examples (final runs), else ``None``.
     """
 
     method: str
@@ -207,6 +218,8 @@ class RunResult:
     test_accuracy: list[float] | None
     test_loss: list[float] | None
     diverged_epoch: list[int | None]
+    test_correct: list[int] | None = None
+    test_total: int | None = None
 
     @property
     def final_val_accuracy(self) -> float:
@@ -243,6 +256,10 @@ class RunResult:
                     "test_loss": None
                     if self.test_loss is None
                     else self.test_loss[i],
+                    "test_correct": None
+                    if self.test_correct is None
+                    else self.test_correct[i],
+                    "test_total": self.test_total,
                     "diverged_epoch": self.diverged_epoch[i],
                 }
             )
@@ -262,7 +279,8 @@ class MethodResult:
       seeds: the final seeds.
       test_accuracy_mean: mean test accuracy over seeds.
       test_accuracy_std: sample standard deviation (``None``: one seed).
-      test_accuracy_per_seed: per seed.
+      test_accuracy_per_seed: per seed, ``test_correct_per_seed[i] /
+        test_total``.
       val_accuracy_mean: mean last-epoch validation accuracy.
       val_accuracy_std: its sample standard deviation.
       target_accuracy: the validation accuracy to reach.
@@ -281,6 +299,8 @@ class MethodResult:
       at_grid_edge: the chosen learning rate is the smallest or largest of
         a grid of three or more (the optimum may lie outside).
       diverged_seeds: final seeds whose training loss became non-finite.
+      test_correct_per_seed: correctly classified test examples per seed.
+      test_total: test examples (the same for every seed).
     """
 
     method: str
@@ -305,6 +325,8 @@ class MethodResult:
     tuning: list[dict[str, Any]]
     at_grid_edge: bool
     diverged_seeds: list[int]
+    test_correct_per_seed: list[int] = dataclasses.field(default_factory=list)
+    test_total: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``kind="method"``)."""
@@ -328,6 +350,114 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "versions": versions,
     }
+
+
+def available_memory() -> tuple[int, str] | None:
+    """The memory a comparison may use, in bytes, and where that comes from.
+
+    On a device that reports its memory (``jax.Device.memory_stats()``, as
+    GPUs do): its limit less what is in use. Otherwise the host's available
+    memory: ``MemAvailable`` in ``/proc/meminfo`` (Linux: free memory plus
+    what the kernel can reclaim), or, where that file is missing, the
+    physical memory, ``os.sysconf("SC_PHYS_PAGES") *
+    os.sysconf("SC_PAGE_SIZE")``.
+
+    Returns:
+      ``(bytes, source)``, e.g. ``(8e9, "MemAvailable in /proc/meminfo")``,
+      or ``None`` where no figure is known.
+    """
+    device = jax.devices()[0]
+    try:
+        stats = device.memory_stats()
+    except Exception:  # backends without statistics raise or return None
+        stats = None
+    if stats and stats.get("bytes_limit"):
+        free = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+        return free, f"free memory of {device}"
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    kib = int(line.split()[1])
+                    return kib * 1024, "MemAvailable in /proc/meminfo"
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+    return pages, "physical memory (SC_PHYS_PAGES x SC_PAGE_SIZE)"
+
+
+class PlannedRun(typing.NamedTuple):
+    """One run a comparison will make; see :class:`Plan`.
+
+    Attributes:
+      method: the method's label.
+      phase: ``"tune"`` or ``"final"``.
+      seeds: the seeds it trains together.
+      epochs: its epochs.
+    """
+
+    method: str
+    phase: Literal["tune", "final"]
+    seeds: tuple[int, ...]
+    epochs: int
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What :func:`compare` will run; given to ``on_start`` before any run.
+
+    Attributes:
+      runs: every run, in run order: for each method, one tuning run per
+        candidate of its grid (none when it has a single candidate), then
+        its final run. A run trains its seeds together.
+      memory_bytes: estimated memory of the largest run: the most seeds
+        trained together times the largest per-seed estimate over the
+        methods (the training step's state, gradients and activations,
+        or an evaluation batch's, plus the batch order and flip-ratio
+        signs; within a factor of 2 of XLA's compiled memory analysis).
+      memory_per_seed: that per-seed estimate, in bytes.
+      available_bytes: the memory available (:func:`available_memory`),
+        or ``None`` if unknown.
+      memory_source: where ``available_bytes`` comes from.
+    """
+
+    runs: tuple[PlannedRun, ...]
+    memory_bytes: int
+    memory_per_seed: int
+    available_bytes: int | None
+    memory_source: str
+
+    @property
+    def fits(self) -> bool:
+        """Whether the estimate is within the available memory (or unknown)."""
+        return (
+            self.available_bytes is None
+            or self.memory_bytes <= self.available_bytes
+        )
+
+
+class MemoryEstimateError(ValueError):
+    """A comparison's estimated memory exceeds the memory available.
+
+    Attributes:
+      plan: the :class:`Plan` with the estimate and the memory available.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        size = _argtypes.format_bytes
+        seeds = max(len(r.seeds) for r in plan.runs)
+        available = cast(int, plan.available_bytes)
+        super().__init__(
+            f"compare: the largest run needs about {size(plan.memory_bytes)}"
+            f" ({seeds} seeds trained together x "
+            f"{size(plan.memory_per_seed)} each), more than the "
+            f"{size(available)} available ({plan.memory_source}); use fewer "
+            "seeds, or pass allow_large=True to run anyway."
+        )
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -519,6 +649,7 @@ def compare(
     methods: Sequence[str | MethodSpec | Preset] = DEFAULT_METHODS,
     *,
     dataset: str | data_lib.Dataset = "mnist-sample",
+    data_dir: str | None = None,
     model: train_lib.ModelName = "mlp",
     hidden: Sequence[int] = train_lib.DEFAULT_HIDDEN,
     binary_activations: bool | None = None,
@@ -536,6 +667,8 @@ def compare(
     val_fraction: float = 0.1,
     eval_batch_size: int = 1000,
     on_run: Callable[[RunResult], None] | None = None,
+    on_start: Callable[[Plan], None] | None = None,
+    allow_large: bool = False,
 ) -> CompareResult:
     """Compares training methods under one budget; never prints.
 
@@ -551,6 +684,8 @@ def compare(
         rate). Labels must be distinct.
       dataset: a spec for :func:`bnnjax.data.load_dataset` or a loaded
         :class:`bnnjax.data.Dataset`.
+      data_dir: TFDS data directory for a TFDS name (``None``:
+        ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       model: ``"mlp"``, ``"cnn"``, ``"resnet20"`` or ``"resnet18"``.
       hidden: MLP hidden widths.
       binary_activations: as :class:`bnnjax.train.TrainConfig` (``None``:
@@ -561,7 +696,10 @@ def compare(
       schedule: ``"cosine"`` or ``"constant"``, over each run's steps.
       real_learning_rate: real-group learning rate for every method;
         ``None``: each preset's (``1e-3`` for all built-in ones).
-      seeds: final seeds, trained together.
+      seeds: which seeds the final runs use, trained together, e.g.
+        ``(0, 1, 2)`` or ``range(3, 6)``; distinct ints in ``[0, 2**32)``
+        (a single int is one seed). Recorded in the settings, per run and
+        per method.
       tune: ``"grid"`` (learning rates x options), ``"lr"`` (learning
         rates only, options at their defaults) or ``"none"`` (the preset's
         defaults, no tuning runs).
@@ -577,6 +715,10 @@ def compare(
       eval_batch_size: examples per evaluation batch.
       on_run: called with each :class:`RunResult` as it finishes (e.g. to
         log progress or append JSON lines).
+      on_start: called once with the :class:`Plan` (the runs to make and
+        the memory estimate) after the checks, before the first run.
+      allow_large: run even when the estimated memory exceeds the memory
+        available.
 
     Returns:
       A :class:`CompareResult`.
@@ -584,8 +726,12 @@ def compare(
     Raises:
       ValueError: for an invalid setting, an unknown method or option, or
         duplicate labels.
+      MemoryEstimateError: (a ``ValueError``) when the largest run's
+        estimated memory exceeds the memory available and not
+        ``allow_large``; nothing has been trained.
       TypeError: for a value of the wrong type.
-      FileNotFoundError: for a missing dataset.
+      bnnjax.data.DatasetPathError: for a local dataset path that does not
+        hold the dataset (also a ``FileNotFoundError`` when missing).
 
     Example:
       >>> result = compare(["scaled_sigmoid", "bnn"], hidden=(64,),
@@ -598,6 +744,7 @@ def compare(
     resolved = _resolve_methods(methods, grids)
     config, data = _shared_budget(
         dataset,
+        data_dir=data_dir,
         model=model,
         hidden=hidden,
         binary_activations=binary_activations,
@@ -610,6 +757,12 @@ def compare(
         val_fraction=val_fraction,
         eval_batch_size=eval_batch_size,
     )
+    protocol = _Protocol(
+        config, data, seeds, tune_seeds, epochs, tune_epochs, real_learning_rate
+    )
+    plan = _plan(protocol, resolved, tune)
+    if not allow_large and not plan.fits:
+        raise MemoryEstimateError(plan)
     settings = _settings(
         config,
         data,
@@ -625,10 +778,10 @@ def compare(
         tune_epochs=tune_epochs,
         target_accuracy=target_accuracy,
         val_fraction=val_fraction,
+        estimated_memory_bytes=plan.memory_bytes,
     )
-    protocol = _Protocol(
-        config, data, seeds, tune_seeds, epochs, tune_epochs, real_learning_rate
-    )
+    if on_start is not None:
+        on_start(plan)
     runs: list[RunResult] = []
 
     def record(run: RunResult) -> RunResult:
@@ -728,13 +881,14 @@ def _resolve_methods(
 
 
 def _shared_budget(
-    dataset: Any, **budget: Any
+    dataset: Any, *, data_dir: Any, **budget: Any
 ) -> tuple[train_lib.TrainConfig, _compare_train.Data]:
     """The shared budget as a checked ``TrainConfig``, and the data split.
 
     ``budget`` holds :class:`~bnnjax.train.TrainConfig`'s fields but
-    ``dataset``. The config validates them and builds the base optimizer
-    and schedule; its method is unused (each run passes its Preset).
+    ``dataset`` and ``data_dir``. The config validates them and builds the
+    base optimizer and schedule; its method is unused (each run passes its
+    Preset).
     """
     if isinstance(dataset, data_lib.Dataset):
         loaded = dataset
@@ -745,11 +899,24 @@ def _shared_budget(
             f"compare: dataset={dataset!r}; expected a spec string such as "
             "'mnist-sample' or 'idx:DIR', or a bnnjax.data.Dataset."
         )
+    kind, sep, _ = str(dataset).partition(":")
+    if data_dir is not None and (
+        loaded is not None
+        or dataset == "mnist-sample"
+        or (sep and kind in ("idx", "cifar"))
+    ):
+        what = "a loaded Dataset" if loaded else f"dataset {dataset!r}"
+        raise ValueError(
+            f"compare: data_dir={data_dir!r} (--data-dir) is only used for "
+            f"TFDS names; {what} reads no TFDS data: leave it out."
+        )
     config = train_lib.TrainConfig(
-        dataset=loaded.name if loaded else dataset, **budget
+        dataset=loaded.name if loaded else dataset,
+        data_dir=data_dir,
+        **budget,
     )
     if loaded is None:
-        loaded = data_lib.load_dataset(dataset)
+        loaded = data_lib.load_dataset(dataset, data_dir=data_dir)
     val_fraction, batch_size = budget["val_fraction"], budget["batch_size"]
     train_split, val = data_lib.split_validation(
         loaded, fraction=val_fraction, seed=train_lib.VALIDATION_SPLIT_SEED
@@ -784,7 +951,8 @@ def _settings(
 
     ``values`` are :func:`compare`'s arguments as given: ``epochs``,
     ``batch_size``, ``optimizer``, ``schedule``, ``real_learning_rate``,
-    ``seeds``, ``tune_seeds``, ``tune_epochs`` and ``val_fraction``.
+    ``seeds``, ``tune_seeds``, ``tune_epochs`` and ``val_fraction``, and
+    the plan's ``estimated_memory_bytes``.
     """
     return {
         "dataset": config.dataset,
@@ -802,6 +970,7 @@ def _settings(
         "tune_epochs": values["tune_epochs"],
         "target_accuracy": float(target_accuracy),
         "val_fraction": values["val_fraction"],
+        "estimated_memory_bytes": values["estimated_memory_bytes"],
         "train_examples": len(data.train_labels),
         "val_examples": len(data.val.labels),
         "test_examples": len(data.test.labels),
@@ -831,6 +1000,47 @@ class _Protocol(typing.NamedTuple):
     epochs: int
     tune_epochs: int
     real_learning_rate: float | None
+
+
+def _plan(
+    protocol: _Protocol, resolved: Sequence[_Method], tune: TuneMode
+) -> Plan:
+    """The runs of the comparison, in order, and its memory estimate."""
+    runs = []
+    per_seed = 0
+    activations = None
+    for method in resolved:
+        preset = method.build()
+        candidates = _candidates(method, tune, preset.learning_rate)
+        if len(candidates) > 1:
+            runs += [
+                PlannedRun(
+                    method.label,
+                    "tune",
+                    protocol.tune_seeds,
+                    protocol.tune_epochs,
+                )
+            ] * len(candidates)
+        runs.append(
+            PlannedRun(method.label, "final", protocol.seeds, protocol.epochs)
+        )
+        if activations is None:
+            activations = _compare_train.run_activations(
+                protocol.config, preset, protocol.data
+            )
+        estimate = _compare_train.estimate_memory(
+            protocol.config, preset, protocol.data, activations=activations
+        )
+        per_seed = max(per_seed, estimate.per_seed)
+    seeds = max(len(r.seeds) for r in runs)
+    available = available_memory()
+    return Plan(
+        runs=tuple(runs),
+        memory_bytes=seeds * per_seed,
+        memory_per_seed=per_seed,
+        available_bytes=None if available is None else available[0],
+        memory_source="unknown" if available is None else available[1],
+    )
 
 
 def _compare_method(
@@ -957,6 +1167,8 @@ def _method_result(
         test_accuracy_mean=test_mean,
         test_accuracy_std=test_std,
         test_accuracy_per_seed=list(test_accuracy),
+        test_correct_per_seed=list(run.test_correct or []),
+        test_total=run.test_total,
         val_accuracy_mean=val_mean,
         val_accuracy_std=val_std,
         target_accuracy=float(target),

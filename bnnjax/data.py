@@ -19,6 +19,12 @@ of these calls; it is the only function here that parses strings. Nothing
 happens at import: no file is read or created and ``tensorflow_datasets`` is
 imported only inside :func:`load_tfds`.
 
+A local path that does not hold its dataset (a missing directory or file, a
+file that cannot be read or is not in the format) raises a
+:class:`DatasetPathError` whose one-line message names the path and what to
+do; it is also the built-in error for the cause (``FileNotFoundError``,
+``ValueError`` or ``OSError``).
+
 For training, :func:`split_validation` holds out part of the *training*
 arrays, :func:`iterate_batches` yields shuffled numpy batches (one
 independent order per seed, stacked, for a trainer that vmaps over seeds)
@@ -50,6 +56,8 @@ import numpy as np
 
 __all__ = [
     "Dataset",
+    "DatasetPathError",
+    "DatasetSpecError",
     "DatasetUnavailableError",
     "Examples",
     "flatten",
@@ -93,6 +101,74 @@ _LOCAL_HINT = (
 
 class DatasetUnavailableError(RuntimeError):
     """A TFDS dataset is neither prepared locally nor downloadable."""
+
+
+class DatasetPathError(Exception):
+    """A local path does not hold the dataset it should.
+
+    The message is one line that names the path and the fix. Every
+    instance is also the built-in error for its cause, so existing
+    ``except`` clauses keep working: a :class:`FileNotFoundError` (the
+    directory or a file is missing), a :class:`ValueError` (a file is not
+    in the expected format, or the path is a file where a directory is
+    expected) or an :class:`OSError` (a file or directory cannot be read,
+    e.g. permission denied).
+
+    Attributes:
+      path: the path at fault.
+    """
+
+    def __init__(self, message: str, *, path: PathLike):
+        super().__init__(message)
+        self.path = os.fspath(path)
+
+
+class DatasetSpecError(ValueError):
+    """A dataset spec (``--dataset``, ``--data-dir``) is not one accepted.
+
+    The message names the spec and the accepted forms. Nothing was read.
+    """
+
+
+class _MissingDataError(DatasetPathError, FileNotFoundError):
+    """A dataset directory or file does not exist."""
+
+
+class _InvalidDataError(DatasetPathError, ValueError):
+    """A dataset path exists but does not hold what its reader expects."""
+
+
+class _UnreadableDataError(DatasetPathError, OSError):
+    """A dataset file or directory exists but cannot be read."""
+
+
+def _unreadable(path: PathLike, error: OSError, what: str) -> DatasetPathError:
+    """The one-line error for ``what`` at ``path`` that raised ``error``."""
+    path = os.fspath(path)
+    if isinstance(error, FileNotFoundError):
+        return _MissingDataError(
+            f"{what} {path} does not exist; check the path.", path=path
+        )
+    reason = (error.strerror or type(error).__name__).lower()
+    if isinstance(error, PermissionError):
+        fix = "make it readable (chmod), or copy it to a folder you can read"
+    elif isinstance(error, IsADirectoryError):
+        fix = "remove that directory or rename it"
+    else:
+        fix = "check the disk and the file, or copy it elsewhere"
+    result = _UnreadableDataError(
+        f"cannot read {what} {path}: {reason}; {fix}.", path=path
+    )
+    result.errno = error.errno
+    return result
+
+
+def _listdir(directory: PathLike, what: str) -> list[str]:
+    """``os.listdir``, with a :class:`DatasetPathError` naming ``what``."""
+    try:
+        return os.listdir(directory)
+    except OSError as e:
+        raise _unreadable(directory, e, what) from None
 
 
 # TFDS downloads most datasets (and its pre-prepared copies) from Google
@@ -269,18 +345,43 @@ _IDX_ROLES = (
 )
 
 
+_IDX_FILES = (
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte,"
+    " t10k-images-idx3-ubyte and t10k-labels-idx1-ubyte (each may end in"
+    " .gz)"
+)
+_REPLACE_IDX = (
+    " The file is damaged or not an IDX file: download it again (MNIST's"
+    " train-images-idx3-ubyte.gz, ...) and replace it."
+)
+
+
+def _read_file(path: PathLike, what: str) -> bytes:
+    """The bytes of a dataset file; one-line errors naming ``what``."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise _unreadable(path, e, what) from None
+
+
 def _read_bytes(path: PathLike) -> bytes:
     """Reads a file, gunzipping it when it starts with the gzip magic."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read_file(path, "IDX file")
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(
+            raise _InvalidDataError(
                 f"{os.fspath(path)}: corrupt or truncated gzip data ({e})."
+                + _REPLACE_IDX,
+                path=path,
             ) from e
     return data
+
+
+def _bad_idx(name: str, problem: str) -> DatasetPathError:
+    return _InvalidDataError(f"{name}: {problem}" + _REPLACE_IDX, path=name)
 
 
 def read_idx(path: PathLike) -> np.ndarray:
@@ -300,47 +401,52 @@ def read_idx(path: PathLike) -> np.ndarray:
       dtype.
 
     Raises:
-      FileNotFoundError: if ``path`` does not exist.
-      ValueError: naming the file, if the gzip stream is corrupt, the magic
-        number or type code is wrong, or the payload is shorter or longer
-        than the header's dimensions require.
+      DatasetPathError: naming the file and the fix; a
+        ``FileNotFoundError`` if ``path`` does not exist, an ``OSError`` if
+        it cannot be read, a ``ValueError`` if the gzip stream is corrupt,
+        the magic number or type code is wrong, or the payload is shorter
+        or longer than the header's dimensions require.
     """
     name = os.fspath(path)
     data = _read_bytes(path)
     if len(data) < 4:
-        raise ValueError(
-            f"{name}: not an IDX file: {len(data)} bytes, shorter than the"
-            " 4-byte magic number."
+        raise _bad_idx(
+            name,
+            f"not an IDX file: {len(data)} bytes, shorter than the 4-byte"
+            " magic number.",
         )
     if data[0] != 0 or data[1] != 0:
-        raise ValueError(
-            f"{name}: not an IDX file: the magic number starts with"
-            f" 0x{data[:2].hex()}, expected 0x0000."
+        raise _bad_idx(
+            name,
+            "not an IDX file: the magic number starts with"
+            f" 0x{data[:2].hex()}, expected 0x0000.",
         )
     if data[2] not in _IDX_DTYPES:
         codes = ", ".join(f"0x{c:02X}" for c in _IDX_DTYPES)
-        raise ValueError(
-            f"{name}: unknown IDX type code 0x{data[2]:02X}; expected one of"
-            f" {codes}."
+        raise _bad_idx(
+            name,
+            f"unknown IDX type code 0x{data[2]:02X}; expected one of {codes}.",
         )
     dtype = _IDX_DTYPES[data[2]]
     ndim = data[3]
     if ndim == 0:
-        raise ValueError(f"{name}: the IDX header declares 0 dimensions.")
+        raise _bad_idx(name, "the IDX header declares 0 dimensions.")
     offset = 4 + 4 * ndim
     if len(data) < offset:
-        raise ValueError(
-            f"{name}: truncated IDX header: {ndim} dimensions need"
-            f" {offset} bytes, the file has {len(data)}."
+        raise _bad_idx(
+            name,
+            f"truncated IDX header: {ndim} dimensions need {offset} bytes,"
+            f" the file has {len(data)}.",
         )
     shape = struct.unpack(f">{ndim}I", data[4:offset])
     expected = math.prod(shape) * dtype.itemsize
     actual = len(data) - offset
     if actual != expected:
         problem = "truncated" if actual < expected else "has trailing bytes"
-        raise ValueError(
-            f"{name}: payload {problem}: shape {shape} of {dtype.name} needs"
-            f" {expected} bytes after the header, found {actual}."
+        raise _bad_idx(
+            name,
+            f"payload {problem}: shape {shape} of {dtype.name} needs"
+            f" {expected} bytes after the header, found {actual}.",
         )
     array = np.frombuffer(data, dtype=dtype, offset=offset).reshape(shape)
     return array.astype(dtype.newbyteorder("="), copy=True)
@@ -348,22 +454,45 @@ def read_idx(path: PathLike) -> np.ndarray:
 
 def _listing(directory: PathLike, limit: int = 20) -> str:
     """The sorted entries of ``directory``, shortened to ``limit`` names."""
-    names = sorted(os.listdir(directory))
+    names = sorted(_listdir(directory, "directory"))
     shown = ", ".join(names[:limit])
     if len(names) > limit:
         shown += f", ... ({len(names) - limit} more)"
     return shown or "nothing"
 
 
+def _check_directory(directory: str, what: str, spec: str, holds: str) -> None:
+    """Raises a one-line :class:`DatasetPathError` unless a directory.
+
+    Args:
+      directory: the path.
+      what: the kind of data, e.g. ``"IDX"``.
+      spec: the spec form that takes the directory, e.g. ``"'idx:DIR'"``.
+      holds: the files the directory must hold.
+    """
+    if os.path.isdir(directory):
+        return
+    if os.path.exists(directory):
+        raise _InvalidDataError(
+            f"{what} directory {directory!r} is a file, not a directory; give"
+            f" {spec} the directory that holds {holds}.",
+            path=directory,
+        )
+    raise _MissingDataError(
+        f"{what} directory {directory!r} does not exist; give {spec} a"
+        f" directory that holds {holds}.",
+        path=directory,
+    )
+
+
 def _find_idx_files(
     directory: str, prefix: str | None
 ) -> tuple[str, dict[tuple[str, str], str]]:
     """Returns the prefix used and the path of each of the four IDX files."""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"IDX directory {directory!r} does not exist.")
+    _check_directory(directory, "IDX", "'idx:DIR'", _IDX_FILES)
     # (prefix, role) -> candidate file names.
     found: dict[str, dict[tuple[str, str], list[str]]] = {}
-    for entry in os.listdir(directory):
+    for entry in _listdir(directory, "IDX directory"):
         match = _IDX_NAME.fullmatch(entry)
         if not match or not os.path.isfile(os.path.join(directory, entry)):
             continue
@@ -376,10 +505,11 @@ def _find_idx_files(
     complete = sorted(p for p, roles in found.items() if len(roles) == 4)
     if prefix is None:
         if len(complete) > 1:
-            raise ValueError(
+            raise _InvalidDataError(
                 f"{directory!r} holds several IDX datasets, with file-name"
                 f" prefixes {complete}; choose one with load_idx(directory,"
-                " prefix=...) or the spec 'idx:DIR/PREFIX'."
+                " prefix=...) or the spec 'idx:DIR/PREFIX'.",
+                path=directory,
             )
         prefix = complete[0] if complete else ""
     elif prefix and not prefix.endswith("-"):
@@ -391,10 +521,12 @@ def _find_idx_files(
             f"{prefix}{'train' if s == 'train' else 't10k'}-{k}-ubyte[.gz]"
             for s, k in _IDX_ROLES
         )
-        raise FileNotFoundError(
+        raise _MissingDataError(
             f"IDX directory {directory!r} lacks the expected files {expected}"
             " ('test' may replace 't10k'). Found: "
-            f"{_listing(directory)}."
+            f"{_listing(directory)}. Put the files there, or give 'idx:DIR'"
+            " the directory that holds them.",
+            path=directory,
         )
 
     def preference(entry: str) -> tuple[bool, bool]:
@@ -431,11 +563,15 @@ def load_idx(directory: PathLike, *, prefix: str | None = None) -> Dataset:
       ``num_classes`` one more than the largest label.
 
     Raises:
-      FileNotFoundError: if the directory does not exist or lacks one of the
-        four files; the message lists the expected names and what was found.
-      ValueError: if a file is corrupt (see :func:`read_idx`), images are
-        not 3-D uint8 or labels not 1-D integers, the image and label counts
-        differ, or several prefixes match and ``prefix`` is ``None``.
+      DatasetPathError: with a one-line message naming the path and the
+        fix. It is a ``FileNotFoundError`` if the directory does not exist
+        or lacks one of the four files (the message lists the expected
+        names and what was found); an ``OSError`` if a file cannot be read;
+        a ``ValueError`` if ``directory`` is a file, a file is corrupt (see
+        :func:`read_idx`), images are not 3-D uint8 or labels not 1-D, the
+        image and label counts differ, or several prefixes match and
+        ``prefix`` is ``None``.
+      ValueError: if labels are not integers.
     """
     directory = os.fspath(os.path.expanduser(directory))
     prefix, paths = _find_idx_files(directory, prefix)
@@ -446,19 +582,26 @@ def load_idx(directory: PathLike, *, prefix: str | None = None) -> Dataset:
         images = read_idx(images_path)
         labels = read_idx(labels_path)
         if images.ndim != 3 or images.dtype != np.uint8:
-            raise ValueError(
+            raise _InvalidDataError(
                 f"{images_path}: expected (N, H, W) uint8 images, got shape"
-                f" {images.shape} of {images.dtype}."
+                f" {images.shape} of {images.dtype}; this is not an"
+                " MNIST-family image file: replace it with one.",
+                path=images_path,
             )
         if labels.ndim != 1:
-            raise ValueError(
+            raise _InvalidDataError(
                 f"{labels_path}: expected (N,) labels, got shape"
-                f" {labels.shape}."
+                f" {labels.shape}; this is not an MNIST-family label file:"
+                " replace it with one.",
+                path=labels_path,
             )
         if len(images) != len(labels):
-            raise ValueError(
+            raise _InvalidDataError(
                 f"{images_path} holds {len(images)} images but {labels_path}"
-                f" holds {len(labels)} labels."
+                f" holds {len(labels)} labels; the two files come from"
+                " different datasets or one is incomplete: download both"
+                " again.",
+                path=images_path,
             )
         arrays[f"{split}_images"] = images[..., None]
         arrays[f"{split}_labels"] = _to_labels(labels, labels_path)
@@ -494,23 +637,36 @@ _CIFAR_PICKLED = (
 )
 
 
+_CIFAR_FILES = (
+    "data_batch_1.bin ... data_batch_5.bin and test_batch.bin (the"
+    " extracted cifar-10-binary.tar.gz)"
+)
+_REPLACE_CIFAR = (
+    " Download cifar-10-binary.tar.gz again and extract it in place of"
+    " this file."
+)
+
+
 def _read_cifar_batch(path: str) -> tuple[np.ndarray, np.ndarray]:
     """Decodes one CIFAR-10 binary batch into NHWC uint8 images and labels."""
-    with open(path, "rb") as f:
-        data = f.read()
+    data = _read_file(path, "CIFAR-10 file")
     if not data or len(data) % _CIFAR_RECORD:
-        raise ValueError(
+        raise _InvalidDataError(
             f"{path}: {len(data)} bytes is not a positive multiple of the"
             f" {_CIFAR_RECORD}-byte CIFAR-10 record (1 label byte + 3072"
             " pixel bytes): the file is truncated or not CIFAR-10 binary."
+            + _REPLACE_CIFAR,
+            path=path,
         )
     records = np.frombuffer(data, np.uint8).reshape(-1, _CIFAR_RECORD)
     labels = records[:, 0]
     if labels.max() > 9:
         bad = int(np.argmax(labels > 9))
-        raise ValueError(
+        raise _InvalidDataError(
             f"{path}: record {bad} has label byte {labels[bad]}, not a"
-            " CIFAR-10 class (0-9); is this CIFAR-100?"
+            " CIFAR-10 class (0-9); is this CIFAR-100? 'cifar:DIR' reads"
+            " CIFAR-10's binary version only.",
+            path=path,
         )
     images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return np.ascontiguousarray(images), labels.astype(np.int32)
@@ -537,16 +693,16 @@ def load_cifar10(directory: PathLike) -> Dataset:
       labels and ``num_classes=10``.
 
     Raises:
-      FileNotFoundError: if the directory does not exist or lacks a batch
-        file; the message lists the expected names and what was found.
-      ValueError: if only the pickled version is present, or a file's size
-        is not a multiple of the 3073-byte record, or a label exceeds 9.
+      DatasetPathError: with a one-line message naming the path and the
+        fix. It is a ``FileNotFoundError`` if the directory does not exist
+        or lacks a batch file (the message lists the expected names and
+        what was found); an ``OSError`` if a file cannot be read; a
+        ``ValueError`` if ``directory`` is a file, only the pickled version
+        is present, a file's size is not a multiple of the 3073-byte
+        record, or a label exceeds 9.
     """
     directory = os.fspath(os.path.expanduser(directory))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"CIFAR-10 directory {directory!r} does not exist."
-        )
+    _check_directory(directory, "CIFAR-10", "'cifar:DIR'", _CIFAR_FILES)
     candidates = [directory, os.path.join(directory, "cifar-10-batches-bin")]
     for folder in candidates:
         if all(
@@ -563,19 +719,22 @@ def load_cifar10(directory: PathLike) -> Dataset:
                 os.path.exists(os.path.join(pickled, name))
                 for name in _CIFAR_PICKLED
             ):
-                raise ValueError(
+                raise _InvalidDataError(
                     f"{pickled!r} holds the pickled 'python version' of"
                     " CIFAR-10, which bnnjax refuses to load for safety"
                     " (unpickling a downloaded file can run arbitrary code)."
                     " Download the binary version (cifar-10-binary.tar.gz,"
                     " files data_batch_1.bin ... test_batch.bin) and point"
-                    " 'cifar:DIR' at its directory."
+                    " 'cifar:DIR' at its directory.",
+                    path=pickled,
                 )
-        raise FileNotFoundError(
+        raise _MissingDataError(
             f"CIFAR-10 directory {directory!r} (or its cifar-10-batches-bin"
             f" subdirectory) lacks the expected files"
             f" {', '.join(_CIFAR_TRAIN + _CIFAR_TEST)}. Found:"
-            f" {_listing(directory)}."
+            f" {_listing(directory)}. Extract cifar-10-binary.tar.gz there,"
+            " or give 'cifar:DIR' the directory that holds the files.",
+            path=directory,
         )
     splits = {}
     for split, names in (("train", _CIFAR_TRAIN), ("test", _CIFAR_TEST)):
@@ -747,13 +906,22 @@ def load_tfds(
         extra, ``pip install "bnnjax[data]"``.
       ValueError: if TFDS has no dataset ``name``, or its images are not
         fixed-shape uint8 or its labels not integers.
+      DatasetPathError: if ``data_dir`` exists but is not a directory.
       DatasetUnavailableError: (a ``RuntimeError``) if the dataset is not
         prepared in ``data_dir`` and could
         not be downloaded and prepared (offline, or ``download=False``).
     """
-    tfds = _import_tfds()
     if data_dir is not None:
         data_dir = os.fspath(os.path.expanduser(data_dir))
+        if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+            raise _InvalidDataError(
+                f"TFDS data directory {data_dir!r} (--data-dir) is a file,"
+                " not a directory; give the directory TFDS prepared the"
+                " dataset in (it holds a folder per dataset, e.g. mnist/), or"
+                " leave it out for $TFDS_DATA_DIR or ~/tensorflow_datasets.",
+                path=data_dir,
+            )
+    tfds = _import_tfds()
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.DatasetNotFoundError:
@@ -858,10 +1026,14 @@ def load_dataset(spec: str, *, data_dir: PathLike | None = None) -> Dataset:
 
     Raises:
       TypeError: if ``spec`` is not a string.
-      ValueError: if ``spec`` has none of the accepted forms (the message
-        lists them), ``DIR`` is empty, ``data_dir`` is given with a local
-        source, or the loader raises it.
-      FileNotFoundError: if a local directory or its files are missing.
+      DatasetSpecError: (a ``ValueError``) if ``spec`` has none of the
+        accepted forms (the message lists them), ``DIR`` is empty, or
+        ``data_dir`` is given with a local source.
+      ValueError: if the loader raises it.
+      DatasetPathError: if a local path does not hold the dataset (see
+        :func:`load_idx`, :func:`load_cifar10`), or ``data_dir`` is not a
+        directory; also a ``FileNotFoundError`` if a local directory or its
+        files are missing.
       ImportError: for a TFDS name without tensorflow-datasets installed.
       DatasetUnavailableError: (a ``RuntimeError``) for a TFDS dataset
         that is not prepared and cannot be
@@ -874,15 +1046,16 @@ def load_dataset(spec: str, *, data_dir: PathLike | None = None) -> Dataset:
     kind, sep, path = spec.partition(":")
     is_local = spec == "mnist-sample" or (sep and kind in ("idx", "cifar"))
     if is_local and data_dir is not None:
-        raise ValueError(
-            f"data_dir={os.fspath(data_dir)!r} is only used for TFDS names;"
-            f" dataset spec {spec!r} reads local files."
+        raise DatasetSpecError(
+            f"data_dir={os.fspath(data_dir)!r} (--data-dir) is only used for"
+            f" TFDS names; dataset spec {spec!r} reads local files: leave"
+            " the data directory out."
         )
     if spec == "mnist-sample":
         return load_mnist_sample()
     if sep and kind in ("idx", "cifar"):
         if not path:
-            raise ValueError(
+            raise DatasetSpecError(
                 f"Dataset spec {spec!r} names no directory; use '{kind}:DIR'."
             )
         path = os.path.expanduser(path)
@@ -890,17 +1063,26 @@ def load_dataset(spec: str, *, data_dir: PathLike | None = None) -> Dataset:
             return load_cifar10(path)
         parent, base = os.path.split(path)
         parent = parent or "."
+        if os.path.isfile(path):
+            raise _InvalidDataError(
+                f"Dataset spec {spec!r} names a file, not a directory; give"
+                f" 'idx:DIR' the directory that holds it: 'idx:{parent}'.",
+                path=path,
+            )
         if os.path.isdir(path) or not base or not os.path.isdir(parent):
             return load_idx(path)
-        if not any(name.startswith(base) for name in os.listdir(parent)):
-            raise FileNotFoundError(
+        names = _listdir(parent, "IDX directory")
+        if not any(name.startswith(base) for name in names):
+            raise _MissingDataError(
                 f"IDX directory {path!r} does not exist, and no file in"
-                f" {parent!r} starts with the prefix {base!r}."
+                f" {parent!r} starts with the prefix {base!r}; give 'idx:DIR'"
+                f" a directory that holds {_IDX_FILES}.",
+                path=path,
             )
         return load_idx(parent, prefix=base)
     if _TFDS_NAME.fullmatch(spec):
         return load_tfds(spec, data_dir=data_dir)
-    raise ValueError(
+    raise DatasetSpecError(
         f"Unknown dataset spec {spec!r}. Accepted forms: "
         + "; ".join(_SPEC_FORMS)
         + "."

@@ -30,7 +30,7 @@ class CliTrainTest(parameterized.TestCase):
         for text in (
             "{mlp,cnn,resnet20,resnet18}",
             "NAME[:OPTION=VALUE...]",
-            "scaled_sigmoid k=2.0, scale=mean_abs_dev, scale_adaptive=True",
+            "scaled_sigmoid k=2, scale=mean_abs_dev, scale_adaptive=true",
             f"(default: {d.epochs})",
             f"(default: {d.batch_size})",
             "(default: mnist-sample)",

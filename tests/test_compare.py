@@ -22,6 +22,7 @@ from bnnjax import _cli_compare, data, plots, presets, train
 from bnnjax import compare as compare_lib
 from bnnjax.binarize import AnnealedScaledSigmoidSurrogate
 from bnnjax.compare import TuningGrid
+from bnnjax.training import step as step_lib
 
 
 def _small_dataset(n_train=1000, n_test=300):
@@ -49,14 +50,15 @@ class CompareTest(parameterized.TestCase):
         cls.dataset = _small_dataset()
         cls.evaluated = []  # (labels identity, phase marker) per evaluate
         test_labels = cls.dataset.test_labels
-        original = train.evaluate
+        # Every evaluation (train.evaluate too) counts with evaluate_counts.
+        original = step_lib.evaluate_counts
 
         def spy(eval_step, state, images, labels, **kwargs):
             cls.evaluated.append("test" if labels is test_labels else "val")
             return original(eval_step, state, images, labels, **kwargs)
 
         cls.finished = []
-        with mock.patch.object(train, "evaluate", spy):
+        with mock.patch.object(step_lib, "evaluate_counts", spy):
             cls.result = compare_lib.compare(
                 ["bnn", compare_lib.MethodSpec(name="float", label="ceiling")],
                 dataset=cls.dataset,

@@ -1,7 +1,8 @@
 """One process per run directory: the lock of ``lock_run_dir``.
 
 Real processes hold the lock: a small holder script, and a real
-``bnnjax train`` refused to a second ``train`` and to a ``--resume``, then
+``bnnjax train`` refused to a second ``train``, a ``--resume`` and an
+``export``, then
 killed with SIGKILL and resumed.
 """
 
@@ -15,6 +16,7 @@ import tempfile
 import time
 
 from absl.testing import absltest
+from cli_helpers import run_cli
 
 from bnnjax import checkpoint, cli
 from bnnjax.training import rundir
@@ -180,6 +182,17 @@ class TrainLockTest(_TmpDirTest):
                 f"by process {holder.pid} (training); wait until it ends, "
                 "or use another directory.\n",
             )
+        # export reads under the same lock: refused while training runs.
+        model_file = os.path.join(self.tmp, "model.bnnjax")
+        status, stdout, stderr = run_cli(["export", out, "-o", model_file])
+        self.assertEqual((status, stdout), (1, ""))
+        self.assertEqual(
+            stderr,
+            f"bnnjax export: error: The run directory {out} is in use by "
+            f"process {holder.pid} (training); wait until it ends, or use "
+            "another directory.\n",
+        )
+        self.assertFalse(os.path.exists(model_file))
         self.assertIsNone(holder.poll())  # refusing touched nothing
 
         holder.send_signal(signal.SIGKILL)
@@ -197,6 +210,9 @@ class TrainLockTest(_TmpDirTest):
         with open(os.path.join(out, "metrics.jsonl")) as f:
             epochs = [json.loads(line)["epoch"] for line in f]
         self.assertEqual(epochs, list(range(1, last + 2)))
+        status, _, stderr = run_cli(["export", out, "-o", model_file])
+        self.assertEqual(status, 0, stderr)
+        self.assertFalse(os.path.exists(_lock_file(out)))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from unittest import mock
 
 import numpy as np
 from absl.testing import absltest
+from cli_helpers import run_cli
 from tensorboard.backend.event_processing import event_accumulator
 
 from bnnjax import checkpoint as ckpt
@@ -268,6 +269,54 @@ class TrainingRunTest(absltest.TestCase):
                     for epoch in (1, 2)
                 ],
             )
+
+
+class CliTest(absltest.TestCase):
+    def test_train_tensorboard_writes_every_epoch(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out_dir = os.path.join(tmp, "run")
+            status, _, stderr = run_cli(
+                [
+                    "train",
+                    "--hidden",
+                    "16",
+                    "--epochs",
+                    "2",
+                    "--batch-size",
+                    "500",
+                    "--no-progress",
+                    "--tensorboard",
+                    "--out",
+                    out_dir,
+                ]
+            )
+            self.assertEqual(status, 0, stderr)
+            log_dir = os.path.join(out_dir, tb.LOG_DIR_NAME)
+            self.assertEqual(os.listdir(log_dir), ["seed_0"])
+            scalars = _read(os.path.join(log_dir, "seed_0"))
+            records = ckpt.read_metrics(out_dir)
+            self.assertEqual(
+                scalars["val_accuracy"],
+                [(r["epoch"], _f32(r["val_accuracy"])) for r in records],
+            )
+
+    def test_train_without_the_flag_writes_no_event_files(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out_dir = os.path.join(tmp, "run")
+            args = ["train", "--hidden", "16", "--epochs", "1"]
+            status, _, stderr = run_cli([*args, "--out", out_dir])
+            self.assertEqual(status, 0, stderr)
+            self.assertNotIn(tb.LOG_DIR_NAME, os.listdir(out_dir))
+
+    def test_train_tensorboard_without_the_extra_is_a_bad_argument(self):
+        with mock.patch.dict(sys.modules, {"tensorboardX": None}):
+            status, stdout, stderr = run_cli(
+                ["train", "--tensorboard", "--out", "never-made"]
+            )
+        self.assertEqual((status, stdout), (2, ""))
+        self.assertIn("pip install 'bnnjax[tensorboard]'", stderr)
+        self.assertLen(stderr.splitlines(), 1)
+        self.assertFalse(os.path.exists("never-made"))
 
 
 if __name__ == "__main__":

@@ -45,6 +45,19 @@ class OutPathTest(absltest.TestCase):
             train.run(config, make_plots=False)
         self.assertEqual(cm.exception.path, out)
 
+    def test_out_is_a_regular_file(self):
+        a_file = os.path.join(self.tmp, "notes.txt")
+        with open(a_file, "w") as f:
+            f.write("x")
+        stderr = self._refused(a_file)
+        self.assertEqual(
+            stderr,
+            f"bnnjax train: error: Cannot use {a_file} as the run directory: "
+            "it is a file, not a directory. Choose another --out.\n",
+        )
+        with open(a_file) as f:
+            self.assertEqual(f.read(), "x")  # untouched
+
     def test_a_read_only_file_system(self):
         mount = os.path.join(self.tmp, "ro")
         os.makedirs(mount)
