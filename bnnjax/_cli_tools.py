@@ -219,6 +219,23 @@ def _not_a_run_dir(path: str) -> str | None:
     return None
 
 
+def _unwritable_output(output: str) -> str | None:
+    """Why the file ``output`` cannot be written, or ``None``."""
+    folder = os.path.dirname(output)
+    fix = "give -o a file in a folder you can write to."
+    if not os.path.exists(folder):
+        return (
+            f"cannot write {output}: the folder {folder} does not exist; {fix}"
+        )
+    if not os.path.isdir(folder):
+        return f"cannot write {output}: {folder} is a file, not a folder; {fix}"
+    if not os.access(folder, os.W_OK):
+        return (
+            f"cannot write {output}: the folder {folder} is not writable; {fix}"
+        )
+    return None
+
+
 def run_export(args: argparse.Namespace) -> int:
     def fail(message: str, status: int) -> int:
         print(f"bnnjax export: error: {message}", file=sys.stderr)
@@ -233,6 +250,9 @@ def run_export(args: argparse.Namespace) -> int:
         )
     if os.path.isdir(output):
         return fail(f"{output} is a directory; give a file name.", 2)
+    problem = _unwritable_output(output)
+    if problem is not None:
+        return fail(problem, 2)
     run_dir = os.path.abspath(args.run_dir)
     problem = _not_a_run_dir(run_dir)
     if problem is not None:
@@ -273,7 +293,8 @@ def run_export(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as e:
         return fail(f"cannot export this run: {e}", 1)
     except OSError as e:
-        return fail(str(e), 1)
+        reason = e.strerror or str(e)
+        return fail(f"cannot write {output}: {reason}; nothing was written.", 1)
     result: dict[str, Any] = {
         "file": output,
         "file_bytes": file_bytes,

@@ -167,6 +167,24 @@ class ExportPredictTest(absltest.TestCase):
         self.assertEqual(status, 2)
         self.assertIn("-o/--output", err)
 
+    def test_output_that_cannot_be_written(self):
+        a_file = self._path("notes.txt")
+        with open(a_file, "w") as f:
+            f.write("x")
+        missing = self._path("no/such/folder")
+        fix = "give -o a file in a folder you can write to."
+        for output, why in (
+            (f"{missing}/m.bnnjax", f"the folder {missing} does not exist"),
+            (f"{a_file}/m.bnnjax", f"{a_file} is a file, not a folder"),
+        ):
+            status, out, err = run_cli(["export", self.run_dir, "-o", output])
+            self.assertEqual((status, out), (2, ""), err)
+            self.assertEqual(
+                err,
+                f"bnnjax export: error: cannot write {output}: {why}; {fix}\n",
+            )
+        self.assertFalse(os.path.exists(self._path("no")))
+
     def test_predict_rejects_corrupt_foreign_and_mismatched(self):
         path = self._path("good.bnnjax")
         status, _, err = run_cli(
