@@ -158,13 +158,13 @@ class CliTrainTest(parameterized.TestCase):
         self.assertRegex(err, message)
         self.assertFalse(os.path.exists(out_dir))
 
-    def test_bad_data_and_taken_directory_exit_1(self):
+    def test_bad_data_exits_2_and_taken_directory_exits_1(self):
         missing = os.path.join(self.tmp, "no-such-dir")
         out_dir = os.path.join(self.tmp, "out")
         status, out, err = run_cli(
             ["train", "--dataset", f"idx:{missing}", "--out", out_dir]
         )
-        self.assertEqual((status, out), (1, ""))
+        self.assertEqual((status, out), (2, ""))  # a bad argument
         self.assertIn(missing, err)
         self.assertFalse(os.path.exists(out_dir))
 
@@ -173,13 +173,13 @@ class CliTrainTest(parameterized.TestCase):
         status, _, err = run_cli(
             ["train", "--dataset", f"idx:{empty}", "--out", out_dir]
         )
-        self.assertEqual(status, 1)
+        self.assertEqual(status, 2)
         self.assertIn("lacks the expected files", err)
 
         status, _, err = run_cli(
             ["train", "--dataset", "not a dataset!", "--out", out_dir]
         )
-        self.assertEqual(status, 1)
+        self.assertEqual(status, 2)
         self.assertIn("Unknown dataset spec", err)
 
         os.makedirs(out_dir)
