@@ -40,7 +40,9 @@ _FLAG_TO_FIELD = {
     "schedule": "schedule",
     "seed": "seeds",
     "hidden": "hidden",
+    "width": "width",
     "val_fraction": "val_fraction",
+    "augment": "augment",
     "devices": "devices",
 }
 

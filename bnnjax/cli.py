@@ -99,6 +99,7 @@ def _add_train_arguments(
 ) -> None:
     """Adds the train flags; ``suppress`` leaves unset flags out."""
     from bnnjax import train as train_lib
+    from bnnjax.training.augment import AUGMENT_NAMES
 
     d = train_lib.TrainConfig()
     parser.epilog = _method_table()
@@ -194,6 +195,26 @@ def _add_train_arguments(
         default=default(d.hidden),
         metavar="W[,W...]",
         help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
+    )
+    parser.add_argument(
+        "--width",
+        type=_argtypes.positive_float,
+        default=default(d.width),
+        metavar="X",
+        help="width multiplier of cnn and the resnets: every width but the "
+        "head's is scaled by X; mlp takes --hidden instead "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENT_NAMES,
+        default=default(d.augment),
+        help="augmentation of the training batches, on the device: "
+        "crop_flip (random crop of the image zero-padded by 4 pixels, "
+        "random horizontal flip), shift (random shift by up to 2 pixels, "
+        "no flip) or none; evaluation never augments (default: none for "
+        "mlp; for cnn and resnets crop_flip on CIFAR, shift on the MNIST "
+        "family, none on other datasets)",
     )
     parser.add_argument(
         "--val-fraction",

@@ -524,6 +524,17 @@ def _arch(name):
         return mlinen.bireal_resnet20(
             stage_sizes=(1, 1, 1), stage_features=(4, 8, 16), pad_value=1.0
         ), img(3, (4, 12, 12, 3))
+    if name == "resnet18_mnist":  # the small stem, chosen by input size
+        return mlinen.bireal_resnet18(
+            stage_sizes=(1, 1, 1, 1), num_classes=10, width_multiplier=1 / 16
+        ), img(5, (4, 28, 28, 1))
+    if name == "resnet18_imagenet_stem":
+        return mlinen.bireal_resnet18(
+            stage_sizes=(1, 1, 1, 1),
+            num_classes=10,
+            width_multiplier=1 / 16,
+            small_input_stem=False,
+        ), img(6, (2, 28, 28, 1))
     return mlinen.bireal_resnet18(
         stage_sizes=(1, 1, 1, 1),
         stage_features=(4, 8, 8, 16),
@@ -542,6 +553,8 @@ class ExportTest(_TempDirTest):
         "cnn_pad_minus_one",
         "resnet20",
         "resnet18",
+        "resnet18_mnist",
+        "resnet18_imagenet_stem",
     )
     def test_reloads_and_predicts_as_float_model(self, name):
         model, x = _arch(name)
@@ -562,7 +575,9 @@ class ExportTest(_TempDirTest):
         # (x @ S) * alpha, with S unpacked to +-1.0: bit for bit as well.
         np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
 
-    @parameterized.parameters("mlp", "mlp_real_head", "cnn", "resnet20")
+    @parameterized.parameters(
+        "mlp", "mlp_real_head", "cnn", "resnet20", "resnet18_mnist"
+    )
     def test_nnx_models_export_like_linen(self, name):
         rngs = nnx.Rngs(0)
         if name.startswith("mlp"):
@@ -580,6 +595,16 @@ class ExportTest(_TempDirTest):
                 input_size=(16, 16),
                 width_multiplier=1 / 16,
                 pad_value=-1.0,
+                rngs=rngs,
+            )
+        elif name == "resnet18_mnist":
+            x = jax.random.normal(jax.random.key(3), (4, 28, 28, 1))
+            model = mnnx.bireal_resnet18(
+                in_features=1,
+                input_size=(28, 28),
+                stage_sizes=(1, 1, 1, 1),
+                num_classes=10,
+                width_multiplier=1 / 16,
                 rngs=rngs,
             )
         else:
@@ -725,6 +750,13 @@ class ExportTest(_TempDirTest):
         bad_pad = mlinen.BinaryNetCNN(width_multiplier=1 / 16, pad_value=0.5)
         with self.assertRaisesRegex(ValueError, "pad_value=0.5"):
             export_lib.pack_model(bad_pad, _variables(cnn, cx))
+        # A 3x3 stem with stride 2 on small images: which one ran?
+        ambiguous = mlinen.bireal_resnet20(
+            stem_strides=2, stage_sizes=(1, 1, 1)
+        )
+        rx = jnp.zeros((1, 8, 8, 3))
+        with self.assertRaisesRegex(ValueError, "set small_input_stem"):
+            export_lib.pack_model(ambiguous, _variables(ambiguous, rx))
         p = export_lib.pack_model(ok, variables)
         with self.assertRaisesRegex(ValueError, "64 features"):
             export_lib.predict(p, jnp.zeros((2, 9, 9, 1)))

@@ -1,5 +1,6 @@
 """Real faults on a real ``bnnjax train`` process: SIGKILL during a
-checkpoint write, SIGTERM and SIGINT mid-run, then ``--resume``.
+checkpoint write, SIGTERM and SIGINT mid-run, SIGKILL of a run that
+augments its batches, then ``--resume``.
 
 Each test starts the CLI in a child process, delivers the signal at a
 chosen moment, checks what the run directory holds, resumes in-process and
@@ -35,15 +36,16 @@ FLAGS = [
     "0,1",
     "--no-progress",
 ]
+AUGMENTED = [*FLAGS, "--augment", "crop_flip"]
 _TMP_CHECKPOINT = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 _CHILD = "import sys; from bnnjax import cli; sys.exit(cli.main(sys.argv[1:]))"
 _TIMEOUT_SECONDS = 240
 
 
-def _start(out_dir):
+def _start(out_dir, flags=FLAGS):
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     return subprocess.Popen(
-        [sys.executable, "-c", _CHILD, "train", *FLAGS, "--out", out_dir],
+        [sys.executable, "-c", _CHILD, "train", *flags, "--out", out_dir],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -170,6 +172,39 @@ class FaultTest(parameterized.TestCase):
         _, info = _final_params(out_dir)
         self.assertGreaterEqual(info["epoch"], 1)
         self._resume_and_compare(out_dir)
+
+
+class AugmentedFaultTest(absltest.TestCase):
+    """A run that augments on the device, killed and resumed, ends where
+    the uninterrupted run ends: the draws depend on (seed, step) only."""
+
+    def test_sigkill_then_resume_is_bit_identical(self):
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        reference = os.path.join(tmp, "reference")
+        self.assertEqual(cli.main(["train", *AUGMENTED, "--out", reference]), 0)
+        want, _ = _final_params(reference)
+        out_dir = os.path.join(tmp, "killed")
+        first = os.path.join(out_dir, "checkpoints", "1")
+        proc = _start(out_dir, AUGMENTED)
+        try:
+            _wait_for(
+                proc, lambda: os.path.isdir(first), "the first checkpoint"
+            )
+            proc.kill()
+            self.assertEqual(proc.wait(timeout=60), -signal.SIGKILL)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        _, info = _final_params(out_dir)
+        self.assertLess(info["epoch"], EPOCHS)
+        self.assertEqual(cli.main(["train", "--resume", "--out", out_dir]), 0)
+        with open(os.path.join(out_dir, "config.json")) as f:
+            self.assertEqual(json.load(f)["augment"], "crop_flip")
+        got, info = _final_params(out_dir)
+        self.assertEqual(info["epoch"], EPOCHS)
+        chex.assert_trees_all_equal(got, want, strict=True)
 
 
 class StopOnSignalTest(parameterized.TestCase):

@@ -52,11 +52,26 @@ def _small(arch, api, **kwargs):
         return lambda: m.BinaryNetCNN(
             width_multiplier=1 / 16, **kwargs, **rngs()
         ), x
-    x = jax.random.normal(jax.random.key(3), (4, 32, 32, 3))
     factory = {
         "resnet18": m.bireal_resnet18,
         "resnet20": m.bireal_resnet20,
-    }[arch]
+        "reactnet": m.reactnet_small,
+    }[arch.split("_")[0]]
+    if arch.startswith("reactnet"):
+        # Three doubling blocks (one per stage) at 1/8 width: 4 to 32.
+        kwargs.update(stage_sizes=(1, 1, 1), width_multiplier=1 / 8)
+    if arch.endswith(("_mnist", "_cifar")):
+        # Tiny widths on MNIST- and CIFAR-shaped images: the small stem.
+        image = (28, 28, 1) if arch.endswith("_mnist") else (32, 32, 3)
+        x = jax.random.normal(jax.random.key(5), (2, *image))
+        kwargs.setdefault("width_multiplier", 1 / 16)
+        kwargs.update(num_classes=10)
+        if api == "nnx":
+            kwargs.update(in_features=image[-1])
+            if not arch.startswith("reactnet"):
+                kwargs.update(input_size=image[:2])
+        return lambda: factory(**kwargs, **rngs()), x
+    x = jax.random.normal(jax.random.key(3), (4, 32, 32, 3))
     return lambda: factory(**kwargs, **rngs()), x
 
 
@@ -252,7 +267,19 @@ def _published_model(name, api):
 
 class ForwardBackwardTest(parameterized.TestCase):
     @parameterized.product(
-        arch=("mlp", "cnn", "resnet18", "resnet20"), api=("linen", "nnx")
+        arch=(
+            "mlp",
+            "cnn",
+            "resnet18",
+            "resnet20",
+            "resnet18_mnist",
+            "resnet20_mnist",
+            "resnet18_cifar",
+            "resnet20_cifar",
+            "reactnet_mnist",
+            "reactnet_cifar",
+        ),
+        api=("linen", "nnx"),
     )
     def test_train_eval_and_gradients(self, arch, api):
         # EDE kernels need ``progress``: every binary layer must receive it.
@@ -326,8 +353,14 @@ class ForwardBackwardTest(parameterized.TestCase):
         chex.assert_tree_all_finite((logits, eval_logits, grads))
         # Train and eval modes differ (batch vs running statistics).
         self.assertFalse(np.allclose(logits, eval_logits))
-        want_latent = {"mlp": 3, "cnn": 9, "resnet18": 16, "resnet20": 18}
-        self.assertLen(latent, want_latent[arch])
+        want_latent = {
+            "mlp": 3,
+            "cnn": 9,
+            "resnet18": 16,
+            "resnet20": 18,
+            "reactnet": 9,  # per doubling block: a 3x3 and two 1x1 convs
+        }
+        self.assertLen(latent, want_latent[arch.split("_")[0]])
         for path in latent:
             self.assertGreater(float(jnp.abs(grads[path]).sum()), 0, path)
         # Every running mean moved in the training step.
@@ -375,55 +408,174 @@ class ParameterCountTest(parameterized.TestCase):
         self.assertEqual(latent, _weights(conv) + _weights(dense))
 
 
+def _shapes(tree):
+    return jax.tree.map(lambda a: (a.shape, a.dtype), tree)
+
+
+class WidthMultiplierTest(parameterized.TestCase):
+    @parameterized.product(
+        arch=("cnn", "resnet18", "resnet20"), api=("linen", "nnx")
+    )
+    def test_default_is_the_published_model(self, arch, api):
+        # width_multiplier=1.0 builds exactly the model built without it.
+        make, x = _published_model(arch, api)
+        m = mod(api)
+
+        def rngs():
+            return {"rngs": fnnx.Rngs(0)} if api == "nnx" else {}
+
+        factory = {
+            "cnn": m.BinaryNetCNN,
+            "resnet18": m.bireal_resnet18,
+            "resnet20": m.bireal_resnet20,
+        }[arch]
+
+        def make_one():
+            return factory(width_multiplier=1.0, **rngs())
+
+        if api == "linen":
+            init = lambda model: jax.eval_shape(  # noqa: E731
+                lambda k: model.init(k, x, train=False), jax.random.key(0)
+            )
+            self.assertEqual(_shapes(init(make())), _shapes(init(make_one())))
+        else:
+            state = lambda f: fnnx.state(fnnx.eval_shape(f))  # noqa: E731
+            self.assertEqual(
+                _shapes(fnnx.to_pure_dict(state(make))),
+                _shapes(fnnx.to_pure_dict(state(make_one))),
+            )
+
+    @parameterized.parameters("linen", "nnx")
+    def test_resnet_widths(self, api):
+        # Every channel count c becomes max(1, round(c * multiplier)):
+        # 16 -> 2, 32 -> 4, 64 -> 8 at 1/8; round(64 * 0.03) = 2, and
+        # round(16 * 0.03) = 0 becomes 1.
+        x = jnp.zeros((1, 32, 32, 3))
+        for multiplier, stem, stages in (
+            (0.125, 2, (2, 4, 8)),
+            (0.03, 1, (1, 1, 2)),
+        ):
+            if api == "linen":
+                model = mlinen.bireal_resnet20(width_multiplier=multiplier)
+                params = jax.eval_shape(
+                    lambda k, model=model: model.init(k, x, train=False),
+                    jax.random.key(0),
+                )["params"]
+                stem_kernel = params["stem_conv"]["kernel"].shape
+                blocks = [
+                    params[f"blocks_{i}"]["conv"][LATENT_KERNEL].shape
+                    for i in range(18)
+                ]
+                head = params["head"]["kernel"].shape
+            else:
+                model = fnnx.eval_shape(
+                    lambda multiplier=multiplier: mnnx.bireal_resnet20(
+                        width_multiplier=multiplier, rngs=fnnx.Rngs(0)
+                    )
+                )
+                self.assertEqual(model.width_multiplier, multiplier)
+                self.assertEqual(model.stage_features, (16, 32, 64))
+                stem_kernel = model.stem_conv.kernel.shape
+                blocks = [b.conv.latent_kernel.shape for b in model.blocks]
+                head = model.head.kernel.shape
+            self.assertEqual(stem_kernel, (3, 3, 3, stem))
+            self.assertEqual(
+                [k[-1] for k in blocks],
+                [stages[0]] * 6 + [stages[1]] * 6 + [stages[2]] * 6,
+            )
+            self.assertEqual(blocks[6][-2], stages[0])
+            self.assertEqual(head, (stages[2], 10))
+
+    def test_resnet18_counts_at_half_width(self):
+        _, x = _published_model("resnet18", "linen")
+        half = mlinen.bireal_resnet18(width_multiplier=0.5)
+        binary = [(a // 2, b // 2) for a, b in RESNET18_BINARY]
+        shortcuts = [(a // 2, b // 2) for a, b in RESNET18_SHORTCUTS]
+        want = _resnet_counts((7 * 7 * 3, 32), binary, shortcuts, (256, 1000))
+        self.assertEqual(_linen_counts(half, x), want)
+        counts = _nnx_counts(
+            lambda: mnnx.bireal_resnet18(
+                width_multiplier=0.5, rngs=fnnx.Rngs(0)
+            )
+        )
+        self.assertEqual(counts, want)
+
+    @parameterized.parameters(
+        (0.0, ValueError, "width_multiplier must be finite and > 0"),
+        (-1.0, ValueError, "width_multiplier must be finite and > 0"),
+        (float("inf"), ValueError, "width_multiplier must be finite"),
+        (float("nan"), ValueError, "width_multiplier must be finite"),
+        ("1", TypeError, "width_multiplier must be a real number"),
+        (True, TypeError, "width_multiplier must be a real number"),
+    )
+    def test_invalid(self, value, error, message):
+        for factory in (mlinen.bireal_resnet20, mlinen.BinaryNetCNN):
+            with self.assertRaisesRegex(error, message):
+                factory(width_multiplier=value)
+        for factory in (mnnx.bireal_resnet18, mnnx.BinaryNetCNN):
+            with self.assertRaisesRegex(error, message):
+                factory(width_multiplier=value, rngs=fnnx.Rngs(0))
+
+
+def _assert_linen_nnx_agree(test, linen_model, make_nnx, x, num_classes=10):
+    """Same weights, same outputs and statistic updates in both APIs."""
+    nnx_model = _nnx_model(make_nnx)  # random weights and statistics
+    graphdef, params, stats = fnnx.split(nnx_model, fnnx.Param, fnnx.BatchStat)
+    # Copy them into linen's tree: nnx ``dense[1]`` is linen ``dense_1``.
+    variables = {
+        "params": _to_linen(fnnx.to_pure_dict(params)),
+        "batch_stats": _to_linen(fnnx.to_pure_dict(stats)),
+    }
+    want = jax.eval_shape(
+        lambda k: linen_model.init(k, x, train=False), jax.random.key(0)
+    )
+    test.assertEqual(
+        jax.tree.map(lambda a: a.shape, want),
+        jax.tree.map(lambda a: a.shape, variables),
+    )
+    nnx_model.eval()
+    eval_def, _, _ = fnnx.split(nnx_model, fnnx.Param, fnnx.BatchStat)
+
+    @jax.jit
+    def run(variables, params, stats, x):
+        linen_eval = linen_model.apply(variables, x, train=False)
+        linen_train, updates = linen_model.apply(
+            variables, x, train=True, mutable=["batch_stats"]
+        )
+        nnx_eval = fnnx.merge(eval_def, params, stats)(x)
+        m = fnnx.merge(graphdef, params, stats, copy=True)
+        nnx_train = m(x)
+        new_stats = fnnx.to_pure_dict(fnnx.state(m, fnnx.BatchStat))
+        return (
+            (linen_eval, linen_train, updates["batch_stats"]),
+            (nnx_eval, nnx_train, _to_linen(new_stats)),
+        )
+
+    got_linen, got_nnx = run(variables, params, stats, x)
+    test.assertEqual(got_linen[0].shape, (x.shape[0], num_classes))
+    test.assertEqual(jax.tree.structure(got_linen), jax.tree.structure(got_nnx))
+    for a, b in zip(
+        jax.tree.leaves(got_linen), jax.tree.leaves(got_nnx), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
 class LinenNnxConsistencyTest(parameterized.TestCase):
-    @parameterized.parameters("mlp", "cnn", "resnet20")
+    @parameterized.parameters(
+        "mlp",
+        "cnn",
+        "resnet20",
+        "resnet18_mnist",
+        "resnet20_mnist",
+        "resnet18_cifar",
+        "resnet20_cifar",
+        "reactnet_mnist",
+        "reactnet_cifar",
+    )
     def test_same_weights_same_outputs(self, arch):
         make_nnx, x = _small(arch, "nnx")
         make_linen, _ = _small(arch, "linen")
-        linen_model = make_linen()
-        nnx_model = _nnx_model(make_nnx)  # random weights and statistics
-        graphdef, params, stats = fnnx.split(
-            nnx_model, fnnx.Param, fnnx.BatchStat
-        )
-        # Copy them into linen's tree: nnx ``dense[1]`` is linen ``dense_1``.
-        variables = {
-            "params": _to_linen(fnnx.to_pure_dict(params)),
-            "batch_stats": _to_linen(fnnx.to_pure_dict(stats)),
-        }
-        want = jax.eval_shape(
-            lambda k: linen_model.init(k, x, train=False), jax.random.key(0)
-        )
-        self.assertEqual(
-            jax.tree.map(lambda a: a.shape, want),
-            jax.tree.map(lambda a: a.shape, variables),
-        )
-        nnx_model.eval()
-        eval_def, _, _ = fnnx.split(nnx_model, fnnx.Param, fnnx.BatchStat)
-
-        @jax.jit
-        def run(variables, params, stats, x):
-            linen_eval = linen_model.apply(variables, x, train=False)
-            linen_train, updates = linen_model.apply(
-                variables, x, train=True, mutable=["batch_stats"]
-            )
-            nnx_eval = fnnx.merge(eval_def, params, stats)(x)
-            m = fnnx.merge(graphdef, params, stats, copy=True)
-            nnx_train = m(x)
-            new_stats = fnnx.to_pure_dict(fnnx.state(m, fnnx.BatchStat))
-            return (
-                (linen_eval, linen_train, updates["batch_stats"]),
-                (nnx_eval, nnx_train, _to_linen(new_stats)),
-            )
-
-        got_linen, got_nnx = run(variables, params, stats, x)
-        self.assertEqual(got_linen[0].shape, (x.shape[0], 10))
-        self.assertEqual(
-            jax.tree.structure(got_linen), jax.tree.structure(got_nnx)
-        )
-        for a, b in zip(
-            jax.tree.leaves(got_linen), jax.tree.leaves(got_nnx), strict=True
-        ):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        _assert_linen_nnx_agree(self, make_linen(), make_nnx, x)
 
 
 def _is_integer(a):
@@ -614,6 +766,107 @@ class ErrorTest(parameterized.TestCase):
         self.assertLen(
             [k for k in _flat(shapes["params"]) if k[-1] == LATENT_KERNEL], 18
         )
+
+
+class SmallImageStemTest(parameterized.TestCase):
+    """ResNets on MNIST- and CIFAR-sized images get the 3x3/1 stem."""
+
+    def _linen_stem(self, model, shape):
+        x = jnp.zeros(shape)
+        out, variables = jax.eval_shape(
+            lambda k: model.init_with_output(
+                k,
+                x,
+                train=False,
+                capture_intermediates=lambda m, method: (
+                    isinstance(m, mlinen.BiRealBlock) and method == "__call__"
+                ),
+            ),
+            jax.random.key(0),
+        )
+        self.assertEqual(out.shape, (shape[0], 10))
+        blocks = variables["intermediates"]
+        last = max(blocks, key=lambda n: int(n.split("_")[1]))
+        return (
+            variables["params"]["stem_conv"]["kernel"].shape[:2],
+            blocks["blocks_0"]["__call__"][0].shape[1:3],
+            blocks[last]["__call__"][0].shape[1:3],
+        )
+
+    @parameterized.parameters(
+        # shape, small_input_stem, stem kernel, first and last block maps
+        ((2, 28, 28, 1), None, (3, 3), (28, 28), (4, 4)),
+        ((2, 32, 32, 3), None, (3, 3), (32, 32), (4, 4)),
+        ((2, 64, 64, 3), None, (3, 3), (64, 64), (8, 8)),
+        ((1, 65, 65, 3), None, (7, 7), (17, 17), (3, 3)),
+        ((1, 224, 224, 3), None, (7, 7), (56, 56), (7, 7)),
+        # ImageNet's stem on MNIST shrinks 28x28 to 7x7, then 1x1.
+        ((2, 28, 28, 1), False, (7, 7), (7, 7), (1, 1)),
+        ((1, 96, 96, 3), True, (3, 3), (96, 96), (12, 12)),
+    )
+    def test_resnet18_linen(self, shape, small, kernel, first, last):
+        model = mlinen.bireal_resnet18(
+            num_classes=10, width_multiplier=1 / 16, small_input_stem=small
+        )
+        self.assertEqual(self._linen_stem(model, shape), (kernel, first, last))
+
+    def test_resnet20_stem_is_already_small(self):
+        for small in (None, True, False):
+            model = mlinen.bireal_resnet20(
+                width_multiplier=1 / 8, small_input_stem=small
+            )
+            self.assertEqual(
+                self._linen_stem(model, (2, 28, 28, 1)),
+                ((3, 3), (28, 28), (7, 7)),
+            )
+
+    @parameterized.parameters(
+        ({"input_size": (28, 28)}, (3, 3), 1, True),
+        ({"input_size": (32, 32)}, (3, 3), 1, True),
+        ({"input_size": (224, 224)}, (7, 7), 2, False),
+        ({}, (7, 7), 2, False),  # size unknown: the stem fields
+        ({"small_input_stem": True}, (3, 3), 1, True),
+        ({"input_size": (28, 28), "small_input_stem": False}, (7, 7), 2, False),
+    )
+    def test_resnet18_nnx(self, kwargs, kernel, strides, small):
+        model = fnnx.eval_shape(
+            lambda: mnnx.bireal_resnet18(
+                in_features=1,
+                num_classes=10,
+                width_multiplier=1 / 16,
+                **kwargs,
+                rngs=fnnx.Rngs(0),
+            )
+        )
+        self.assertEqual(model.stem_conv.kernel.shape[:2], kernel)
+        self.assertEqual(model.stem_conv.strides, strides)
+        self.assertEqual(model.small_input_stem, small)
+        self.assertEqual(model.stem_max_pool, not small)
+
+    def test_invalid(self):
+        with self.assertRaisesRegex(
+            TypeError, "small_input_stem must be True, False or None"
+        ):
+            mlinen.bireal_resnet18(small_input_stem="auto")
+        with self.assertRaisesRegex(
+            TypeError, "small_input_stem must be True, False or None"
+        ):
+            mnnx.bireal_resnet18(small_input_stem=1, rngs=fnnx.Rngs(0))
+        with self.assertRaisesRegex(ValueError, "input_size must be"):
+            mnnx.bireal_resnet18(input_size=(28,), rngs=fnnx.Rngs(0))
+        # Variables made on small images do not fit large ones.
+        model = mlinen.bireal_resnet18(num_classes=10, width_multiplier=1 / 16)
+        small = jnp.zeros((1, 28, 28, 3))
+        variables = jax.eval_shape(
+            lambda k: model.init(k, small, train=False), jax.random.key(0)
+        )
+        with self.assertRaisesRegex(Exception, "stem_conv"):
+            jax.eval_shape(
+                lambda v: model.apply(
+                    v, jnp.zeros((1, 96, 96, 3)), train=False
+                ),
+                variables,
+            )
 
 
 class StructureTest(absltest.TestCase):

@@ -159,13 +159,28 @@ class PackageTest(absltest.TestCase):
         self.assertIs(bnnjax.nn.nnx, nnx)
         for module in (bnnjax.nn, linen, nnx, functional):
             self.assertEqual(module.LATENT_KERNEL, "latent_kernel")
+        activations = {"RSign", "RPReLU"}  # ReActNet's
         self.assertEqual(
             set(nnx.__all__),
-            {"LATENT_KERNEL", "BinaryConv", "BinaryLinear", "LatentParam"},
+            {"LATENT_KERNEL", "BinaryConv", "BinaryLinear", "LatentParam"}
+            | activations,
         )
         self.assertEqual(
-            set(linen.__all__), {"LATENT_KERNEL", "BinaryConv", "BinaryDense"}
+            set(linen.__all__),
+            {"LATENT_KERNEL", "BinaryConv", "BinaryDense"} | activations,
         )
+        # The activations' defaults agree between the APIs.
+        for name, fields in (
+            ("RSign", ("binarizer", "dtype", "param_dtype", "rng_collection")),
+            ("RPReLU", ("negative_slope_init", "dtype", "param_dtype")),
+        ):
+            signature = inspect.signature(getattr(nnx, name).__init__)
+            for field in fields:
+                self.assertEqual(
+                    getattr(getattr(linen, name)(), field),
+                    signature.parameters[field].default,
+                    (name, field),
+                )
 
     def test_linen_and_nnx_do_not_import_each_other(self):
         root = pathlib.Path(bnnjax.nn.__file__).parent

@@ -15,7 +15,12 @@ from bnnjax import train
 
 # A constant schedule: a 1-epoch run resumed to 2 epochs is the 2-epoch run.
 FAST = ["--hidden", "16", "--batch-size", "500", "--schedule", "constant"]
-RESOLVED = ("learning_rate", "real_learning_rate", "binary_activations")
+RESOLVED = (
+    "learning_rate",
+    "real_learning_rate",
+    "binary_activations",
+    "augment",
+)
 
 
 def _read(out_dir):
@@ -50,12 +55,14 @@ class RecordTest(absltest.TestCase):
         self.assertEqual(record["learning_rate"], lr)
         self.assertEqual(record["real_learning_rate"], real_lr)
         self.assertIs(record["binary_activations"], False)
+        self.assertEqual(record["augment"], "none")
         self.assertEqual(
             record["defaults"],
             {
                 "binary_activations": False,
                 "learning_rate": lr,
                 "real_learning_rate": real_lr,
+                "augment": "none",
             },
         )
         # The plain form is unchanged: None still means the default.
@@ -69,7 +76,7 @@ class RecordTest(absltest.TestCase):
         self.assertIs(record["binary_activations"], True)
         self.assertEqual(
             sorted(record["defaults"]),
-            ["binary_activations", "real_learning_rate"],
+            ["augment", "binary_activations", "real_learning_rate"],
         )
 
     def test_read_back_resolves_to_the_same_run(self):

@@ -1,11 +1,12 @@
 """1-bit export: a trained model in one self-describing file, and inference.
 
 :func:`pack_model` turns a trained reference model (``BinaryMLP``,
-``BinaryNetCNN`` or ``BiRealResNet`` from :mod:`bnnjax.models.linen` with
-its ``{"params", "batch_stats"}``, or the same from
-:mod:`bnnjax.models.nnx`) into a :class:`PackedModel`: binary kernels
-packed 32 signs per ``uint32`` word, per-channel kernel scales, the real
-layers' parameters, batch norm folded into thresholds where that is exact,
+``BinaryNetCNN``, ``BiRealResNet`` or ``ReActNet`` from
+:mod:`bnnjax.models.linen` with its ``{"params", "batch_stats"}``, or the
+same from :mod:`bnnjax.models.nnx`) into a :class:`PackedModel`: binary
+kernels packed 32 signs per ``uint32`` word, per-channel kernel scales, the
+real layers' parameters, batch norm (and ReActNet's learned RSign
+thresholds) folded into thresholds where that is exact,
 and a small program (a list of ops) that :func:`predict` runs with nothing
 but those arrays: no latent weights, no flax module. :func:`save` and
 :func:`load` write and read it; :func:`export_model` does ``pack_model`` +

@@ -121,6 +121,20 @@ class _Builder:
                         "by the model: the variables do not match the model."
                     )
 
+    def params_shape(self, path: str, name: str) -> tuple[int, ...]:
+        """The shape of a parameter, without marking it used."""
+        node = self.params
+        for part in path.split("/"):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ValueError(
+                    f"{self.where}: params have no {path!r}; the variables "
+                    "do not match the model."
+                )
+            node = node[part]
+        if name not in node:
+            raise ValueError(f"{self.where}: params[{path!r}] has no {name!r}.")
+        return tuple(np.shape(node[name]))
+
     def has(self, path: str, name: str) -> bool:
         node = self.params
         for part in path.split("/"):
@@ -152,6 +166,37 @@ class _Builder:
     def add(self, x: _Value, y: _Value) -> _Value:
         name = self._emit("add", [self._real(x).name, self._real(y).name])
         return _Value(name, "real")
+
+    def concat(self, values: Sequence[_Value]) -> _Value:
+        """Reals concatenated along the channels (the last axis)."""
+        name = self._emit("concat", [self._real(v).name for v in values])
+        return _Value(name, "real")
+
+    def rsign(self, path: str, x: _Value) -> _Value:
+        """ReActNet's RSign, ``sign(x - beta)``, folded into ``x >= beta``.
+
+        IEEE subtraction makes ``x - beta >= 0`` and ``x >= beta`` the same
+        test; the program stores ``beta`` as the threshold of a ``threshold``
+        op (no flip).
+        """
+        beta = self._param(path, "beta")
+        name = self._emit(
+            "threshold",
+            self._real(x).name,
+            threshold=self._array(f"{path}/threshold", beta, "<f4"),
+            flip=self._array(
+                f"{path}/flip", np.zeros(beta.shape, np.uint8), "|u1"
+            ),
+        )
+        return _Value(name, "bits")
+
+    def rprelu(self, path: str, x: _Value) -> _Value:
+        """ReActNet's RPReLU, ``PReLU(x - gamma) + zeta`` per channel."""
+        names = {
+            key: self._array(f"{path}/{key}", self._param(path, key), "<f4")
+            for key in ("gamma", "zeta", "negative_slope")
+        }
+        return _Value(self._emit("rprelu", self._real(x).name, **names), "real")
 
     def max_pool(
         self,

@@ -152,6 +152,8 @@ def _run_op(
     if kind == "add":
         x, y = (env[v] for v in op["in"])
         return x + y
+    if kind == "concat":
+        return jnp.concatenate([env[v] for v in op["in"]], axis=-1)
     x = env[op["in"]]
     if kind == "flatten":
         return x.reshape(x.shape[0], -1)
@@ -169,6 +171,11 @@ def _run_op(
         return packed_lib.batch_norm(
             x, a["mean"], a["var"], a["scale"], a["bias"], op["epsilon"]
         )
+    if kind == "rprelu":
+        # bnnjax.nn.functional.rprelu, operation for operation.
+        z = x - _row(a["gamma"], x.ndim)
+        y = jnp.where(z >= 0, z, _row(a["negative_slope"], x.ndim) * z)
+        return y + _row(a["zeta"], x.ndim)
     if kind in ("dense", "conv"):
         return _run_real_layer(op, a, x)
     if kind in ("max_pool", "avg_pool"):

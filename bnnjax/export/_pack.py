@@ -39,11 +39,12 @@ def pack_model(
 
     * **Reference architectures** (:class:`bnnjax.models.linen.BinaryMLP`,
       :class:`~bnnjax.models.linen.BinaryNetCNN`,
-      :class:`~bnnjax.models.linen.BiRealResNet`, float32, or the
+      :class:`~bnnjax.models.linen.BiRealResNet`,
+      :class:`~bnnjax.models.linen.ReActNet`, float32, or the
       :mod:`bnnjax.models.nnx` model of the same name): the file holds a
-      program of ops, with batch norm and ``sign`` folded into thresholds,
-      that :func:`predict` runs with nothing but the file (format
-      version 1).
+      program of ops, with batch norm and ``sign`` folded into thresholds
+      (ReActNet's RSign into ``x >= beta``), that :func:`predict` runs with
+      nothing but the file (format version 1).
     * **Models of your own** (format version 2): any linen or nnx model
       whose binary layers are :mod:`bnnjax.nn` layers (``BinaryDense``/
       ``BinaryLinear``, ``BinaryConv``, grouped and depthwise included) or

@@ -1,8 +1,9 @@
 """Reference architectures compiled into programs over packed arrays.
 
 :class:`~bnnjax.models.linen.BinaryMLP`,
-:class:`~bnnjax.models.linen.BinaryNetCNN` and
-:class:`~bnnjax.models.linen.BiRealResNet` (or the :mod:`bnnjax.models.nnx`
+:class:`~bnnjax.models.linen.BinaryNetCNN`,
+:class:`~bnnjax.models.linen.BiRealResNet` and
+:class:`~bnnjax.models.linen.ReActNet` (or the :mod:`bnnjax.models.nnx`
 model of the same name, through its linen twin) become a program of ops
 (:mod:`bnnjax.export._builder`) that runs from the file alone: format
 version 1.
@@ -114,23 +115,52 @@ def _program_cnn(model: Any, b: _Builder) -> _Value:
     return b.batch_norm("head_norm", x, eps)
 
 
+def _resnet_stem(model: Any, b: _Builder) -> tuple[int, int, bool]:
+    """``(kernel_size, strides, max_pool)`` of the stem the model ran.
+
+    With ``small_input_stem=None`` the input size chose the stem; the stem
+    kernel in the variables tells which one.
+    """
+    configured = (
+        model.stem_kernel_size,
+        model.stem_strides,
+        model.stem_max_pool,
+    )
+    small = models_common.stem_layout(True, *configured)
+    if model.small_input_stem is not None or small == configured:
+        return models_common.stem_layout(
+            bool(model.small_input_stem), *configured
+        )
+    k = b.params_shape("stem_conv", "kernel")[0]
+    if configured[0] == small[0]:
+        raise ValueError(
+            f"{b.where}: small_input_stem=None with a {k}x{k} stem: the "
+            "variables do not tell which stem ran; set small_input_stem to "
+            "True or False."
+        )
+    return models_common.stem_layout(k == small[0], *configured)
+
+
 def _program_resnet(model: Any, b: _Builder) -> _Value:
     _check_sign_activation(model, "activation_binarizer")
     eps = model.bn_epsilon
-    k = model.stem_kernel_size
+    stem_features, layout = models_common.bireal_widths(
+        model.stage_sizes,
+        model.stage_features,
+        model.stem_features,
+        model.width_multiplier,
+    )
+    k, stem_strides, max_pool = _resnet_stem(model, b)
     x = b.conv(
         "stem_conv",
         b.input(),
-        model.stem_features,
-        (model.stem_strides,) * 2,
+        stem_features,
+        (stem_strides,) * 2,
         models_common.stem_padding(k),
     )
     x = b.batch_norm("stem_norm", x, eps)
-    if model.stem_max_pool:
+    if max_pool:
         x = b.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1)))
-    layout = models_common.bireal_layout(
-        model.stage_sizes, model.stage_features
-    )
     for i, (features, strides) in enumerate(layout):
         block = f"blocks_{i}"
         conv = {
@@ -162,15 +192,70 @@ def _program_resnet(model: Any, b: _Builder) -> _Value:
     return b.dense("head", b.mean(x, (1, 2)), model.num_classes)
 
 
+def _binary_conv_window(
+    size: int, strides: int, pad_value: float
+) -> dict[str, Any]:
+    pad = (size - 1) // 2
+    return {
+        "kernel_size": [size, size],
+        "strides": [strides, strides],
+        "dilation": [1, 1],
+        "padding": [[pad, pad], [pad, pad]],
+        "pad_value": float(pad_value),
+    }
+
+
+def _program_reactnet(model: Any, b: _Builder) -> _Value:
+    """ReActNet: every RSign becomes ``x >= beta`` (bits), so both binary
+    convolutions of a block run XNOR-popcount on packed bits."""
+    _check_sign_activation(model, "activation_binarizer")
+    eps = model.bn_epsilon
+    rule = model.kernel_binarizer
+    stem, layout = models_common.reactnet_layout(
+        model.stage_sizes, model.stem_features, model.width_multiplier
+    )
+    x = b.conv(
+        "stem_conv",
+        b.input(),
+        stem,
+        (model.stem_strides,) * 2,
+        models_common.stem_padding(3),
+    )
+    x = b.batch_norm("stem_norm", x, eps)
+    for i, (c, features, strides) in enumerate(layout):
+        block = f"blocks_{i}"
+        bits = b.rsign(f"{block}/rsign_3x3", x)
+        window = _binary_conv_window(3, strides, model.pad_value)
+        h = b.binary(f"{block}/conv_3x3", bits, rule, c, window)
+        h = b.batch_norm(f"{block}/norm_3x3", h, eps)
+        shortcut = x
+        if strides != 1:
+            pool = (strides, strides)
+            shortcut = b.avg_pool(x, pool, pool, "SAME")
+        h = b.rprelu(f"{block}/rprelu_3x3", b.add(h, shortcut))
+        bits = b.rsign(f"{block}/rsign_1x1", h)
+        outs = []
+        for j in range(features // c):
+            window = _binary_conv_window(1, 1, model.pad_value)
+            y = b.binary(f"{block}/conv_1x1_{j}", bits, rule, c, window)
+            y = b.batch_norm(f"{block}/norm_1x1_{j}", y, eps)
+            outs.append(b.add(y, h))
+        x = outs[0] if len(outs) == 1 else b.concat(outs)
+        x = b.rprelu(f"{block}/rprelu_1x1", x)
+    return b.dense("head", b.mean(x, (1, 2)), model.num_classes)
+
+
 _PROGRAMS: dict[type, Callable[[Any, _Builder], _Value]] = {
     models_linen.BinaryMLP: _program_mlp,
     models_linen.BinaryNetCNN: _program_cnn,
     models_linen.BiRealResNet: _program_resnet,
+    models_linen.ReActNet: _program_reactnet,
 }
 _NNX_REFERENCE = (
     models_nnx.BinaryMLP,
     models_nnx.BinaryNetCNN,
     models_nnx.BiRealResNet,
+    models_nnx.ReActNet,
 )
 
 
@@ -205,6 +290,7 @@ def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
         models_linen.BinaryMLP
         | models_linen.BinaryNetCNN
         | models_linen.BiRealResNet
+        | models_linen.ReActNet
     )
     if isinstance(model, models_nnx.BinaryMLP):
         norm = model.dense_norm[0]
@@ -243,13 +329,15 @@ def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
             stage_sizes=model.stage_sizes,
             stage_features=model.stage_features,
             num_classes=model.num_classes,
-            stem_features=stem.out_features,
+            stem_features=model.stem_features,
             stem_kernel_size=stem.kernel_size[0],
             # BiRealResNet builds its stem with int strides.
             stem_strides=stem.strides[0]
             if isinstance(stem.strides, Sequence)
             else cast(int, stem.strides),
             stem_max_pool=model.stem_max_pool,
+            small_input_stem=model.small_input_stem,
+            width_multiplier=model.width_multiplier,
             kernel_binarizer=conv.kernel_binarizer,
             # A Bi-Real block always binarizes its inputs.
             activation_binarizer=cast(Binarizer, conv.input_binarizer),
@@ -259,10 +347,26 @@ def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
             dtype=norm.dtype,
             param_dtype=norm.param_dtype,
         )
+    elif isinstance(model, models_nnx.ReActNet):
+        norm = model.stem_norm
+        twin = models_linen.ReActNet(
+            stage_sizes=model.stage_sizes,
+            stem_features=model.stem_features,
+            stem_strides=model.stem_strides,
+            num_classes=model.num_classes,
+            width_multiplier=model.width_multiplier,
+            kernel_binarizer=model.kernel_binarizer,
+            activation_binarizer=model.activation_binarizer,
+            pad_value=model.pad_value,
+            bn_momentum=norm.momentum,
+            bn_epsilon=norm.epsilon,
+            dtype=norm.dtype,
+            param_dtype=norm.param_dtype,
+        )
     else:
         raise TypeError(
-            "pack_model supports BinaryMLP, BinaryNetCNN and BiRealResNet "
-            f"from bnnjax.models.nnx, got {type(model).__name__}."
+            "pack_model supports BinaryMLP, BinaryNetCNN, BiRealResNet and "
+            f"ReActNet from bnnjax.models.nnx, got {type(model).__name__}."
         )
     variables = {
         "params": _nnx_collection(model, nnx.Param),

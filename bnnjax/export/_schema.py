@@ -61,6 +61,8 @@ _ARRAY_FIELDS = {
     "sign": (),
     "mean": (),
     "add": (),
+    "concat": (),
+    "rprelu": ("gamma", "zeta", "negative_slope"),
     "max_pool": (),
     "avg_pool": (),
 }

@@ -2,7 +2,8 @@
 
 * :mod:`bnnjax.models.linen`: ``BinaryMLP``, ``BinaryNetCNN``,
   ``BiRealBlock``, ``BiRealResNet``, ``bireal_resnet18``,
-  ``bireal_resnet20``.
+  ``bireal_resnet20``, ``ReActBlock``, ``ReActNet``, ``reactnet_a``,
+  ``reactnet_small``.
 * :mod:`bnnjax.models.nnx`: the same names for ``flax.nnx``.
 
 The models are built from :mod:`bnnjax.nn` layers and flax's own

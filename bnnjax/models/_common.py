@@ -2,7 +2,8 @@
 
 Pure Python and ``jax.numpy`` only: no Module classes, no state. Each
 model's settings are checked by one function here (:func:`check_mlp`,
-:func:`check_cnn`, :func:`check_block_rules`, :func:`check_resnet`),
+:func:`check_cnn`, :func:`check_block_rules`, :func:`check_resnet`,
+:func:`check_reactnet_rules`, :func:`check_reactnet`),
 called from the linen model's ``__post_init__`` and the nnx model's
 constructor, so the two APIs accept the same settings, raise the same
 errors in the same order, and build the same layer lists.
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -33,10 +34,15 @@ __all__ = [
     "APPROX_SIGN_ACTIVATION",
     "BINARYNET_CNN_CONV",
     "BINARYNET_CNN_DENSE",
+    "REACTNET_A",
+    "REACTNET_SMALL",
     "RESNET18",
     "RESNET20",
     "SIGN_ACTIVATION",
+    "SMALL_INPUT_SIZE",
+    "SMALL_STEM",
     "bireal_layout",
+    "bireal_widths",
     "check_block_rules",
     "check_bool",
     "check_cnn",
@@ -46,12 +52,18 @@ __all__ = [
     "check_positive_float",
     "check_positive_int",
     "check_rate",
+    "check_reactnet",
+    "check_reactnet_rules",
     "check_resnet",
+    "check_small_input_stem",
     "check_train",
     "check_widths",
     "flatten_batch",
+    "reactnet_layout",
     "scale_widths",
+    "stem_layout",
     "stem_padding",
+    "use_small_stem",
 ]
 
 SIGN_ACTIVATION = Binarizer(surrogate="clipped_ste", scale=None)
@@ -91,6 +103,29 @@ RESNET20: Mapping[str, Any] = MappingProxyType(
     }
 )
 """The CIFAR ResNet-20 layout (He et al, 2016) with Bi-Real blocks."""
+
+
+REACTNET_A: Mapping[str, Any] = MappingProxyType(
+    {
+        "stage_sizes": (1, 2, 2, 6, 2),
+        "stem_features": 32,
+        "stem_strides": 2,
+        "num_classes": 1000,
+    }
+)
+"""ReActNet-A: MobileNet-v1's layout for ImageNet (32 -> 64 -> 128 -> 256
+-> 512 -> 1024 channels over 13 blocks)."""
+
+REACTNET_SMALL: Mapping[str, Any] = MappingProxyType(
+    {
+        "stage_sizes": (1, 2, 2, 2),
+        "stem_features": 32,
+        "stem_strides": 1,
+        "num_classes": 10,
+    }
+)
+"""A ReActNet-A for 28x28 and 32x32 images: stride-1 stem, the 1024-channel
+stage and four of the six 512-channel blocks left out."""
 
 
 def check_bool(name: str, value: object) -> bool:
@@ -177,8 +212,30 @@ def check_momentum(name: str, value: object) -> float:
 
 
 def scale_widths(widths: Sequence[int], multiplier: float) -> tuple[int, ...]:
-    """``round(w * multiplier)`` for each width, at least 1."""
+    """``max(1, round(w * multiplier))`` for each width ``w``.
+
+    Python's ``round`` rounds halves to even: ``round(2.5) == 2``.
+    """
     return tuple(max(1, round(w * multiplier)) for w in widths)
+
+
+def bireal_widths(
+    stage_sizes: object,
+    stage_features: object,
+    stem_features: int,
+    width_multiplier: float,
+) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The stem's channels and the :func:`bireal_layout` of a Bi-Real net,
+    every channel count scaled by :func:`scale_widths`.
+
+    Returns:
+      ``(stem_features, layout)``; ``width_multiplier=1`` leaves both as
+      given.
+    """
+    layout = bireal_layout(stage_sizes, stage_features)
+    (stem,) = scale_widths((stem_features,), width_multiplier)
+    scaled = scale_widths([f for f, _ in layout], width_multiplier)
+    return stem, tuple((f, s) for f, (_, s) in zip(scaled, layout, strict=True))
 
 
 def bireal_layout(
@@ -212,6 +269,66 @@ def bireal_layout(
 def stem_padding(kernel_size: int) -> tuple[tuple[int, int], ...]:
     """PyTorch-style stem padding: ``(k - 1) // 2`` low, ``k // 2`` high."""
     return (((kernel_size - 1) // 2, kernel_size // 2),) * 2
+
+
+SMALL_INPUT_SIZE = 64
+"""Largest image side for which ``small_input_stem=None`` picks the small
+stem: MNIST's 28x28, CIFAR's 32x32 and Tiny ImageNet's 64x64 get it,
+ImageNet's 224x224 does not."""
+
+SMALL_STEM: Mapping[str, Any] = MappingProxyType(
+    {"kernel_size": 3, "strides": 1, "max_pool": False}
+)
+"""The CIFAR-style stem of a ResNet for small images: a 3x3 convolution
+with stride 1 and no max pool (He et al, 2016, section 4.2)."""
+
+
+def check_small_input_stem(value: object) -> bool | None:
+    """Returns ``value`` if it is a bool or ``None``, else raises
+    ``TypeError``."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return None if value is None else bool(value)
+    raise TypeError(
+        "small_input_stem must be True, False or None (choose by input "
+        f"size), got {value!r} of type {type(value).__name__}."
+    )
+
+
+def use_small_stem(
+    small_input_stem: bool | None, image_size: Sequence[int] | None
+) -> bool:
+    """Whether a ResNet uses :data:`SMALL_STEM` instead of its stem fields.
+
+    Args:
+      small_input_stem: the model's setting; a bool decides.
+      image_size: ``(height, width)`` of the inputs, or ``None`` if unknown.
+
+    Returns:
+      ``small_input_stem`` if it is a bool; otherwise whether the shorter
+      side of ``image_size`` is at most :data:`SMALL_INPUT_SIZE` (``False``
+      when the size is unknown).
+    """
+    if small_input_stem is not None:
+        return bool(small_input_stem)
+    if image_size is None:
+        return False
+    return min(image_size) <= SMALL_INPUT_SIZE
+
+
+def stem_layout(
+    small: bool, kernel_size: int, strides: int, max_pool: bool
+) -> tuple[int, int, bool]:
+    """``(kernel_size, strides, max_pool)`` of the stem that runs.
+
+    :data:`SMALL_STEM`'s if ``small``, else the given ones.
+    """
+    if small:
+        return (
+            SMALL_STEM["kernel_size"],
+            SMALL_STEM["strides"],
+            SMALL_STEM["max_pool"],
+        )
+    return kernel_size, strides, max_pool
 
 
 def check_block_rules(
@@ -312,8 +429,10 @@ def check_resnet(
     stem_kernel_size: object,
     stem_strides: object,
     stem_max_pool: object,
+    width_multiplier: object,
+    small_input_stem: object = None,
     **block_rules: Any,
-) -> tuple[tuple[int, int], ...]:
+) -> tuple[int, tuple[tuple[int, int], ...]]:
     """Checks the settings of a ``BiRealResNet``.
 
     Args:
@@ -324,22 +443,113 @@ def check_resnet(
       stem_kernel_size: its window.
       stem_strides: its stride.
       stem_max_pool: whether a max pool follows the stem.
+      width_multiplier: scales every channel count (finite, > 0).
+      small_input_stem: ``True``, ``False`` or ``None``.
       **block_rules: the settings of :func:`check_block_rules`.
 
     Returns:
-      The ``(features, strides)`` layout of :func:`bireal_layout`.
+      ``(stem_features, layout)`` scaled by ``width_multiplier``, as
+      :func:`bireal_widths` returns them.
 
     Raises:
       TypeError, ValueError: naming the invalid setting.
     """
-    layout = bireal_layout(stage_sizes, stage_features)
+    bireal_layout(stage_sizes, stage_features)
     check_positive_int("num_classes", num_classes)
     check_positive_int("stem_features", stem_features)
     check_positive_int("stem_kernel_size", stem_kernel_size)
     check_positive_int("stem_strides", stem_strides)
     check_bool("stem_max_pool", stem_max_pool)
+    multiplier = check_positive_float("width_multiplier", width_multiplier)
+    check_small_input_stem(small_input_stem)
     check_block_rules(**block_rules)
-    return layout
+    return bireal_widths(
+        stage_sizes,
+        stage_features,
+        int(cast(int, stem_features)),
+        multiplier,
+    )
+
+
+def reactnet_layout(
+    stage_sizes: object, stem_features: int, width_multiplier: float
+) -> tuple[int, tuple[tuple[int, int, int], ...]]:
+    """The stem's channels and ``(in, out, strides)`` of every ReActNet
+    block.
+
+    The stem has ``max(1, round(stem_features * width_multiplier))``
+    channels; the first block of every stage doubles the channels (by
+    concatenation), and has stride 2 in every stage but the first.
+
+    Raises:
+      TypeError, ValueError: for an invalid ``stage_sizes``.
+    """
+    sizes = check_widths("stage_sizes", stage_sizes)
+    (channels,) = scale_widths((stem_features,), width_multiplier)
+    stem = channels
+    layout = []
+    for stage, size in enumerate(sizes):
+        for block in range(size):
+            out = 2 * channels if block == 0 else channels
+            strides = 2 if stage > 0 and block == 0 else 1
+            layout.append((channels, out, strides))
+            channels = out
+    return stem, tuple(layout)
+
+
+def check_reactnet_rules(
+    *,
+    kernel_binarizer: object,
+    activation_binarizer: object,
+    pad_value: object,
+    bn_momentum: object,
+    bn_epsilon: object,
+) -> None:
+    """Checks the binarizer, padding and batch-norm settings of a ReActNet
+    block or net.
+
+    Raises:
+      TypeError, ValueError: naming the invalid setting.
+    """
+    check_binarizer("kernel_binarizer", kernel_binarizer)
+    check_binarizer("activation_binarizer", activation_binarizer)
+    check_pad_value(pad_value, "SAME")
+    check_momentum("bn_momentum", bn_momentum)
+    check_positive_float("bn_epsilon", bn_epsilon)
+
+
+def check_reactnet(
+    *,
+    stage_sizes: object,
+    stem_features: object,
+    stem_strides: object,
+    num_classes: object,
+    width_multiplier: object,
+    **rules: Any,
+) -> tuple[int, tuple[tuple[int, int, int], ...]]:
+    """Checks the settings of a ``ReActNet``.
+
+    Args:
+      stage_sizes: blocks per stage.
+      stem_features: channels of the stem convolution (before scaling).
+      stem_strides: its stride.
+      num_classes: number of outputs.
+      width_multiplier: scales the stem's channels (finite, > 0).
+      **rules: the settings of :func:`check_reactnet_rules`.
+
+    Returns:
+      ``(stem_features, layout)`` of :func:`reactnet_layout`.
+
+    Raises:
+      TypeError, ValueError: naming the invalid setting.
+    """
+    check_widths("stage_sizes", stage_sizes)
+    stem = check_positive_int("stem_features", stem_features)
+    check_positive_int("stem_strides", stem_strides)
+    check_positive_int("num_classes", num_classes)
+    multiplier = check_positive_float("width_multiplier", width_multiplier)
+    check_reactnet_rules(**rules)
+    return reactnet_layout(stage_sizes, stem, multiplier)
 
 
 def check_image_batch(

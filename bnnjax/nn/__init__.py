@@ -1,7 +1,9 @@
 """Binary Flax layers, in two namespaces like ``flax.linen``/``flax.nnx``.
 
-* :mod:`bnnjax.nn.linen`: ``BinaryDense``, ``BinaryConv``.
-* :mod:`bnnjax.nn.nnx`: ``LatentParam``, ``BinaryLinear``, ``BinaryConv``.
+* :mod:`bnnjax.nn.linen`: ``BinaryDense``, ``BinaryConv``, and ReActNet's
+  ``RSign`` and ``RPReLU``.
+* :mod:`bnnjax.nn.nnx`: ``LatentParam``, ``BinaryLinear``, ``BinaryConv``,
+  ``RSign``, ``RPReLU``.
 
 Both store the real-valued latent kernel under ``LATENT_KERNEL =
 "latent_kernel"`` and share the math in :mod:`bnnjax.nn.functional`.

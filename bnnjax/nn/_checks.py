@@ -45,6 +45,7 @@ __all__ = [
     "check_conv_rank",
     "check_dense_inputs",
     "check_feature_groups",
+    "check_finite_float",
     "check_pad_value",
     "check_positive_int",
     "conv_kernel_shape",
@@ -70,6 +71,25 @@ def check_positive_int(name: str, value: object) -> int:
     if value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}.")
     return int(value)
+
+
+def check_finite_float(name: str, value: object) -> float:
+    """Returns ``value`` as a float, or raises unless a finite real number.
+
+    Raises:
+      TypeError: if ``value`` is not a real number (bools are rejected).
+      ValueError: if it is NaN or infinite.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TypeError(
+            f"{name} must be a real number, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if not math.isfinite(float(value)):
+        raise ValueError(f"{name} must be finite, got {value!r}.")
+    return float(value)
 
 
 def check_binarizer(

@@ -1,9 +1,10 @@
 """Functional binary layers: the math behind the linen and nnx layers.
 
 The layers in :mod:`bnnjax.nn.linen` and :mod:`bnnjax.nn.nnx` only allocate
-parameters and call :func:`binary_dense` or :func:`binary_conv`; a model
-converter can call the same functions on existing parameters. This module
-holds no Module classes and keeps no state.
+parameters and call :func:`binary_dense`, :func:`binary_conv`, or
+ReActNet's activations :func:`rsign` and :func:`rprelu`; a model converter
+can call the same functions on existing parameters. This module holds no
+Module classes and keeps no state.
 
 Order of operations in both layers (``x`` inputs, ``W`` latent kernel)::
 
@@ -67,11 +68,14 @@ per output feature (the last kernel axis).
 __all__ = [
     "DEFAULT_KERNEL_BINARIZER",
     "LATENT_KERNEL",
+    "RSIGN_BINARIZER",
     "binary_conv",
     "binary_dense",
     "compute_dtype",
     "explicit_padding",
     "pad_inputs",
+    "rprelu",
+    "rsign",
 ]
 
 
@@ -478,3 +482,156 @@ def binary_conv(
     y = _precision.sign_product(product, x, kernel, product_dtype)
     y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
     return _add_bias(_scale_outputs(y, out_scale), bias)
+
+
+# --------------------------------------------------------------------------
+# ReActNet's generalized activations (Liu et al, 2020).
+
+RSIGN_BINARIZER = Binarizer(surrogate="approx_sign", scale=None)
+""":func:`rsign`'s default rule: ``sign`` with Bi-Real Net's ApproxSign
+gradient, as ReActNet."""
+
+
+def _per_channel(v: jax.Array, ndim: int, dtype: jnp.dtype) -> jax.Array:
+    """A ``(channels,)`` vector shaped to broadcast over ``ndim`` axes."""
+    return jnp.reshape(v.astype(dtype), (1,) * (ndim - 1) + (-1,))
+
+
+def _check_channels(
+    name: str, param_shape: tuple[int, ...], inputs_shape: tuple[int, ...]
+) -> None:
+    if inputs_shape == ():
+        raise ValueError(
+            f"{name} needs inputs of shape (..., channels), got a scalar."
+        )
+    if param_shape != (inputs_shape[-1],):
+        raise ValueError(
+            f"{name} has shape {param_shape}, one value per channel of "
+            f"inputs of shape {inputs_shape} needs ({inputs_shape[-1]},)."
+        )
+
+
+def rsign(
+    inputs: jax.typing.ArrayLike,
+    beta: jax.typing.ArrayLike,
+    *,
+    binarizer: Binarizer = RSIGN_BINARIZER,
+    progress: jax.typing.ArrayLike | None = None,
+    key: jax.Array | None = None,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> jax.Array:
+    """ReActNet's RSign: ``sign`` with a learnable threshold per channel.
+
+    Forward, for channel ``c`` of channels-last inputs::
+
+        y = binarize(x - beta_c)        # sign(x - beta_c): +1 where x >= beta_c
+
+    Backward, through the binarizer's surrogate derivative ``s'``::
+
+        dL/dx      =  dL/dy * s'(x - beta_c)
+        dL/dbeta_c = -sum of dL/dy * s'(x - beta_c) over every position
+                      (batch and spatial) of channel c
+
+    With a plain sign rule (no scale, no centring) ``y`` is ``+1`` exactly
+    where ``x >= beta_c`` (IEEE subtraction ``x - beta_c`` is zero only for
+    ``x == beta_c`` and keeps the sign of the exact difference), which is
+    how packed inference (:mod:`bnnjax.export`) evaluates it.
+
+    Args:
+      inputs: ``(..., channels)`` array.
+      beta: ``(channels,)`` thresholds.
+      binarizer: the rule applied to ``x - beta``; default ``sign`` with the
+        ApproxSign gradient (``bnnjax.Binarizer(surrogate="approx_sign",
+        scale=None)``), as ReActNet.
+      progress: training progress in ``[0, 1]`` for the binarizer (used by
+        :class:`bnnjax.EdeSurrogate`); may be traced.
+      key: PRNG key for a stochastic ``binarizer``.
+      dtype: computation dtype; by default the promoted dtype of ``inputs``
+        and ``beta``.
+
+    Returns:
+      ``binarize(x - beta)``, the shape of ``inputs``, in the computation
+      dtype.
+
+    Raises:
+      TypeError: if ``binarizer`` is not a :class:`bnnjax.Binarizer`.
+      ValueError: for a ``beta`` of another shape than ``(channels,)`` or a
+        stochastic binarizer without ``key``.
+
+    References:
+      Liu et al, `ReActNet: Towards Precise Binary Neural Network with
+      Generalized Activation Functions <https://arxiv.org/abs/2003.03488>`_,
+      2020
+    """
+    check_binarizer("binarizer", binarizer)
+    if binarizer.stochastic and key is None:
+        raise ValueError(
+            f"binarizer uses the stochastic surrogate "
+            f"{type(binarizer.surrogate).__name__}, which draws random "
+            "signs: pass key=jax.random.key(...)."
+        )
+    inputs = jnp.asarray(inputs)
+    beta = jnp.asarray(beta)
+    _check_channels("beta", beta.shape, inputs.shape)
+    dtype = compute_dtype(inputs, beta, dtype=dtype)
+    shifted = inputs.astype(dtype) - _per_channel(beta, inputs.ndim, dtype)
+    return binarizer(shifted, progress=progress, key=key).astype(dtype)
+
+
+def rprelu(
+    inputs: jax.typing.ArrayLike,
+    gamma: jax.typing.ArrayLike,
+    zeta: jax.typing.ArrayLike,
+    negative_slope: jax.typing.ArrayLike,
+    *,
+    dtype: jax.typing.DTypeLike | None = None,
+) -> jax.Array:
+    """ReActNet's RPReLU: a PReLU shifted on both axes, per channel.
+
+    Forward, for channel ``c`` of channels-last inputs, ``z = x - gamma_c``::
+
+        y = z + zeta_c              if z >= 0
+          = a_c * z + zeta_c        otherwise      (a = negative_slope)
+
+    Backward (``g = dL/dy``; the sums run over every position of channel
+    ``c``)::
+
+        dL/dx       = g           if z >= 0 else  a_c * g
+        dL/dgamma_c = -sum(dL/dx)
+        dL/dzeta_c  =  sum(g)
+        dL/da_c     =  sum(g * z where z < 0)
+
+    Args:
+      inputs: ``(..., channels)`` array.
+      gamma: ``(channels,)`` input shifts.
+      zeta: ``(channels,)`` output shifts.
+      negative_slope: ``(channels,)`` slopes below the shifted origin.
+      dtype: computation dtype; by default the promoted dtype of the
+        operands.
+
+    Returns:
+      The shape of ``inputs``, in the computation dtype.
+
+    Raises:
+      ValueError: for parameters of another shape than ``(channels,)``.
+
+    References:
+      Liu et al, `ReActNet: Towards Precise Binary Neural Network with
+      Generalized Activation Functions <https://arxiv.org/abs/2003.03488>`_,
+      2020
+    """
+    inputs = jnp.asarray(inputs)
+    gamma, zeta, negative_slope = (
+        jnp.asarray(v) for v in (gamma, zeta, negative_slope)
+    )
+    for name, value in (
+        ("gamma", gamma),
+        ("zeta", zeta),
+        ("negative_slope", negative_slope),
+    ):
+        _check_channels(name, value.shape, inputs.shape)
+    dtype = compute_dtype(inputs, gamma, zeta, negative_slope, dtype=dtype)
+    n = inputs.ndim
+    z = inputs.astype(dtype) - _per_channel(gamma, n, dtype)
+    y = jnp.where(z >= 0, z, _per_channel(negative_slope, n, dtype) * z)
+    return y + _per_channel(zeta, n, dtype)

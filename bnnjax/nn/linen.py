@@ -1,4 +1,8 @@
-"""Binary layers for ``flax.linen``: :class:`BinaryDense`, :class:`BinaryConv`.
+"""Binary layers for ``flax.linen``: dense, convolution, ReActNet activations.
+
+:class:`BinaryDense` and :class:`BinaryConv` binarize their kernels (and
+optionally inputs); :class:`RSign` and :class:`RPReLU` are ReActNet's
+learnable-threshold sign and shifted PReLU.
 
 The layers take ``flax.linen.Dense``/``Conv``'s argument names and defaults,
 then add the binary extras (keyword-only): ``kernel_binarizer``,
@@ -31,7 +35,7 @@ from bnnjax.nn import _checks, _precision, functional
 from bnnjax.nn._checks import PaddingLike
 from bnnjax.nn.functional import LATENT_KERNEL
 
-__all__ = ["LATENT_KERNEL", "BinaryConv", "BinaryDense"]
+__all__ = ["LATENT_KERNEL", "BinaryConv", "BinaryDense", "RPReLU", "RSign"]
 
 _default_kernel_init = nn.initializers.lecun_normal()
 _default_bias_init = nn.initializers.zeros_init()
@@ -383,3 +387,181 @@ class BinaryConv(_BinaryMixin, nn.Module):
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
         )
+
+
+class RSign(nn.Module):
+    """ReActNet's RSign: ``sign(x - beta)`` with a learnable ``beta`` per
+    channel.
+
+    Forward and backward as :func:`bnnjax.nn.functional.rsign`::
+
+        y          = binarize(x - beta)        # +1 where x >= beta (plain sign)
+        dL/dx      = dL/dy * s'(x - beta)      # s: the binarizer's surrogate
+        dL/dbeta   = -(dL/dy * s'(x - beta)) summed over all but the channels
+
+    The outputs are the next binary layer's ``+-1`` inputs: give that layer
+    ``input_binarizer=None`` (binarizing ``+-1`` again would evaluate the
+    surrogate at ``+-1``, where ApproxSign's slope is 0). The threshold is
+    stored under ``"beta"``, one per channel of the last axis.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = RSign()
+      >>> x = jnp.array([[-0.5, 0.0, 0.3]])
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> variables["params"]["beta"].shape
+      (3,)
+      >>> layer.apply({"params": {"beta": jnp.array([0.0, 0.1, 0.3])}}, x)
+      Array([[-1., -1.,  1.]], dtype=float32)
+
+    Attributes:
+      binarizer: the rule applied to ``x - beta``; default ``sign`` with
+        Bi-Real Net's ApproxSign gradient, as ReActNet. Stochastic rules
+        draw from the ``rng_collection`` stream.
+      beta_init: initializer of ``beta`` ``(channels,)`` (default zeros:
+        plain ``sign`` at initialization).
+      dtype: the dtype of the computation (default: inferred).
+      param_dtype: the dtype of ``beta`` (default float32).
+      rng_collection: rng stream a stochastic binarizer draws from (default
+        ``"binarize"``).
+
+    References:
+      Liu et al, `ReActNet: Towards Precise Binary Neural Network with
+      Generalized Activation Functions <https://arxiv.org/abs/2003.03488>`_,
+      2020
+    """
+
+    _: dataclasses.KW_ONLY
+    binarizer: Binarizer = functional.RSIGN_BINARIZER
+    beta_init: jax.nn.initializers.Initializer = _default_bias_init
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+    rng_collection: str = "binarize"
+
+    def __post_init__(self) -> None:
+        _checks.check_binarizer("binarizer", self.binarizer)
+        if not isinstance(self.rng_collection, str):
+            raise TypeError(
+                f"rng_collection must be a str, got {self.rng_collection!r}."
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(
+        self,
+        inputs: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Binarizes ``(..., channels)`` inputs against ``beta``.
+
+        Args:
+          inputs: channels-last array.
+          progress: training progress in ``[0, 1]`` for the binarizer; may
+            be traced.
+
+        Returns:
+          The shape of ``inputs``, in the computation dtype.
+        """
+        inputs = jnp.asarray(inputs)
+        if inputs.ndim < 1:
+            raise ValueError(
+                "RSign needs inputs of shape (..., channels), got a scalar."
+            )
+        beta = self.param(
+            "beta", self.beta_init, (inputs.shape[-1],), self.param_dtype
+        )
+        key = None
+        if self.binarizer.stochastic:
+            if not self.has_rng(self.rng_collection):
+                raise ValueError(
+                    f"RSign.binarizer is stochastic "
+                    f"({type(self.binarizer.surrogate).__name__}) and draws "
+                    f"its signs from the {self.rng_collection!r} rng stream, "
+                    f"which was not given: pass rngs={{"
+                    f"{self.rng_collection!r}: key}} to apply."
+                )
+            key = self.make_rng(self.rng_collection)
+        return functional.rsign(
+            inputs,
+            beta,
+            binarizer=self.binarizer,
+            progress=progress,
+            key=key,
+            dtype=self.dtype,
+        )
+
+
+class RPReLU(nn.Module):
+    """ReActNet's RPReLU: ``PReLU(x - gamma) + zeta`` per channel.
+
+    Forward and backward as :func:`bnnjax.nn.functional.rprelu`, with
+    ``z = x - gamma``::
+
+        y = z + zeta                  if z >= 0
+          = negative_slope * z + zeta otherwise
+
+    ``gamma``, ``zeta`` and ``negative_slope`` hold one value per channel
+    of the last axis, stored under those names. ``negative_slope`` starts
+    at 0.25, PyTorch's ``nn.PReLU`` default that ReActNet uses (flax's
+    scalar ``PReLU`` starts at 0.01); ``gamma`` and ``zeta`` at zero, a
+    plain PReLU.
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> layer = RPReLU()
+      >>> x = jnp.array([[-2.0, 1.0]])
+      >>> variables = layer.init(jax.random.key(0), x)
+      >>> sorted(variables["params"])
+      ['gamma', 'negative_slope', 'zeta']
+      >>> layer.apply(variables, x)
+      Array([[-0.5,  1. ]], dtype=float32)
+
+    Attributes:
+      negative_slope_init: initial slope below the shifted origin.
+      gamma_init: initializer of ``gamma`` (default zeros).
+      zeta_init: initializer of ``zeta`` (default zeros).
+      dtype: the dtype of the computation (default: inferred).
+      param_dtype: the dtype of the parameters (default float32).
+
+    References:
+      Liu et al, `ReActNet: Towards Precise Binary Neural Network with
+      Generalized Activation Functions <https://arxiv.org/abs/2003.03488>`_,
+      2020
+    """
+
+    _: dataclasses.KW_ONLY
+    negative_slope_init: float = 0.25
+    gamma_init: jax.nn.initializers.Initializer = _default_bias_init
+    zeta_init: jax.nn.initializers.Initializer = _default_bias_init
+    dtype: jax.typing.DTypeLike | None = None
+    param_dtype: jax.typing.DTypeLike = jnp.float32
+
+    def __post_init__(self) -> None:
+        _checks.check_finite_float(
+            "negative_slope_init", self.negative_slope_init
+        )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
+        """Applies the activation to ``(..., channels)`` inputs.
+
+        Returns:
+          The shape of ``inputs``, in the computation dtype.
+        """
+        inputs = jnp.asarray(inputs)
+        if inputs.ndim < 1:
+            raise ValueError(
+                "RPReLU needs inputs of shape (..., channels), got a scalar."
+            )
+        shape = (inputs.shape[-1],)
+        gamma = self.param("gamma", self.gamma_init, shape, self.param_dtype)
+        zeta = self.param("zeta", self.zeta_init, shape, self.param_dtype)
+        slope = self.param(
+            "negative_slope",
+            nn.initializers.constant(self.negative_slope_init),
+            shape,
+            self.param_dtype,
+        )
+        return functional.rprelu(inputs, gamma, zeta, slope, dtype=self.dtype)

@@ -1,4 +1,8 @@
-"""Binary layers for ``flax.nnx``: :class:`BinaryLinear`, :class:`BinaryConv`.
+"""Binary layers for ``flax.nnx``: linear, convolution, ReActNet activations.
+
+:class:`BinaryLinear` and :class:`BinaryConv` binarize their kernels (and
+optionally inputs); :class:`RSign` and :class:`RPReLU` are ReActNet's
+learnable-threshold sign and shifted PReLU.
 
 The constructors take ``flax.nnx.Linear``/``Conv``'s argument names and
 defaults, then add the binary extras (keyword-only): ``kernel_binarizer``,
@@ -32,7 +36,14 @@ from bnnjax.nn import _checks, _precision, functional
 from bnnjax.nn._checks import PaddingLike
 from bnnjax.nn.functional import LATENT_KERNEL
 
-__all__ = ["LATENT_KERNEL", "BinaryConv", "BinaryLinear", "LatentParam"]
+__all__ = [
+    "LATENT_KERNEL",
+    "BinaryConv",
+    "BinaryLinear",
+    "LatentParam",
+    "RPReLU",
+    "RSign",
+]
 
 _default_kernel_init = nnx.initializers.lecun_normal()
 _default_bias_init = nnx.initializers.zeros_init()
@@ -466,4 +477,176 @@ class BinaryConv(_BinaryLayer):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+        )
+
+
+class RSign(nnx.Module):
+    """ReActNet's RSign: ``sign(x - beta)`` with a learnable ``beta`` per
+    channel.
+
+    Forward and backward as :func:`bnnjax.nn.functional.rsign` (see
+    :class:`bnnjax.nn.linen.RSign`)::
+
+        y          = binarize(x - beta)        # +1 where x >= beta (plain sign)
+        dL/dx      = dL/dy * s'(x - beta)      # s: the binarizer's surrogate
+        dL/dbeta   = -(dL/dy * s'(x - beta)) summed over all but the channels
+
+    The threshold is the ``nnx.Param`` ``beta`` of shape
+    ``(num_features,)``. Give the next binary layer ``input_binarizer=None``:
+    its inputs are already ``+-1``.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> layer = RSign(3, rngs=nnx.Rngs(0))
+      >>> layer.beta[...] = jnp.array([0.0, 0.1, 0.3])
+      >>> layer(jnp.array([[-0.5, 0.0, 0.3]]))
+      Array([[-1., -1.,  1.]], dtype=float32)
+
+    Args:
+      num_features: number of channels (the inputs' last axis).
+      binarizer: the rule applied to ``x - beta``; default ``sign`` with
+        Bi-Real Net's ApproxSign gradient, as ReActNet.
+      beta_init: initializer of ``beta`` (default zeros).
+      dtype: the dtype of the computation (default: inferred).
+      param_dtype: the dtype of ``beta`` (default float32).
+      rngs: ``nnx.Rngs``; ``beta`` draws from ``rngs.params()`` and a
+        stochastic binarizer forks ``rngs[rng_collection]``.
+      rng_collection: rng stream a stochastic binarizer draws from (default
+        ``"binarize"``).
+
+    References:
+      Liu et al, `ReActNet: Towards Precise Binary Neural Network with
+      Generalized Activation Functions <https://arxiv.org/abs/2003.03488>`_,
+      2020
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        binarizer: Binarizer = functional.RSIGN_BINARIZER,
+        beta_init: jax.nn.initializers.Initializer = _default_bias_init,
+        dtype: jax.typing.DTypeLike | None = None,
+        param_dtype: jax.typing.DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+        rng_collection: str = "binarize",
+    ):
+        num_features = _checks.check_positive_int("num_features", num_features)
+        _checks.check_binarizer("binarizer", binarizer)
+        rngs = _check_rngs(rngs)
+        self.beta = nnx.Param(
+            beta_init(rngs.params(), (num_features,), param_dtype)
+        )
+        stream = _binarize_stream(
+            "RSign", rngs, rng_collection, (("binarizer", binarizer),)
+        )
+        self.rngs = nnx.data(None) if stream is None else stream
+        self.num_features = num_features
+        self.binarizer = binarizer
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.rng_collection = rng_collection
+
+    def __call__(
+        self,
+        inputs: jax.typing.ArrayLike,
+        *,
+        progress: jax.typing.ArrayLike | None = None,
+    ) -> jax.Array:
+        """Binarizes ``(..., num_features)`` inputs against ``beta``.
+
+        Args:
+          inputs: channels-last array.
+          progress: training progress in ``[0, 1]`` for the binarizer; may
+            be traced.
+
+        Returns:
+          The shape of ``inputs``, in the computation dtype.
+        """
+        key = None
+        if self.binarizer.stochastic:
+            # __init__ forks a stream whenever the binarizer is stochastic.
+            key = cast(nnx.RngStream, self.rngs)()
+        return functional.rsign(
+            inputs,
+            self.beta[...],
+            binarizer=self.binarizer,
+            progress=progress,
+            key=key,
+            dtype=self.dtype,
+        )
+
+
+class RPReLU(nnx.Module):
+    """ReActNet's RPReLU: ``PReLU(x - gamma) + zeta`` per channel.
+
+    Forward and backward as :func:`bnnjax.nn.functional.rprelu` (see
+    :class:`bnnjax.nn.linen.RPReLU`), with ``z = x - gamma``::
+
+        y = z + zeta                  if z >= 0
+          = negative_slope * z + zeta otherwise
+
+    ``gamma``, ``zeta`` and ``negative_slope`` are ``nnx.Param`` of shape
+    ``(num_features,)``; the slope starts at 0.25 (PyTorch's ``nn.PReLU``,
+    as ReActNet), the shifts at zero.
+
+    Example:
+      >>> from flax import nnx
+      >>> import jax.numpy as jnp
+      >>> layer = RPReLU(2, rngs=nnx.Rngs(0))
+      >>> layer(jnp.array([[-2.0, 1.0]]))
+      Array([[-0.5,  1. ]], dtype=float32)
+
+    Args:
+      num_features: number of channels (the inputs' last axis).
+      negative_slope_init: initial slope below the shifted origin.
+      gamma_init: initializer of ``gamma`` (default zeros).
+      zeta_init: initializer of ``zeta`` (default zeros).
+      dtype: the dtype of the computation (default: inferred).
+      param_dtype: the dtype of the parameters (default float32).
+      rngs: ``nnx.Rngs`` the initializers draw from.
+
+    References:
+      Liu et al, `ReActNet: Towards Precise Binary Neural Network with
+      Generalized Activation Functions <https://arxiv.org/abs/2003.03488>`_,
+      2020
+    """
+
+    def __init__(
+        self,
+        num_features: int,
+        *,
+        negative_slope_init: float = 0.25,
+        gamma_init: jax.nn.initializers.Initializer = _default_bias_init,
+        zeta_init: jax.nn.initializers.Initializer = _default_bias_init,
+        dtype: jax.typing.DTypeLike | None = None,
+        param_dtype: jax.typing.DTypeLike = jnp.float32,
+        rngs: nnx.Rngs,
+    ):
+        num_features = _checks.check_positive_int("num_features", num_features)
+        slope = _checks.check_finite_float(
+            "negative_slope_init", negative_slope_init
+        )
+        rngs = _check_rngs(rngs)
+        shape = (num_features,)
+        self.gamma = nnx.Param(gamma_init(rngs.params(), shape, param_dtype))
+        self.zeta = nnx.Param(zeta_init(rngs.params(), shape, param_dtype))
+        self.negative_slope = nnx.Param(jnp.full(shape, slope, param_dtype))
+        self.num_features = num_features
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+
+    def __call__(self, inputs: jax.typing.ArrayLike) -> jax.Array:
+        """Applies the activation to ``(..., num_features)`` inputs.
+
+        Returns:
+          The shape of ``inputs``, in the computation dtype.
+        """
+        return functional.rprelu(
+            inputs,
+            self.gamma[...],
+            self.zeta[...],
+            self.negative_slope[...],
+            dtype=self.dtype,
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -23,8 +24,10 @@ import optax
 from bnnjax import presets as presets_lib
 from bnnjax._validate import is_int, is_real
 from bnnjax.models import linen as models
+from bnnjax.training import augment as augment_lib
 
 __all__ = [
+    "AugmentName",
     "DEFAULT_EPOCHS",
     "DEFAULT_HIDDEN",
     "MethodName",
@@ -50,6 +53,7 @@ MethodName = Literal[
 ]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 ScheduleName = Literal["cosine", "constant"]
+AugmentName = augment_lib.AugmentName
 
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 512)
 """MLP widths of the default run (see :class:`TrainConfig`)."""
@@ -57,8 +61,26 @@ DEFAULT_HIDDEN: tuple[int, ...] = (512, 512)
 DEFAULT_EPOCHS = 60
 """Epochs of the default run (see :class:`TrainConfig`)."""
 
-_DEFAULTED = ("binary_activations", "learning_rate", "real_learning_rate")
-"""The fields whose ``None`` stands for a default of the method or model."""
+_DEFAULTED = (
+    "binary_activations",
+    "learning_rate",
+    "real_learning_rate",
+    "augment",
+)
+"""The fields whose ``None`` stands for a default of the method, model or
+dataset."""
+
+# Dataset kinds of the default augmentation, by the spec's first name
+# ("cifar:DIR" -> "cifar", "emnist/balanced" -> "emnist").
+_NATURAL_IMAGES = ("cifar", "cifar10", "cifar100")
+_MNIST_FAMILY = (
+    "mnist-sample",
+    "idx",
+    "mnist",
+    "emnist",
+    "kmnist",
+    "fashion_mnist",
+)
 
 
 def check_batch_split(batch_size: int, devices: int) -> None:
@@ -121,6 +143,10 @@ class TrainConfig:
         ``"cnn"`` (:class:`~bnnjax.models.linen.BinaryNetCNN`),
         ``"resnet20"`` or ``"resnet18"`` (Bi-Real ResNets).
       hidden: MLP hidden widths (ignored by the other models).
+      width: width multiplier of ``"cnn"`` and the ResNets (their
+        ``width_multiplier``: every width but the head's scales by it); a
+        positive number. The MLP takes ``1.0`` only: its widths are
+        ``hidden``.
       method: method name, see :mod:`bnnjax.presets`
         (:data:`~bnnjax.presets.METHOD_NAMES`).
       method_options: keyword options of the method's factory (e.g.
@@ -144,6 +170,18 @@ class TrainConfig:
       seeds: one or more distinct non-negative seeds, trained together.
       val_fraction: fraction of the training data held out (stratified)
         for validation; the test split is never used for any choice.
+      augment: augmentation of the training batches, inside the jitted
+        step (``bnnjax.training.augment``): ``"none"``,
+        ``"crop_flip"`` (random crop with 4 pixels of zero padding and
+        random horizontal flip) or ``"shift"`` (random shift by up to 2
+        pixels, no flip). ``None`` (default): ``"none"`` for the MLP (the
+        permutation-invariant protocol), and for the convolutional models
+        ``"crop_flip"`` on CIFAR (``"cifar:DIR"``, ``"cifar10"``,
+        ``"cifar100"``), ``"shift"`` on the MNIST family
+        (``"mnist-sample"``, ``"idx:DIR"``, ``"mnist"``, ``"emnist"``,
+        ``"kmnist"``, ``"fashion_mnist"``) and ``"none"`` on other
+        datasets (see :attr:`augmentation`). The draws depend only on the
+        seed and the step. Evaluation never augments.
       out_dir: run directory; ``None``:
         :func:`~bnnjax.train.default_out_dir` at :func:`~bnnjax.train.run`
         time.
@@ -165,6 +203,7 @@ class TrainConfig:
     data_dir: str | None = None
     model: ModelName = "mlp"
     hidden: tuple[int, ...] = DEFAULT_HIDDEN
+    width: float = 1.0
     method: MethodName = "scaled_sigmoid"
     method_options: Mapping[str, Any] | None = None
     binary_activations: bool | None = None
@@ -176,6 +215,7 @@ class TrainConfig:
     schedule: ScheduleName = "cosine"
     seeds: tuple[int, ...] = (0,)
     val_fraction: float = 0.1
+    augment: AugmentName | None = None
     out_dir: str | None = None
     eval_batch_size: int = 1000
     max_to_keep: int = 2
@@ -187,11 +227,13 @@ class TrainConfig:
         if self.method_options is not None:
             _set(self, "method_options", _method_options(self))
         _set(self, "hidden", _hidden(self.hidden))
+        _set(self, "width", _width(self.model, self.width))
         _check_binary_activations(self.model, self.binary_activations)
         _check_positive_ints(self)
         _check_learning_rates(self)
         _set(self, "seeds", _seeds(self.seeds))
         _check_val_fraction(self.val_fraction)
+        _check_augment(self.augment)
         if self.devices is not None:
             _set(self, "devices", _devices(self.devices, self.batch_size))
         _check_out_dir(self.out_dir)
@@ -212,6 +254,35 @@ class TrainConfig:
         if self.binary_activations is None:
             return self.model != "mlp"
         return self.binary_activations
+
+    @property
+    def augmentation(self) -> str:
+        """The augmentation's name (``augment``, ``None`` resolved).
+
+        ``None`` stands for ``"none"`` with the MLP (the
+        permutation-invariant MLP protocol trains on the images as they
+        are), and for the convolutional models: ``"crop_flip"`` on CIFAR,
+        ``"shift"`` on the MNIST family (small shifts keep a digit's
+        label; a mirror does not), ``"none"`` on any other dataset.
+        """
+        if self.augment is not None:
+            return self.augment
+        if self.model == "mlp":
+            return "none"
+        name = re.split(r"[:/]", self.dataset, maxsplit=1)[0]
+        if name in _NATURAL_IMAGES:
+            return "crop_flip"
+        if name in _MNIST_FAMILY:
+            return "shift"
+        return "none"
+
+    def make_augmentation(self) -> augment_lib.Augmentation | None:
+        """The function :attr:`augmentation` names; ``None`` for none.
+
+        Called as ``f(key, images)`` on a ``(B, H, W, C)`` batch (see
+        ``bnnjax.training.augment.get_augmentation``).
+        """
+        return augment_lib.get_augmentation(self.augmentation)
 
     def learning_rates(self) -> tuple[float, float]:
         """``(binary, real)`` learning rates, the preset's where ``None``."""
@@ -258,7 +329,8 @@ class TrainConfig:
           A :class:`~bnnjax.models.linen.BinaryMLP` (``hidden``,
           ``binary_activations``), :class:`~bnnjax.models.linen.BinaryNetCNN`
           or :class:`~bnnjax.models.linen.BiRealResNet`
-          (``bireal_resnet20``/``bireal_resnet18``), called as
+          (``bireal_resnet20``/``bireal_resnet18``) with
+          ``width_multiplier=width``, called as
           ``apply(variables, x, train=..., progress=...)``.
         """
         preset = self.preset if preset is None else preset
@@ -273,6 +345,7 @@ class TrainConfig:
                 binary_activations=self.activations_binary,
                 **rules,
             )
+        rules["width_multiplier"] = self.width
         if self.model == "cnn":
             return models.BinaryNetCNN(**rules)
         if self.model == "resnet20":
@@ -284,11 +357,12 @@ class TrainConfig:
 
         Returns:
           ``{field: value}``, the value each ``None`` field stands for:
-          the preset's learning rates, and ``binary_activations`` as
-          :attr:`activations_binary`. Fields set explicitly are absent.
+          the preset's learning rates, ``binary_activations`` as
+          :attr:`activations_binary` and ``augment`` as
+          :attr:`augmentation`. Fields set explicitly are absent.
 
         Example:
-          >>> TrainConfig(learning_rate=0.5).defaults()
+          >>> TrainConfig(learning_rate=0.5, augment="none").defaults()
           {'binary_activations': False, 'real_learning_rate': 0.001}
         """
         lr, real_lr = self.learning_rates()
@@ -296,6 +370,7 @@ class TrainConfig:
             "binary_activations": self.activations_binary,
             "learning_rate": lr,
             "real_learning_rate": real_lr,
+            "augment": self.augmentation,
         }
         return {
             name: resolved[name]
@@ -341,8 +416,11 @@ class TrainConfig:
         """Builds a config from :meth:`to_dict` output (validated).
 
         Reads either form of :meth:`to_dict`. A resolved one keeps its
-        learning rates as the values used (so a run resumes with them even
-        where a preset's default has changed); a ``binary_activations``
+        learning rates and augmentation as the values used (so a run
+        resumes with them even where a default has changed); one without
+        ``augment`` (a ``config.json`` written before augmentation
+        existed) reads as ``augment="none"``, what that run trained with;
+        a ``binary_activations``
         listed in ``"defaults"`` with its value there is read back as
         ``None``, which gives the same value for the same model. A ``None``
         (as in ``config.json`` of older versions) is the default, as for a
@@ -359,6 +437,8 @@ class TrainConfig:
                 f"{sorted(names)}."
             )
         values = dict(values)
+        if "defaults" in values:
+            values.setdefault("augment", "none")
         defaults = _recorded_defaults(values.pop("defaults", None))
         binary = values.get("binary_activations")
         if "binary_activations" in defaults and (
@@ -462,6 +542,31 @@ def _hidden(hidden: Any) -> tuple[int, ...]:
             "sequence of positive ints such as (1024, 1024, 1024)."
         )
     return tuple(int(h) for h in hidden)
+
+
+def _width(model: str, width: Any) -> float:
+    """``width`` as a positive finite float; only ``1.0`` for the MLP."""
+    if not is_real(width) or not (math.isfinite(width) and width > 0):
+        raise ValueError(
+            f"TrainConfig.width={width!r}; expected a finite number > 0 "
+            "(the width multiplier of 'cnn' and the ResNets)."
+        )
+    if model == "mlp" and width != 1:
+        raise ValueError(
+            f"TrainConfig.width={width!r} with model='mlp'; the MLP's "
+            "widths are set by hidden (--hidden), width must be 1.0."
+        )
+    return float(width)
+
+
+def _check_augment(augment: Any) -> None:
+    """``augment`` names an augmentation, or is ``None``."""
+    if augment is not None and augment not in augment_lib.AUGMENT_NAMES:
+        raise ValueError(
+            f"TrainConfig.augment={augment!r}; expected one of "
+            f"{list(augment_lib.AUGMENT_NAMES)}, or None for the "
+            "dataset's default."
+        )
 
 
 def _check_binary_activations(model: str, binary_activations: Any) -> None:

@@ -117,8 +117,14 @@ def train_epoch(
     checkpoint_dir: str,
     on_step: Callable[[StepInfo], None] | None,
     before_step: Callable[[int, TrainState], TrainState] | None,
+    pass_index: bool = False,
 ) -> tuple[TrainState, int, list[np.ndarray], list[np.ndarray]]:
     """Runs one epoch; reads each step's metrics one step late.
+
+    ``train_step`` is called as ``train_step(state, images, labels,
+    progress)``, or with ``pass_index`` (a step built with an
+    augmentation) with the step's 0-based index in the run as a fifth
+    argument, an int32 scalar.
 
     Returns:
       ``(state, step, losses, correct)``: the state and step count after
@@ -170,7 +176,12 @@ def train_epoch(
         if before_step is not None:
             state = before_step(step, state)
         progress = np.float32(step / total_steps)
-        state, metrics = train_step(state, images, labels, progress)
+        if pass_index:
+            state, metrics = train_step(
+                state, images, labels, progress, np.int32(step)
+            )
+        else:
+            state, metrics = train_step(state, images, labels, progress)
         step += 1
         if pending is not None:
             report(*pending)

@@ -29,6 +29,7 @@ from bnnjax import checkpoint as ckpt
 from bnnjax import data as data_lib
 from bnnjax import distributed, plots
 from bnnjax import presets as presets_lib
+from bnnjax.training.augment import Augmentation
 from bnnjax.training.config import TrainConfig, check_batch_split
 from bnnjax.training.diagnostics import (
     latent_kernels,
@@ -117,9 +118,9 @@ def run(
 
     With ``resume``, the run continues from its last complete checkpoint
     and ends with the same parameters as an uninterrupted run: batch order
-    depends only on ``(seed, epoch)``, the schedules and ``progress`` only
-    on the step, and the checkpoint holds the parameters, batch
-    statistics, optimizer state and step.
+    depends only on ``(seed, epoch)``, the schedules, ``progress`` and the
+    augmentation's draws only on the seed and the step, and the checkpoint
+    holds the parameters, batch statistics, optimizer state and step.
 
     Training is data-parallel over ``config.devices`` devices (default:
     all; see :mod:`bnnjax.distributed`): each global batch of
@@ -195,7 +196,13 @@ def run(
             if on_start is not None:
                 on_start(start_epoch)
             records = _start_records(setup, start_epoch)
-            train_step = make_train_step(setup.model, setup.tx, mesh=setup.mesh)
+            train_step = make_train_step(
+                setup.model,
+                setup.tx,
+                mesh=setup.mesh,
+                augment=setup.augment,
+                seeds=setup.seeds,
+            )
             eval_step = make_eval_step(setup.model, mesh=setup.mesh)
             state, step = _train_epochs(
                 setup,
@@ -240,6 +247,7 @@ class _Run:
     model: nn.Module
     tx: optax.GradientTransformation
     lr_fn: optax.ScalarOrSchedule
+    augment: Augmentation | None
 
     @property
     def shape_info(self) -> dict[str, Any]:
@@ -349,6 +357,7 @@ def _set_up(
         model=model,
         tx=tx,
         lr_fn=lr_fn,
+        augment=config.make_augmentation(),
     )
     return setup, state
 
@@ -439,6 +448,7 @@ def _train_epochs(
             checkpoint_dir=checkpointer.directory,
             on_step=on_step,
             before_step=before_step,
+            pass_index=setup.augment is not None,
         )
         train_seconds = time.perf_counter() - epoch_start
         progress = min(step / setup.total_steps, 1.0)

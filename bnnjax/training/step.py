@@ -8,7 +8,9 @@ model, optimizer state and batch order per seed; training seeds
 The loss is softmax cross-entropy on the model's logits. Training
 progress ``step / total_steps`` is passed to the model at every step as
 a traced scalar (annealed surrogates such as IR-Net's EDE use it), so the
-step compiles once.
+step compiles once. A training step built with an augmentation
+(``bnnjax.training.augment``) augments its batch on the device with a
+key of the seed and the step index; evaluation never augments.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from jax.sharding import Mesh
 from bnnjax import data as data_lib
 from bnnjax import distributed
 from bnnjax.nn.functional import LATENT_KERNEL
+from bnnjax.training import augment as augment_lib
 from bnnjax.training.config import TrainConfig
 
 __all__ = [
@@ -185,10 +188,13 @@ def make_train_step(
     tx: optax.GradientTransformation,
     *,
     mesh: Mesh | None = None,
+    augment: augment_lib.Augmentation | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted training step, vmapped over the seed axis.
 
-    ``step(state, images, labels, progress) -> (state, metrics)``:
+    ``step(state, images, labels, progress) -> (state, metrics)``, or with
+    ``augment``, ``step(state, images, labels, progress, index)``:
 
     * ``state``: a :class:`TrainState` with a leading seed axis (donated
       on accelerators, not on CPU where donating was slower);
@@ -199,6 +205,12 @@ def make_train_step(
     * ``progress``: float32 scalar ``step / total_steps``, shared by every
       seed and passed to the model (traced: a new value does not
       recompile);
+    * ``index`` (with ``augment`` only): the int32 0-based index of this
+      step in the run (traced). Seed ``s``'s batch is replaced by
+      ``augment(augment_key(s, index), images)`` before it is scaled
+      (``bnnjax.training.augment.augment_key``): the draws depend on
+      the seed and the index only, so a resumed run augments as an
+      uninterrupted one, and seeds differ;
     * ``metrics``: ``{"loss", "accuracy", "correct"}``, each of shape
       ``(S,)``: the batch's mean loss, its accuracy (float32) and its
       number of correctly classified examples (int32, exact).
@@ -222,10 +234,23 @@ def make_train_step(
       tx: the optimizer (its updates get the current params).
       mesh: a device mesh (:func:`bnnjax.distributed.data_mesh`), or
         ``None`` for the default device.
+      augment: ``f(key, images) -> images`` applied to each seed's
+        ``(B, H, W, C)`` batch (e.g.
+        ``bnnjax.training.augment.crop_flip``), or ``None``.
+      seeds: the seeds of the state's seed axis, in order; required with
+        ``augment`` (they key its draws), unused without.
 
     Returns:
       The jitted step.
+
+    Raises:
+      ValueError: for ``augment`` without ``seeds``.
     """
+    if augment is not None and seeds is None:
+        raise ValueError(
+            "make_train_step(augment=...) needs seeds=, the seeds of the "
+            "state's seed axis: they key the augmentation."
+        )
 
     def one(
         state: TrainState,
@@ -261,18 +286,64 @@ def make_train_step(
             "correct": correct,
         }
 
-    step = _over_seeds(one, in_axes=(0, 0, 0, None))
     donate = (0,) if _donate_state() else ()
+    rep = batch = None
+    if mesh is not None:
+        rep = distributed.replicated(mesh)
+        batch = distributed.batch_sharding(mesh, 1)
+    shardings: tuple[Any, ...] = (rep, batch, batch, rep)
+    if augment is None:
+        step = _over_seeds(one, in_axes=(0, 0, 0, None))
+    else:
+        step = _augmented(one, augment, cast(Sequence[int], seeds))
+        shardings = (*shardings, rep)
     if mesh is None:
         return jax.jit(step, donate_argnums=donate)
-    rep = distributed.replicated(mesh)
-    batch = distributed.batch_sharding(mesh, 1)
     return jax.jit(
         step,
-        in_shardings=(rep, batch, batch, rep),
+        in_shardings=shardings,
         out_shardings=(rep, rep),
         donate_argnums=donate,
     )
+
+
+def _augmented(
+    one: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
+    augment: augment_lib.Augmentation,
+    seeds: Sequence[int],
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """``one`` over the seed axis, each seed's batch augmented first.
+
+    The result takes the step's index as a fifth argument; seed ``s``'s
+    key at step ``i`` is ``augment_key(s, i)``.
+    """
+
+    def one_augmented(
+        state: TrainState,
+        images: jax.Array,
+        labels: jax.Array,
+        progress: jax.Array,
+        seed: jax.Array,
+        index: jax.Array,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        key = augment_lib.augment_key(seed, index)
+        return one(state, augment(key, images), labels, progress)
+
+    # A host constant (not a device array), so every process of a
+    # multi-process job embeds the same values.
+    seed_array = np.asarray(seeds, np.uint32)
+    over_seeds = _over_seeds(one_augmented, in_axes=(0, 0, 0, None, 0, None))
+
+    def step(
+        state: TrainState,
+        images: jax.Array,
+        labels: jax.Array,
+        progress: jax.Array,
+        index: jax.Array,
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        return over_seeds(state, images, labels, progress, seed_array, index)
+
+    return step
 
 
 def make_eval_step(
