@@ -122,7 +122,7 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--model",
-        choices=("mlp", "cnn", "resnet20", "resnet18"),
+        choices=("mlp", "cnn", "resnet20", "resnet18", "reactnet"),
         default=default(d.model),
         help="architecture (default: %(default)s)",
     )

@@ -1,5 +1,7 @@
 """Tests of bnnjax.summary: exact byte counts on small models, by hand."""
 
+import json
+
 import flax.linen as fnn
 import jax
 import jax.numpy as jnp
@@ -119,8 +121,6 @@ class SummaryCliTest(absltest.TestCase):
         return status, out.getvalue(), err.getvalue()
 
     def test_mlp_numbers_from_the_layer_list(self):
-        import json
-
         status, out, _ = self._run(
             ["summary", "--hidden", "64,32", "--num-classes", "5", "--json"]
         )
@@ -131,6 +131,16 @@ class SummaryCliTest(absltest.TestCase):
         self.assertEqual(result["real_params"], 4 * (64 + 32 + 5))
         packed = 64 * 98 + 32 * 8 + 5 * 4  # ceil(in / 8) bytes per output
         self.assertEqual(result["deploy_bytes"], packed + 4 * 4 * (64 + 32 + 5))
+
+    def test_reactnet_binary_weights_by_hand(self):
+        status, out, _ = self._run(["summary", "--model", "reactnet", "--json"])
+        self.assertEqual(status, 0)
+        # Blocks (in, out) of ReActNet-A's small layout: a binary 3x3 conv
+        # in -> in, and 1x1 convs in -> out (two in -> in when doubling).
+        blocks = [(32, 64), (64, 128), (128, 128), (128, 256), (256, 256)]
+        blocks += [(256, 512), (512, 512)]
+        expected = sum(9 * i * i + i * o for i, o in blocks)
+        self.assertEqual(json.loads(out)["binary_params"], expected)
 
     def test_text_table_and_bad_config(self):
         status, out, _ = self._run(["summary", "--model", "resnet20"])

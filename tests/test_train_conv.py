@@ -7,10 +7,15 @@ chance within a few dozen steps; the slow version trains for a few epochs
 and requires a useful accuracy.
 """
 
+import json
+import os
+import tempfile
+
 import numpy as np
 import optax
 import pytest
 from absl.testing import absltest, parameterized
+from cli_helpers import run_cli
 
 from bnnjax import data, train
 from bnnjax.models import linen as models
@@ -77,6 +82,45 @@ class ConvTrainingTest(parameterized.TestCase):
         self.assertTrue(np.isfinite(losses).all())
         self.assertLess(losses[-10:].mean(), losses[:5].mean() - 0.2)
         self.assertTrue(0 <= accuracy <= 1)
+
+
+class ReActNetCliTest(absltest.TestCase):
+    def test_train_then_export_with_identical_predictions(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            run_dir = os.path.join(tmp, "run")
+            status, out, err = run_cli(
+                [
+                    "train",
+                    "--model",
+                    "reactnet",
+                    "--width",
+                    "0.125",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "250",
+                    "--no-progress",
+                    "--out",
+                    run_dir,
+                ]
+            )
+            self.assertEqual(status, 0, err)
+            result = json.loads(out)
+            self.assertEqual(result["model"], "reactnet")
+            with open(os.path.join(run_dir, "config.json")) as f:
+                saved = json.load(f)
+            self.assertEqual(
+                (saved["width"], saved["augment"]), (0.125, "shift")
+            )
+            model_file = os.path.join(tmp, "model.bnnjax")
+            status, out, err = run_cli(["export", run_dir, "-o", model_file])
+            self.assertEqual(status, 0, err)
+            exported = json.loads(out)
+            self.assertEqual(exported["architecture"], "ReActNet")
+            self.assertEqual(exported["prediction_agreement"], 1.0)
+            self.assertEqual(
+                exported["packed_test_accuracy"], result["test_accuracy"]
+            )
 
 
 @pytest.mark.slow

@@ -38,7 +38,7 @@ __all__ = [
     "check_batch_split",
 ]
 
-ModelName = Literal["mlp", "cnn", "resnet20", "resnet18"]
+ModelName = Literal["mlp", "cnn", "resnet20", "resnet18", "reactnet"]
 MethodName = Literal[
     "scaled_sigmoid",
     "bnn",
@@ -141,12 +141,13 @@ class TrainConfig:
         an error with the local specs. May change when resuming.
       model: ``"mlp"`` (:class:`~bnnjax.models.linen.BinaryMLP`),
         ``"cnn"`` (:class:`~bnnjax.models.linen.BinaryNetCNN`),
-        ``"resnet20"`` or ``"resnet18"`` (Bi-Real ResNets).
+        ``"resnet20"`` or ``"resnet18"`` (Bi-Real ResNets), or
+        ``"reactnet"`` (:func:`~bnnjax.models.linen.reactnet_small`).
       hidden: MLP hidden widths (ignored by the other models).
-      width: width multiplier of ``"cnn"`` and the ResNets (their
-        ``width_multiplier``: every width but the head's scales by it); a
-        positive number. The MLP takes ``1.0`` only: its widths are
-        ``hidden``.
+      width: width multiplier of ``"cnn"``, the ResNets and
+        ``"reactnet"`` (their ``width_multiplier``: every width but the
+        head's scales by it); a positive number. The MLP takes ``1.0``
+        only: its widths are ``hidden``.
       method: method name, see :mod:`bnnjax.presets`
         (:data:`~bnnjax.presets.METHOD_NAMES`).
       method_options: keyword options of the method's factory (e.g.
@@ -328,8 +329,9 @@ class TrainConfig:
         Returns:
           A :class:`~bnnjax.models.linen.BinaryMLP` (``hidden``,
           ``binary_activations``), :class:`~bnnjax.models.linen.BinaryNetCNN`
-          or :class:`~bnnjax.models.linen.BiRealResNet`
-          (``bireal_resnet20``/``bireal_resnet18``) with
+          :class:`~bnnjax.models.linen.BiRealResNet`
+          (``bireal_resnet20``/``bireal_resnet18``) or
+          :class:`~bnnjax.models.linen.ReActNet` (``reactnet_small``) with
           ``width_multiplier=width``, called as
           ``apply(variables, x, train=..., progress=...)``.
         """
@@ -350,6 +352,8 @@ class TrainConfig:
             return models.BinaryNetCNN(**rules)
         if self.model == "resnet20":
             return models.bireal_resnet20(**rules)
+        if self.model == "reactnet":
+            return models.reactnet_small(**rules)
         return models.bireal_resnet18(**rules)
 
     def defaults(self) -> dict[str, Any]:
@@ -549,7 +553,7 @@ def _width(model: str, width: Any) -> float:
     if not is_real(width) or not (math.isfinite(width) and width > 0):
         raise ValueError(
             f"TrainConfig.width={width!r}; expected a finite number > 0 "
-            "(the width multiplier of 'cnn' and the ResNets)."
+            "(the width multiplier of 'cnn', the ResNets and 'reactnet')."
         )
     if model == "mlp" and width != 1:
         raise ValueError(
