@@ -19,6 +19,7 @@ from unittest import mock
 import jax.numpy as jnp
 from absl.testing import absltest, parameterized
 from cli_helpers import run_cli
+from fs_helpers import mount_tmpfs
 
 from bnnjax import checkpoint, train
 
@@ -267,25 +268,6 @@ class InjectedRunTest(_Tmp):
         self.assertIn("there is no complete checkpoint", str(cm.exception))
 
 
-def _mount_tmpfs(test, path, size):
-    """Mounts a tmpfs of ``size`` at ``path`` (skips where not allowed)."""
-    if shutil.which("mount") is None:
-        test.skipTest("no mount command here")
-    os.makedirs(path)
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        test.skipTest(
-            "mounting a small tmpfs needs root (or CAP_SYS_ADMIN): "
-            + result.stderr.strip()
-        )
-    test.addCleanup(subprocess.run, ["umount", "-l", path], check=False)
-
-
 class RealFullDiskTest(_Tmp):
     """``bnnjax train`` in a real process on a tmpfs that fills up.
 
@@ -299,7 +281,7 @@ class RealFullDiskTest(_Tmp):
     )
     def test_one_line_then_resume_after_freeing_space(self, size, last):
         mount = os.path.join(self.tmp, "disk")
-        _mount_tmpfs(self, mount, size)
+        mount_tmpfs(self, mount, f"size={size}")
         out = os.path.join(mount, "run")
         result = subprocess.run(
             [sys.executable, "-c", _CHILD, "train", *FLAGS, "--out", out],

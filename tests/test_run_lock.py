@@ -17,6 +17,7 @@ import time
 
 from absl.testing import absltest
 from cli_helpers import run_cli
+from fs_helpers import mount_tmpfs
 
 from bnnjax import checkpoint, cli
 from bnnjax.training import rundir
@@ -99,19 +100,7 @@ class LockRunDirTest(_TmpDirTest):
 
     def test_a_reader_of_a_read_only_directory_needs_no_lock(self):
         mount = os.path.join(self.tmp, "ro")
-        os.makedirs(mount)
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", mount],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            self.skipTest(
-                "mounting a tmpfs needs root (or CAP_SYS_ADMIN): "
-                + result.stderr.strip()
-            )
-        self.addCleanup(subprocess.run, ["umount", "-l", mount], check=False)
+        mount_tmpfs(self, mount, "size=64k,ro")
         with rundir.lock_run_dir(mount, purpose="export", create=False):
             self.assertEqual(os.listdir(mount), [])
         with (

@@ -2,11 +2,11 @@
 
 import os
 import shutil
-import subprocess
 import tempfile
 
 from absl.testing import absltest
 from cli_helpers import run_cli
+from fs_helpers import mount_tmpfs
 
 from bnnjax import checkpoint, train
 
@@ -60,19 +60,7 @@ class OutPathTest(absltest.TestCase):
 
     def test_a_read_only_file_system(self):
         mount = os.path.join(self.tmp, "ro")
-        os.makedirs(mount)
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", mount],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            self.skipTest(
-                "mounting a tmpfs needs root (or CAP_SYS_ADMIN): "
-                + result.stderr.strip()
-            )
-        self.addCleanup(subprocess.run, ["umount", "-l", mount], check=False)
+        mount_tmpfs(self, mount, "size=64k,ro")
         out = os.path.join(mount, "run")
         self.assertEqual(
             self._refused(out),
