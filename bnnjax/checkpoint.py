@@ -663,11 +663,29 @@ class _WriterNoise:
             logging.getLogger(name).removeFilter(self._hold)
         sys.unraisablehook = self._hook
         if self._discard:
+            # Writes still pending in tensorstore report "Event loop is
+            # closed" after the save has failed, up to the process's exit;
+            # drop those (only those) from now on.
+            sys.unraisablehook = _without_closed_loop(self._hook)
             return
         for record in self._records:
             logging.getLogger(record.name).handle(record)
         for unraisable in self._unraisable:
             self._hook(unraisable)
+
+
+def _without_closed_loop(hook: Any) -> Any:
+    """``hook`` that drops ``RuntimeError('Event loop is closed')``."""
+
+    def filtered(unraisable: Any) -> None:
+        error = unraisable.exc_value
+        if isinstance(error, RuntimeError) and str(error) == (
+            "Event loop is closed"
+        ):
+            return
+        hook(unraisable)
+
+    return filtered
 
 
 def _target_sharding(
