@@ -122,12 +122,10 @@ def train_candidate(
             batch_size=config.eval_batch_size,
             progress=1.0,
         )
-        correct = [int(c) for c in counts.correct]
         test = {
-            # The double nearest the exact fraction: 963 / 1000 is 0.963.
-            "test_accuracy": [c / counts.total for c in correct],
+            "test_accuracy": counts.accuracy.tolist(),
             "test_loss": [float(v) for v in counts.loss],
-            "test_correct": correct,
+            "test_correct": counts.correct.tolist(),
             "test_total": counts.total,
         }
     return {
