@@ -21,12 +21,14 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from bnnjax import data as data_lib
 from bnnjax import train as train_lib
+from bnnjax.nn.functional import LATENT_KERNEL, patches_conv_is_faster
 from bnnjax.presets import Preset
 from bnnjax.training import step as step_lib
 
@@ -304,7 +306,9 @@ def activation_bytes(model: Any, sample: jax.Array, batch_size: int) -> int:
     """Bytes of every layer's output for ``batch_size`` examples.
 
     Found with ``jax.eval_shape`` (nothing is computed): the outputs the
-    model's modules return (``capture_intermediates``) in training mode.
+    model's modules return (``capture_intermediates``) in training mode,
+    plus the patches matrices of the convolutions that run as patches
+    (:func:`_patches_bytes`), which the backward pass keeps.
     """
     variables = jax.eval_shape(
         lambda k: model.init(k, sample, train=False, progress=jnp.float32(0)),
@@ -323,7 +327,39 @@ def activation_bytes(model: Any, sample: jax.Array, batch_size: int) -> int:
         )
         return captured["intermediates"]
 
-    return _tree_bytes(jax.eval_shape(forward, variables, batch))
+    captured = jax.eval_shape(forward, variables, batch)
+    return _tree_bytes(captured) + _patches_bytes(
+        variables.get("params", {}), captured
+    )
+
+
+def _patches_bytes(params: Any, captured: Any) -> int:
+    """Bytes of the patches matrices of the binary convolutions.
+
+    A convolution computed as patches (``conv_impl="auto"`` on CPU) keeps
+    an ``(out_pixels, taps * in_features)`` matrix per example, ``taps``
+    times its input; its size follows from the output's pixels and the
+    kernel's shape.
+    """
+    total = 0
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
+    outputs = flax.traverse_util.flatten_dict(flax.core.unfreeze(captured))
+    for path, kernel in flat.items():
+        if path[-1] != LATENT_KERNEL or len(kernel.shape) < 3:
+            continue
+        *taps, in_features, features = kernel.shape
+        if not patches_conv_is_faster(
+            in_features=in_features, features=features, kernel_size=taps
+        ):
+            continue
+        out = outputs.get((*path[:-1], "__call__"))
+        if isinstance(out, tuple) and len(out) == 1:  # the call's returns
+            out = out[0]
+        if getattr(out, "shape", (None,))[-1] != features:
+            continue
+        pixels = math.prod(out.shape[:-1])
+        total += pixels * math.prod(taps) * in_features * out.dtype.itemsize
+    return total
 
 
 def _eval_batch(config: train_lib.TrainConfig, data: Data) -> int:

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
 from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
 from bnnjax.nn.linen import BinaryConv, BinaryDense, RPReLU, RSign
@@ -383,7 +384,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 name=f"conv_{i}",
             )(h, progress=progress)
             if i % 2 == 1:
-                h = nn.max_pool(h, (2, 2), strides=(2, 2))
+                h = F.max_pool(h, (2, 2), strides=(2, 2))
             h = self._norm(train, f"conv_norm_{i}")(h)
         h = jnp.reshape(h, (h.shape[0], -1))
         dense = _common.scale_widths(

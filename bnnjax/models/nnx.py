@@ -37,6 +37,7 @@ from flax import nnx
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
 from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
 from bnnjax.nn.nnx import BinaryConv, BinaryLinear, RPReLU, RSign
@@ -458,7 +459,7 @@ class BinaryNetCNN(nnx.Module):
         ):
             h = conv(h, progress=progress)
             if i % 2 == 1:
-                h = nnx.max_pool(h, (2, 2), strides=(2, 2))
+                h = F.max_pool(h, (2, 2), strides=(2, 2))
             h = norm(h)
         h = jnp.reshape(h, (h.shape[0], -1))
         for dense, norm in zip(self.dense, self.dense_norm, strict=True):

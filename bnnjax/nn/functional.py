@@ -39,7 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _precision
+from bnnjax.nn import _formulation, _precision
 from bnnjax.nn._checks import (
     MODE_PADDINGS,
     CanonicalPadding,
@@ -53,6 +53,7 @@ from bnnjax.nn._checks import (
     check_dense_inputs,
     check_pad_value,
 )
+from bnnjax.nn._formulation import max_pool, patches_conv_is_faster
 from bnnjax.nn._precision import AUTO
 
 LATENT_KERNEL = "latent_kernel"
@@ -73,7 +74,9 @@ __all__ = [
     "binary_dense",
     "compute_dtype",
     "explicit_padding",
+    "max_pool",
     "pad_inputs",
+    "patches_conv_is_faster",
     "rprelu",
     "rsign",
 ]
@@ -366,6 +369,7 @@ def binary_conv(
     dtype: jax.typing.DTypeLike | None = None,
     precision: lax.PrecisionLike = None,
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+    conv_impl: _formulation.ConvImpl = "auto",
 ) -> jax.Array:
     """A convolution with a binarized kernel (and optionally inputs).
 
@@ -412,6 +416,13 @@ def binary_conv(
         ``{-1, 0, 1}``. ``"auto"`` (default) keeps the computation dtype:
         a bfloat16 convolution is no faster than float32 on CPU (see
         the benchmarks page).
+      conv_impl: ``"xla"`` (``lax.conv_general_dilated``), ``"patches"``
+        (shifted slices concatenated along channels and one matrix
+        product; ungrouped convolutions only) or ``"auto"`` (default:
+        patches on the CPU backend where it measured faster, see
+        :func:`~bnnjax.nn.functional.patches_conv_is_faster`). The two
+        are equal bit for bit on ``+-1`` operands and up to float
+        rounding otherwise; gradients follow the chosen form.
 
     Returns:
       ``(*batch, *out_spatial, features)`` array in the computation dtype.
@@ -435,6 +446,13 @@ def binary_conv(
     )
     padding = canonicalize_padding(padding, rank)
     pad_value = check_pad_value(pad_value, padding)
+    conv_impl = _formulation.check_conv_impl(conv_impl)
+    if conv_impl == "patches" and feature_group_count != 1:
+        raise ValueError(
+            f"conv_impl='patches' computes ungrouped convolutions, got "
+            f"feature_group_count={feature_group_count}; use 'xla' or "
+            "'auto'."
+        )
 
     x, kernel, bias, out_scale = _binarize_operands(
         inputs,
@@ -453,12 +471,30 @@ def binary_conv(
         padding, x.shape[1:-1], kernel_size, strides, kernel_dilation
     )
     x = pad_inputs(x, padding, pads, pad_value)
+    patches = conv_impl == "patches" or (
+        conv_impl == "auto"
+        and _formulation.patches_conv_is_faster(
+            in_features=latent_kernel.shape[-2],
+            features=latent_kernel.shape[-1],
+            kernel_size=kernel_size,
+            feature_group_count=int(feature_group_count),
+        )
+    )
 
     def product(
         a: jax.Array,
         b: jax.Array,
         preferred_element_type: jax.typing.DTypeLike | None = None,
     ) -> jax.Array:
+        if patches:
+            return _formulation.conv_patches(
+                a,
+                b,
+                strides,
+                kernel_dilation,
+                precision=precision,
+                preferred_element_type=preferred_element_type,
+            )
         return lax.conv_general_dilated(
             a,
             b,

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _checks, _precision, functional
+from bnnjax.nn import _checks, _formulation, _precision, functional
 from bnnjax.nn._checks import PaddingLike
 from bnnjax.nn.functional import LATENT_KERNEL
 
@@ -291,6 +291,11 @@ class BinaryConv(_BinaryMixin, nn.Module):
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
+      conv_impl: how the convolution is computed: ``"auto"`` (default:
+        the patches product on the CPU backend where it measured faster,
+        see :func:`bnnjax.nn.functional.patches_conv_is_faster`),
+        ``"xla"`` (``lax.conv_general_dilated``) or ``"patches"``. Equal
+        bit for bit on +-1 operands, up to float rounding otherwise.
     """
 
     features: int
@@ -311,9 +316,11 @@ class BinaryConv(_BinaryMixin, nn.Module):
     pad_value: float = 0.0
     rng_collection: str = "binarize"
     sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
+    conv_impl: _formulation.ConvImpl = "auto"
 
     def __post_init__(self) -> None:
         _checks.check_positive_int("features", self.features)
+        _formulation.check_conv_impl(self.conv_impl)
         rank = len(_checks.canonicalize_kernel_size(self.kernel_size))
         _checks.canonicalize_window("strides", self.strides, rank)
         _checks.canonicalize_window(
@@ -386,6 +393,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+            conv_impl=self.conv_impl,
         )
 
 

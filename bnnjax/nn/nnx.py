@@ -32,7 +32,7 @@ from flax import nnx
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _checks, _precision, functional
+from bnnjax.nn import _checks, _formulation, _precision, functional
 from bnnjax.nn._checks import PaddingLike
 from bnnjax.nn.functional import LATENT_KERNEL
 
@@ -340,6 +340,11 @@ class BinaryConv(_BinaryLayer):
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
+      conv_impl: how the convolution is computed: ``"auto"`` (default:
+        the patches product on the CPU backend where it measured faster,
+        see :func:`bnnjax.nn.functional.patches_conv_is_faster`),
+        ``"xla"`` (``lax.conv_general_dilated``) or ``"patches"``. Equal
+        bit for bit on +-1 operands, up to float rounding otherwise.
 
     Raises:
       TypeError: for a wrongly typed argument (binarizers, window sizes,
@@ -373,6 +378,7 @@ class BinaryConv(_BinaryLayer):
         pad_value: float = 0.0,
         rng_collection: str = "binarize",
         sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO,
+        conv_impl: _formulation.ConvImpl = "auto",
     ):
         in_features = _checks.check_positive_int("in_features", in_features)
         out_features = _checks.check_positive_int("out_features", out_features)
@@ -439,6 +445,7 @@ class BinaryConv(_BinaryLayer):
         self.sign_product_dtype = _precision.check_sign_product_dtype(
             sign_product_dtype
         )
+        self.conv_impl = _formulation.check_conv_impl(conv_impl)
 
     def __call__(
         self,
@@ -477,6 +484,7 @@ class BinaryConv(_BinaryLayer):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+            conv_impl=self.conv_impl,
         )
 
 
