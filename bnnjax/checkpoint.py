@@ -675,7 +675,14 @@ class _WriterNoise:
 
 
 def _without_closed_loop(hook: Any) -> Any:
-    """``hook`` that drops ``RuntimeError('Event loop is closed')``."""
+    """``hook`` that drops the reports of orbax's abandoned writes.
+
+    After a full disk, writes still pending report
+    ``RuntimeError('Event loop is closed')``, or, when the interpreter
+    exits while one of orbax's write coroutines is unfinished, whatever
+    that coroutine raised during shutdown (``ImportError: sys.meta_path
+    is None``). Reports about anything else pass to ``hook``.
+    """
 
     def filtered(unraisable: Any) -> None:
         error = unraisable.exc_value
@@ -683,9 +690,15 @@ def _without_closed_loop(hook: Any) -> Any:
             "Event loop is closed"
         ):
             return
+        code = getattr(unraisable.object, "cr_code", None)
+        if code is not None and _ORBAX_PATH in code.co_filename:
+            return
         hook(unraisable)
 
     return filtered
+
+
+_ORBAX_PATH = f"{os.sep}orbax{os.sep}"
 
 
 def _target_sharding(

@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import types
 from unittest import mock
 
 import jax.numpy as jnp
@@ -82,6 +83,44 @@ class IsDiskFullTest(parameterized.TestCase):
                 raise RuntimeError("save failed") from e
         except RuntimeError as e:
             self.assertTrue(checkpoint.is_disk_full(e))
+
+
+class AbandonedWriteReportsTest(absltest.TestCase):
+    """The unraisable-hook filter installed after a full disk."""
+
+    def _reports(self, *unraisables):
+        seen = []
+        hook = checkpoint._without_closed_loop(seen.append)
+        for u in unraisables:
+            hook(u)
+        return seen
+
+    def test_drops_closed_loop_and_orbax_coroutines_only(self):
+        orbax_coroutine = types.SimpleNamespace(
+            cr_code=types.SimpleNamespace(
+                co_filename=os.path.join(
+                    "site-packages", "orbax", "checkpoint", "serialization.py"
+                )
+            )
+        )
+        other_coroutine = types.SimpleNamespace(
+            cr_code=types.SimpleNamespace(co_filename="/app/mine.py")
+        )
+        closed = types.SimpleNamespace(
+            exc_value=RuntimeError("Event loop is closed"), object=None
+        )
+        shutdown = types.SimpleNamespace(
+            exc_value=ImportError("sys.meta_path is None"),
+            object=orbax_coroutine,
+        )
+        mine = types.SimpleNamespace(
+            exc_value=ImportError("sys.meta_path is None"),
+            object=other_coroutine,
+        )
+        plain = types.SimpleNamespace(exc_value=ValueError("x"), object=None)
+        self.assertEqual(
+            self._reports(closed, shutdown, mine, plain), [mine, plain]
+        )
 
 
 class WritersTest(_Tmp):
