@@ -294,6 +294,61 @@ class StartupTimeTest(EnvironmentBlockMixin, absltest.TestCase):
                 _run("startup_time", argv)
 
 
+class ConvFormulationsTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_exactness_and_ratios(self):
+        lines = _run("conv_formulations", ["--calls", "2", "--limit", "1"])
+        conv, pool = lines
+        self.assertEqual(conv["benchmark"], "conv")
+        # A real-valued image layer: values equal up to rounding only.
+        self.assertFalse(conv["input_binarized"])
+        self.assertLess(conv["grad_max_rel_diff"], 1e-5)
+        self.assertEqual(conv["auto"], "patches")
+        self.assertAlmostEqual(
+            conv["speedup"], conv["xla_ms"] / conv["patches_ms"], delta=0.01
+        )
+        self.assertEqual(pool["benchmark"], "max_pool")
+        self.assertTrue(pool["exact_with_ties"])
+        self.assertAlmostEqual(
+            pool["speedup"], pool["xla_ms"] / pool["reshape_ms"], delta=0.01
+        )
+        for line in lines:
+            self.assert_environment(line)
+
+
+class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_variants_and_a_missing_peer(self):
+        lines = _run(
+            "conv_train_throughput",
+            [
+                "--steps", "2", "--warmup", "1", "--rounds", "1",
+                "--variants", "bnnjax,bnnjax_xla,flax_float",
+                "--peers", "larq", "--peer-modes", "graph",
+                "--peer-python", os.path.join(_BENCHMARKS, "no-such-python"),
+            ],
+        )  # fmt: skip
+        errors = [ln for ln in lines if "error" in ln]
+        self.assertEqual(len(errors), 2)  # binary and float, both refused
+        timed = [ln for ln in lines if ln["benchmark"] == "conv_train"]
+        self.assertEqual(
+            [ln["variant"] for ln in timed],
+            ["bnnjax", "bnnjax_xla", "flax_float"],
+        )
+        for line in timed:
+            self.assertEqual(line["steps"], 2)
+            self.assertEqual(line["batch_size"], 64)
+            self.assertAlmostEqual(
+                line["examples_per_second"],
+                64e3 / line["step_ms_median"],
+                delta=1.0,
+            )
+            self.assertIsNone(line["vs_fastest_peer"])  # no peer ran
+            self.assert_environment(line)
+
+    def test_unknown_variant_is_refused(self):
+        with self.assertRaises(SystemExit):
+            _run("conv_train_throughput", ["--variants", "bnnjax,tf"])
+
+
 class ShardingThroughputTest(absltest.TestCase):
     def test_two_simulated_devices(self):
         # A subprocess: the script sets the CPU device count before JAX

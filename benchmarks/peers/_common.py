@@ -44,6 +44,44 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def parse_cnn_args(description: str, argv=None) -> argparse.Namespace:
+    """The CNN peers' command line; ``--batch-size`` defaults per network."""
+    default_batch = {"larq_tutorial": 64, "binarynet_quarter": 100}
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--network", choices=tuple(default_batch), required=True
+    )
+    parser.add_argument(
+        "--variant", choices=("float", "binary_all"), default="binary_all"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="default: 64 for larq_tutorial, 100 for binarynet_quarter",
+    )
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=(
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count()
+        ),
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the step (tf.function jit_compile=True / torch.compile)",
+    )
+    args = parser.parse_args(argv)
+    if args.batch_size is None:
+        args.batch_size = default_batch[args.network]
+    return args
+
+
 def result(args, framework: str, times_ms, cpu_ms, **fields) -> dict:
     affinity = (
         len(os.sched_getaffinity(0))
@@ -51,12 +89,12 @@ def result(args, framework: str, times_ms, cpu_ms, **fields) -> dict:
         else None
     )
     ms = statistics.median(times_ms)
-    return {
+    out = {
         "framework": framework,
         "variant": args.variant,
         "surrogate": "none" if args.variant == "float" else "clipped_ste",
         "scale": "none",
-        "hidden": args.hidden,
+        "hidden": getattr(args, "hidden", None),
         "batch_size": args.batch_size,
         "compiled": args.compile,
         "step_ms_median": round(ms, 4),
@@ -70,3 +108,6 @@ def result(args, framework: str, times_ms, cpu_ms, **fields) -> dict:
         "loadavg": [round(v, 2) for v in os.getloadavg()],
         **fields,
     }
+    if not hasattr(args, "hidden"):  # the CNN peers: no MLP widths
+        del out["hidden"]
+    return out

@@ -1,0 +1,198 @@
+"""Exact formulations of the conv path's convolutions and pools, timed.
+
+For each convolution shape, the value and gradient (inputs and latent
+kernel) of :func:`bnnjax.nn.functional.binary_conv` with ``+-1`` inputs
+(clipped-STE sign on inputs and kernel), once with ``conv_impl="xla"``
+(``lax.conv_general_dilated``) and once with ``conv_impl="patches"``
+(shifted slices concatenated along channels, one matrix product); and
+for each pool shape, the gradient of ``flax.linen.max_pool`` against
+:func:`bnnjax.nn.functional.max_pool`. Each line checks that the two
+formulations agree bit for bit (values and gradients) and gives both
+median times, their ratio (``speedup``: xla time over the other) and the
+choice ``conv_impl="auto"`` makes for that shape, so the rule behind
+``"auto"`` can be checked against the numbers of this machine.
+
+Usage:
+  python benchmarks/conv_formulations.py [--calls 20] [--only conv]
+      [--limit N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import _env
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import bnnjax
+from bnnjax.nn import functional as F
+
+# (batch, spatial size before padding, in, out, kernel, stride): the convs
+# of Larq's MNIST tutorial CNN, BinaryNet's CNN at widths 1/4 to 1 on
+# 28x28 and 32x32 inputs, the Bi-Real ResNet stages and a few edges.
+CONVS = (
+    (64, 28, 1, 32, 3, 1),
+    (64, 13, 32, 64, 3, 1),
+    (64, 5, 64, 64, 3, 1),
+    (100, 28, 1, 32, 3, 1),
+    (100, 28, 32, 32, 3, 1),
+    (100, 14, 32, 64, 3, 1),
+    (100, 14, 64, 64, 3, 1),
+    (100, 7, 64, 128, 3, 1),
+    (100, 7, 128, 128, 3, 1),
+    (64, 32, 3, 128, 3, 1),
+    (64, 32, 128, 128, 3, 1),
+    (64, 16, 256, 256, 3, 1),
+    (64, 8, 512, 512, 3, 1),
+    (64, 4, 512, 512, 3, 1),
+    (64, 32, 16, 16, 3, 1),
+    (64, 32, 64, 128, 3, 2),
+    (64, 16, 8, 8, 3, 1),
+    (64, 8, 4, 8, 3, 1),
+)
+# (batch, size, channels) of 2x2/2 pools.
+POOLS = (
+    (64, 26, 32),
+    (64, 11, 64),
+    (100, 28, 32),
+    (100, 14, 64),
+    (64, 32, 128),
+    (64, 16, 256),
+)
+STE = bnnjax.Binarizer(surrogate="clipped_ste", scale=None)
+
+
+def _median_ms(f: Callable[[], object], calls: int) -> float:
+    jax.block_until_ready(f())
+    times = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        jax.block_until_ready(f())
+        times.append(time.perf_counter() - t)
+    return statistics.median(times) * 1e3
+
+
+def _conv_case(case: Sequence[int], calls: int) -> dict:
+    batch, size, cin, cout, k, stride = case
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (batch, size, size, cin))
+    w = jax.random.normal(keys[1], (k, k, cin, cout))
+    g = jax.random.normal(keys[2], (batch, *(-(-size // stride),) * 2, cout))
+
+    def step(impl: str) -> Callable:
+        def loss(x, w):
+            y = F.binary_conv(
+                x,
+                w,
+                strides=stride,
+                padding="SAME",
+                kernel_binarizer=STE,
+                input_binarizer=STE if cin > 1 else None,
+                sign_product_dtype=None,
+                conv_impl=impl,
+            )
+            return jnp.sum(y * g), y
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+
+    xla, patches = step("xla"), step("patches")
+    (_, ya), ga = xla(x, w)
+    (_, yb), gb = patches(x, w)
+    grad_err = max(
+        float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+        for a, b in zip(ga, gb, strict=True)
+    )
+    xla_ms = _median_ms(lambda: xla(x, w), calls)
+    patches_ms = _median_ms(lambda: patches(x, w), calls)
+    return {
+        "benchmark": "conv",
+        "batch": batch,
+        "size": size,
+        "in_features": cin,
+        "features": cout,
+        "kernel": k,
+        "stride": stride,
+        "input_binarized": cin > 1,
+        "values_exact": bool(np.array_equal(ya, yb)),
+        "grad_max_rel_diff": float(f"{grad_err:.3g}"),
+        "xla_ms": round(xla_ms, 3),
+        "patches_ms": round(patches_ms, 3),
+        "speedup": round(xla_ms / patches_ms, 3),
+        "auto": "patches"
+        if F.patches_conv_is_faster(
+            in_features=cin, features=cout, kernel_size=(k, k)
+        )
+        else "xla",
+    }
+
+
+def _pool_case(case: Sequence[int], calls: int) -> dict:
+    batch, size, c = case
+    shape = (batch, size, size, c)
+    x = jnp.round(2 * jax.random.normal(jax.random.key(1), shape))
+    h = size // 2
+    g = jax.random.normal(jax.random.key(2), (batch, h, h, c))
+
+    def grad(pool: Callable) -> Callable:
+        return jax.jit(
+            jax.grad(lambda x: jnp.sum(pool(x, (2, 2), (2, 2), "VALID") * g))
+        )
+
+    flax_grad = grad(lambda x, w, s, p: nn.max_pool(x, w, s, p))
+    ours = grad(F.max_pool)
+    exact = bool(np.array_equal(flax_grad(x), ours(x))) and bool(
+        np.array_equal(
+            nn.max_pool(x, (2, 2), (2, 2)), F.max_pool(x, (2, 2), (2, 2))
+        )
+    )
+    flax_ms = _median_ms(lambda: flax_grad(x), calls)
+    ours_ms = _median_ms(lambda: ours(x), calls)
+    return {
+        "benchmark": "max_pool",
+        "batch": batch,
+        "size": size,
+        "features": c,
+        "window": 2,
+        "exact_with_ties": exact,
+        "xla_ms": round(flax_ms, 3),
+        "reshape_ms": round(ours_ms, 3),
+        "speedup": round(flax_ms / ours_ms, 3),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--out", help="also append the lines to this file")
+    parser.add_argument(
+        "--only", choices=("conv", "max_pool"), help="one kind of case"
+    )
+    parser.add_argument(
+        "--limit", type=int, help="only the first N cases of each kind"
+    )
+    args = parser.parse_args(argv)
+    env = _env.environment()
+    lines = []
+    if args.only in (None, "conv"):
+        lines += [(_conv_case, c) for c in CONVS[: args.limit]]
+    if args.only in (None, "max_pool"):
+        lines += [(_pool_case, c) for c in POOLS[: args.limit]]
+    for fn, case in lines:
+        line = json.dumps({**fn(case, args.calls), **env})
+        print(line, flush=True)
+        if args.out:
+            with open(args.out, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
