@@ -56,12 +56,12 @@ import os
 import statistics
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import _env
 import jax
+import packed_inference
 
 #: ``(in channels, out channels, map size)`` of the 3x3 layer cases.
 CASES = ((256, 256, 16), (128, 128, 32), (512, 512, 8))
@@ -117,39 +117,6 @@ def _line(out: str | None, **fields: Any) -> dict:
         with open(out, "a", encoding="utf-8") as f:
             f.write(text + "\n")
     return fields
-
-
-def _call_ms(fn: Callable, args: tuple, calls: int) -> float:
-    """Median milliseconds of ``calls`` calls (at least 3 for slow ones)."""
-    start = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - start
-    calls = max(3, min(calls, int(1.0 / max(first, 1e-6))))
-    times = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
-
-def _interleaved(variants: dict, rounds: int, calls: int) -> dict:
-    """``name -> (median ms, [per-round speedups vs "float32"])``."""
-    for fn, args in variants.values():  # compile and warm up
-        jax.block_until_ready(fn(*args))
-        jax.block_until_ready(fn(*args))
-    per_round = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (fn, args) in variants.items():
-            per_round[name].append(_call_ms(fn, args, calls))
-    base = per_round["float32"]
-    return {
-        name: (
-            statistics.median(ms),
-            [b / m for b, m in zip(base, ms, strict=True)],
-        )
-        for name, ms in per_round.items()
-    }
 
 
 def _speedup_fields(results: dict, name: str) -> dict:
@@ -285,7 +252,7 @@ def bench_layers(
             variants = _layer_variants(case, batch, fns, kernels)
             if i == 0:
                 _check_exact(case, variants)
-            results = _interleaved(variants, rounds, calls)
+            results = packed_inference.interleaved(variants, rounds, calls)
             for name in ("xnor_conv", "xnor_packed_input"):
                 _line(
                     out,
@@ -407,7 +374,7 @@ def _time_network(float_fn, variables, packed_model, x, rounds, calls):
         "float32": (float_fn, (variables, x)),
         "packed": (lambda x: export.predict(packed_model, x), (x,)),
     }
-    return _interleaved(variants, rounds, calls)
+    return packed_inference.interleaved(variants, rounds, calls)
 
 
 def bench_networks(

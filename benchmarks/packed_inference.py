@@ -111,8 +111,12 @@ def _call_ms(fn, args, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _interleaved(variants: dict, rounds: int, repeats: int) -> dict:
-    """``name -> (median ms, [per-round speedups vs "float32"])``."""
+def interleaved(variants: dict, rounds: int, repeats: int) -> dict:
+    """``name -> (median ms, [per-round speedups vs "float32"])``.
+
+    ``variants`` maps names (one of them ``"float32"``) to ``(fn, args)``;
+    every round times each once (``repeats`` calls, median), in order.
+    """
     for fn, args in variants.values():  # compile and warm up
         jax.block_until_ready(fn(*args))
         jax.block_until_ready(fn(*args))
@@ -139,7 +143,7 @@ def bench_dispatch(rounds, repeats, env) -> None:
         "float32": (fn, (jnp.zeros((1, 32), jnp.uint32),)),
         "above_1000_flops": (fn, (jnp.zeros((1, 2048), jnp.uint32),)),
     }
-    for name, (ms, _) in _interleaved(variants, rounds, repeats).items():
+    for name, (ms, _) in interleaved(variants, rounds, repeats).items():
         _line(
             benchmark="dispatch",
             variant="inline_32_elements" if name == "float32" else name,
@@ -233,7 +237,7 @@ def bench_layers(sizes, batches, bw_batches, rounds, repeats, env) -> None:
                     )
                     table = k_real.bytes_t if lookup else k_real.words_t
                     nbytes[name] = table.nbytes
-            results = _interleaved(variants, rounds, repeats)
+            results = interleaved(variants, rounds, repeats)
             for name, (ms, speedups) in results.items():
                 _line(
                     benchmark="packed_layer",
@@ -299,7 +303,7 @@ def bench_mlp(hidden, batches, rounds, repeats, env) -> None:
             x = jax.random.uniform(jax.random.key(batch), (batch, 28, 28, 1))
             want = np.asarray(float_fn(variables, x))
             got = np.asarray(export.predict(packed_model, x))
-            results = _interleaved(
+            results = interleaved(
                 {
                     "float32": (float_fn, (variables, x)),
                     "packed": (

@@ -7,50 +7,16 @@ and that derived numbers (ratios, sums) follow from the measured ones.
 """
 
 import contextlib
-import importlib.util
 import io
 import json
 import os
 import subprocess
 import sys
 
-import jax
 from absl.testing import absltest
-
-_BENCHMARKS = os.path.join(os.path.dirname(__file__), "..", "benchmarks")
-
-
-def _load(name: str):
-    """Imports ``benchmarks/<name>.py`` as a module (with its ``_env``)."""
-    if _BENCHMARKS not in sys.path:
-        sys.path.insert(0, _BENCHMARKS)
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", os.path.join(_BENCHMARKS, f"{name}.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    # Registered first: dataclasses look their module up while building.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def _run(name: str, argv: list[str]) -> list[dict]:
-    """Runs the script's ``main(argv)`` and parses its stdout lines."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = _load(name).main(argv)
-    if status not in (None, 0):
-        raise AssertionError(f"{name} returned {status}")
-    return [json.loads(t) for t in out.getvalue().splitlines()]
-
-
-class EnvironmentBlockMixin:
-    def assert_environment(self, line: dict):
-        self.assertEqual(line["device"], "cpu:cpu")
-        self.assertEqual(line["versions"]["jax"], jax.__version__)
-        self.assertIn("bnnjax", line["versions"])
-        self.assertIn("cpu_affinity", line)
-        self.assertIsInstance(line["thread_env"], dict)
+from bench_helpers import BENCHMARKS as _BENCHMARKS
+from bench_helpers import EnvironmentBlockMixin
+from bench_helpers import run as _run
 
 
 class TrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
