@@ -12,6 +12,7 @@ import argparse
 import os
 import platform
 import statistics
+import time
 
 KINDS = ("float", "binary_weights", "binary_all")
 
@@ -111,3 +112,20 @@ def result(args, framework: str, times_ms, cpu_ms, **fields) -> dict:
     if not hasattr(args, "hidden"):  # the CNN peers: no MLP widths
         del out["hidden"]
     return out
+
+
+def time_steps(step, batches, warmup: int, steps: int):
+    """Runs ``warmup + steps`` steps on ``batches`` in turn; returns the
+    wall and process-CPU milliseconds of each timed step. ``step(images,
+    labels)`` returns the loss, read back as a float so the step is
+    finished when its time is taken."""
+    times, cpu = [], []
+    for i in range(warmup + steps):
+        images, labels = batches[i % len(batches)]
+        cpu_start = time.process_time()
+        start = time.perf_counter()
+        float(step(images, labels))
+        if i >= warmup:
+            times.append((time.perf_counter() - start) * 1e3)
+            cpu.append((time.process_time() - cpu_start) * 1e3)
+    return times, cpu

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -96,15 +95,7 @@ def main(argv=None) -> int:
         opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
-    times, cpu = [], []
-    for i in range(args.warmup + args.steps):
-        images, labels = batches[i % len(batches)]
-        cpu_start = time.process_time()
-        start = time.perf_counter()
-        float(step(images, labels).numpy())
-        if i >= args.warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-            cpu.append((time.process_time() - cpu_start) * 1e3)
+    times, cpu = _common.time_steps(step, batches, args.warmup, args.steps)
     print(
         json.dumps(
             _common.result(

@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import torch
 from torch import nn
@@ -212,15 +211,7 @@ def main(argv=None) -> int:
 
     if args.compile:
         step = torch.compile(step)
-    times, cpu = [], []
-    for i in range(args.warmup + args.steps):
-        images, labels = batches[i % len(batches)]
-        cpu_start = time.process_time()
-        start = time.perf_counter()
-        float(step(images, labels))
-        if i >= args.warmup:
-            times.append((time.perf_counter() - start) * 1e3)
-            cpu.append((time.process_time() - cpu_start) * 1e3)
+    times, cpu = _common.time_steps(step, batches, args.warmup, args.steps)
     print(
         json.dumps(
             _common.result(
