@@ -83,12 +83,12 @@ def patches_conv_is_faster(
     True on the CPU backend for ungrouped convolutions with a window of
     more than one pixel, except narrow ones (more than 4 and at most 16
     input features into at most 16 features). Measured on an x86 CPU with
-    AVX-512 (see the benchmarks page): whole training steps of binary CNNs
-    ran 1.2-1.4x faster with every convolution as patches than with
-    XLA's, and 1.1-1.4x faster than with any per-layer mix chosen from
+    AVX-512 (see the benchmarks page): whole training steps of two binary
+    CNNs ran 1.3x faster with every convolution as patches than with
+    XLA's, and 1.2-1.5x faster than with a per-layer mix chosen from
     single-layer timings (XLA's convolution kept for the layers where it
     won alone by up to 20%); alone, image layers (1-3 features) ran
-    1.9-2.3x faster, strided and wide layers 1.3-2.0x, and only narrow
+    1.9-2.3x faster, strided and wide layers 1.2-2.0x, and only narrow
     layers lost clearly (16 -> 16 on 32x32: 0.7x). False elsewhere, GPUs
     and TPUs included.
     """
@@ -278,16 +278,13 @@ def max_pool(
     """
     x = jnp.asarray(inputs)
     window = tuple(int(w) for w in window_shape)
-    unbatched = x.ndim == len(window) + 1
     if (
         not reshape_pool_applies(window, strides, padding)
         or x.ndim < len(window) + 1
     ):
         return nn.max_pool(x, window, strides=strides, padding=padding)
-    if unbatched:
-        x = x[None]
+    # Any batch axes (none included) flattened to one and restored.
     batch_shape = x.shape[: x.ndim - len(window) - 1]
     x = jnp.reshape(x, (-1, *x.shape[len(batch_shape) :]))
     y = _tiled_max_pool(x, window)
-    y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
-    return y[0] if unbatched else y
+    return jnp.reshape(y, (*batch_shape, *y.shape[1:]))
