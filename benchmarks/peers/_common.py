@@ -17,15 +17,8 @@ import time
 KINDS = ("float", "binary_weights", "binary_all")
 
 
-def parse_args(description: str, argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--variant", choices=KINDS, default="binary_weights")
-    parser.add_argument(
-        "--hidden",
-        type=lambda s: [int(v) for v in s.split(",")],
-        default=[1024, 1024, 1024],
-    )
-    parser.add_argument("--batch-size", type=int, default=100)
+def _add_step_options(parser: argparse.ArgumentParser) -> None:
+    """``--steps``, ``--warmup``, ``--threads`` and ``--compile``."""
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument(
@@ -42,7 +35,55 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
         action="store_true",
         help="compile the step (tf.function jit_compile=True / torch.compile)",
     )
+
+
+def parse_args(description: str, argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--variant", choices=KINDS, default="binary_weights")
+    parser.add_argument(
+        "--hidden",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[1024, 1024, 1024],
+    )
+    parser.add_argument("--batch-size", type=int, default=100)
+    _add_step_options(parser)
     return parser.parse_args(argv)
+
+
+# The CNN peers' networks. ``layers``: (kind, filters or units, pool
+# after) per layer, "conv" being 3x3; ``same``: 'same' padding (else
+# 'valid'); ``clip``: latent weights clipped to [-1, 1] (Larq's
+# weight_clip); ``bn_scale``: batch norm with a learned scale.
+CNN_NETWORKS = {
+    "larq_tutorial": {
+        "same": False,
+        "clip": True,
+        "bn_scale": False,
+        "layers": [
+            ("conv", 32, True),
+            ("conv", 64, True),
+            ("conv", 64, False),
+            ("dense", 64, False),
+            ("dense", 10, False),
+        ],
+    },
+    "binarynet_quarter": {
+        "same": True,
+        "clip": False,
+        "bn_scale": True,
+        "layers": [
+            ("conv", 32, False),
+            ("conv", 32, True),
+            ("conv", 64, False),
+            ("conv", 64, True),
+            ("conv", 128, False),
+            ("conv", 128, True),
+            ("dense", 256, False),
+            ("dense", 256, False),
+            ("dense", 10, False),
+        ],
+    },
+}
 
 
 def parse_cnn_args(description: str, argv=None) -> argparse.Namespace:
@@ -61,22 +102,7 @@ def parse_cnn_args(description: str, argv=None) -> argparse.Namespace:
         default=None,
         help="default: 64 for larq_tutorial, 100 for binarynet_quarter",
     )
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=(
-            len(os.sched_getaffinity(0))
-            if hasattr(os, "sched_getaffinity")
-            else os.cpu_count()
-        ),
-    )
-    parser.add_argument(
-        "--compile",
-        action="store_true",
-        help="compile the step (tf.function jit_compile=True / torch.compile)",
-    )
+    _add_step_options(parser)
     args = parser.parse_args(argv)
     if args.batch_size is None:
         args.batch_size = default_batch[args.network]

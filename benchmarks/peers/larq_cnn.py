@@ -52,37 +52,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
 
-# (kind, filters or units, pool after) per layer; "conv" is 3x3.
-NETWORKS = {
-    "larq_tutorial": {
-        "padding": "valid",
-        "constraint": "weight_clip",
-        "bn_scale": False,
-        "layers": [
-            ("conv", 32, True),
-            ("conv", 64, True),
-            ("conv", 64, False),
-            ("dense", 64, False),
-            ("dense", 10, False),
-        ],
-    },
-    "binarynet_quarter": {
-        "padding": "same",
-        "constraint": None,
-        "bn_scale": True,
-        "layers": [
-            ("conv", 32, False),
-            ("conv", 32, True),
-            ("conv", 64, False),
-            ("conv", 64, True),
-            ("conv", 128, False),
-            ("conv", 128, True),
-            ("dense", 256, False),
-            ("dense", 256, False),
-            ("dense", 10, False),
-        ],
-    },
-}
+NETWORKS = _common.CNN_NETWORKS
 
 
 def build(network: str, kind: str) -> tf.keras.Model:
@@ -96,7 +66,10 @@ def build(network: str, kind: str) -> tf.keras.Model:
             if layer == "conv":
                 layers.append(
                     tf.keras.layers.Conv2D(
-                        width, 3, padding=spec["padding"], use_bias=False
+                        width,
+                        3,
+                        padding="same" if spec["same"] else "valid",
+                        use_bias=False,
                     )
                 )
             else:
@@ -105,13 +78,16 @@ def build(network: str, kind: str) -> tf.keras.Model:
             quant = {
                 "input_quantizer": "ste_sign" if i > 0 else None,
                 "kernel_quantizer": "ste_sign",
-                "kernel_constraint": spec["constraint"],
+                "kernel_constraint": "weight_clip" if spec["clip"] else None,
                 "use_bias": False,
             }
             if layer == "conv":
                 layers.append(
                     lq.layers.QuantConv2D(
-                        width, 3, padding=spec["padding"], **quant
+                        width,
+                        3,
+                        padding="same" if spec["same"] else "valid",
+                        **quant,
                     )
                 )
             else:
@@ -158,7 +134,7 @@ def main(argv=None) -> int:
         return loss
 
     times, cpu = _common.time_steps(step, batches, args.warmup, args.steps)
-    constraint = NETWORKS[args.network]["constraint"]
+    constraint = "weight_clip" if NETWORKS[args.network]["clip"] else None
     print(
         json.dumps(
             _common.result(

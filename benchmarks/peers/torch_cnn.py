@@ -46,37 +46,7 @@ from torch.nn import functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
 
-# (kind, filters or units, pool after) per layer; "conv" is 3x3.
-NETWORKS = {
-    "larq_tutorial": {
-        "padding": 0,
-        "clip": True,
-        "bn_scale": False,
-        "layers": [
-            ("conv", 32, True),
-            ("conv", 64, True),
-            ("conv", 64, False),
-            ("dense", 64, False),
-            ("dense", 10, False),
-        ],
-    },
-    "binarynet_quarter": {
-        "padding": 1,
-        "clip": False,
-        "bn_scale": True,
-        "layers": [
-            ("conv", 32, False),
-            ("conv", 32, True),
-            ("conv", 64, False),
-            ("conv", 64, True),
-            ("conv", 128, False),
-            ("conv", 128, True),
-            ("dense", 256, False),
-            ("dense", 256, False),
-            ("dense", 10, False),
-        ],
-    },
-}
+NETWORKS = _common.CNN_NETWORKS
 
 
 class SignSte(torch.autograd.Function):
@@ -141,6 +111,7 @@ def batch_norm(layer: str, width: int, scale: bool) -> nn.Module:
 def build(network: str, kind: str) -> tuple[nn.Module, list[nn.Parameter]]:
     """The model and the latent kernels to clamp to ``[-1, 1]``."""
     spec = NETWORKS[network]
+    pad = 1 if spec["same"] else 0
     specs = spec["layers"]
     layers: list[nn.Module] = []
     clipped: list[nn.Parameter] = []
@@ -151,12 +122,10 @@ def build(network: str, kind: str) -> tuple[nn.Module, list[nn.Parameter]]:
             channels = channels * size * size
         if layer == "conv":
             if kind == "float":
-                mod = nn.Conv2d(
-                    channels, width, 3, padding=spec["padding"], bias=False
-                )
+                mod = nn.Conv2d(channels, width, 3, padding=pad, bias=False)
             else:
-                mod = BinaryConv2d(channels, width, spec["padding"], i > 0)
-            size = size + 2 * spec["padding"] - 2
+                mod = BinaryConv2d(channels, width, pad, i > 0)
+            size = size + 2 * pad - 2
         elif kind == "float":
             mod = nn.Linear(channels, width, bias=False)
         else:
