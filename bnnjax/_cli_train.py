@@ -24,7 +24,7 @@ from bnnjax import compare as compare_lib
 from bnnjax import data as data_lib
 from bnnjax import distributed
 from bnnjax import train as train_lib
-from bnnjax.training import tensorboard
+from bnnjax.training import recipes, tensorboard
 
 _FLAG_TO_FIELD = {
     "dataset": "dataset",
@@ -38,6 +38,11 @@ _FLAG_TO_FIELD = {
     "real_lr": "real_learning_rate",
     "optimizer": "optimizer",
     "schedule": "schedule",
+    "weight_decay": "weight_decay",
+    "warmup_epochs": "warmup_epochs",
+    "final_lr_fraction": "final_lr_fraction",
+    "loss": "loss",
+    "label_smoothing": "label_smoothing",
     "seed": "seeds",
     "hidden": "hidden",
     "width": "width",
@@ -58,10 +63,11 @@ def _train_config(
     """
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out DIR, the run to continue.")
-    if "hidden" in explicit and args.model != "mlp":
+    if args.resume and "recipe" in explicit:
         raise ValueError(
-            f"--hidden sets MLP widths; it does not apply to --model "
-            f"{args.model}."
+            "--recipe starts a new run; --resume continues one with its "
+            "saved settings (which already hold its recipe's). Give one "
+            "of them."
         )
     values: dict[str, Any] = {}
     if args.resume:
@@ -72,6 +78,9 @@ def _train_config(
                 f"{checkpoint_lib.CONFIG_FILE}."
             )
         values = checkpoint_lib.read_config(out)
+        flags = explicit
+    elif args.recipe is not None:
+        values = dict(recipes.get_recipe(args.recipe).settings)
         flags = explicit
     else:
         flags = vars(args)
@@ -88,6 +97,11 @@ def _train_config(
         values.pop("seeds", None)
     elif "seed" in flags:  # --seed 0,1 --seed 2: a list of lists
         values["seeds"] = tuple(s for group in flags["seed"] for s in group)
+    model = values.get("model", "mlp")
+    if "hidden" in explicit and model != "mlp":
+        raise ValueError(
+            f"--hidden sets MLP widths; it does not apply to --model {model}."
+        )
     values["out_dir"] = args.out or train_lib.default_out_dir()
     return train_lib.TrainConfig.from_dict(values)
 

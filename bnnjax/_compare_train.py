@@ -88,7 +88,9 @@ def train_candidate(
         real_learning_rate=real_learning_rate,
         total_steps=total_steps,
     )
-    eval_step = train_lib.make_eval_step(model)
+    eval_step = train_lib.make_eval_step(
+        model, loss=config.loss_fn(train=False)
+    )
     signs_fn = _signs_fn(preset) if preset.binary else None
     signs = signs_fn(state.params) if signs_fn else None
     curves = _Curves(len(seeds), with_flips=signs_fn is not None)
@@ -154,11 +156,12 @@ def _compile_candidate(
     """
     sample = data_lib.to_float(data.train_images[:1])
     model = config.make_model(data.num_classes, preset=preset)
-    tx = preset.optimizer(
+    tx, _ = config.make_tx(
+        preset,
         train_lib.abstract_params(model, sample),
-        make_optimizer=config.make_optimizer,
-        learning_rate=config.schedule_fn(learning_rate, total_steps),
-        real_learning_rate=config.schedule_fn(real_learning_rate, total_steps),
+        learning_rate=learning_rate,
+        real_learning_rate=real_learning_rate,
+        total_steps=total_steps,
     )
     state = train_lib.init_state(
         model, tx, seeds, sample, sign_init=preset.sign_init
@@ -174,7 +177,10 @@ def _compile_candidate(
     )
     start = time.perf_counter()
     # make_train_step returns a jax.jit function.
-    jitted = cast(jax.stages.Wrapped, train_lib.make_train_step(model, tx))
+    jitted = cast(
+        jax.stages.Wrapped,
+        train_lib.make_train_step(model, tx, loss=config.loss_fn()),
+    )
     step = jitted.lower(state, *first, np.float32(0)).compile()
     return model, state, step, time.perf_counter() - start
 
@@ -410,11 +416,12 @@ def estimate_memory(
     """
     sample = data_lib.to_float(data.train_images[:1])
     model = config.make_model(data.num_classes, preset=preset)
-    tx = preset.optimizer(
+    tx, _ = config.make_tx(
+        preset,
         train_lib.abstract_params(model, sample),
-        make_optimizer=config.make_optimizer,
-        learning_rate=config.schedule_fn(1e-3, 1),
-        real_learning_rate=config.schedule_fn(1e-3, 1),
+        learning_rate=1e-3,
+        real_learning_rate=1e-3,
+        total_steps=1,
     )
     state = jax.eval_shape(
         lambda: train_lib.init_state(

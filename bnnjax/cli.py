@@ -94,19 +94,38 @@ def _method_table() -> str:
     return "\n".join(lines)
 
 
+def _recipe_table() -> str:
+    from bnnjax.training import recipes
+
+    lines = ["recipes (--recipe NAME; flags given beside it override it):"]
+    for recipe in recipes.RECIPES.values():
+        lines.append(f"  {recipe.name:<23} {recipe.summary}")
+    return "\n".join(lines)
+
+
 def _add_train_arguments(
     parser: argparse.ArgumentParser, suppress: bool = False
 ) -> None:
     """Adds the train flags; ``suppress`` leaves unset flags out."""
     from bnnjax import train as train_lib
+    from bnnjax.training import losses, optimization, recipes
     from bnnjax.training.augment import AUGMENT_NAMES
 
     d = train_lib.TrainConfig()
-    parser.epilog = _method_table()
+    parser.epilog = _method_table() + "\n" + _recipe_table()
 
     def default(value: Any) -> Any:
         return argparse.SUPPRESS if suppress else value
 
+    parser.add_argument(
+        "--recipe",
+        choices=recipes.RECIPE_NAMES,
+        default=default(None),
+        metavar="NAME",
+        help="start from a named recipe (listed below): its settings "
+        "replace the defaults, and every flag given beside it overrides "
+        "the recipe's value",
+    )
     parser.add_argument(
         "--dataset",
         default=default(d.dataset),
@@ -170,15 +189,56 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--optimizer",
-        choices=("adam", "adamw", "sgd"),
+        choices=optimization.OPTIMIZER_NAMES,
         default=default(d.optimizer),
-        help="base optimizer (default: %(default)s)",
+        help="base optimizer; sgd has momentum 0.9 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=_argtypes.non_negative_float,
+        default=default(d.weight_decay),
+        metavar="X",
+        help="weight decay of the real parameters (the latent binary "
+        "weights have none): decoupled with adamw, an L2 gradient term "
+        "with adam and sgd (default: 1e-4 with adamw, else 0)",
     )
     parser.add_argument(
         "--schedule",
-        choices=("cosine", "constant"),
+        choices=optimization.SCHEDULE_NAMES,
         default=default(d.schedule),
-        help="learning-rate schedule (default: %(default)s)",
+        help="learning-rate schedule after the warm-up; exponential is "
+        "BinaryNet's per-epoch decay (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--warmup-epochs",
+        type=_argtypes.non_negative_int,
+        default=default(d.warmup_epochs),
+        metavar="N",
+        help="epochs of linear learning-rate warm-up from 0 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--final-lr-fraction",
+        type=_argtypes.non_negative_float,
+        default=default(d.final_lr_fraction),
+        metavar="X",
+        help="the last learning rate as a fraction of the peak (default: 0 "
+        "for cosine and linear, 3e-3 for exponential, 1 for constant)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=losses.LOSS_NAMES,
+        default=default(d.loss),
+        help="training loss; squared_hinge is BinaryNet's (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--label-smoothing",
+        type=_argtypes.non_negative_float,
+        default=default(d.label_smoothing),
+        metavar="X",
+        help="label smoothing of the cross-entropy, in [0, 1) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--seed",

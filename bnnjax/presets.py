@@ -188,6 +188,7 @@ class Preset:
         make_optimizer: MakeOptimizer,
         learning_rate: Schedule,
         real_learning_rate: Schedule,
+        make_real_optimizer: MakeOptimizer | None = None,
     ) -> optax.GradientTransformation:
         """Builds the partitioned optimizer for a linen parameter tree.
 
@@ -197,13 +198,21 @@ class Preset:
           make_optimizer: base optimizer factory, e.g. ``optax.adam``.
           learning_rate: binary-group learning rate or schedule.
           real_learning_rate: real-group learning rate or schedule.
+          make_real_optimizer: the real group's optimizer factory (for
+            example one with weight decay); ``None``: ``make_optimizer``.
 
         Returns:
-          ``binary_partition(binary_transform(...), make_optimizer(real))``.
+          ``binary_partition(binary_transform(...), make_real(real))``
+          with ``make_real`` the real group's factory.
         """
+        make_real = (
+            make_optimizer
+            if make_real_optimizer is None
+            else (make_real_optimizer)
+        )
         return optim.binary_partition(
             self.binary_transform(make_optimizer, learning_rate),
-            make_optimizer(real_learning_rate),
+            make_real(real_learning_rate),
             params,
         )
 

@@ -24,7 +24,15 @@ The public face of the training harness; the code lives in
   callbacks and the result is a dict. :func:`load_checkpoint`
   (``bnnjax.training.rundir``) reads a run back.
 
-The loss is softmax cross-entropy on the model's logits. Training
+* Losses (``bnnjax.training.losses``): :func:`cross_entropy` (with
+  label smoothing) and BinaryNet's :func:`squared_hinge`; schedules and
+  base optimizers (``bnnjax.training.optimization``):
+  :func:`make_schedule` (warm-up, cosine, linear, BinaryNet's exponential
+  decay), :func:`make_base_optimizer` (weight decay).
+* Recipes (``bnnjax.training.recipes``): :class:`Recipe`, the published
+  setups by name in :data:`RECIPES`, :func:`get_recipe`.
+
+The loss is :attr:`TrainConfig.loss` on the model's logits. Training
 progress ``step / total_steps`` is passed to the model at every step as
 a traced scalar (annealed surrogates such as IR-Net's EDE use it), so the
 step compiles once.
@@ -52,6 +60,17 @@ from bnnjax.training.epoch import NonFiniteLossError as NonFiniteLossError
 from bnnjax.training.epoch import StepInfo as StepInfo
 from bnnjax.training.loop import VALIDATION_SPLIT_SEED as VALIDATION_SPLIT_SEED
 from bnnjax.training.loop import run as run
+from bnnjax.training.losses import LossName as LossName
+from bnnjax.training.losses import cross_entropy as cross_entropy
+from bnnjax.training.losses import squared_hinge as squared_hinge
+from bnnjax.training.optimization import (
+    make_base_optimizer as make_base_optimizer,
+)
+from bnnjax.training.optimization import make_schedule as make_schedule
+from bnnjax.training.recipes import RECIPE_NAMES as RECIPE_NAMES
+from bnnjax.training.recipes import RECIPES as RECIPES
+from bnnjax.training.recipes import Recipe as Recipe
+from bnnjax.training.recipes import get_recipe as get_recipe
 from bnnjax.training.rundir import default_out_dir as default_out_dir
 from bnnjax.training.rundir import load_checkpoint as load_checkpoint
 from bnnjax.training.step import TrainState as TrainState
@@ -66,11 +85,15 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_HIDDEN",
     "GRADIENT_THRESHOLD",
+    "RECIPES",
+    "RECIPE_NAMES",
     "VALIDATION_SPLIT_SEED",
+    "LossName",
     "MethodName",
     "ModelName",
     "NonFiniteLossError",
     "OptimizerName",
+    "Recipe",
     "ScheduleName",
     "StepInfo",
     "TrainConfig",
@@ -78,16 +101,21 @@ __all__ = [
     "abstract_params",
     "build_model",
     "check_batch_split",
+    "cross_entropy",
     "default_out_dir",
     "evaluate",
     "flip_ratio",
+    "get_recipe",
     "gradient_fraction",
     "init_state",
     "kernel_signs",
     "latent_kernels",
     "latent_stats",
     "load_checkpoint",
+    "make_base_optimizer",
     "make_eval_step",
+    "make_schedule",
     "make_train_step",
     "run",
+    "squared_hinge",
 ]

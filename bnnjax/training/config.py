@@ -25,11 +25,14 @@ from bnnjax import presets as presets_lib
 from bnnjax._validate import is_int, is_real
 from bnnjax.models import linen as models
 from bnnjax.training import augment as augment_lib
+from bnnjax.training import losses as losses_lib
+from bnnjax.training import optimization
 
 __all__ = [
     "AugmentName",
     "DEFAULT_EPOCHS",
     "DEFAULT_HIDDEN",
+    "LossName",
     "MethodName",
     "ModelName",
     "OptimizerName",
@@ -51,8 +54,9 @@ MethodName = Literal[
     "sigmoid",
     "scaled_sigmoid_annealed",
 ]
-OptimizerName = Literal["adam", "adamw", "sgd"]
-ScheduleName = Literal["cosine", "constant"]
+OptimizerName = optimization.OptimizerName
+ScheduleName = optimization.ScheduleName
+LossName = losses_lib.LossName
 AugmentName = augment_lib.AugmentName
 
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 512)
@@ -66,9 +70,23 @@ _DEFAULTED = (
     "learning_rate",
     "real_learning_rate",
     "augment",
+    "weight_decay",
+    "final_lr_fraction",
 )
 """The fields whose ``None`` stands for a default of the method, model or
 dataset."""
+
+_ADAMW_WEIGHT_DECAY = 1e-4
+"""``weight_decay`` of ``optimizer="adamw"`` when left ``None``."""
+
+_FINAL_LR_FRACTION = {
+    "cosine": 0.0,
+    "linear": 0.0,
+    "constant": 1.0,
+    "exponential": 3e-3,
+}
+"""``final_lr_fraction`` of each schedule when left ``None``; the
+exponential one is BinaryNet's CIFAR-10 decay (``1e-3`` to ``3e-6``)."""
 
 # Dataset kinds of the default augmentation, by the spec's first name
 # ("cifar:DIR" -> "cifar", "emnist/balanced" -> "emnist").
@@ -165,9 +183,29 @@ class TrainConfig:
         ``None``: the preset's default.
       real_learning_rate: real-group learning rate; ``None``: the preset's
         default.
-      optimizer: base optimizer, ``"adam"``, ``"adamw"`` (weight decay
-        1e-4) or ``"sgd"`` (momentum 0.9).
-      schedule: ``"cosine"`` (decay to 0 over the run) or ``"constant"``.
+      optimizer: base optimizer, ``"adam"``, ``"adamw"`` (decoupled
+        weight decay) or ``"sgd"`` (momentum 0.9); see
+        :func:`bnnjax.training.optimization.make_base_optimizer`.
+      schedule: learning-rate schedule of both groups after the warm-up:
+        ``"cosine"`` (to ``final_lr_fraction`` of the peak, default 0),
+        ``"linear"`` (likewise), ``"exponential"`` (BinaryNet's: a
+        constant factor per epoch down to ``final_lr_fraction``, default
+        ``3e-3``) or ``"constant"``; see
+        :func:`bnnjax.training.optimization.make_schedule`.
+      loss: ``"cross_entropy"`` or ``"squared_hinge"`` (BinaryNet's); see
+        :mod:`bnnjax.training.losses`. Validation and test losses are the
+        same loss without label smoothing.
+      label_smoothing: label smoothing of the cross-entropy, in
+        ``[0, 1)`` (``0``: none).
+      weight_decay: weight decay of the real-valued parameters only
+        (batch norm, biases, real layers); the latent binary weights have
+        none. Decoupled with ``"adamw"``, an L2 gradient term with
+        ``"adam"`` and ``"sgd"`` (PyTorch's ``weight_decay``). ``None``
+        (default): ``1e-4`` with ``"adamw"``, ``0`` otherwise.
+      warmup_epochs: epochs of linear learning-rate warm-up from 0,
+        fewer than ``epochs`` (default 0).
+      final_lr_fraction: the last learning rate as a fraction of the
+        peak; ``None``: the schedule's default (see ``schedule``).
       seeds: one or more distinct non-negative seeds, trained together.
       val_fraction: fraction of the training data held out (stratified)
         for validation; the test split is never used for any choice.
@@ -214,6 +252,11 @@ class TrainConfig:
     real_learning_rate: float | None = None
     optimizer: OptimizerName = "adam"
     schedule: ScheduleName = "cosine"
+    loss: LossName = "cross_entropy"
+    label_smoothing: float = 0.0
+    weight_decay: float | None = None
+    warmup_epochs: int = 0
+    final_lr_fraction: float | None = None
     seeds: tuple[int, ...] = (0,)
     val_fraction: float = 0.1
     augment: AugmentName | None = None
@@ -232,6 +275,8 @@ class TrainConfig:
         _check_binary_activations(self.model, self.binary_activations)
         _check_positive_ints(self)
         _check_learning_rates(self)
+        _check_loss(self)
+        _check_schedule(self)
         _set(self, "seeds", _seeds(self.seeds))
         _check_val_fraction(self.val_fraction)
         _check_augment(self.augment)
@@ -298,20 +343,92 @@ class TrainConfig:
     def make_optimizer(
         self, learning_rate: optax.ScalarOrSchedule
     ) -> optax.GradientTransformation:
-        """The base optimizer named by ``optimizer`` at ``learning_rate``."""
-        if self.optimizer == "adam":
-            return optax.adam(learning_rate)
-        if self.optimizer == "adamw":
-            return optax.adamw(learning_rate, weight_decay=1e-4)
-        return optax.sgd(learning_rate, momentum=0.9)
+        """The binary group's base optimizer: ``optimizer``, no decay."""
+        return optimization.make_base_optimizer(self.optimizer, learning_rate)
+
+    def make_real_optimizer(
+        self, learning_rate: optax.ScalarOrSchedule
+    ) -> optax.GradientTransformation:
+        """The real group's optimizer: ``optimizer`` with ``weight_decay``."""
+        return optimization.make_base_optimizer(
+            self.optimizer,
+            learning_rate,
+            weight_decay=self.resolved_weight_decay,
+        )
+
+    @property
+    def resolved_weight_decay(self) -> float:
+        """``weight_decay``, ``None`` resolved (see the attribute)."""
+        if self.weight_decay is not None:
+            return float(self.weight_decay)
+        return _ADAMW_WEIGHT_DECAY if self.optimizer == "adamw" else 0.0
+
+    @property
+    def resolved_final_lr_fraction(self) -> float:
+        """``final_lr_fraction``, ``None`` resolved by ``schedule``."""
+        if self.final_lr_fraction is not None:
+            return float(self.final_lr_fraction)
+        return _FINAL_LR_FRACTION[self.schedule]
 
     def schedule_fn(
         self, value: float, total_steps: int
     ) -> optax.ScalarOrSchedule:
-        """``value`` under the named schedule over ``total_steps`` steps."""
-        if self.schedule == "cosine":
-            return optax.cosine_decay_schedule(value, max(total_steps, 1))
-        return value
+        """``value`` under ``warmup_epochs`` and ``schedule``.
+
+        Args:
+          value: the peak learning rate.
+          total_steps: steps of the run, ``epochs`` epochs of equal
+            length (an epoch's steps set the warm-up's length and the
+            exponential decay's stair).
+        """
+        steps_per_epoch = max(total_steps // self.epochs, 1)
+        warmup = min(self.warmup_epochs * steps_per_epoch, total_steps - 1)
+        return optimization.make_schedule(
+            self.schedule,
+            value,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            warmup_steps=max(warmup, 0),
+            final_fraction=self.resolved_final_lr_fraction,
+        )
+
+    def make_tx(
+        self,
+        preset: presets_lib.Preset,
+        params: Any,
+        *,
+        learning_rate: float,
+        real_learning_rate: float,
+        total_steps: int,
+    ) -> tuple[optax.GradientTransformation, optax.ScalarOrSchedule]:
+        """The preset's optimizer under this run's schedule and decay.
+
+        Args:
+          preset: the method.
+          params: the parameters (abstract or real), one model's tree.
+          learning_rate: the binary group's peak learning rate.
+          real_learning_rate: the real group's peak learning rate.
+          total_steps: steps of the run.
+
+        Returns:
+          ``(tx, lr_fn)``: the optimizer and the binary group's schedule.
+        """
+        lr_fn = self.schedule_fn(learning_rate, total_steps)
+        tx = preset.optimizer(
+            params,
+            make_optimizer=self.make_optimizer,
+            make_real_optimizer=self.make_real_optimizer,
+            learning_rate=lr_fn,
+            real_learning_rate=self.schedule_fn(
+                real_learning_rate, total_steps
+            ),
+        )
+        return tx, lr_fn
+
+    def loss_fn(self, *, train: bool = True) -> losses_lib.Loss:
+        """The per-example loss: ``loss``, smoothed only when ``train``."""
+        smoothing = self.label_smoothing if train else 0.0
+        return losses_lib.get_loss(self.loss, label_smoothing=smoothing)
 
     def make_model(
         self,
@@ -362,11 +479,16 @@ class TrainConfig:
         Returns:
           ``{field: value}``, the value each ``None`` field stands for:
           the preset's learning rates, ``binary_activations`` as
-          :attr:`activations_binary` and ``augment`` as
-          :attr:`augmentation`. Fields set explicitly are absent.
+          :attr:`activations_binary`, ``augment`` as :attr:`augmentation`,
+          ``weight_decay`` and ``final_lr_fraction`` as
+          :attr:`resolved_weight_decay` and
+          :attr:`resolved_final_lr_fraction`. Fields set explicitly are
+          absent.
 
         Example:
-          >>> TrainConfig(learning_rate=0.5, augment="none").defaults()
+          >>> TrainConfig(
+          ...     learning_rate=0.5, augment="none", weight_decay=0.0,
+          ...     final_lr_fraction=0.0).defaults()
           {'binary_activations': False, 'real_learning_rate': 0.001}
         """
         lr, real_lr = self.learning_rates()
@@ -375,6 +497,8 @@ class TrainConfig:
             "learning_rate": lr,
             "real_learning_rate": real_lr,
             "augment": self.augmentation,
+            "weight_decay": self.resolved_weight_decay,
+            "final_lr_fraction": self.resolved_final_lr_fraction,
         }
         return {
             name: resolved[name]
@@ -481,7 +605,7 @@ def _set(config: TrainConfig, name: str, value: Any) -> None:
 def _check_choices(config: TrainConfig) -> None:
     """``model``, ``method``, ``optimizer`` and ``schedule`` name a choice."""
     hints = typing.get_type_hints(type(config))
-    for name in ("model", "method", "optimizer", "schedule"):
+    for name in ("model", "method", "optimizer", "schedule", "loss"):
         allowed = typing.get_args(hints[name])
         value = getattr(config, name)
         if value not in allowed:
@@ -610,6 +734,60 @@ def _check_learning_rates(config: TrainConfig) -> None:
                 f"TrainConfig.{name}={value!r}; expected a finite number "
                 "> 0, or None for the method's default."
             )
+
+
+def _check_loss(config: TrainConfig) -> None:
+    """``label_smoothing`` is in ``[0, 1)`` and fits ``loss``."""
+    value = config.label_smoothing
+    if not is_real(value) or not 0 <= value < 1:
+        raise ValueError(
+            f"TrainConfig.label_smoothing={value!r}; expected a number in "
+            "[0, 1)."
+        )
+    if config.loss == "squared_hinge" and value != 0:
+        raise ValueError(
+            f"TrainConfig.label_smoothing={value!r} with "
+            "loss='squared_hinge'; label smoothing applies to "
+            "loss='cross_entropy' only (use 0)."
+        )
+
+
+def _check_schedule(config: TrainConfig) -> None:
+    """Weight decay, warm-up and the final fraction are in range."""
+    decay = config.weight_decay
+    if decay is not None and (
+        not is_real(decay) or not (math.isfinite(decay) and decay >= 0)
+    ):
+        raise ValueError(
+            f"TrainConfig.weight_decay={decay!r}; expected a finite "
+            "number >= 0, or None for the optimizer's default."
+        )
+    warmup = config.warmup_epochs
+    if not is_int(warmup) or not 0 <= warmup < config.epochs:
+        raise ValueError(
+            f"TrainConfig.warmup_epochs={warmup!r}; expected an int in "
+            f"[0, epochs={config.epochs})."
+        )
+    fraction = config.final_lr_fraction
+    if fraction is None:
+        return
+    allowed = {
+        "cosine": "a number in [0, 1]",
+        "linear": "a number in [0, 1]",
+        "exponential": "a number in (0, 1]",
+        "constant": "1 or None (a constant rate does not decay)",
+    }[config.schedule]
+    if (
+        not is_real(fraction)
+        or not 0 <= fraction <= 1
+        or (config.schedule == "exponential" and fraction == 0)
+        or (config.schedule == "constant" and fraction != 1)
+    ):
+        raise ValueError(
+            f"TrainConfig.final_lr_fraction={fraction!r} with "
+            f"schedule={config.schedule!r}; expected {allowed}, or None "
+            "for the schedule's default."
+        )
 
 
 def _seeds(seeds: Any) -> tuple[int, ...]:

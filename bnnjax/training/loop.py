@@ -202,8 +202,11 @@ def run(
                 mesh=setup.mesh,
                 augment=setup.augment,
                 seeds=setup.seeds,
+                loss=config.loss_fn(),
             )
-            eval_step = make_eval_step(setup.model, mesh=setup.mesh)
+            eval_step = make_eval_step(
+                setup.model, mesh=setup.mesh, loss=config.loss_fn(train=False)
+            )
             state, step = _train_epochs(
                 setup,
                 checkpointer,

@@ -29,6 +29,7 @@ from bnnjax import data as data_lib
 from bnnjax import distributed
 from bnnjax.nn.functional import LATENT_KERNEL
 from bnnjax.training import augment as augment_lib
+from bnnjax.training import losses as losses_lib
 from bnnjax.training.config import TrainConfig
 
 __all__ = [
@@ -138,12 +139,6 @@ def init_state(
     return jax.jit(jax.vmap(one), in_shardings=rep, out_shardings=rep)(keys)
 
 
-def _cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    return optax.softmax_cross_entropy_with_integer_labels(
-        logits.astype(jnp.float32), labels
-    )
-
-
 def _over_seeds(
     fn: Callable[..., Any], in_axes: tuple[int | None, ...]
 ) -> Callable[..., Any]:
@@ -190,6 +185,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     augment: augment_lib.Augmentation | None = None,
     seeds: Sequence[int] | None = None,
+    loss: losses_lib.Loss = losses_lib.cross_entropy,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted training step, vmapped over the seed axis.
 
@@ -218,8 +214,9 @@ def make_train_step(
     With one seed (``S == 1``) the step runs without the vmap on the
     squeezed arguments (faster on CPU) and has the same signature.
 
-    The loss is the mean softmax cross-entropy of the batch; batch norm
-    uses batch statistics and updates its running averages.
+    The loss is the batch's mean of ``loss`` (softmax cross-entropy by
+    default); batch norm uses batch statistics and updates its running
+    averages.
 
     With a ``mesh`` the step is data-parallel: the batch axis ``B`` of
     ``images`` and ``labels`` is split over the mesh's devices (the seed
@@ -239,6 +236,8 @@ def make_train_step(
         ``bnnjax.training.augment.crop_flip``), or ``None``.
       seeds: the seeds of the state's seed axis, in order; required with
         ``augment`` (they key its draws), unused without.
+      loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
+        :mod:`bnnjax.training.losses`).
 
     Returns:
       The jitted step.
@@ -268,10 +267,10 @@ def make_train_step(
                 progress=progress,
                 mutable=["batch_stats"],
             )
-            loss = jnp.mean(_cross_entropy(logits, labels))
-            return loss, (logits, updates["batch_stats"])
+            mean_loss = jnp.mean(loss(logits, labels))
+            return mean_loss, (logits, updates["batch_stats"])
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(
+        (value, (logits, batch_stats)), grads = jax.value_and_grad(
             loss_fn, has_aux=True
         )(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -281,7 +280,7 @@ def make_train_step(
         correct = jnp.sum(hits, dtype=jnp.int32)
         new_state = TrainState(params, batch_stats, opt_state)
         return new_state, {
-            "loss": loss,
+            "loss": value,
             "accuracy": accuracy,
             "correct": correct,
         }
@@ -347,7 +346,10 @@ def _augmented(
 
 
 def make_eval_step(
-    model: nn.Module, *, mesh: Mesh | None = None
+    model: nn.Module,
+    *,
+    mesh: Mesh | None = None,
+    loss: losses_lib.Loss = losses_lib.cross_entropy,
 ) -> Callable[..., tuple[jax.Array, jax.Array]]:
     """Builds the jitted evaluation step, vmapped over the seed axis.
 
@@ -364,6 +366,8 @@ def make_eval_step(
       mesh: a device mesh: the batch is split over its devices (``B`` a
         multiple of their number) and the sums are replicated. ``None``:
         the default device.
+      loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
+        :mod:`bnnjax.training.losses`).
 
     Returns:
       The jitted step.
@@ -386,7 +390,7 @@ def make_eval_step(
                 progress=progress,
             ),
         )
-        losses = _cross_entropy(logits, labels)
+        losses = loss(logits, labels)
         hits = (jnp.argmax(logits, -1) == labels) & (mask != 0)
         return jnp.sum(losses * mask), jnp.sum(hits, dtype=jnp.int32)
 
@@ -561,11 +565,11 @@ def build_training(
     total_steps = config.epochs * steps_per_epoch
     model = build_model(config, num_classes)
     lr, real_lr = config.learning_rates()
-    lr_fn = config.schedule_fn(lr, total_steps)
-    tx = config.preset.optimizer(
+    tx, lr_fn = config.make_tx(
+        config.preset,
         abstract_params(model, sample),
-        make_optimizer=config.make_optimizer,
-        learning_rate=lr_fn,
-        real_learning_rate=config.schedule_fn(real_lr, total_steps),
+        learning_rate=lr,
+        real_learning_rate=real_lr,
+        total_steps=total_steps,
     )
     return model, tx, lr_fn, total_steps
