@@ -36,6 +36,7 @@ from bnnjax import compare as compare_lib
 from bnnjax import data as data_lib
 from bnnjax import presets as presets_lib
 from bnnjax import train as train_lib
+from bnnjax.training.augment import AUGMENT_NAMES
 
 __all__ = ["add_compare_arguments", "parse_method", "run_compare"]
 
@@ -200,6 +201,22 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
         default=d.hidden,
         metavar="W[,W...]",
         help=f"MLP hidden widths (default: {','.join(map(str, d.hidden))})",
+    )
+    parser.add_argument(
+        "--width",
+        type=_argtypes.positive_float,
+        default=d.width,
+        metavar="X",
+        help="width multiplier of cnn and the resnets, as for train "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--augment",
+        choices=AUGMENT_NAMES,
+        default=d.augment,
+        help="augmentation of the training batches, as for train; every "
+        "method sees the same draws (default: none for mlp; for cnn and "
+        "resnets crop_flip on CIFAR, shift on the MNIST family)",
     )
     parser.add_argument(
         "--binary-activations",
@@ -567,6 +584,8 @@ def run_compare(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             model=args.model,
             hidden=args.hidden,
+            width=args.width,
+            augment=args.augment,
             binary_activations=args.binary_activations,
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -550,7 +550,12 @@ def _plot_title(settings: Mapping[str, Any]) -> str:
     widths = "-".join(str(h) for h in settings["hidden"])
     acts = "binary" if settings["binary_activations"] else "real"
     model = settings["model"]
-    arch = f"{model} {widths}" if model == "mlp" else model
+    width = settings.get("width", 1.0)
+    arch = (
+        f"{model} {widths}"
+        if model == "mlp"
+        else (model if width == 1 else f"{model} width {width:g}")
+    )
     return (
         f"{settings['dataset']}, {arch}, {acts} activations, "
         f"{settings['epochs']} epochs, {len(settings['seeds'])} seeds"
@@ -652,6 +657,8 @@ def compare(
     data_dir: str | None = None,
     model: train_lib.ModelName = "mlp",
     hidden: Sequence[int] = train_lib.DEFAULT_HIDDEN,
+    width: float = 1.0,
+    augment: train_lib.AugmentName | None = None,
     binary_activations: bool | None = None,
     epochs: int = 10,
     batch_size: int = 100,
@@ -688,6 +695,13 @@ def compare(
         ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
       model: ``"mlp"``, ``"cnn"``, ``"resnet20"`` or ``"resnet18"``.
       hidden: MLP hidden widths.
+      width: width multiplier of the convolutional models (``1.0`` with
+        the MLP), as :class:`bnnjax.train.TrainConfig`'s.
+      augment: augmentation of the training batches, as
+        :class:`bnnjax.train.TrainConfig`'s (``None``: the dataset's and
+        model's default: ``"shift"`` for a CNN on MNIST, ``"crop_flip"`` on
+        CIFAR, ``"none"`` for the MLP). Every run of every method draws
+        the same augmentations for the same seed and step.
       binary_activations: as :class:`bnnjax.train.TrainConfig` (``None``:
         real for the MLP, binary for the others).
       epochs: epochs of the final runs.
@@ -747,6 +761,8 @@ def compare(
         data_dir=data_dir,
         model=model,
         hidden=hidden,
+        width=width,
+        augment=augment,
         binary_activations=binary_activations,
         epochs=epochs,
         batch_size=batch_size,
@@ -958,6 +974,8 @@ def _settings(
         "dataset": config.dataset,
         "model": config.model,
         "hidden": list(config.hidden),
+        "width": config.width,
+        "augment": config.augmentation,
         "binary_activations": config.activations_binary,
         "epochs": values["epochs"],
         "batch_size": values["batch_size"],

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from bnnjax.training.config import DEFAULT_EPOCHS as DEFAULT_EPOCHS
 from bnnjax.training.config import DEFAULT_HIDDEN as DEFAULT_HIDDEN
+from bnnjax.training.config import AugmentName as AugmentName
 from bnnjax.training.config import MethodName as MethodName
 from bnnjax.training.config import ModelName as ModelName
 from bnnjax.training.config import OptimizerName as OptimizerName
@@ -82,6 +83,7 @@ from bnnjax.training.step import make_eval_step as make_eval_step
 from bnnjax.training.step import make_train_step as make_train_step
 
 __all__ = [
+    "AugmentName",
     "DEFAULT_EPOCHS",
     "DEFAULT_HIDDEN",
     "GRADIENT_THRESHOLD",

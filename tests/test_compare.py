@@ -284,6 +284,46 @@ class CompareMatchesTrainTest(absltest.TestCase):
                 run.train_loss[i], [m["train_loss"] for m in rows], rtol=1e-6
             )
 
+    def test_augmented_cnn_final_run_equals_train_run(self):
+        # The width and the on-device augmentation (a function of seed and
+        # step) reach compare's runs as they reach bnnjax.train.run's.
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        settings = dict(
+            model="cnn",
+            width=0.0625,
+            augment="shift",
+            epochs=1,
+            batch_size=540,
+        )
+        expected = train.run(
+            train.TrainConfig(
+                method="bnn",
+                seeds=(2,),
+                learning_rate=1e-3,
+                out_dir=tmp,
+                **settings,
+            ),
+            make_plots=False,
+        )
+        result = compare_lib.compare(
+            ["bnn"],
+            seeds=(2,),
+            tune="lr",
+            grids={"bnn": TuningGrid(learning_rates=(1e-3,))},
+            **settings,
+        )
+        self.assertEqual(
+            result.methods[0].test_accuracy_per_seed,
+            expected["test_accuracy_per_seed"],
+        )
+        self.assertEqual(
+            result.runs[0].val_accuracy[0][-1],
+            expected["val_accuracy_per_seed"][0],
+        )
+        self.assertEqual(result.settings["width"], 0.0625)
+        self.assertEqual(result.settings["augment"], "shift")
+
 
 class CompareArgumentsTest(parameterized.TestCase):
     @parameterized.named_parameters(

@@ -381,6 +381,32 @@ class PlanMessagesTest(absltest.TestCase):
         self.assertEqual(_cli_compare._duration(7500), "2 h 5 min")
 
 
+class WidthAugmentFlagsTest(absltest.TestCase):
+    def test_width_and_augment_reach_compare(self):
+        with mock.patch.object(
+            compare_lib, "compare", side_effect=ValueError("stop (test)")
+        ) as run:
+            status, _, stderr = _compare(
+                "--model",
+                "cnn",
+                "--width",
+                "0.25",
+                "--augment",
+                "none",
+                "--methods",
+                "bnn",
+            )
+        self.assertEqual(status, 2)
+        self.assertIn("stop (test)", stderr)
+        kwargs = run.call_args.kwargs
+        self.assertEqual((kwargs["width"], kwargs["augment"]), (0.25, "none"))
+
+    def test_width_with_the_mlp_exits_2(self):
+        status, stdout, stderr = _compare("--width", "0.5", *FAST)
+        self.assertEqual((status, stdout), (2, ""))
+        _one_line_error(self, stderr, r"width=0.5 with model='mlp'")
+
+
 class DataDirTest(absltest.TestCase):
     def test_local_dataset_refuses_data_dir(self):
         status, stdout, stderr = _compare(
