@@ -24,7 +24,7 @@ from bnnjax import compare as compare_lib
 from bnnjax import data as data_lib
 from bnnjax import distributed
 from bnnjax import train as train_lib
-from bnnjax.training import recipes, tensorboard
+from bnnjax.training import recipes, sources, tensorboard
 
 _FLAG_TO_FIELD = {
     "dataset": "dataset",
@@ -43,6 +43,10 @@ _FLAG_TO_FIELD = {
     "final_lr_fraction": "final_lr_fraction",
     "loss": "loss",
     "label_smoothing": "label_smoothing",
+    "init_from": "init_from",
+    "teacher": "teacher",
+    "distill_weight": "distill_weight",
+    "distill_temperature": "distill_temperature",
     "seed": "seeds",
     "hidden": "hidden",
     "width": "width",
@@ -103,6 +107,14 @@ def _train_config(
             f"--hidden sets MLP widths; it does not apply to --model {model}."
         )
     values["out_dir"] = args.out or train_lib.default_out_dir()
+    for field, flag in (("init_from", "--init-from"), ("teacher", "--teacher")):
+        if field in flags and values.get(field) is not None:
+            path = sources.check_run_dir(values[field], flag)
+            if path == os.path.abspath(values["out_dir"]):
+                raise ValueError(
+                    f"{flag} {path} is this run's --out; name another run."
+                )
+            values[field] = path
     return train_lib.TrainConfig.from_dict(values)
 
 
@@ -302,7 +314,11 @@ def run_train(args: argparse.Namespace, explicit: dict[str, Any]) -> int:
     except checkpoint_lib.DiskFullError as e:
         progress.close()
         return fail(_disk_full_message(e, config.out_dir), 1)
-    except (data_lib.DatasetPathError, data_lib.DatasetSpecError) as e:
+    except (
+        data_lib.DatasetPathError,
+        data_lib.DatasetSpecError,
+        sources.SourceRunError,
+    ) as e:
         progress.close()
         return fail(str(e), 2)
     except (

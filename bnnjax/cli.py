@@ -233,6 +233,38 @@ def _add_train_arguments(
         "%(default)s)",
     )
     parser.add_argument(
+        "--init-from",
+        default=default(d.init_from),
+        metavar="RUN_DIR",
+        help="start from another run's parameters and batch statistics (its "
+        "last checkpoint; same model and widths), with a fresh optimizer: "
+        "the second stage of multi-stage training, e.g. fully binary from "
+        "a binary-weights run",
+    )
+    parser.add_argument(
+        "--teacher",
+        default=default(d.teacher),
+        metavar="RUN_DIR",
+        help="distil from this run's network (its last checkpoint, e.g. a "
+        "float run): loss = (1 - w) * label loss + w * T^2 KL(teacher || "
+        "student) at temperature T",
+    )
+    parser.add_argument(
+        "--distill-weight",
+        type=_argtypes.non_negative_float,
+        default=default(d.distill_weight),
+        metavar="W",
+        help="w above, in [0, 1]; 1 is ReActNet's distributional loss alone "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--distill-temperature",
+        type=_argtypes.positive_float,
+        default=default(d.distill_temperature),
+        metavar="T",
+        help="T above (default: %(default)s)",
+    )
+    parser.add_argument(
         "--label-smoothing",
         type=_argtypes.non_negative_float,
         default=default(d.label_smoothing),

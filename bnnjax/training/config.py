@@ -206,6 +206,23 @@ class TrainConfig:
         fewer than ``epochs`` (default 0).
       final_lr_fraction: the last learning rate as a fraction of the
         peak; ``None``: the schedule's default (see ``schedule``).
+      init_from: a run directory whose last checkpoint's parameters and
+        batch statistics this run starts from (the second stage of a
+        multi-stage recipe: binary weights with real activations first,
+        then fully binary from there); the optimizer starts fresh. The
+        networks must have the same parameters (model, widths, classes);
+        each seed takes the source's same seed, or its only one. ``None``:
+        a fresh initialisation. See ``bnnjax.training.sources``.
+      teacher: a run directory whose network (its last checkpoint, in
+        evaluation mode) the student is distilled from, inside the jitted
+        step; each seed takes the teacher's same seed, or its only one.
+        ``None``: no distillation.
+      distill_weight: with ``teacher``, the loss is ``(1 - w) * label
+        loss + w * distillation loss`` (:func:`bnnjax.train.distillation`);
+        ``1`` (default) is ReActNet's distributional loss alone. In
+        ``[0, 1]``.
+      distill_temperature: the softmax temperature ``T`` of the
+        distillation loss (default 1, as ReActNet); ``> 0``.
       seeds: one or more distinct non-negative seeds, trained together.
       val_fraction: fraction of the training data held out (stratified)
         for validation; the test split is never used for any choice.
@@ -257,6 +274,10 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_epochs: int = 0
     final_lr_fraction: float | None = None
+    init_from: str | None = None
+    teacher: str | None = None
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
     seeds: tuple[int, ...] = (0,)
     val_fraction: float = 0.1
     augment: AugmentName | None = None
@@ -277,6 +298,7 @@ class TrainConfig:
         _check_learning_rates(self)
         _check_loss(self)
         _check_schedule(self)
+        _check_sources(self)
         _set(self, "seeds", _seeds(self.seeds))
         _check_val_fraction(self.val_fraction)
         _check_augment(self.augment)
@@ -787,6 +809,37 @@ def _check_schedule(config: TrainConfig) -> None:
             f"TrainConfig.final_lr_fraction={fraction!r} with "
             f"schedule={config.schedule!r}; expected {allowed}, or None "
             "for the schedule's default."
+        )
+
+
+def _check_sources(config: TrainConfig) -> None:
+    """``init_from`` and ``teacher`` are paths; distillation settings fit."""
+    for name in ("init_from", "teacher"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ValueError(
+                f"TrainConfig.{name}={value!r}; expected a run directory "
+                "path or None."
+            )
+    weight = config.distill_weight
+    if not is_real(weight) or not 0 <= weight <= 1:
+        raise ValueError(
+            f"TrainConfig.distill_weight={weight!r}; expected a number in "
+            "[0, 1]."
+        )
+    temperature = config.distill_temperature
+    if not is_real(temperature) or not (
+        math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(
+            f"TrainConfig.distill_temperature={temperature!r}; expected a "
+            "finite number > 0."
+        )
+    if config.teacher is None and (weight != 1 or temperature != 1):
+        raise ValueError(
+            f"TrainConfig.distill_weight={weight!r} and "
+            f"distill_temperature={temperature!r} apply to distillation; "
+            "name a teacher run (teacher=, --teacher) or leave them at 1."
         )
 
 

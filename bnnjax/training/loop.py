@@ -17,7 +17,7 @@ import errno
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -29,6 +29,7 @@ from bnnjax import checkpoint as ckpt
 from bnnjax import data as data_lib
 from bnnjax import distributed, plots
 from bnnjax import presets as presets_lib
+from bnnjax.training import sources
 from bnnjax.training.augment import Augmentation
 from bnnjax.training.config import TrainConfig, check_batch_split
 from bnnjax.training.diagnostics import (
@@ -50,6 +51,7 @@ from bnnjax.training.rundir import (
 )
 from bnnjax.training.step import (
     Evaluation,
+    Teacher,
     TrainState,
     build_training,
     evaluate_counts,
@@ -185,7 +187,7 @@ def run(
     wall_start = time.perf_counter()
     mesh = _data_mesh(config)
     with _open_run_dir(config, resume=resume) as out_dir:
-        setup, state = _set_up(config, mesh, out_dir)
+        setup, state = _set_up(config, mesh, out_dir, resume=resume)
         with ckpt.Checkpointer(
             os.path.join(setup.out_dir, ckpt.CHECKPOINT_DIR),
             max_to_keep=config.max_to_keep,
@@ -203,6 +205,7 @@ def run(
                 augment=setup.augment,
                 seeds=setup.seeds,
                 loss=config.loss_fn(),
+                teacher=setup.teacher,
             )
             eval_step = make_eval_step(
                 setup.model, mesh=setup.mesh, loss=config.loss_fn(train=False)
@@ -251,6 +254,7 @@ class _Run:
     tx: optax.GradientTransformation
     lr_fn: optax.ScalarOrSchedule
     augment: Augmentation | None
+    teacher: Teacher | None
 
     @property
     def shape_info(self) -> dict[str, Any]:
@@ -332,9 +336,15 @@ def _load_splits(
 
 
 def _set_up(
-    config: TrainConfig, mesh: Mesh, out_dir: str
+    config: TrainConfig, mesh: Mesh, out_dir: str, *, resume: bool
 ) -> tuple[_Run, TrainState]:
-    """Data, model, optimizer and the initial state."""
+    """Data, model, optimizer and the initial state.
+
+    A new run with ``init_from`` starts from that run's parameters here,
+    before anything is written, so a source that does not fit leaves no
+    checkpoint behind; a resumed one restores its own (see
+    :func:`_resume`).
+    """
     dataset, train_split, val, steps_per_epoch = _load_splits(config)
     preset = config.preset
     seeds = list(config.seeds)
@@ -345,6 +355,8 @@ def _set_up(
     state = init_state(
         model, tx, seeds, sample, sign_init=preset.sign_init, mesh=mesh
     )
+    if config.init_from is not None and not resume:
+        state = _initialized(config, mesh, seeds, state)
     setup = _Run(
         config=config,
         mesh=mesh,
@@ -361,8 +373,57 @@ def _set_up(
         tx=tx,
         lr_fn=lr_fn,
         augment=config.make_augmentation(),
+        teacher=_teacher(config, mesh, seeds, dataset),
     )
     return setup, state
+
+
+def _source_sharding(mesh: Mesh | None) -> Any:
+    return None if mesh is None else distributed.replicated(mesh)
+
+
+def _initialized(
+    config: TrainConfig, mesh: Mesh | None, seeds: list[int], state: TrainState
+) -> TrainState:
+    """``state`` started from the ``config.init_from`` run."""
+    source = sources.load_source(
+        cast(str, config.init_from),
+        seeds=seeds,
+        what="--init-from",
+        sharding=_source_sharding(mesh),
+    )
+    return sources.initialize_from(state, source)
+
+
+def _teacher(
+    config: TrainConfig,
+    mesh: Mesh | None,
+    seeds: list[int],
+    dataset: data_lib.Dataset,
+) -> Teacher | None:
+    """The ``config.teacher`` run's network, checked against the data."""
+    if config.teacher is None:
+        return None
+    source = sources.load_source(
+        config.teacher,
+        seeds=seeds,
+        what="--teacher",
+        sharding=_source_sharding(mesh),
+    )
+    ours = (tuple(dataset.image_shape), dataset.num_classes)
+    theirs = (source.image_shape, source.num_classes)
+    if ours != theirs:
+        raise sources.SourceRunError(
+            f"--teacher {source.path} was trained on {theirs[0]} inputs "
+            f"with {theirs[1]} classes; this run's data has {ours[0]} and "
+            f"{ours[1]}. Distil from a run on the same dataset."
+        )
+    return Teacher(
+        model=source.model,
+        variables=source.variables,
+        weight=config.distill_weight,
+        temperature=config.distill_temperature,
+    )
 
 
 def _resume(
@@ -376,6 +437,10 @@ def _resume(
     if resume and checkpointer.latest_epoch() is not None:
         state, info = checkpointer.restore(state)
         start_epoch, step = int(info["epoch"]), int(info["step"])
+    elif resume and setup.config.init_from is not None:
+        # Resuming a run stopped before its first checkpoint: it starts
+        # from its source as a new one does (in _set_up).
+        state = _initialized(setup.config, setup.mesh, setup.seeds, state)
     if start_epoch > setup.config.epochs:
         raise ValueError(
             f"Cannot resume the run in {setup.out_dir!r} with epochs="

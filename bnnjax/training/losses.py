@@ -20,6 +20,7 @@ __all__ = [
     "Loss",
     "LossName",
     "cross_entropy",
+    "distillation",
     "get_loss",
     "squared_hinge",
 ]
@@ -87,6 +88,40 @@ def squared_hinge(logits: jax.Array, labels: jax.Array) -> jax.Array:
     logits = logits.astype(jnp.float32)
     signs = 2.0 * jax.nn.one_hot(labels, logits.shape[-1]) - 1.0
     return jnp.mean(jnp.square(jax.nn.relu(1.0 - signs * logits)), axis=-1)
+
+
+def distillation(
+    logits: jax.Array, teacher_logits: jax.Array, *, temperature: float = 1.0
+) -> jax.Array:
+    """The distillation loss: KL divergence from the teacher's softmax.
+
+    ``loss = T^2 KL(p_t || p_s) = T^2 sum_k p_t,k (log p_t,k - log
+    p_s,k)`` with ``p = softmax(z / T)`` of the teacher's (``t``) and the
+    student's (``s``) logits (Hinton et al. 2015). At ``T = 1`` this is
+    ReActNet's distributional loss (Liu et al. 2020), which trains the
+    binary student on the real-valued teacher's output distribution alone.
+    ``T^2`` keeps the gradient's size independent of ``T``. The teacher's
+    logits get no gradient.
+
+    Args:
+      logits: ``(B, K)`` student logits.
+      teacher_logits: ``(B, K)`` teacher logits.
+      temperature: ``T > 0``.
+
+    Returns:
+      ``(B,)`` float32 losses (``0`` where the two distributions agree).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> z = jnp.array([[1.0, 2.0, 0.5]])
+      >>> float(distillation(z, z)[0])
+      0.0
+    """
+    t = jax.lax.stop_gradient(teacher_logits.astype(jnp.float32))
+    log_p_t = jax.nn.log_softmax(t / temperature)
+    log_p_s = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature)
+    kl = jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return temperature**2 * kl
 
 
 def get_loss(name: LossName, *, label_smoothing: float = 0.0) -> Loss:

@@ -184,6 +184,8 @@ def run_summary(
         "batch_size": config.batch_size,
         "learning_rate": lr,
         "real_learning_rate": real_lr,
+        "init_from": config.init_from,
+        "teacher": config.teacher,
     }
     results.update(
         _accuracy_over_seeds(

@@ -34,6 +34,7 @@ from bnnjax.training.config import TrainConfig
 
 __all__ = [
     "Evaluation",
+    "Teacher",
     "TrainState",
     "abstract_params",
     "build_model",
@@ -44,6 +45,23 @@ __all__ = [
     "make_eval_step",
     "make_train_step",
 ]
+
+
+class Teacher(NamedTuple):
+    """A network the training step distils from (see :func:`make_train_step`).
+
+    Attributes:
+      model: the teacher's linen model, applied in evaluation mode.
+      variables: its ``{"params", "batch_stats"}`` with a leading seed axis
+        (one teacher per student seed; the same one repeated is allowed).
+      weight: ``w`` of ``(1 - w) * label loss + w * distillation``.
+      temperature: ``T`` of :func:`bnnjax.train.distillation`.
+    """
+
+    model: nn.Module
+    variables: Any
+    weight: float = 1.0
+    temperature: float = 1.0
 
 
 class TrainState(NamedTuple):
@@ -186,6 +204,7 @@ def make_train_step(
     augment: augment_lib.Augmentation | None = None,
     seeds: Sequence[int] | None = None,
     loss: losses_lib.Loss = losses_lib.cross_entropy,
+    teacher: Teacher | None = None,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted training step, vmapped over the seed axis.
 
@@ -238,9 +257,16 @@ def make_train_step(
         ``augment`` (they key its draws), unused without.
       loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
         :mod:`bnnjax.training.losses`).
+      teacher: distil from this network: its logits on the step's
+        (augmented) batch, in evaluation mode and without gradient, give
+        the per-example loss ``(1 - w) * loss + w * distillation`` (the
+        teacher's forward pass runs inside the step). Its variables are
+        an argument of the compiled step, not constants in it. ``None``:
+        ``loss`` alone.
 
     Returns:
-      The jitted step.
+      The jitted step (with ``teacher``, a function that calls it with
+      the teacher's variables).
 
     Raises:
       ValueError: for ``augment`` without ``seeds``.
@@ -256,8 +282,20 @@ def make_train_step(
         images: jax.Array,
         labels: jax.Array,
         progress: jax.Array,
+        teacher_variables: Any = None,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         x = data_lib.to_float(images)
+        teacher_logits = jnp.zeros(())
+        if teacher is not None:
+            # Nothing is mutable in evaluation mode: apply returns logits.
+            teacher_logits = jax.lax.stop_gradient(
+                cast(
+                    jax.Array,
+                    teacher.model.apply(
+                        teacher_variables, x, train=False, progress=1.0
+                    ),
+                )
+            )
 
         def loss_fn(params: Any) -> tuple[jax.Array, tuple[jax.Array, Any]]:
             logits, updates = model.apply(
@@ -267,7 +305,14 @@ def make_train_step(
                 progress=progress,
                 mutable=["batch_stats"],
             )
-            mean_loss = jnp.mean(loss(logits, labels))
+            per_example = loss(logits, labels)
+            if teacher is not None:
+                w = teacher.weight
+                distilled = losses_lib.distillation(
+                    logits, teacher_logits, temperature=teacher.temperature
+                )
+                per_example = (1 - w) * per_example + w * distilled
+            mean_loss = jnp.mean(per_example)
             return mean_loss, (logits, updates["batch_stats"])
 
         (value, (logits, batch_stats)), grads = jax.value_and_grad(
@@ -291,30 +336,43 @@ def make_train_step(
         rep = distributed.replicated(mesh)
         batch = distributed.batch_sharding(mesh, 1)
     shardings: tuple[Any, ...] = (rep, batch, batch, rep)
+    # The teacher's variables: a last argument, with a seed axis.
+    extra = () if teacher is None else (0,)
     if augment is None:
-        step = _over_seeds(one, in_axes=(0, 0, 0, None))
+        step = _over_seeds(one, in_axes=(0, 0, 0, None, *extra))
     else:
-        step = _augmented(one, augment, cast(Sequence[int], seeds))
+        step = _augmented(one, augment, cast(Sequence[int], seeds), extra)
         shardings = (*shardings, rep)
+    shardings = (*shardings, *(rep for _ in extra))
     if mesh is None:
-        return jax.jit(step, donate_argnums=donate)
-    return jax.jit(
-        step,
-        in_shardings=shardings,
-        out_shardings=(rep, rep),
-        donate_argnums=donate,
-    )
+        jitted = jax.jit(step, donate_argnums=donate)
+    else:
+        jitted = jax.jit(
+            step,
+            in_shardings=shardings,
+            out_shardings=(rep, rep),
+            donate_argnums=donate,
+        )
+    if teacher is None:
+        return jitted
+
+    def with_teacher(*args: Any) -> tuple[TrainState, dict[str, jax.Array]]:
+        return jitted(*args, teacher.variables)
+
+    return with_teacher
 
 
 def _augmented(
     one: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
     augment: augment_lib.Augmentation,
     seeds: Sequence[int],
+    extra: tuple[int | None, ...] = (),
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """``one`` over the seed axis, each seed's batch augmented first.
 
-    The result takes the step's index as a fifth argument; seed ``s``'s
-    key at step ``i`` is ``augment_key(s, i)``.
+    The result takes the step's index as a fifth argument (then ``one``'s
+    further arguments, mapped with the axes ``extra``); seed ``s``'s key
+    at step ``i`` is ``augment_key(s, i)``.
     """
 
     def one_augmented(
@@ -324,14 +382,17 @@ def _augmented(
         progress: jax.Array,
         seed: jax.Array,
         index: jax.Array,
+        *rest: Any,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         key = augment_lib.augment_key(seed, index)
-        return one(state, augment(key, images), labels, progress)
+        return one(state, augment(key, images), labels, progress, *rest)
 
     # A host constant (not a device array), so every process of a
     # multi-process job embeds the same values.
     seed_array = np.asarray(seeds, np.uint32)
-    over_seeds = _over_seeds(one_augmented, in_axes=(0, 0, 0, None, 0, None))
+    over_seeds = _over_seeds(
+        one_augmented, in_axes=(0, 0, 0, None, 0, None, *extra)
+    )
 
     def step(
         state: TrainState,
@@ -339,8 +400,11 @@ def _augmented(
         labels: jax.Array,
         progress: jax.Array,
         index: jax.Array,
+        *rest: Any,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        return over_seeds(state, images, labels, progress, seed_array, index)
+        return over_seeds(
+            state, images, labels, progress, seed_array, index, *rest
+        )
 
     return step
 
