@@ -25,7 +25,8 @@ The public face of the training harness; the code lives in
   (``bnnjax.training.rundir``) reads a run back.
 
 * Losses (``bnnjax.training.losses``): :func:`cross_entropy` (with
-  label smoothing) and BinaryNet's :func:`squared_hinge`; schedules and
+  label smoothing), BinaryNet's :func:`squared_hinge` and the
+  :func:`distillation` loss of ``TrainConfig.teacher``; schedules and
   base optimizers (``bnnjax.training.optimization``):
   :func:`make_schedule` (warm-up, cosine, linear, BinaryNet's exponential
   decay), :func:`make_base_optimizer` (weight decay).
@@ -63,6 +64,7 @@ from bnnjax.training.loop import VALIDATION_SPLIT_SEED as VALIDATION_SPLIT_SEED
 from bnnjax.training.loop import run as run
 from bnnjax.training.losses import LossName as LossName
 from bnnjax.training.losses import cross_entropy as cross_entropy
+from bnnjax.training.losses import distillation as distillation
 from bnnjax.training.losses import squared_hinge as squared_hinge
 from bnnjax.training.optimization import (
     make_base_optimizer as make_base_optimizer,
@@ -74,6 +76,7 @@ from bnnjax.training.recipes import Recipe as Recipe
 from bnnjax.training.recipes import get_recipe as get_recipe
 from bnnjax.training.rundir import default_out_dir as default_out_dir
 from bnnjax.training.rundir import load_checkpoint as load_checkpoint
+from bnnjax.training.step import Teacher as Teacher
 from bnnjax.training.step import TrainState as TrainState
 from bnnjax.training.step import abstract_params as abstract_params
 from bnnjax.training.step import build_model as build_model
@@ -98,6 +101,7 @@ __all__ = [
     "Recipe",
     "ScheduleName",
     "StepInfo",
+    "Teacher",
     "TrainConfig",
     "TrainState",
     "abstract_params",
@@ -105,6 +109,7 @@ __all__ = [
     "check_batch_split",
     "cross_entropy",
     "default_out_dir",
+    "distillation",
     "evaluate",
     "flip_ratio",
     "get_recipe",
