@@ -43,6 +43,8 @@ _FLAG_TO_FIELD = {
     "final_lr_fraction": "final_lr_fraction",
     "loss": "loss",
     "label_smoothing": "label_smoothing",
+    "dropout": "dropout",
+    "input_dropout": "input_dropout",
     "init_from": "init_from",
     "teacher": "teacher",
     "distill_weight": "distill_weight",

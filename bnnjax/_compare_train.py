@@ -177,19 +177,19 @@ def _compile_candidate(
     )
     start = time.perf_counter()
     # make_train_step returns a jax.jit function.
-    augment = config.make_augmentation()
     jitted = cast(
         jax.stages.Wrapped,
         train_lib.make_train_step(
             model,
             tx,
             loss=config.loss_fn(),
-            augment=augment,
-            seeds=seeds if augment is not None else None,
+            augment=config.make_augmentation(),
+            dropout=config.uses_dropout,
+            seeds=seeds if config.step_takes_index else None,
         ),
     )
-    # With augmentation the step also takes its index in the run.
-    index = () if augment is None else (np.int32(0),)
+    # With augmentation or dropout the step also takes its index.
+    index = (np.int32(0),) if config.step_takes_index else ()
     step = jitted.lower(state, *first, np.float32(0), *index).compile()
     return model, state, step, time.perf_counter() - start
 
@@ -220,9 +220,8 @@ def _train_epoch(
     )
     losses = []
     start = time.perf_counter()
-    augmented = config.augmentation != "none"
     for images, labels in data_lib.prefetch_to_device(batches):
-        index = (np.int32(done),) if augmented else ()
+        index = (np.int32(done),) if config.step_takes_index else ()
         state, metrics = step(
             state, images, labels, np.float32(done / total_steps), *index
         )

@@ -233,6 +233,22 @@ def _add_train_arguments(
         "%(default)s)",
     )
     parser.add_argument(
+        "--dropout",
+        type=_argtypes.non_negative_float,
+        default=default(d.dropout),
+        metavar="X",
+        help="mlp: dropout rate on the real-valued hidden activations (and "
+        "a real head's input), in [0, 1) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--input-dropout",
+        type=_argtypes.non_negative_float,
+        default=default(d.input_dropout),
+        metavar="X",
+        help="mlp: dropout rate on the input pixels, in [0, 1) (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
         "--init-from",
         default=default(d.init_from),
         metavar="RUN_DIR",

@@ -241,3 +241,74 @@ class StagesCliTest(absltest.TestCase):
 
 if __name__ == "__main__":
     absltest.main()
+
+
+class DropoutTest(absltest.TestCase):
+    def setUp(self):
+        super().setUp()
+        self.tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, self.tmp, ignore_errors=True)
+
+    def test_masks_are_a_function_of_seed_and_step(self):
+        config = train.TrainConfig(hidden=(16,), dropout=0.5, input_dropout=0.2)
+        sample = jnp.zeros((1, 28, 28, 1))
+        model, tx, _, _ = step_lib.build_training(config, sample, 10, 10)
+        self.assertEqual(
+            (model.dropout_rate, model.input_dropout_rate), (0.5, 0.2)
+        )
+        state = step_lib.init_state(model, tx, [0, 1], sample)
+        fn = step_lib.make_train_step(model, tx, dropout=True, seeds=[0, 1])
+        images = jnp.asarray(
+            data.load_dataset("mnist-sample").train_images[:32]
+        )
+        images = jnp.stack([images, images])  # the same batch for both seeds
+        labels = jnp.zeros((2, 32), jnp.int32)
+
+        def loss(index):
+            _, metrics = fn(state, images, labels, jnp.float32(0), index)
+            return np.asarray(metrics["loss"])
+
+        first = loss(jnp.int32(3))
+        np.testing.assert_array_equal(first, loss(jnp.int32(3)))
+        self.assertFalse(np.array_equal(first, loss(jnp.int32(4))))
+        # Seeds 0 and 1 start from other weights, but with the same
+        # batch and the same weights they would still differ: their masks
+        # are keyed by the seed.
+        self.assertNotEqual(first[0], first[1])
+        with self.assertRaisesRegex(ValueError, "needs seeds="):
+            step_lib.make_train_step(model, tx, dropout=True)
+
+    def test_resumed_run_drops_as_the_uninterrupted_one(self):
+        # A constant rate: a run of 1 epoch resumed to 2 then trains as
+        # one of 2 epochs (a cosine would span each run's own length).
+        flags = ["--dropout", "0.3", "--input-dropout", "0.1"]
+        flags += ["--schedule", "constant"]
+        whole = os.path.join(self.tmp, "whole")
+        status, want, err = _train(whole, *flags, "--epochs", "2")
+        self.assertEqual(status, 0, err)
+        parts = os.path.join(self.tmp, "parts")
+        status, _, err = _train(parts, *flags)  # SMALL: one epoch
+        self.assertEqual(status, 0, err)
+        status, got, err = _train(parts, "--resume", "--epochs", "2")
+        self.assertEqual(status, 0, err)
+        for key in ("test_accuracy", "test_loss", "val_loss"):
+            self.assertEqual(got[key], want[key], key)
+        with open(os.path.join(parts, "config.json")) as f:
+            saved = json.load(f)
+        self.assertEqual((saved["dropout"], saved["input_dropout"]), (0.3, 0.1))
+        # The exported file predicts as the network (dropout is off there).
+        status, out, err = run_cli(
+            ["export", parts, "-o", os.path.join(self.tmp, "m.bnnjax")]
+        )
+        self.assertEqual(status, 0, err)
+        self.assertEqual(json.loads(out)["prediction_agreement"], 1.0)
+
+    def test_only_the_mlp_has_dropout(self):
+        with self.assertRaisesRegex(
+            ValueError, "dropout=0.5 with model='cnn'.*only the MLP"
+        ):
+            train.TrainConfig(model="cnn", dropout=0.5)
+        with self.assertRaisesRegex(
+            ValueError, r"input_dropout=1.0; .*\[0, 1\)"
+        ):
+            train.TrainConfig(input_dropout=1.0)

@@ -38,6 +38,7 @@ __all__ = [
     "Augmentation",
     "augment_key",
     "crop_flip",
+    "dropout_key",
     "get_augmentation",
     "shift",
     "translate",
@@ -58,6 +59,7 @@ Augmentation = Callable[[jax.Array, jax.Array], jax.Array]
 
 # Separates the augmentation's keys from any other use of the seed's key.
 _AUGMENT_STREAM = 0x61756720
+_DROPOUT_STREAM = 0x64726F70
 
 
 def augment_key(
@@ -80,6 +82,20 @@ def augment_key(
     key = jax.random.key(jnp.asarray(seed, jnp.uint32))
     key = jax.random.fold_in(key, jnp.asarray(step, jnp.uint32))
     return jax.random.fold_in(key, _AUGMENT_STREAM)
+
+
+def dropout_key(
+    seed: jax.typing.ArrayLike, step: jax.typing.ArrayLike
+) -> jax.Array:
+    """The dropout key of ``seed`` at training step ``step``.
+
+    As :func:`augment_key`, on a stream of its own: a function of the two
+    integers only, so a resumed run drops what the uninterrupted run
+    dropped, and the masks are independent of the augmentation's draws.
+    """
+    key = jax.random.key(jnp.asarray(seed, jnp.uint32))
+    key = jax.random.fold_in(key, jnp.asarray(step, jnp.uint32))
+    return jax.random.fold_in(key, _DROPOUT_STREAM)
 
 
 def _check_batch(images: jax.Array, what: str) -> None:

@@ -206,6 +206,13 @@ class TrainConfig:
         fewer than ``epochs`` (default 0).
       final_lr_fraction: the last learning rate as a fraction of the
         peak; ``None``: the schedule's default (see ``schedule``).
+      dropout: dropout rate on the MLP's real-valued hidden signals (its
+        ReLU activations, and the input of a real head), in ``[0, 1)``
+        (:class:`~bnnjax.models.linen.BinaryMLP`'s ``dropout_rate``); the
+        other models have none (``0`` only). Its masks are drawn from the
+        seed and the step, as the augmentation's.
+      input_dropout: dropout rate on the MLP's input pixels, in ``[0, 1)``
+        (``input_dropout_rate``); ``0`` for the other models.
       init_from: a run directory whose last checkpoint's parameters and
         batch statistics this run starts from (the second stage of a
         multi-stage recipe: binary weights with real activations first,
@@ -274,6 +281,8 @@ class TrainConfig:
     weight_decay: float | None = None
     warmup_epochs: int = 0
     final_lr_fraction: float | None = None
+    dropout: float = 0.0
+    input_dropout: float = 0.0
     init_from: str | None = None
     teacher: str | None = None
     distill_weight: float = 1.0
@@ -299,6 +308,7 @@ class TrainConfig:
         _check_loss(self)
         _check_schedule(self)
         _check_sources(self)
+        _check_dropout(self)
         _set(self, "seeds", _seeds(self.seeds))
         _check_val_fraction(self.val_fraction)
         _check_augment(self.augment)
@@ -343,6 +353,17 @@ class TrainConfig:
         if name in _MNIST_FAMILY:
             return "shift"
         return "none"
+
+    @property
+    def uses_dropout(self) -> bool:
+        """Whether the model drops units in training (a dropout rate > 0)."""
+        return self.dropout > 0 or self.input_dropout > 0
+
+    @property
+    def step_takes_index(self) -> bool:
+        """Whether the training step takes its index: it draws random
+        numbers (augmentation or dropout) from the seed and the step."""
+        return self.augmentation != "none" or self.uses_dropout
 
     def make_augmentation(self) -> augment_lib.Augmentation | None:
         """The function :attr:`augmentation` names; ``None`` for none.
@@ -484,6 +505,8 @@ class TrainConfig:
             return models.BinaryMLP(
                 hidden=self.hidden,
                 binary_activations=self.activations_binary,
+                dropout_rate=self.dropout,
+                input_dropout_rate=self.input_dropout,
                 **rules,
             )
         rules["width_multiplier"] = self.width
@@ -841,6 +864,22 @@ def _check_sources(config: TrainConfig) -> None:
             f"distill_temperature={temperature!r} apply to distillation; "
             "name a teacher run (teacher=, --teacher) or leave them at 1."
         )
+
+
+def _check_dropout(config: TrainConfig) -> None:
+    """Dropout rates are in ``[0, 1)``, and only the MLP has them."""
+    for name in ("dropout", "input_dropout"):
+        value = getattr(config, name)
+        if not is_real(value) or not 0 <= value < 1:
+            raise ValueError(
+                f"TrainConfig.{name}={value!r}; expected a number in [0, 1)."
+            )
+        if value and config.model != "mlp":
+            raise ValueError(
+                f"TrainConfig.{name}={value!r} with model={config.model!r}; "
+                "dropout acts on real-valued signals, which only the MLP "
+                "has (its input pixels and real activations): use 0."
+            )
 
 
 def _seeds(seeds: Any) -> tuple[int, ...]:

@@ -206,6 +206,7 @@ def run(
                 seeds=setup.seeds,
                 loss=config.loss_fn(),
                 teacher=setup.teacher,
+                dropout=config.uses_dropout,
             )
             eval_step = make_eval_step(
                 setup.model, mesh=setup.mesh, loss=config.loss_fn(train=False)
@@ -516,7 +517,7 @@ def _train_epochs(
             checkpoint_dir=checkpointer.directory,
             on_step=on_step,
             before_step=before_step,
-            pass_index=setup.augment is not None,
+            pass_index=setup.config.step_takes_index,
         )
         train_seconds = time.perf_counter() - epoch_start
         progress = min(step / setup.total_steps, 1.0)

@@ -205,6 +205,7 @@ def make_train_step(
     seeds: Sequence[int] | None = None,
     loss: losses_lib.Loss = losses_lib.cross_entropy,
     teacher: Teacher | None = None,
+    dropout: bool = False,
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Builds the jitted training step, vmapped over the seed axis.
 
@@ -257,6 +258,10 @@ def make_train_step(
         ``augment`` (they key its draws), unused without.
       loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
         :mod:`bnnjax.training.losses`).
+      dropout: the model has dropout layers: seed ``s`` at step ``i``
+        drops with the key ``dropout_key(s, i)``
+        (``bnnjax.training.augment``), so the step takes ``index`` as with
+        ``augment`` (and needs ``seeds``).
       teacher: distil from this network: its logits on the step's
         (augmented) batch, in evaluation mode and without gradient, give
         the per-example loss ``(1 - w) * loss + w * distillation`` (the
@@ -271,10 +276,11 @@ def make_train_step(
     Raises:
       ValueError: for ``augment`` without ``seeds``.
     """
-    if augment is not None and seeds is None:
+    if (augment is not None or dropout) and seeds is None:
         raise ValueError(
-            "make_train_step(augment=...) needs seeds=, the seeds of the "
-            "state's seed axis: they key the augmentation."
+            "make_train_step(augment=... or dropout=True) needs seeds=, the "
+            "seeds of the state's seed axis: they key the augmentation and "
+            "the dropout masks."
         )
 
     def one(
@@ -282,6 +288,7 @@ def make_train_step(
         images: jax.Array,
         labels: jax.Array,
         progress: jax.Array,
+        rngs: dict[str, jax.Array] | None,
         teacher_variables: Any = None,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         x = data_lib.to_float(images)
@@ -304,6 +311,7 @@ def make_train_step(
                 train=True,
                 progress=progress,
                 mutable=["batch_stats"],
+                rngs=rngs,
             )
             per_example = loss(logits, labels)
             if teacher is not None:
@@ -338,10 +346,20 @@ def make_train_step(
     shardings: tuple[Any, ...] = (rep, batch, batch, rep)
     # The teacher's variables: a last argument, with a seed axis.
     extra = () if teacher is None else (0,)
-    if augment is None:
-        step = _over_seeds(one, in_axes=(0, 0, 0, None, *extra))
+    if augment is None and not dropout:
+
+        def unkeyed(
+            state: TrainState,
+            images: jax.Array,
+            labels: jax.Array,
+            progress: jax.Array,
+            *rest: Any,
+        ) -> tuple[TrainState, dict[str, jax.Array]]:
+            return one(state, images, labels, progress, None, *rest)
+
+        step = _over_seeds(unkeyed, in_axes=(0, 0, 0, None, *extra))
     else:
-        step = _augmented(one, augment, cast(Sequence[int], seeds), extra)
+        step = _keyed(one, augment, dropout, cast(Sequence[int], seeds), extra)
         shardings = (*shardings, rep)
     shardings = (*shardings, *(rep for _ in extra))
     if mesh is None:
@@ -362,20 +380,23 @@ def make_train_step(
     return with_teacher
 
 
-def _augmented(
+def _keyed(
     one: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
-    augment: augment_lib.Augmentation,
+    augment: augment_lib.Augmentation | None,
+    dropout: bool,
     seeds: Sequence[int],
     extra: tuple[int | None, ...] = (),
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """``one`` over the seed axis, each seed's batch augmented first.
+    """``one`` over the seed axis with keys of (seed, step).
 
-    The result takes the step's index as a fifth argument (then ``one``'s
-    further arguments, mapped with the axes ``extra``); seed ``s``'s key
-    at step ``i`` is ``augment_key(s, i)``.
+    Each seed's batch is augmented first (with ``augment``), and the model
+    gets the dropout key (with ``dropout``). The result takes the step's
+    index as a fifth argument (then ``one``'s further arguments, mapped
+    with the axes ``extra``); seed ``s``'s keys at step ``i`` are
+    ``augment_key(s, i)`` and ``dropout_key(s, i)``.
     """
 
-    def one_augmented(
+    def one_keyed(
         state: TrainState,
         images: jax.Array,
         labels: jax.Array,
@@ -384,14 +405,18 @@ def _augmented(
         index: jax.Array,
         *rest: Any,
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        key = augment_lib.augment_key(seed, index)
-        return one(state, augment(key, images), labels, progress, *rest)
+        if augment is not None:
+            images = augment(augment_lib.augment_key(seed, index), images)
+        rngs = None
+        if dropout:
+            rngs = {"dropout": augment_lib.dropout_key(seed, index)}
+        return one(state, images, labels, progress, rngs, *rest)
 
     # A host constant (not a device array), so every process of a
     # multi-process job embeds the same values.
     seed_array = np.asarray(seeds, np.uint32)
     over_seeds = _over_seeds(
-        one_augmented, in_axes=(0, 0, 0, None, 0, None, *extra)
+        one_keyed, in_axes=(0, 0, 0, None, 0, None, *extra)
     )
 
     def step(
