@@ -343,5 +343,43 @@ class ShardingThroughputTest(absltest.TestCase):
             self.assertIn("orbax-checkpoint", ln["versions"])
 
 
+class DistillCostTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_student_and_teacher_lines_with_the_ratio(self):
+        lines = _run(
+            "distill_cost",
+            [
+                "--hidden",
+                "16",
+                "--teacher-hidden",
+                "32,32",
+                "--batch-size",
+                "8",
+                "--steps",
+                "3",
+                "--warmup",
+                "1",
+                "--rounds",
+                "2",
+            ],
+        )
+        self.assertEqual(
+            [line["variant"] for line in lines], ["student", "teacher_32x32"]
+        )
+        self.assertEqual(lines[0]["step_ratio"], 1.0)
+        for line in lines:
+            self.assertEqual(line["steps"], 6)
+            self.assertGreater(line["median_step_ms"], 0)
+            # median_step_ms is rounded to 1 us.
+            want = 8 / (line["median_step_ms"] / 1e3)
+            self.assertAlmostEqual(
+                line["examples_per_second"], want, delta=0.01 * want
+            )
+            self.assert_environment(line)
+        ratio = lines[1]["median_step_ms"] / lines[0]["median_step_ms"]
+        self.assertAlmostEqual(
+            lines[1]["step_ratio"], ratio, delta=0.01 * ratio
+        )
+
+
 if __name__ == "__main__":
     absltest.main()
