@@ -191,7 +191,7 @@ def add_compare_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--model",
-        choices=("mlp", "cnn", "resnet20", "resnet18"),
+        choices=train_lib.MODEL_NAMES,
         default=d.model,
         help="architecture (default: %(default)s)",
     )

@@ -147,6 +147,7 @@ def run_demo(args: argparse.Namespace) -> int:
 SUMMARY_INPUTS = {
     "mlp": (1, 784),
     "cnn": (1, 32, 32, 3),
+    "tutorial_cnn": (1, 28, 28, 1),
     "resnet20": (1, 32, 32, 3),
     "resnet18": (1, 224, 224, 3),
     "reactnet": (1, 32, 32, 3),

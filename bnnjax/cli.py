@@ -141,7 +141,7 @@ def _add_train_arguments(
     )
     parser.add_argument(
         "--model",
-        choices=("mlp", "cnn", "resnet20", "resnet18", "reactnet"),
+        choices=train_lib.MODEL_NAMES,
         default=default(d.model),
         help="architecture (default: %(default)s)",
     )

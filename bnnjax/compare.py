@@ -693,7 +693,8 @@ def compare(
         :class:`bnnjax.data.Dataset`.
       data_dir: TFDS data directory for a TFDS name (``None``:
         ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
-      model: ``"mlp"``, ``"cnn"``, ``"resnet20"`` or ``"resnet18"``.
+      model: ``"mlp"``, ``"cnn"``, ``"tutorial_cnn"``, ``"resnet20"``,
+        ``"resnet18"`` or ``"reactnet"`` (as :class:`bnnjax.train.TrainConfig`).
       hidden: MLP hidden widths.
       width: width multiplier of the convolutional models (``1.0`` with
         the MLP), as :class:`bnnjax.train.TrainConfig`'s.

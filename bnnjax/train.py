@@ -43,6 +43,7 @@ from __future__ import annotations
 
 from bnnjax.training.config import DEFAULT_EPOCHS as DEFAULT_EPOCHS
 from bnnjax.training.config import DEFAULT_HIDDEN as DEFAULT_HIDDEN
+from bnnjax.training.config import MODEL_NAMES as MODEL_NAMES
 from bnnjax.training.config import AugmentName as AugmentName
 from bnnjax.training.config import MethodName as MethodName
 from bnnjax.training.config import ModelName as ModelName
@@ -90,6 +91,7 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_HIDDEN",
     "GRADIENT_THRESHOLD",
+    "MODEL_NAMES",
     "RECIPES",
     "RECIPE_NAMES",
     "VALIDATION_SPLIT_SEED",

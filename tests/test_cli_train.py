@@ -28,7 +28,7 @@ class CliTrainTest(parameterized.TestCase):
         self.assertEqual(status, 0)
         d = train.TrainConfig()
         for text in (
-            "{mlp,cnn,resnet20,resnet18,reactnet}",
+            "{mlp,cnn,tutorial_cnn,resnet20,resnet18,reactnet}",
             "NAME[:OPTION=VALUE...]",
             "scaled_sigmoid k=2, scale=mean_abs_dev, scale_adaptive=true",
             f"(default: {d.epochs})",

@@ -520,6 +520,10 @@ def _arch(name):
             pad_value=-1.0,
             kernel_binarizer=bnnjax.Binarizer(surrogate="ede", axis=-1),
         ), img(2, (4, 16, 16, 3))
+    if name == "tutorial_cnn":  # Larq's MNIST CNN: 'VALID', 2 pools
+        return mlinen.tutorial_cnn(width_multiplier=1 / 4), img(
+            7, (4, 28, 28, 1)
+        )
     if name == "resnet20":
         return mlinen.bireal_resnet20(
             stage_sizes=(1, 1, 1), stage_features=(4, 8, 16), pad_value=1.0
@@ -551,6 +555,7 @@ class ExportTest(_TempDirTest):
         "mlp_sign_kernels",
         "cnn",
         "cnn_pad_minus_one",
+        "tutorial_cnn",
         "resnet20",
         "resnet18",
         "resnet18_mnist",
@@ -576,7 +581,12 @@ class ExportTest(_TempDirTest):
         np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
 
     @parameterized.parameters(
-        "mlp", "mlp_real_head", "cnn", "resnet20", "resnet18_mnist"
+        "mlp",
+        "mlp_real_head",
+        "cnn",
+        "tutorial_cnn",
+        "resnet20",
+        "resnet18_mnist",
     )
     def test_nnx_models_export_like_linen(self, name):
         rngs = nnx.Rngs(0)
@@ -597,6 +607,9 @@ class ExportTest(_TempDirTest):
                 pad_value=-1.0,
                 rngs=rngs,
             )
+        elif name == "tutorial_cnn":
+            x = jax.random.normal(jax.random.key(2), (4, 28, 28, 1))
+            model = mnnx.tutorial_cnn(width_multiplier=1 / 4, rngs=rngs)
         elif name == "resnet18_mnist":
             x = jax.random.normal(jax.random.key(3), (4, 28, 28, 1))
             model = mnnx.bireal_resnet18(
@@ -640,7 +653,7 @@ class ExportTest(_TempDirTest):
         with self.assertRaisesRegex(TypeError, "flax linen or nnx model"):
             export_lib.pack_model(lambda x: x, {"params": {}})
 
-    @parameterized.parameters("mlp", "cnn", "resnet20")
+    @parameterized.parameters("mlp", "cnn", "tutorial_cnn", "resnet20")
     def test_untrained_statistics_bit_identical(self, name):
         # Untrained batch norm (mean 0, beta 0) puts folded thresholds on
         # count 0, which an even fan-in reaches: the float layer computes

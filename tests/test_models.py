@@ -52,6 +52,11 @@ def _small(arch, api, **kwargs):
         return lambda: m.BinaryNetCNN(
             width_multiplier=1 / 16, **kwargs, **rngs()
         ), x
+    if arch == "tutorial":  # Larq's MNIST CNN: 'VALID', 3 convolutions
+        x = jax.random.normal(jax.random.key(6), (4, 28, 28, 1))
+        return lambda: m.tutorial_cnn(
+            width_multiplier=1 / 4, **kwargs, **rngs()
+        ), x
     factory = {
         "resnet18": m.bireal_resnet18,
         "resnet20": m.bireal_resnet20,
@@ -270,6 +275,7 @@ class ForwardBackwardTest(parameterized.TestCase):
         arch=(
             "mlp",
             "cnn",
+            "tutorial",
             "resnet18",
             "resnet20",
             "resnet18_mnist",
@@ -356,6 +362,7 @@ class ForwardBackwardTest(parameterized.TestCase):
         want_latent = {
             "mlp": 3,
             "cnn": 9,
+            "tutorial": 5,
             "resnet18": 16,
             "resnet20": 18,
             "reactnet": 9,  # per doubling block: a 3x3 and two 1x1 convs
@@ -564,6 +571,7 @@ class LinenNnxConsistencyTest(parameterized.TestCase):
     @parameterized.parameters(
         "mlp",
         "cnn",
+        "tutorial",
         "resnet20",
         "resnet18_mnist",
         "resnet20_mnist",
@@ -606,6 +614,7 @@ class BinaryActivationTest(parameterized.TestCase):
         ("mlp", {"binary_activations": True}, {"dense_0"}),
         ("mlp", {"binary_activations": False}, None),
         ("cnn", {"pad_value": -1.0}, {"conv_0"}),
+        ("tutorial", {}, {"conv_0"}),  # 'VALID': no padding at all
         ("resnet20", {"pad_value": 1.0}, set()),
     )
     def test_linen(self, arch, kwargs, real_inputs):
@@ -635,7 +644,9 @@ class BinaryActivationTest(parameterized.TestCase):
             outputs["/".join(layer)] = (fan_in, y)
         if real_inputs is None:  # real activations: every input is real
             real_inputs = set(outputs)
-        self.assertLen(outputs, {"mlp": 3, "cnn": 9, "resnet20": 18}[arch])
+        self.assertLen(
+            outputs, {"mlp": 3, "cnn": 9, "tutorial": 5, "resnet20": 18}[arch]
+        )
         self._check(outputs, real_inputs)
 
     @parameterized.parameters(
@@ -694,6 +705,10 @@ class ErrorTest(parameterized.TestCase):
         ({"width_multiplier": 0.0}, ValueError, "width_multiplier"),
         ({"pad_value": float("nan")}, ValueError, "pad_value must be finite"),
         ({"bn_momentum": 1.5}, ValueError, "bn_momentum"),
+        ({"conv_features": ()}, ValueError, "conv_features must be a non"),
+        ({"pool_after": (5, 1)}, ValueError, "pool_after must hold distinct"),
+        ({"dense_features": (-2,)}, ValueError, "dense_features must hold"),
+        ({"padding": "CIRCULAR"}, ValueError, "padding must be one of"),
     )
     def test_cnn_arguments(self, kwargs, error, message):
         with self.assertRaisesRegex(error, message):

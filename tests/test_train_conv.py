@@ -96,11 +96,16 @@ class ConvTrainingTest(parameterized.TestCase):
 MODEL_RUNS = (
     ("mlp", ("--hidden", "256,256"), 1, 0.8),  # 0.887
     ("cnn", ("--width", "0.25"), 1, 0.55),  # 0.714
+    ("tutorial_cnn", ("--width", "1"), 1, 0.6),  # 0.781
     ("resnet20", ("--width", "0.5"), 1, 0.35),  # 0.471
     ("resnet18", ("--width", "0.125"), 1, 0.3),  # 0.414
     ("reactnet", ("--width", "0.125"), 1, 0.18),  # 0.238
 )
-EXPORTED = {"cnn": "BinaryNetCNN", "reactnet": "ReActNet"}
+EXPORTED = {
+    "cnn": "BinaryNetCNN",
+    "tutorial_cnn": "BinaryNetCNN",
+    "reactnet": "ReActNet",
+}
 
 
 def _cli_train(run_dir, model, flags, epochs):

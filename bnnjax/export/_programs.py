@@ -88,27 +88,31 @@ def _program_mlp(model: Any, b: _Builder) -> _Value:
 def _program_cnn(model: Any, b: _Builder) -> _Value:
     _check_sign_activation(model, "activation_binarizer")
     eps = model.bn_epsilon
-    x = b.input()
-    widths = models_common.scale_widths(
-        models_common.BINARYNET_CNN_CONV, model.width_multiplier
+    layout = models_common.cnn_layout(
+        model.conv_features,
+        model.pool_after,
+        model.dense_features,
+        model.padding,
+        model.width_multiplier,
     )
-    for i, width in enumerate(widths):
+    same = layout.padding == "SAME"
+    pads = _same_pads((3, 3)) if same else [(0, 0), (0, 0)]
+    x = b.input()
+    for i, width in enumerate(layout.conv):
         conv = {
             "kernel_size": [3, 3],
             "strides": [1, 1],
             "dilation": [1, 1],
-            "padding": [list(p) for p in _same_pads((3, 3))],
-            "pad_value": float(model.pad_value) if i > 0 else 0.0,
+            "padding": [list(p) for p in pads],
+            # Unpadded ('VALID') convolutions never read pad_value.
+            "pad_value": float(model.pad_value) if i > 0 and same else 0.0,
         }
         x = b.binary(f"conv_{i}", x, model.kernel_binarizer, width, conv)
-        if i % 2 == 1:
+        if i in layout.pool_after:
             x = b.max_pool(x, (2, 2), (2, 2), ((0, 0), (0, 0)))
         x = b.batch_norm_sign(f"conv_norm_{i}", x, eps)
     x = b.flatten(x)
-    dense = models_common.scale_widths(
-        models_common.BINARYNET_CNN_DENSE, model.width_multiplier
-    )
-    for i, width in enumerate(dense):
+    for i, width in enumerate(layout.dense):
         x = b.binary(f"dense_{i}", x, model.kernel_binarizer, width)
         x = b.batch_norm_sign(f"dense_norm_{i}", x, eps)
     x = b.binary("head", x, model.kernel_binarizer, model.num_classes)
@@ -311,9 +315,13 @@ def _linen_twin(model: Any) -> tuple[Any, dict[str, Any]]:
         twin = models_linen.BinaryNetCNN(
             num_classes=model.num_classes,
             width_multiplier=model.width_multiplier,
+            conv_features=model.conv_features,
+            pool_after=model.pool_after,
+            dense_features=model.dense_features,
+            padding=model.padding,
             kernel_binarizer=model.kernel_binarizer,
             activation_binarizer=model.activation_binarizer,
-            pad_value=model.conv[1].pad_value,
+            pad_value=model.pad_value,
             bn_momentum=norm.momentum,
             bn_epsilon=norm.epsilon,
             dtype=norm.dtype,

@@ -1,7 +1,7 @@
 """Reference binary architectures, in two namespaces like ``bnnjax.nn``.
 
 * :mod:`bnnjax.models.linen`: ``BinaryMLP``, ``BinaryNetCNN``,
-  ``BiRealBlock``, ``BiRealResNet``, ``bireal_resnet18``,
+  ``tutorial_cnn``, ``BiRealBlock``, ``BiRealResNet``, ``bireal_resnet18``,
   ``bireal_resnet20``, ``ReActBlock``, ``ReActNet``, ``reactnet_a``,
   ``reactnet_small``.
 * :mod:`bnnjax.models.nnx`: the same names for ``flax.nnx``.

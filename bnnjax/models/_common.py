@@ -11,10 +11,11 @@ errors in the same order, and build the same layer lists.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +35,9 @@ __all__ = [
     "APPROX_SIGN_ACTIVATION",
     "BINARYNET_CNN_CONV",
     "BINARYNET_CNN_DENSE",
+    "BINARYNET_CNN_POOLS",
+    "CNN_PADDINGS",
+    "LARQ_MNIST_CNN",
     "REACTNET_A",
     "REACTNET_SMALL",
     "RESNET18",
@@ -41,14 +45,18 @@ __all__ = [
     "SIGN_ACTIVATION",
     "SMALL_INPUT_SIZE",
     "SMALL_STEM",
+    "CnnLayout",
     "bireal_layout",
     "bireal_widths",
     "check_block_rules",
     "check_bool",
     "check_cnn",
+    "check_cnn_padding",
+    "check_dense_features",
     "check_image_batch",
     "check_mlp",
     "check_momentum",
+    "check_pool_after",
     "check_positive_float",
     "check_positive_int",
     "check_rate",
@@ -58,6 +66,10 @@ __all__ = [
     "check_small_input_stem",
     "check_train",
     "check_widths",
+    "cnn_layout",
+    "cnn_min_input_size",
+    "cnn_spatial_size",
+    "describe_cnn_layout",
     "flatten_batch",
     "reactnet_layout",
     "scale_widths",
@@ -75,8 +87,25 @@ APPROX_SIGN_ACTIVATION = Binarizer(surrogate="approx_sign", scale=None)
 BINARYNET_CNN_CONV = (128, 128, 256, 256, 512, 512)
 """BinaryNet's CIFAR-10 convolutions; a 2x2 max pool follows every second."""
 
+BINARYNET_CNN_POOLS = (1, 3, 5)
+"""Indices of BinaryNet's CIFAR-10 convolutions a 2x2 max pool follows."""
+
 BINARYNET_CNN_DENSE = (1024, 1024)
 """BinaryNet's CIFAR-10 hidden dense layers."""
+
+CNN_PADDINGS = ("SAME", "VALID")
+"""The paddings a ``BinaryNetCNN`` gives all its convolutions."""
+
+LARQ_MNIST_CNN: Mapping[str, Any] = MappingProxyType(
+    {
+        "conv_features": (32, 64, 64),
+        "pool_after": (0, 1),
+        "dense_features": (64,),
+        "padding": "VALID",
+    }
+)
+"""The binary CNN of Larq's MNIST tutorial, as ``BinaryNetCNN`` fields:
+``32C3 - MP2 - 64C3 - MP2 - 64C3 - 64FC - 10FC`` with valid padding."""
 
 RESNET18: Mapping[str, Any] = MappingProxyType(
     {
@@ -390,21 +419,197 @@ def check_mlp(
     return hidden
 
 
+class CnnLayout(NamedTuple):
+    """The layers of a ``BinaryNetCNN``, widths scaled by its multiplier."""
+
+    conv: tuple[int, ...]
+    """Output channels of every 3x3 convolution."""
+    pool_after: tuple[int, ...]
+    """Indices of the convolutions a 2x2/stride-2 max pool follows."""
+    dense: tuple[int, ...]
+    """Widths of the hidden dense layers (may be empty)."""
+    padding: str
+    """``'SAME'`` or ``'VALID'``, for every convolution."""
+
+
+def check_pool_after(value: object, num_convs: int) -> tuple[int, ...]:
+    """Returns ``value`` as a tuple of increasing indices in
+    ``[0, num_convs)``.
+
+    Raises:
+      TypeError: if ``value`` is not a sequence of ints.
+      ValueError: for repeated, unsorted or out-of-range indices.
+    """
+    if (
+        isinstance(value, (str, bytes))
+        or not isinstance(value, Sequence)
+        or not all(_is_int(v) for v in value)
+    ):
+        raise TypeError(
+            "pool_after must be a sequence of ints (indices of the "
+            f"convolutions a max pool follows), got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    indices = tuple(int(v) for v in value)
+    in_range = all(0 <= i < num_convs for i in indices)
+    increasing = all(a < b for a, b in itertools.pairwise(indices))
+    if not (in_range and increasing):
+        raise ValueError(
+            f"pool_after must hold distinct, increasing indices in [0, "
+            f"{num_convs}) (one per convolution of conv_features), got "
+            f"{tuple(value)!r}."
+        )
+    return indices
+
+
+def check_dense_features(value: object) -> tuple[int, ...]:
+    """Returns ``value`` as a (possibly empty) tuple of positive ints.
+
+    Raises:
+      TypeError: if ``value`` is not a sequence of ints.
+      ValueError: if it holds a value below 1.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise TypeError(
+            "dense_features must be a sequence of positive ints (may be "
+            f"empty), got {value!r} of type {type(value).__name__}."
+        )
+    return check_widths("dense_features", value) if value else ()
+
+
+def check_cnn_padding(value: object) -> str:
+    """Returns ``value`` if it is one of :data:`CNN_PADDINGS`.
+
+    Raises:
+      TypeError: if ``value`` is not a string.
+      ValueError: for another string.
+    """
+    if not isinstance(value, str):
+        raise TypeError(
+            f"padding must be one of {CNN_PADDINGS}, got {value!r} of type "
+            f"{type(value).__name__}."
+        )
+    if value not in CNN_PADDINGS:
+        raise ValueError(
+            f"padding must be one of {CNN_PADDINGS}, got {value!r}."
+        )
+    return value
+
+
+def cnn_layout(
+    conv_features: Sequence[int],
+    pool_after: Sequence[int],
+    dense_features: Sequence[int],
+    padding: str,
+    width_multiplier: float,
+) -> CnnLayout:
+    """The :class:`CnnLayout` of checked ``BinaryNetCNN`` settings.
+
+    Every width but the head's becomes :func:`scale_widths`'s
+    ``max(1, round(c * width_multiplier))``.
+    """
+    return CnnLayout(
+        conv=scale_widths(conv_features, width_multiplier),
+        pool_after=tuple(int(i) for i in pool_after),
+        dense=scale_widths(dense_features, width_multiplier),
+        padding=str(padding),
+    )
+
+
+def describe_cnn_layout(layout: CnnLayout) -> str:
+    """``layout`` in words, for error messages."""
+    return (
+        f"{len(layout.conv)} 3x3 convolutions with padding="
+        f"{layout.padding!r} and {len(layout.pool_after)} 2x2 max pools"
+    )
+
+
+def cnn_min_input_size(layout: CnnLayout) -> int:
+    """Smallest image side a ``BinaryNetCNN`` of ``layout`` accepts.
+
+    Going back from a 1-pixel map: a 2x2/stride-2 max pool needs twice its
+    output, a ``'VALID'`` 3x3 convolution two pixels more (``'SAME'`` keeps
+    the size). BinaryNet's layout needs 8, Larq's MNIST tutorial's 18.
+    """
+    size = 1
+    for i in reversed(range(len(layout.conv))):
+        if i in layout.pool_after:
+            size *= 2
+        if layout.padding == "VALID":
+            size += 2
+    return size
+
+
+def cnn_spatial_size(
+    layout: CnnLayout, input_size: Sequence[int]
+) -> tuple[int, int]:
+    """``(height, width)`` of the last feature map of a ``BinaryNetCNN``.
+
+    Args:
+      layout: the model's :class:`CnnLayout`.
+      input_size: ``(height, width)`` of the images, positive ints.
+
+    Returns:
+      The map's size after every convolution (``'VALID'``: 2 pixels less)
+      and max pool (half, rounded down).
+
+    Raises:
+      ValueError: if the map would vanish, naming the smallest accepted
+        input size (:func:`cnn_min_input_size`).
+    """
+    size = tuple(int(s) for s in input_size)
+    minimum = cnn_min_input_size(layout)
+    if min(size) < minimum:
+        raise ValueError(
+            f"input_size must be (height, width), each at least {minimum} "
+            f"({describe_cnn_layout(layout)}), got {size!r}."
+        )
+    out = []
+    for side in size:
+        for i in range(len(layout.conv)):
+            side -= 2 if layout.padding == "VALID" else 0
+            side //= 2 if i in layout.pool_after else 1
+        out.append(side)
+    return out[0], out[1]
+
+
 def check_cnn(
     *,
     num_classes: object,
     width_multiplier: object,
+    conv_features: object,
+    pool_after: object,
+    dense_features: object,
+    padding: object,
     kernel_binarizer: object,
     activation_binarizer: object,
     pad_value: object,
     bn_momentum: object,
     bn_epsilon: object,
     sign_product_dtype: jax.typing.DTypeLike | str | None,
-) -> float:
+) -> CnnLayout:
     """Checks the settings of a ``BinaryNetCNN``.
 
+    Args:
+      num_classes: number of outputs (positive int).
+      width_multiplier: scales every width but the head's (finite, > 0).
+      conv_features: widths of the 3x3 convolutions (non-empty, positive).
+      pool_after: distinct, increasing indices in
+        ``[0, len(conv_features))`` of the convolutions a 2x2 max pool
+        follows.
+      dense_features: widths of the hidden dense layers (positive; may be
+        empty).
+      padding: ``'SAME'`` or ``'VALID'``.
+      kernel_binarizer: a :class:`bnnjax.Binarizer`.
+      activation_binarizer: a :class:`bnnjax.Binarizer`.
+      pad_value: a finite real number the padding can honour.
+      bn_momentum: in ``[0, 1]``.
+      bn_epsilon: finite and > 0.
+      sign_product_dtype: ``"auto"``, ``None`` or ``jnp.bfloat16``.
+
     Returns:
-      ``width_multiplier`` as a float.
+      The model's :class:`CnnLayout` (widths scaled by
+      ``width_multiplier``).
 
     Raises:
       TypeError, ValueError: naming the invalid setting.
@@ -412,12 +617,16 @@ def check_cnn(
     check_sign_product_dtype(sign_product_dtype)
     check_positive_int("num_classes", num_classes)
     multiplier = check_positive_float("width_multiplier", width_multiplier)
+    conv = check_widths("conv_features", conv_features)
+    pools = check_pool_after(pool_after, len(conv))
+    dense = check_dense_features(dense_features)
+    padding = check_cnn_padding(padding)
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("activation_binarizer", activation_binarizer)
-    check_pad_value(pad_value, "SAME")
+    check_pad_value(pad_value, padding)
     check_momentum("bn_momentum", bn_momentum)
     check_positive_float("bn_epsilon", bn_epsilon)
-    return multiplier
+    return cnn_layout(conv, pools, dense, padding, multiplier)
 
 
 def check_resnet(
@@ -553,9 +762,19 @@ def check_reactnet(
 
 
 def check_image_batch(
-    model: str, shape: Sequence[int], *, min_size: int = 1
+    model: str,
+    shape: Sequence[int],
+    *,
+    min_size: int = 1,
+    reason: str | None = None,
 ) -> None:
     """Checks ``(batch, height, width, channels)`` inputs.
+
+    Args:
+      model: the model's name, for the messages.
+      shape: the inputs' shape.
+      min_size: smallest accepted height and width.
+      reason: why the model needs ``min_size``, for the message.
 
     Raises:
       ValueError: for another rank, or a spatial size below ``min_size``.
@@ -567,9 +786,10 @@ def check_image_batch(
             f"channels), got inputs of shape {shape}."
         )
     if min(shape[1:3]) < min_size:
+        why = f" ({reason})" if reason else ""
         raise ValueError(
             f"{model} needs images of at least {min_size}x{min_size} "
-            f"pixels, got inputs of shape {shape}."
+            f"pixels{why}, got inputs of shape {shape}."
         )
 
 

@@ -1,7 +1,8 @@
 """Reference binary networks for ``flax.linen``.
 
 * :class:`BinaryMLP`: the BinaryConnect / BinaryNet MNIST MLP.
-* :class:`BinaryNetCNN`: BinaryNet's VGG-like CIFAR-10 network.
+* :class:`BinaryNetCNN`: BinaryNet's VGG-like CIFAR-10 network, its layout
+  a field; :func:`tutorial_cnn` is the small CNN of Larq's MNIST tutorial.
 * :class:`BiRealResNet` (:func:`bireal_resnet18`, :func:`bireal_resnet20`)
   built from :class:`BiRealBlock`: binary ResNets with a real-valued
   shortcut around every binary convolution.
@@ -54,6 +55,7 @@ __all__ = [
     "bireal_resnet20",
     "reactnet_a",
     "reactnet_small",
+    "tutorial_cnn",
 ]
 
 
@@ -262,19 +264,25 @@ class BinaryMLP(_NormMixin, nn.Module):
 class BinaryNetCNN(_NormMixin, nn.Module):
     """BinaryNet's VGG-like CIFAR-10 network, all weights binary.
 
-    Layers (``C3``: 3x3 convolution, ``MP2``: 2x2 max pool, ``FC``: dense;
-    batch norm after every layer, ``sign`` activations in between)::
+    Layers (``C3``: 3x3 convolution, ``MP2``: 2x2 max pool with stride 2,
+    ``FC``: dense; batch norm after every layer, ``sign`` activations in
+    between), with the default fields::
 
         2x128C3 - MP2 - 2x256C3 - MP2 - 2x512C3 - MP2 - 2x1024FC - 10FC
 
     in the order of BinaryNet's code: ``conv -> [max pool] -> BN -> sign``.
-    The first convolution sees the real-valued pixels (and pads them with
-    zeros); every later layer binarizes its inputs with
+    The layout is a field: ``conv_features`` lists the convolutions,
+    ``pool_after`` the indices of those a max pool follows,
+    ``dense_features`` the hidden dense layers (possibly none) between the
+    flatten and the head, and ``padding`` the convolutions' padding;
+    :func:`tutorial_cnn` builds the smaller network of Larq's MNIST
+    tutorial with them. The first convolution sees the real-valued pixels
+    (and pads them with zeros); every later layer binarizes its inputs with
     ``activation_binarizer`` and pads them with ``pad_value``. The head is
     binary and followed by batch norm. Widths other than the head's scale
     with ``width_multiplier``.
 
-    Published size (``width_multiplier=1``, 32x32x3 inputs): 4,574,592
+    Published size (default fields, 32x32x3 inputs): 4,574,592
     convolution and 9,447,424 dense latent weights, plus batch norm.
 
     Deviations from the paper: no biases before batch norm (the Theano code
@@ -292,16 +300,43 @@ class BinaryNetCNN(_NormMixin, nn.Module):
       >>> model.apply(variables, x, train=False).shape
       (1, 10)
 
+      A custom layout: two unpadded convolutions, one pool, no hidden dense
+      layer (12x12 -> 10x10 -> 8x8 -> 4x4, so 4 * 4 * 8 inputs to the
+      head):
+
+      >>> model = BinaryNetCNN(
+      ...     conv_features=(8, 8), pool_after=(1,), dense_features=(),
+      ...     padding="VALID")
+      >>> x = jnp.ones((1, 12, 12, 1))
+      >>> variables = model.init(jax.random.key(0), x, train=False)
+      >>> variables["params"]["head"]["latent_kernel"].shape
+      (128, 10)
+
     Attributes:
       num_classes: number of outputs.
-      width_multiplier: scales every width ``c`` but the head's to
+      width_multiplier: scales every width ``c`` of ``conv_features`` and
+        ``dense_features`` (not the head's) to
         ``max(1, round(c * width_multiplier))``; a positive finite float.
+      conv_features: output channels of the 3x3 convolutions ``conv_i``,
+        before ``width_multiplier``; a non-empty sequence of positive ints
+        (default BinaryNet's ``(128, 128, 256, 256, 512, 512)``).
+      pool_after: 0-based indices of the convolutions a 2x2/stride-2 max
+        pool follows (before their batch norm); distinct and increasing, in
+        ``[0, len(conv_features))``. Default ``(1, 3, 5)``: every second.
+      dense_features: widths of the hidden dense layers ``dense_i`` between
+        the flatten and the head, before ``width_multiplier``; positive
+        ints, may be empty (default BinaryNet's ``(1024, 1024)``).
+      padding: ``"SAME"`` (default) or ``"VALID"``, for every convolution.
+        Each ``"VALID"`` convolution takes 2 pixels off each side of the
+        map; a pool halves it (rounding down). Inputs must be at least as
+        large as the layout needs for a 1x1 map (8x8 by default).
       kernel_binarizer: rule for every kernel; default
         ``bnnjax.Binarizer(axis=-1)``. BinaryNet's own rule is
         ``bnnjax.Binarizer(surrogate="clipped_ste", scale=None)``.
       activation_binarizer: rule for the activations; default sign with the
         hardtanh straight-through gradient, as BinaryNet.
-      pad_value: constant the binary activations are padded with.
+      pad_value: constant the binary activations are padded with (only
+        used with ``padding="SAME"``).
       bn_momentum: batch-norm running-average momentum (BinaryNet: 0.9).
       bn_epsilon: batch-norm epsilon (BinaryNet: 1e-4).
       sign_product_dtype: operand dtype of the forward products of the
@@ -320,6 +355,10 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     _: dataclasses.KW_ONLY
     num_classes: int = 10
     width_multiplier: float = 1.0
+    conv_features: Sequence[int] = _common.BINARYNET_CNN_CONV
+    pool_after: Sequence[int] = _common.BINARYNET_CNN_POOLS
+    dense_features: Sequence[int] = _common.BINARYNET_CNN_DENSE
+    padding: str = "SAME"
     kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER
     activation_binarizer: Binarizer = _common.SIGN_ACTIVATION
     pad_value: float = 0.0
@@ -330,16 +369,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
     def __post_init__(self) -> None:
-        _common.check_cnn(
-            num_classes=self.num_classes,
-            width_multiplier=self.width_multiplier,
-            kernel_binarizer=self.kernel_binarizer,
-            activation_binarizer=self.activation_binarizer,
-            pad_value=self.pad_value,
-            bn_momentum=self.bn_momentum,
-            bn_epsilon=self.bn_epsilon,
-            sign_product_dtype=self.sign_product_dtype,
-        )
+        _cnn_layout(self)
         super().__post_init__()
 
     @nn.compact
@@ -353,27 +383,32 @@ class BinaryNetCNN(_NormMixin, nn.Module):
         """Returns ``(batch, num_classes)`` logits.
 
         Args:
-          x: ``(batch, height, width, channels)`` images, at least 8x8.
+          x: ``(batch, height, width, channels)`` images, at least as large
+            as the layout needs (8x8 with the default fields).
           train: use batch statistics (pass ``mutable=["batch_stats"]``) or
             the running averages.
           progress: training progress in ``[0, 1]`` for every binary layer.
 
         Raises:
-          ValueError: for inputs of another rank or smaller than 8x8.
+          ValueError: for inputs of another rank, or too small for the
+            layout (the message gives the smallest size).
           TypeError: if ``train`` is not a bool.
         """
         train = _common.check_train(train)
         h = jnp.asarray(x)
-        _common.check_image_batch("BinaryNetCNN", h.shape, min_size=8)
-        act = self.activation_binarizer
-        conv = _common.scale_widths(
-            _common.BINARYNET_CNN_CONV, self.width_multiplier
+        layout = _cnn_layout(self)
+        _common.check_image_batch(
+            "BinaryNetCNN",
+            h.shape,
+            min_size=_common.cnn_min_input_size(layout),
+            reason=_common.describe_cnn_layout(layout),
         )
-        for i, features in enumerate(conv):
+        act = self.activation_binarizer
+        for i, features in enumerate(layout.conv):
             h = BinaryConv(
                 features,
                 (3, 3),
-                padding="SAME",
+                padding=layout.padding,
                 use_bias=False,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
@@ -383,13 +418,11 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
                 name=f"conv_{i}",
             )(h, progress=progress)
-            if i % 2 == 1:
+            if i in layout.pool_after:
                 h = F.max_pool(h, (2, 2), strides=(2, 2))
             h = self._norm(train, f"conv_norm_{i}")(h)
         h = jnp.reshape(h, (h.shape[0], -1))
-        dense = _common.scale_widths(
-            _common.BINARYNET_CNN_DENSE, self.width_multiplier
-        )
+        dense = layout.dense
         for i, width in enumerate((*dense, self.num_classes)):
             last = i == len(dense)
             h = BinaryDense(
@@ -404,6 +437,79 @@ class BinaryNetCNN(_NormMixin, nn.Module):
             )(h, progress=progress)
             h = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(h)
         return h
+
+
+def _cnn_layout(model: BinaryNetCNN) -> _common.CnnLayout:
+    """Checks ``model``'s fields; returns its layout."""
+    return _common.check_cnn(
+        num_classes=model.num_classes,
+        width_multiplier=model.width_multiplier,
+        conv_features=model.conv_features,
+        pool_after=model.pool_after,
+        dense_features=model.dense_features,
+        padding=model.padding,
+        kernel_binarizer=model.kernel_binarizer,
+        activation_binarizer=model.activation_binarizer,
+        pad_value=model.pad_value,
+        bn_momentum=model.bn_momentum,
+        bn_epsilon=model.bn_epsilon,
+        sign_product_dtype=model.sign_product_dtype,
+    )
+
+
+def tutorial_cnn(**kwargs: Any) -> BinaryNetCNN:
+    """The binary CNN of Larq's MNIST tutorial, for 28x28x1 images.
+
+    Layers (``C3``: 3x3 convolution with valid padding, ``MP2``: 2x2 max
+    pool with stride 2, ``FC``: dense; batch norm after every layer)::
+
+        32C3 - MP2 - 64C3 - MP2 - 64C3 - 64FC - 10FC
+
+    28x28x1 images shrink to 26x26, 13x13, 11x11, 5x5 and 3x3, so the first
+    dense layer sees 3x3x64 = 576 inputs: 3 binary convolutions and 2
+    binary dense layers, 93,088 latent weights. It is
+    :class:`BinaryNetCNN` with ``conv_features=(32, 64, 64)``,
+    ``pool_after=(0, 1)``, ``dense_features=(64,)`` and
+    ``padding="VALID"``; images must be at least 18x18.
+
+    This is the network of Larq's "Introduction to BNNs with Larq"
+    (docs.larq.dev), which says it reaches about 98% test accuracy on
+    MNIST in 6 epochs. As
+    in Larq, the first convolution sees the real-valued pixels, and every
+    later layer binarizes its inputs with sign and the clipped
+    straight-through gradient (the default ``activation_binarizer``, Larq's
+    ``ste_sign``). Differences from the tutorial:
+
+    * batch norm keeps a learned scale (the tutorial uses ``scale=False``);
+    * the kernel rule is the model's ``kernel_binarizer``: by default
+      bnnjax's founding rule ``bnnjax.Binarizer(axis=-1)`` (scaled sigmoid
+      surrogate, one mean-absolute-deviation scale per output channel).
+      Larq uses ``ste_sign`` with the latent weights clipped to
+      ``[-1, 1]``: ``kernel_binarizer=bnnjax.Binarizer(
+      surrogate="clipped_ste", scale=None)`` with
+      :func:`bnnjax.optim.clip_latent_weights` in the optimizer;
+    * batch-norm momentum and epsilon stay :class:`BinaryNetCNN`'s 0.9 and
+      1e-4 (Keras: 0.99 and 1e-3).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> model = tutorial_cnn()
+      >>> x = jnp.ones((2, 28, 28, 1))
+      >>> variables = model.init(jax.random.key(0), x, train=False)
+      >>> variables["params"]["dense_0"]["latent_kernel"].shape
+      (576, 64)
+      >>> model.apply(variables, x, train=False).shape
+      (2, 10)
+
+    Args:
+      **kwargs: :class:`BinaryNetCNN` fields overriding the layout (e.g.
+        ``num_classes``, ``width_multiplier``) or the binarizers.
+
+    References:
+      Larq, `Introduction to BNNs with Larq
+      <https://docs.larq.dev/larq/tutorials/mnist/>`_
+    """
+    return BinaryNetCNN(**{**_common.LARQ_MNIST_CNN, **kwargs})
 
 
 class BiRealBlock(_NormMixin, nn.Module):

@@ -33,6 +33,7 @@ __all__ = [
     "DEFAULT_EPOCHS",
     "DEFAULT_HIDDEN",
     "LossName",
+    "MODEL_NAMES",
     "MethodName",
     "ModelName",
     "OptimizerName",
@@ -41,7 +42,11 @@ __all__ = [
     "check_batch_split",
 ]
 
-ModelName = Literal["mlp", "cnn", "resnet20", "resnet18", "reactnet"]
+ModelName = Literal[
+    "mlp", "cnn", "tutorial_cnn", "resnet20", "resnet18", "reactnet"
+]
+MODEL_NAMES: tuple[ModelName, ...] = typing.get_args(ModelName)
+"""The names ``TrainConfig.model`` (and ``--model``) accepts."""
 MethodName = Literal[
     "scaled_sigmoid",
     "bnn",
@@ -159,13 +164,15 @@ class TrainConfig:
         an error with the local specs. May change when resuming.
       model: ``"mlp"`` (:class:`~bnnjax.models.linen.BinaryMLP`),
         ``"cnn"`` (:class:`~bnnjax.models.linen.BinaryNetCNN`),
-        ``"resnet20"`` or ``"resnet18"`` (Bi-Real ResNets), or
-        ``"reactnet"`` (:func:`~bnnjax.models.linen.reactnet_small`).
+        ``"tutorial_cnn"`` (:func:`~bnnjax.models.linen.tutorial_cnn`,
+        the small CNN of Larq's MNIST tutorial), ``"resnet20"`` or
+        ``"resnet18"`` (Bi-Real ResNets), or ``"reactnet"``
+        (:func:`~bnnjax.models.linen.reactnet_small`).
       hidden: MLP hidden widths (ignored by the other models).
-      width: width multiplier of ``"cnn"``, the ResNets and
-        ``"reactnet"`` (their ``width_multiplier``: every width but the
-        head's scales by it); a positive number. The MLP takes ``1.0``
-        only: its widths are ``hidden``.
+      width: width multiplier of the convolutional models (their
+        ``width_multiplier``: every width but the head's scales by it); a
+        positive number. The MLP takes ``1.0`` only: its widths are
+        ``hidden``.
       method: method name, see :mod:`bnnjax.presets`
         (:data:`~bnnjax.presets.METHOD_NAMES`).
       method_options: keyword options of the method's factory (e.g.
@@ -489,6 +496,7 @@ class TrainConfig:
         Returns:
           A :class:`~bnnjax.models.linen.BinaryMLP` (``hidden``,
           ``binary_activations``), :class:`~bnnjax.models.linen.BinaryNetCNN`
+          (``tutorial_cnn`` for ``"tutorial_cnn"``),
           :class:`~bnnjax.models.linen.BiRealResNet`
           (``bireal_resnet20``/``bireal_resnet18``) or
           :class:`~bnnjax.models.linen.ReActNet` (``reactnet_small``) with
@@ -512,6 +520,8 @@ class TrainConfig:
         rules["width_multiplier"] = self.width
         if self.model == "cnn":
             return models.BinaryNetCNN(**rules)
+        if self.model == "tutorial_cnn":
+            return models.tutorial_cnn(**rules)
         if self.model == "resnet20":
             return models.bireal_resnet20(**rules)
         if self.model == "reactnet":
