@@ -255,7 +255,7 @@ def make_train_step(
         ``(B, H, W, C)`` batch (e.g.
         ``bnnjax.training.augment.crop_flip``), or ``None``.
       seeds: the seeds of the state's seed axis, in order; required with
-        ``augment`` (they key its draws), unused without.
+        ``augment`` or ``dropout`` (they key the draws), unused without.
       loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
         :mod:`bnnjax.training.losses`).
       dropout: the model has dropout layers: seed ``s`` at step ``i``
@@ -274,7 +274,7 @@ def make_train_step(
       the teacher's variables).
 
     Raises:
-      ValueError: for ``augment`` without ``seeds``.
+      ValueError: for ``augment`` or ``dropout`` without ``seeds``.
     """
     if (augment is not None or dropout) and seeds is None:
         raise ValueError(
