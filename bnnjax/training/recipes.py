@@ -180,8 +180,8 @@ RECIPES: Mapping[str, Recipe] = types.MappingProxyType(
                     "epochs": 8,
                     "augment": "shift",
                 },
-                reference="bnnjax (the conv record on the documentation's "
-                "accuracy page)",
+                reference="bnnjax (the 30-minute binary CNN run on the "
+                "documentation's accuracy page: 99.28% over 3 seeds)",
             ),
         )
     }
