@@ -33,7 +33,7 @@ The public face of the training harness; the code lives in
 * Recipes (``bnnjax.training.recipes``): :class:`Recipe`, the published
   setups by name in :data:`RECIPES`, :func:`get_recipe`.
 
-The loss is :attr:`TrainConfig.loss` on the model's logits. Training
+The loss is ``TrainConfig.loss`` on the model's logits. Training
 progress ``step / total_steps`` is passed to the model at every step as
 a traced scalar (annealed surrogates such as IR-Net's EDE use it), so the
 step compiles once.

@@ -199,9 +199,9 @@ class TrainConfig:
         constant factor per epoch down to ``final_lr_fraction``, default
         ``3e-3``) or ``"constant"``; see
         :func:`bnnjax.training.optimization.make_schedule`.
-      loss: ``"cross_entropy"`` or ``"squared_hinge"`` (BinaryNet's); see
-        :mod:`bnnjax.training.losses`. Validation and test losses are the
-        same loss without label smoothing.
+      loss: ``"cross_entropy"`` or ``"squared_hinge"`` (BinaryNet's,
+        :func:`bnnjax.train.squared_hinge`). Validation and test losses
+        are the same loss without label smoothing.
       label_smoothing: label smoothing of the cross-entropy, in
         ``[0, 1)`` (``0``: none).
       weight_decay: weight decay of the real-valued parameters only
@@ -368,8 +368,11 @@ class TrainConfig:
 
     @property
     def step_takes_index(self) -> bool:
-        """Whether the training step takes its index: it draws random
-        numbers (augmentation or dropout) from the seed and the step."""
+        """Whether the training step takes its index in the run.
+
+        True when it draws random numbers (augmentation or dropout), which
+        are keyed by the seed and the step.
+        """
         return self.augmentation != "none" or self.uses_dropout
 
     def make_augmentation(self) -> augment_lib.Augmentation | None:

@@ -257,7 +257,7 @@ def make_train_step(
       seeds: the seeds of the state's seed axis, in order; required with
         ``augment`` or ``dropout`` (they key the draws), unused without.
       loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
-        :mod:`bnnjax.training.losses`).
+        ``bnnjax.training.losses``).
       dropout: the model has dropout layers: seed ``s`` at step ``i``
         drops with the key ``dropout_key(s, i)``
         (``bnnjax.training.augment``), so the step takes ``index`` as with
@@ -456,7 +456,7 @@ def make_eval_step(
         multiple of their number) and the sums are replicated. ``None``:
         the default device.
       loss: ``loss(logits, labels) -> (B,)`` per-example losses (see
-        :mod:`bnnjax.training.losses`).
+        ``bnnjax.training.losses``).
 
     Returns:
       The jitted step.
