@@ -20,6 +20,8 @@ RESOLVED = (
     "real_learning_rate",
     "binary_activations",
     "augment",
+    "weight_decay",
+    "final_lr_fraction",
 )
 
 
@@ -63,6 +65,8 @@ class RecordTest(absltest.TestCase):
                 "learning_rate": lr,
                 "real_learning_rate": real_lr,
                 "augment": "none",
+                "weight_decay": 0.0,
+                "final_lr_fraction": 0.0,
             },
         )
         # The plain form is unchanged: None still means the default.
@@ -76,7 +80,13 @@ class RecordTest(absltest.TestCase):
         self.assertIs(record["binary_activations"], True)
         self.assertEqual(
             sorted(record["defaults"]),
-            ["augment", "binary_activations", "real_learning_rate"],
+            [
+                "augment",
+                "binary_activations",
+                "final_lr_fraction",
+                "real_learning_rate",
+                "weight_decay",
+            ],
         )
 
     def test_read_back_resolves_to_the_same_run(self):
