@@ -206,21 +206,21 @@ class MockTfdsTest(parameterized.TestCase):
 
     @parameterized.parameters("binarynet-vgg-cifar10", "irnet-resnet20-cifar10")
     def test_recipe_trains_on_tfds_cifar10(self, name):
-        self.train(name)
+        self.assert_trains(name)
 
     @pytest.mark.slow
     @parameterized.parameters(
         "irnet-resnet18-cifar10", "bireal-resnet18-cifar10"
     )
     def test_resnet18_recipes_train_on_tfds_cifar10(self, name):
-        self.train(name)
+        self.assert_trains(name)
 
     def test_every_cifar_recipe_is_tested(self):
         tested = {"binarynet-vgg-cifar10", "irnet-resnet20-cifar10"}
         tested |= {"irnet-resnet18-cifar10", "bireal-resnet18-cifar10"}
         self.assertEqual(tested, set(CIFAR_RECIPES))
 
-    def train(self, name):
+    def assert_trains(self, name):
         import tensorflow_datasets as tfds
 
         out_dir = os.path.join(self.tmp, "run")
