@@ -208,17 +208,12 @@ def _float_logits(
 
 def _not_a_run_dir(path: str) -> str | None:
     """Why ``path`` is not a run directory of ``bnnjax train``, or None."""
-    hint = "give a run directory (the --out of `bnnjax train`)"
-    if not os.path.exists(path):
-        return f"{path} does not exist; {hint}."
-    if not os.path.isdir(path):
-        return f"{path} is not a directory; {hint}."
-    if not os.path.isfile(os.path.join(path, checkpoint_lib.CONFIG_FILE)):
-        return (
-            f"{path} is not a bnnjax run directory (no "
-            f"{checkpoint_lib.CONFIG_FILE}); {hint}."
-        )
-    return None
+    problem = rundir.run_dir_problem(path)
+    if problem is None:
+        return None
+    return (
+        f"{path} {problem}; give a run directory (the --out of `bnnjax train`)."
+    )
 
 
 def _unwritable_output(output: str) -> str | None:

@@ -829,18 +829,10 @@ def _check_schedule(config: TrainConfig) -> None:
     fraction = config.final_lr_fraction
     if fraction is None:
         return
-    allowed = {
-        "cosine": "a number in [0, 1]",
-        "linear": "a number in [0, 1]",
-        "exponential": "a number in (0, 1]",
-        "constant": "1 or None (a constant rate does not decay)",
-    }[config.schedule]
-    if (
-        not is_real(fraction)
-        or not 0 <= fraction <= 1
-        or (config.schedule == "exponential" and fraction == 0)
-        or (config.schedule == "constant" and fraction != 1)
+    if not is_real(fraction) or optimization.final_fraction_problem(
+        config.schedule, float(fraction)
     ):
+        allowed = optimization.FINAL_FRACTION_ACCEPTS[config.schedule]
         raise ValueError(
             f"TrainConfig.final_lr_fraction={fraction!r} with "
             f"schedule={config.schedule!r}; expected {allowed}, or None "

@@ -18,6 +18,8 @@ __all__ = [
     "OptimizerName",
     "SCHEDULE_NAMES",
     "ScheduleName",
+    "FINAL_FRACTION_ACCEPTS",
+    "final_fraction_problem",
     "make_base_optimizer",
     "make_schedule",
 ]
@@ -31,6 +33,32 @@ SCHEDULE_NAMES: tuple[ScheduleName, ...] = (
 )
 OptimizerName = Literal["adam", "adamw", "sgd"]
 OPTIMIZER_NAMES: tuple[OptimizerName, ...] = ("adam", "adamw", "sgd")
+
+
+FINAL_FRACTION_ACCEPTS: dict[ScheduleName, str] = {
+    "cosine": "a number in [0, 1]",
+    "linear": "a number in [0, 1]",
+    "exponential": "a number in (0, 1]",
+    "constant": "1 (a constant rate does not decay)",
+}
+"""What each schedule accepts as its final fraction, in words."""
+
+
+def final_fraction_problem(name: ScheduleName, fraction: float) -> str | None:
+    """What ``name`` accepts as its final fraction, if ``fraction`` is not.
+
+    Returns:
+      ``None`` when ``fraction`` fits the schedule (in ``[0, 1]`` for
+      cosine and linear, ``(0, 1]`` for exponential, ``1`` for constant),
+      else the accepted values, e.g. ``"a number in (0, 1]"``.
+    """
+    if (
+        not 0 <= fraction <= 1
+        or (name == "exponential" and fraction == 0)
+        or (name == "constant" and fraction != 1)
+    ):
+        return FINAL_FRACTION_ACCEPTS[name]
+    return None
 
 
 def make_schedule(
@@ -91,17 +119,8 @@ def make_schedule(
             f"warmup_steps={warmup_steps!r}; expected 0 <= warmup_steps < "
             f"total_steps={total_steps}."
         )
-    allowed = {
-        "cosine": "a number in [0, 1]",
-        "linear": "a number in [0, 1]",
-        "exponential": "a number in (0, 1]",
-        "constant": "1 (a constant rate does not decay)",
-    }[name]
-    if (
-        not 0 <= final_fraction <= 1
-        or (name == "exponential" and final_fraction == 0)
-        or (name == "constant" and final_fraction != 1)
-    ):
+    allowed = final_fraction_problem(name, final_fraction)
+    if allowed is not None:
         raise ValueError(
             f"final_fraction={final_fraction!r} with the {name!r} "
             f"schedule; expected {allowed}."

@@ -31,6 +31,7 @@ from bnnjax.training.step import TrainState, build_training, init_state
 __all__ = [
     "RESUMABLE_CHANGES",
     "check_resume_config",
+    "run_dir_problem",
     "default_out_dir",
     "load_checkpoint",
     "lock_run_dir",
@@ -38,6 +39,23 @@ __all__ = [
 
 RESUMABLE_CHANGES = ("epochs", "out_dir", "devices", "data_dir")
 """The :class:`~bnnjax.train.TrainConfig` fields a resumed run may change."""
+
+
+def run_dir_problem(path: str) -> str | None:
+    """Why ``path`` is not a run directory of ``bnnjax train``, or None.
+
+    Returns:
+      A phrase to follow the path (``"does not exist"``, ``"is not a
+      directory"``, ``"is not a bnnjax run directory (no config.json)"``),
+      or ``None`` for a run directory.
+    """
+    if not os.path.exists(path):
+        return "does not exist"
+    if not os.path.isdir(path):
+        return "is not a directory"
+    if not os.path.isfile(os.path.join(path, ckpt.CONFIG_FILE)):
+        return f"is not a bnnjax run directory (no {ckpt.CONFIG_FILE})"
+    return None
 
 
 @dataclasses.dataclass

@@ -23,7 +23,11 @@ import numpy as np
 
 from bnnjax import checkpoint as ckpt
 from bnnjax.training.config import TrainConfig
-from bnnjax.training.rundir import load_checkpoint, lock_run_dir
+from bnnjax.training.rundir import (
+    load_checkpoint,
+    lock_run_dir,
+    run_dir_problem,
+)
 from bnnjax.training.step import TrainState
 
 __all__ = [
@@ -67,17 +71,14 @@ def check_run_dir(path: str, what: str) -> str:
     """``path`` as an absolute path to a run directory.
 
     Raises:
-      SourceRunError: if it holds no ``config.json``.
+      SourceRunError: if it is not a run directory
+        (:func:`~bnnjax.training.rundir.run_dir_problem` says why).
     """
     path = os.path.abspath(path)
-    if not os.path.isfile(os.path.join(path, ckpt.CONFIG_FILE)):
-        reason = (
-            "does not exist"
-            if not os.path.exists(path)
-            else f"is not a bnnjax run directory (no {ckpt.CONFIG_FILE})"
-        )
+    problem = run_dir_problem(path)
+    if problem is not None:
         raise SourceRunError(
-            f"{what} {path} {reason}; give the --out directory of a "
+            f"{what} {path} {problem}; give the --out directory of a "
             "finished `bnnjax train` run."
         )
     return path
