@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from bnnjax import _bits
 from bnnjax import scale as scale_lib
 from bnnjax._validate import is_int, is_real
 from bnnjax.scale import _accumulation_dtype
@@ -174,6 +175,18 @@ class Surrogate(abc.ABC):
     def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
         """``d proxy(x) / dx``: the gradient used for ``sign`` at ``x``."""
 
+    def window(self, x: jax.Array, aux: Aux) -> jax.Array | None:
+        """Where :meth:`derivative` is 1, for a rule whose derivative is an
+        indicator (0 or 1); ``None`` (the default) for any other rule.
+
+        Where it is not None, ``derivative(x, aux)`` equals
+        ``window(x, aux).astype(x.dtype)`` exactly, so the backward pass
+        can keep the boolean window, one bit per entry, instead of ``x``
+        (``binarize(..., pack_residuals=True)``).
+        """
+        del x, aux
+        return None
+
     def _slope_fraction(
         self, x: jax.Array, aux: Aux
     ) -> tuple[jax.Array, jax.Array] | None:
@@ -214,6 +227,10 @@ class SteSurrogate(Surrogate):
         del aux
         return jnp.ones_like(x)
 
+    def window(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.ones(x.shape, jnp.bool_)
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ClippedSteSurrogate(Surrogate):
@@ -244,6 +261,10 @@ class ClippedSteSurrogate(Surrogate):
     def derivative(self, x: jax.Array, aux: Aux) -> jax.Array:
         del aux
         return (jnp.abs(x) <= self.clip_value).astype(x.dtype)
+
+    def window(self, x: jax.Array, aux: Aux) -> jax.Array:
+        del aux
+        return jnp.abs(x) <= self.clip_value
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -719,6 +740,44 @@ def _binarize_core_bwd(
 _binarize_core.defvjp(_binarize_core_fwd, _binarize_core_bwd)
 
 
+def _has_window(surrogate: Surrogate) -> bool:
+    """Whether the surrogate's derivative is an indicator (it overrides
+    :meth:`Surrogate.window`)."""
+    return type(surrogate).window is not Surrogate.window
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _binarize_window_core(
+    surrogate: Surrogate, x: jax.Array, aux: Aux
+) -> jax.Array:
+    return surrogate.forward(x, aux)
+
+
+def _binarize_window_core_fwd(
+    surrogate: Surrogate, x: jax.Array, aux: Aux
+) -> tuple[jax.Array, tuple[jax.Array, Aux]]:
+    window = surrogate.window(x.astype(_accumulation_dtype(x.dtype)), aux)
+    assert window is not None  # _has_window(surrogate) was checked
+    return surrogate.forward(x, aux), (_bits.pack_bits(window), aux)
+
+
+def _binarize_window_core_bwd(
+    surrogate: Surrogate, residuals: tuple[jax.Array, Aux], g: jax.Array
+) -> tuple[jax.Array, None]:
+    del surrogate
+    # Unpack only once g exists, so XLA does not schedule every layer's
+    # unpacking early and keep the masks alive at once.
+    bits, g = jax.lax.optimization_barrier((residuals[0], g))
+    acc = _accumulation_dtype(g.dtype)
+    window = _bits.unpack_bits(bits, g.shape).astype(acc)
+    return ((g.astype(acc) * window).astype(g.dtype), None)
+
+
+_binarize_window_core.defvjp(
+    _binarize_window_core_fwd, _binarize_window_core_bwd
+)
+
+
 _SURROGATES: dict[str, type[Surrogate]] = {
     cls.name: cls
     for cls in (
@@ -813,6 +872,7 @@ def binarize(
     standardize: bool = False,
     progress: jax.typing.ArrayLike | None = None,
     key: jax.Array | None = None,
+    pack_residuals: bool = False,
 ) -> jax.Array:
     """Binarizes ``x`` to ``alpha * sign(x)`` with a surrogate gradient.
 
@@ -860,6 +920,13 @@ def binarize(
         may be a traced scalar, so a schedule does not recompile. Ignored by
         other surrogates.
       key: PRNG key for :class:`StochasticSurrogate`; ignored by others.
+      pack_residuals: keep for the backward pass, instead of ``x`` itself,
+        the surrogate's window (where its derivative is 1) as bits, one per
+        entry, for surrogates whose derivative is an indicator
+        (:class:`SteSurrogate`, :class:`ClippedSteSurrogate`; see
+        :meth:`Surrogate.window`). The gradient is the same bit for bit;
+        the residual is 32 times smaller than a float32 ``x``. Ignored for
+        other surrogates, whose derivative needs ``x`` itself.
 
     Returns:
       An array of ``x``'s shape and dtype whose entries are ``+alpha`` or
@@ -891,6 +958,7 @@ def binarize(
         standardize=standardize,
         progress=progress,
         key=key,
+        pack_residuals=pack_residuals,
     )
     return signs if alpha is None else alpha * signs
 
@@ -905,6 +973,7 @@ def _signs_and_scale(
     standardize: bool = False,
     progress: jax.typing.ArrayLike | None,
     key: jax.Array | None,
+    pack_residuals: bool = False,
 ) -> tuple[jax.Array, jax.Array | None]:
     """``binarize``'s two factors: ``(sign(x'), alpha)``, ``alpha`` or None.
 
@@ -924,8 +993,15 @@ def _signs_and_scale(
         )
     axes = scale_lib.reduce_axes(x.ndim, axis)
     z = _surrogate_input(x, axes, center=center, standardize=standardize)
+    if not isinstance(pack_residuals, bool):
+        raise TypeError(
+            f"pack_residuals must be a bool, got {pack_residuals!r}."
+        )
     aux = surrogate.prepare(z, axes, progress=progress, key=key)
-    signs = _binarize_core(surrogate, z, aux)
+    if pack_residuals and _has_window(surrogate):
+        signs = _binarize_window_core(surrogate, z, aux)
+    else:
+        signs = _binarize_core(surrogate, z, aux)
     if scale is None or isinstance(scale, scale_lib.NoScale):
         return signs, None
     return signs, scale(x, axis)
@@ -1064,6 +1140,7 @@ class Binarizer:
         *,
         progress: jax.typing.ArrayLike | None = None,
         key: jax.Array | None = None,
+        pack_residuals: bool = False,
     ) -> jax.Array:
         """Binarizes ``x``; see :func:`binarize`."""
         return binarize(
@@ -1075,6 +1152,7 @@ class Binarizer:
             standardize=self.standardize,
             progress=progress,
             key=key,
+            pack_residuals=pack_residuals,
         )
 
     def signs_and_scale(
@@ -1083,6 +1161,7 @@ class Binarizer:
         *,
         progress: jax.typing.ArrayLike | None = None,
         key: jax.Array | None = None,
+        pack_residuals: bool = False,
     ) -> tuple[jax.Array, jax.Array | None]:
         """The two factors of ``self(x)``: ``(signs, alpha)``.
 
@@ -1094,6 +1173,8 @@ class Binarizer:
         apply a per-output-channel ``alpha`` after the product,
         ``(x @ signs) * alpha``, which is the same function as
         ``x @ (alpha * signs)`` and matches packed 1-bit inference.
+        ``progress``, ``key`` and ``pack_residuals`` are as in
+        :func:`binarize`.
 
         Example:
           >>> import jax.numpy as jnp
@@ -1112,4 +1193,5 @@ class Binarizer:
             standardize=self.standardize,
             progress=progress,
             key=key,
+            pack_residuals=pack_residuals,
         )

@@ -30,6 +30,7 @@ from bnnjax.nn._checks import (
     check_positive_int,
 )
 from bnnjax.nn._precision import check_sign_product_dtype
+from bnnjax.nn._residuals import Residuals, check_residuals
 
 __all__ = [
     "APPROX_SIGN_ACTIVATION",
@@ -368,6 +369,7 @@ def check_block_rules(
     bn_momentum: object,
     bn_epsilon: object,
     sign_product_dtype: jax.typing.DTypeLike | str | None,
+    residuals: Residuals,
 ) -> None:
     """Checks the binarizer, padding and batch-norm settings of a Bi-Real
     block or net.
@@ -376,6 +378,7 @@ def check_block_rules(
       TypeError, ValueError: naming the invalid setting.
     """
     check_sign_product_dtype(sign_product_dtype)
+    check_residuals(residuals)
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("activation_binarizer", activation_binarizer)
     check_pad_value(pad_value, "SAME")
@@ -396,6 +399,7 @@ def check_mlp(
     bn_momentum: object,
     bn_epsilon: object,
     sign_product_dtype: jax.typing.DTypeLike | str | None,
+    residuals: Residuals,
 ) -> tuple[int, ...]:
     """Checks the settings of a ``BinaryMLP``.
 
@@ -406,6 +410,7 @@ def check_mlp(
       TypeError, ValueError: naming the invalid setting.
     """
     check_sign_product_dtype(sign_product_dtype)
+    check_residuals(residuals)
     hidden = check_widths("hidden", hidden)
     check_positive_int("num_classes", num_classes)
     check_bool("binary_activations", binary_activations)
@@ -587,6 +592,7 @@ def check_cnn(
     bn_momentum: object,
     bn_epsilon: object,
     sign_product_dtype: jax.typing.DTypeLike | str | None,
+    residuals: Residuals,
 ) -> CnnLayout:
     """Checks the settings of a ``BinaryNetCNN``.
 
@@ -606,6 +612,7 @@ def check_cnn(
       bn_momentum: in ``[0, 1]``.
       bn_epsilon: finite and > 0.
       sign_product_dtype: ``"auto"``, ``None`` or ``jnp.bfloat16``.
+      residuals: ``"auto"``, ``"packed"`` or ``"unpacked"``.
 
     Returns:
       The model's :class:`CnnLayout` (widths scaled by
@@ -615,6 +622,7 @@ def check_cnn(
       TypeError, ValueError: naming the invalid setting.
     """
     check_sign_product_dtype(sign_product_dtype)
+    check_residuals(residuals)
     check_positive_int("num_classes", num_classes)
     multiplier = check_positive_float("width_multiplier", width_multiplier)
     conv = check_widths("conv_features", conv_features)
@@ -713,6 +721,7 @@ def check_reactnet_rules(
     pad_value: object,
     bn_momentum: object,
     bn_epsilon: object,
+    residuals: Residuals,
 ) -> None:
     """Checks the binarizer, padding and batch-norm settings of a ReActNet
     block or net.
@@ -720,6 +729,7 @@ def check_reactnet_rules(
     Raises:
       TypeError, ValueError: naming the invalid setting.
     """
+    check_residuals(residuals)
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("activation_binarizer", activation_binarizer)
     check_pad_value(pad_value, "SAME")

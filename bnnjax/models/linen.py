@@ -41,6 +41,7 @@ from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
 from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
+from bnnjax.nn._residuals import Residuals
 from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
 from bnnjax.nn.linen import BinaryConv, BinaryDense, RPReLU, RSign
 
@@ -151,6 +152,11 @@ class BinaryMLP(_NormMixin, nn.Module):
         ``jnp.bfloat16``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Exact
         either way: it only changes the speed. With real activations
         there is nothing to apply it to, and ``jnp.bfloat16`` raises.
+      residuals: what the products of every binary layer (the first included)
+        keep for the backward pass: ``"auto"`` (default), ``"packed"`` or
+        ``"unpacked"``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Gradients
+        are bit for bit the same either way: it only changes the memory the
+        backward pass keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -173,6 +179,7 @@ class BinaryMLP(_NormMixin, nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-4
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
+    residuals: Residuals = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -189,6 +196,7 @@ class BinaryMLP(_NormMixin, nn.Module):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
         )
         super().__post_init__()
 
@@ -233,6 +241,7 @@ class BinaryMLP(_NormMixin, nn.Module):
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act if i > 0 else None,
                 sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
+                residuals=self.residuals,
                 name=f"dense_{i}",
             )(h, progress=progress)
             h = self._norm(train, f"dense_norm_{i}")(h)
@@ -256,6 +265,7 @@ class BinaryMLP(_NormMixin, nn.Module):
             kernel_binarizer=self.kernel_binarizer,
             input_binarizer=act,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
             name="head",
         )(h, progress=progress)
         return self._norm(train, "head_norm")(h)
@@ -344,6 +354,11 @@ class BinaryNetCNN(_NormMixin, nn.Module):
         ``"auto"`` (default; float32 in convolutions), ``None`` or
         ``jnp.bfloat16``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Exact
         either way: it only changes the speed.
+      residuals: what the products of every binary layer (the first included)
+        keep for the backward pass: ``"auto"`` (default), ``"packed"`` or
+        ``"unpacked"``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Gradients
+        are bit for bit the same either way: it only changes the memory the
+        backward pass keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -365,6 +380,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-4
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
+    residuals: Residuals = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -416,6 +432,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 input_binarizer=act if i > 0 else None,
                 pad_value=self.pad_value if i > 0 else 0.0,
                 sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
+                residuals=self.residuals,
                 name=f"conv_{i}",
             )(h, progress=progress)
             if i in layout.pool_after:
@@ -433,6 +450,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 kernel_binarizer=self.kernel_binarizer,
                 input_binarizer=act,
                 sign_product_dtype=self.sign_product_dtype,
+                residuals=self.residuals,
                 name="head" if last else f"dense_{i}",
             )(h, progress=progress)
             h = self._norm(train, "head_norm" if last else f"dense_norm_{i}")(h)
@@ -454,6 +472,7 @@ def _cnn_layout(model: BinaryNetCNN) -> _common.CnnLayout:
         bn_momentum=model.bn_momentum,
         bn_epsilon=model.bn_epsilon,
         sign_product_dtype=model.sign_product_dtype,
+        residuals=model.residuals,
     )
 
 
@@ -542,6 +561,10 @@ class BiRealBlock(_NormMixin, nn.Module):
         forward product: ``"auto"`` (default; float32 in convolutions),
         ``None`` or ``jnp.bfloat16``, as
         :class:`bnnjax.nn.linen.BinaryConv`'s. Exact either way.
+      residuals: what the binary convolution's product keeps for the backward
+        pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit the
+        same either way: it only changes the memory the backward pass keeps.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
     """
@@ -555,6 +578,7 @@ class BiRealBlock(_NormMixin, nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
+    residuals: Residuals = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -568,6 +592,7 @@ class BiRealBlock(_NormMixin, nn.Module):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
         )
         super().__post_init__()
 
@@ -601,6 +626,7 @@ class BiRealBlock(_NormMixin, nn.Module):
             input_binarizer=self.activation_binarizer,
             pad_value=self.pad_value,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
             name="conv",
         )(x, progress=progress)
         y = self._norm(train, "norm")(y)
@@ -700,6 +726,11 @@ class BiRealResNet(_NormMixin, nn.Module):
         forward product: ``"auto"`` (default; float32 in convolutions),
         ``None`` or ``jnp.bfloat16``, as
         :class:`bnnjax.nn.linen.BinaryConv`'s. Exact either way.
+      residuals: what the products of every binary convolution keep for the
+        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
+        as :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit
+        the same either way: it only changes the memory the backward pass
+        keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -727,6 +758,7 @@ class BiRealResNet(_NormMixin, nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
+    residuals: Residuals = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -747,6 +779,7 @@ class BiRealResNet(_NormMixin, nn.Module):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
         )
         super().__post_init__()
 
@@ -804,6 +837,7 @@ class BiRealResNet(_NormMixin, nn.Module):
                 activation_binarizer=self.activation_binarizer,
                 pad_value=self.pad_value,
                 sign_product_dtype=self.sign_product_dtype,
+                residuals=self.residuals,
                 bn_momentum=self.bn_momentum,
                 bn_epsilon=self.bn_epsilon,
                 dtype=self.dtype,
@@ -892,6 +926,11 @@ class ReActBlock(_NormMixin, nn.Module):
       pad_value: constant the 3x3 convolution pads its ``+-1`` inputs with.
       bn_momentum: batch-norm running-average momentum.
       bn_epsilon: batch-norm epsilon.
+      residuals: what the products of both binary convolutions keep for the
+        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
+        as :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit
+        the same either way: it only changes the memory the backward pass
+        keeps.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -909,6 +948,7 @@ class ReActBlock(_NormMixin, nn.Module):
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    residuals: Residuals = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -921,6 +961,7 @@ class ReActBlock(_NormMixin, nn.Module):
             pad_value=self.pad_value,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
+            residuals=self.residuals,
         )
         super().__post_init__()
 
@@ -949,6 +990,7 @@ class ReActBlock(_NormMixin, nn.Module):
             kernel_binarizer=self.kernel_binarizer,
             input_binarizer=None,  # the RSign's outputs are +-1 already
             pad_value=self.pad_value,
+            residuals=self.residuals,
             name=name,
         )
 
@@ -1057,6 +1099,11 @@ class ReActNet(_NormMixin, nn.Module):
         inputs with.
       bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
       bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
+      residuals: what the products of every binary convolution keep for the
+        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
+        as :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit
+        the same either way: it only changes the memory the backward pass
+        keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -1079,6 +1126,7 @@ class ReActNet(_NormMixin, nn.Module):
     pad_value: float = 0.0
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
+    residuals: Residuals = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -1094,6 +1142,7 @@ class ReActNet(_NormMixin, nn.Module):
             pad_value=self.pad_value,
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
+            residuals=self.residuals,
         )
         super().__post_init__()
 
@@ -1143,6 +1192,7 @@ class ReActNet(_NormMixin, nn.Module):
                 pad_value=self.pad_value,
                 bn_momentum=self.bn_momentum,
                 bn_epsilon=self.bn_epsilon,
+                residuals=self.residuals,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"blocks_{i}",

@@ -41,6 +41,7 @@ from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
 from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
+from bnnjax.nn._residuals import Residuals
 from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
 from bnnjax.nn.nnx import BinaryConv, BinaryLinear, RPReLU, RSign
 
@@ -145,6 +146,11 @@ class BinaryMLP(nnx.Module):
         ``jnp.bfloat16``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Exact
         either way: it only changes the speed. With real activations
         there is nothing to apply it to, and ``jnp.bfloat16`` raises.
+      residuals: what the products of every binary layer (the first included)
+        keep for the backward pass: ``"auto"`` (default), ``"packed"`` or
+        ``"unpacked"``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Gradients
+        are bit for bit the same either way: it only changes the memory the
+        backward pass keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters, dropout and stochastic
@@ -169,6 +175,7 @@ class BinaryMLP(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-4,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+        residuals: Residuals = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -186,6 +193,7 @@ class BinaryMLP(nnx.Module):
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
+            residuals=residuals,
         )
         rngs = _check_rngs(rngs)
 
@@ -210,6 +218,7 @@ class BinaryMLP(nnx.Module):
                     kernel_binarizer=kernel_binarizer,
                     input_binarizer=act if i > 0 else None,
                     sign_product_dtype=sign_product_dtype if i > 0 else AUTO,
+                    residuals=residuals,
                 )
                 for i in range(len(hidden))
             ]
@@ -228,6 +237,7 @@ class BinaryMLP(nnx.Module):
                 kernel_binarizer=kernel_binarizer,
                 input_binarizer=act,
                 sign_product_dtype=sign_product_dtype,
+                residuals=residuals,
             )
             self.head_norm = _batch_norm(num_classes, **norm)
         else:
@@ -346,6 +356,11 @@ class BinaryNetCNN(nnx.Module):
         ``"auto"`` (default; float32 in convolutions), ``None`` or
         ``jnp.bfloat16``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Exact
         either way: it only changes the speed.
+      residuals: what the products of every binary layer (the first included)
+        keep for the backward pass: ``"auto"`` (default), ``"packed"`` or
+        ``"unpacked"``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Gradients
+        are bit for bit the same either way: it only changes the memory the
+        backward pass keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -371,6 +386,7 @@ class BinaryNetCNN(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-4,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+        residuals: Residuals = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -394,6 +410,7 @@ class BinaryNetCNN(nnx.Module):
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
+            residuals=residuals,
         )
         height, width = _common.cnn_spatial_size(layout, size)
         rngs = _check_rngs(rngs)
@@ -423,6 +440,7 @@ class BinaryNetCNN(nnx.Module):
                     input_binarizer=act if i > 0 else None,
                     pad_value=pad_value if i > 0 else 0.0,
                     sign_product_dtype=sign_product_dtype if i > 0 else AUTO,
+                    residuals=residuals,
                 )
                 for i in range(len(conv))
             ]
@@ -441,6 +459,7 @@ class BinaryNetCNN(nnx.Module):
                 kernel_binarizer=kernel_binarizer,
                 input_binarizer=act,
                 sign_product_dtype=sign_product_dtype,
+                residuals=residuals,
             )
             for i in range(len(widths) - 1)
         ]
@@ -520,6 +539,10 @@ class BiRealBlock(nnx.Module):
         forward product: ``"auto"`` (default; float32 in convolutions),
         ``None`` or ``jnp.bfloat16``, as
         :class:`bnnjax.nn.nnx.BinaryConv`'s. Exact either way.
+      residuals: what the binary convolution's product keeps for the backward
+        pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
+        same either way: it only changes the memory the backward pass keeps.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -537,6 +560,7 @@ class BiRealBlock(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+        residuals: Residuals = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -551,6 +575,7 @@ class BiRealBlock(nnx.Module):
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
+            residuals=residuals,
         )
         rngs = _check_rngs(rngs)
         norm: _NormSettings = {
@@ -574,6 +599,7 @@ class BiRealBlock(nnx.Module):
             input_binarizer=activation_binarizer,
             pad_value=pad_value,
             sign_product_dtype=sign_product_dtype,
+            residuals=residuals,
         )
         self.norm = _batch_norm(out_features, **norm)
         self.shortcut_conv: nnx.Conv | None
@@ -684,6 +710,10 @@ class BiRealResNet(nnx.Module):
         forward product: ``"auto"`` (default; float32 in convolutions),
         ``None`` or ``jnp.bfloat16``, as
         :class:`bnnjax.nn.nnx.BinaryConv`'s. Exact either way.
+      residuals: what the products of every binary convolution keep for the
+        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
+        as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
+        same either way: it only changes the memory the backward pass keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -712,6 +742,7 @@ class BiRealResNet(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+        residuals: Residuals = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -733,6 +764,7 @@ class BiRealResNet(nnx.Module):
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
+            residuals=residuals,
         )
         if input_size is not None:
             input_size = _common.check_widths("input_size", input_size)
@@ -776,6 +808,7 @@ class BiRealResNet(nnx.Module):
                     activation_binarizer=activation_binarizer,
                     pad_value=pad_value,
                     sign_product_dtype=sign_product_dtype,
+                    residuals=residuals,
                     bn_momentum=bn_momentum,
                     bn_epsilon=bn_epsilon,
                     dtype=dtype,
@@ -901,6 +934,10 @@ class ReActBlock(nnx.Module):
       pad_value: constant the 3x3 convolution pads its ``+-1`` inputs with.
       bn_momentum: batch-norm running-average momentum.
       bn_epsilon: batch-norm epsilon.
+      residuals: what the products of both binary convolutions keep for the
+        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
+        as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
+        same either way: it only changes the memory the backward pass keeps.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -920,6 +957,7 @@ class ReActBlock(nnx.Module):
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
+        residuals: Residuals = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -939,6 +977,7 @@ class ReActBlock(nnx.Module):
             pad_value=pad_value,
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
+            residuals=residuals,
         )
         rngs = _check_rngs(rngs)
         norm: _NormSettings = {
@@ -973,6 +1012,7 @@ class ReActBlock(nnx.Module):
                 kernel_binarizer=kernel_binarizer,
                 input_binarizer=None,  # the RSign's outputs are +-1 already
                 pad_value=pad_value,
+                residuals=residuals,
             )
 
         copies = out_features // in_features
@@ -1067,6 +1107,10 @@ class ReActNet(nnx.Module):
         inputs with.
       bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
       bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
+      residuals: what the products of every binary convolution keep for the
+        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
+        as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
+        same either way: it only changes the memory the backward pass keeps.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -1089,6 +1133,7 @@ class ReActNet(nnx.Module):
         pad_value: float = 0.0,
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
+        residuals: Residuals = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -1105,6 +1150,7 @@ class ReActNet(nnx.Module):
             pad_value=pad_value,
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
+            residuals=residuals,
         )
         rngs = _check_rngs(rngs)
         self.stem_conv = nnx.Conv(
@@ -1137,6 +1183,7 @@ class ReActNet(nnx.Module):
                     pad_value=pad_value,
                     bn_momentum=bn_momentum,
                     bn_epsilon=bn_epsilon,
+                    residuals=residuals,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,

@@ -32,14 +32,14 @@ scale laid out along other kernel axes is folded into the kernel,
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _formulation, _precision
+from bnnjax.nn import _formulation, _precision, _residuals
 from bnnjax.nn._checks import (
     MODE_PADDINGS,
     CanonicalPadding,
@@ -193,17 +193,20 @@ def _binarize_operands(
     kernel_key: jax.Array | None,
     input_key: jax.Array | None,
     dtype: jax.typing.DTypeLike | None,
-) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None]:
+    pack_input_window: bool,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None, bool]:
     """Binarizes inputs and kernel, then casts them to one dtype.
 
-    Returns ``(x, kernel, bias, out_scale)``. When the kernel's scale is one
-    value per output feature (the last kernel axis) or per tensor, the
-    kernel is returned as its signs and ``out_scale`` is the scale as a
-    ``(features,)`` vector (or ``None`` without a scale), to multiply the
-    product's output: ``(x @ sign(W)) * alpha``, the same function as
-    ``x @ (alpha * sign(W))``, with the scale applied where packed 1-bit
-    inference applies it. Any other scale layout is folded into the kernel
-    and ``out_scale`` is ``None``.
+    Returns ``(x, kernel, bias, out_scale, kernel_is_signs)``. When the
+    kernel's scale is one value per output feature (the last kernel axis) or
+    per tensor, the kernel is returned as its signs and ``out_scale`` is the
+    scale as a ``(features,)`` vector (or ``None`` without a scale), to
+    multiply the product's output: ``(x @ sign(W)) * alpha``, the same
+    function as ``x @ (alpha * sign(W))``, with the scale applied where
+    packed 1-bit inference applies it. Any other scale layout is folded into
+    the kernel and ``out_scale`` is ``None``. ``kernel_is_signs`` says
+    whether the returned kernel is the signs alone (no scale folded into
+    it). ``pack_input_window`` is the input binarizer's ``pack_residuals``.
     """
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("input_binarizer", input_binarizer, optional=True)
@@ -218,19 +221,32 @@ def _binarize_operands(
     if input_binarizer is not None:
         if not jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(dtype)
-        x = input_binarizer(x, progress=progress, key=input_key)
+        x = input_binarizer(
+            x,
+            progress=progress,
+            key=input_key,
+            pack_residuals=pack_input_window,
+        )
     kernel, alpha = kernel_binarizer.signs_and_scale(
         latent_kernel, progress=progress, key=kernel_key
     )
     out_scale = None
+    kernel_is_signs = True
     if alpha is not None:
         if all(d == 1 for d in alpha.shape[:-1]):
             out_scale = jnp.reshape(alpha, (-1,)).astype(dtype)
         else:
             kernel = alpha * kernel
+            kernel_is_signs = False
     if bias is not None:
         bias = bias.astype(dtype)
-    return x.astype(dtype), kernel.astype(dtype), bias, out_scale
+    return (
+        x.astype(dtype),
+        kernel.astype(dtype),
+        bias,
+        out_scale,
+        kernel_is_signs,
+    )
 
 
 def _scale_outputs(y: jax.Array, out_scale: jax.Array | None) -> jax.Array:
@@ -259,6 +275,7 @@ def binary_dense(
     dtype: jax.typing.DTypeLike | None = None,
     precision: lax.PrecisionLike = None,
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
+    residuals: _residuals.Residuals = "auto",
 ) -> jax.Array:
     """A dense layer with a binarized kernel (and optionally inputs).
 
@@ -298,6 +315,21 @@ def binary_dense(
         exact and :func:`bnnjax.nn.bfloat16_dense_is_faster`, the
         computation dtype elsewhere; never an error. ``None``: always the
         computation dtype.
+      residuals: what the layer keeps for the backward pass.
+        ``"packed"`` keeps each ``+-1`` operand of the product (the
+        kernel's signs when its scale multiplies the output; the inputs
+        when ``input_binarizer`` has no scale and a ``sign`` forward) as
+        bits, one per entry, instead of in the computation dtype, and
+        restores it for the backward products; an input binarizer whose
+        surrogate's derivative is an indicator (the STE family) keeps its
+        window as bits instead of the real inputs
+        (``binarize(..., pack_residuals=True)``). The outputs are the
+        same and the gradients are the unpacked path's bit for bit, on
+        every finite input; a ``NaN`` sign (a diverged run) is kept as
+        ``-1``, so the outputs computed from it are ``NaN`` either way
+        and only the values of such a step's gradients may differ. Real
+        operands are kept as they are. ``"unpacked"``: autodiff's
+        residuals. ``"auto"`` (default): ``"packed"``.
 
     Returns:
       ``(..., features)`` array in the computation dtype.
@@ -310,8 +342,9 @@ def binary_dense(
     latent_kernel = jnp.asarray(latent_kernel)
     bias = None if bias is None else jnp.asarray(bias)
     check_dense_inputs(inputs.shape, latent_kernel.shape)
+    residuals = _residuals.check_residuals(residuals)
     check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
-    x, kernel, bias, out_scale = _binarize_operands(
+    x, kernel, bias, out_scale, kernel_is_signs = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -321,6 +354,7 @@ def binary_dense(
         kernel_key=kernel_key,
         input_key=input_key,
         dtype=dtype,
+        pack_input_window=residuals != "unpacked",
     )
     dimension_numbers = (((x.ndim - 1,), (0,)), ((), ()))
 
@@ -347,8 +381,37 @@ def binary_dense(
             math.prod(x.shape[:-1]), latent_kernel.shape[-1]
         ),
     )
-    y = _precision.sign_product(product, x, kernel, product_dtype)
+    y = _product(
+        product,
+        x,
+        kernel,
+        product_dtype,
+        _residuals.packed_residuals_apply(
+            residuals,
+            input_binarizer,
+            kernel_binarizer,
+            kernel_is_signs=kernel_is_signs,
+        ),
+    )
     return _add_bias(_scale_outputs(y, out_scale), bias)
+
+
+def _product(
+    product: Callable[..., jax.Array],
+    x: jax.Array,
+    kernel: jax.Array,
+    product_dtype: jnp.dtype | None,
+    packed: tuple[bool, bool],
+) -> jax.Array:
+    """The layer's product, in the sign-product dtype, with the residual
+    policy's packed operands (``packed = (pack_inputs, pack_kernel)``)."""
+
+    def exact(a: jax.Array, b: jax.Array) -> jax.Array:
+        return _precision.sign_product(product, a, b, product_dtype)
+
+    return _residuals.product_with_residuals(
+        exact, x, kernel, pack_a=packed[0], pack_b=packed[1]
+    )
 
 
 def binary_conv(
@@ -370,6 +433,7 @@ def binary_conv(
     precision: lax.PrecisionLike = None,
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
     conv_impl: _formulation.ConvImpl = "auto",
+    residuals: _residuals.Residuals = "auto",
 ) -> jax.Array:
     """A convolution with a binarized kernel (and optionally inputs).
 
@@ -423,6 +487,9 @@ def binary_conv(
         :func:`~bnnjax.nn.functional.patches_conv_is_faster`). The two
         are equal bit for bit on ``+-1`` operands and up to float
         rounding otherwise; gradients follow the chosen form.
+      residuals: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``, as
+        in :func:`binary_dense`; the packed inputs are the binarized
+        inputs before padding.
 
     Returns:
       ``(*batch, *out_spatial, features)`` array in the computation dtype.
@@ -437,6 +504,7 @@ def binary_conv(
     latent_kernel = jnp.asarray(latent_kernel)
     bias = None if bias is None else jnp.asarray(bias)
     check_conv_inputs(inputs.shape, latent_kernel.shape, feature_group_count)
+    residuals = _residuals.check_residuals(residuals)
     check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
     kernel_size = latent_kernel.shape[:-2]
     rank = len(kernel_size)
@@ -454,7 +522,7 @@ def binary_conv(
             "'auto'."
         )
 
-    x, kernel, bias, out_scale = _binarize_operands(
+    x, kernel, bias, out_scale, kernel_is_signs = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -464,13 +532,13 @@ def binary_conv(
         kernel_key=kernel_key,
         input_key=input_key,
         dtype=dtype,
+        pack_input_window=residuals != "unpacked",
     )
     batch_shape = x.shape[: x.ndim - rank - 1]
     x = jnp.reshape(x, (-1, *x.shape[x.ndim - rank - 1 :]))
     pads = explicit_padding(
         padding, x.shape[1:-1], kernel_size, strides, kernel_dilation
     )
-    x = pad_inputs(x, padding, pads, pad_value)
     patches = conv_impl == "patches" or (
         conv_impl == "auto"
         and _formulation.patches_conv_is_faster(
@@ -486,6 +554,9 @@ def binary_conv(
         b: jax.Array,
         preferred_element_type: jax.typing.DTypeLike | None = None,
     ) -> jax.Array:
+        # Padding inside the product: a packed input operand is the +-1
+        # binarized inputs, before pad_value (which may be 0) is added.
+        a = pad_inputs(a, padding, pads, pad_value)
         if patches:
             return _formulation.conv_patches(
                 a,
@@ -515,7 +586,18 @@ def binary_conv(
         contraction=math.prod(latent_kernel.shape[:-1]),
         pad_value=pad_value,
     )
-    y = _precision.sign_product(product, x, kernel, product_dtype)
+    y = _product(
+        product,
+        x,
+        kernel,
+        product_dtype,
+        _residuals.packed_residuals_apply(
+            residuals,
+            input_binarizer,
+            kernel_binarizer,
+            kernel_is_signs=kernel_is_signs,
+        ),
+    )
     y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
     return _add_bias(_scale_outputs(y, out_scale), bias)
 

@@ -31,7 +31,13 @@ import jax.numpy as jnp
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _checks, _formulation, _precision, functional
+from bnnjax.nn import (
+    _checks,
+    _formulation,
+    _precision,
+    _residuals,
+    functional,
+)
 from bnnjax.nn._checks import PaddingLike
 from bnnjax.nn.functional import LATENT_KERNEL
 
@@ -154,6 +160,12 @@ class BinaryDense(_BinaryMixin, nn.Module):
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
+      residuals: what the product keeps for the backward pass:
+        ``"auto"`` (default) or ``"packed"`` keep each ``+-1`` operand (the
+        kernel's signs; binarized inputs without a scale) as bits,
+        ``"unpacked"`` keeps autodiff's float residuals. Gradients are bit
+        for bit the same either way; see
+        :func:`bnnjax.nn.functional.binary_dense`.
     """
 
     features: int
@@ -168,11 +180,13 @@ class BinaryDense(_BinaryMixin, nn.Module):
     input_binarizer: Binarizer | None = None
     rng_collection: str = "binarize"
     sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
+    residuals: _residuals.Residuals = "auto"
 
     def __post_init__(self) -> None:
         _checks.check_positive_int("features", self.features)
         self._check_binarizers()
         _precision.check_sign_product_dtype(self.sign_product_dtype)
+        _residuals.check_residuals(self.residuals)
         super().__post_init__()
 
     @nn.compact
@@ -226,6 +240,7 @@ class BinaryDense(_BinaryMixin, nn.Module):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
         )
 
 
@@ -291,6 +306,12 @@ class BinaryConv(_BinaryMixin, nn.Module):
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
+      residuals: what the product keeps for the backward pass:
+        ``"auto"`` (default) or ``"packed"`` keep each ``+-1`` operand (the
+        kernel's signs; binarized inputs without a scale) as bits,
+        ``"unpacked"`` keeps autodiff's float residuals. Gradients are bit
+        for bit the same either way; see
+        :func:`bnnjax.nn.functional.binary_conv`.
       conv_impl: how the convolution is computed: ``"auto"`` (default:
         the patches product on the CPU backend where it measured faster,
         see :func:`bnnjax.nn.functional.patches_conv_is_faster`),
@@ -316,6 +337,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
     pad_value: float = 0.0
     rng_collection: str = "binarize"
     sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO
+    residuals: _residuals.Residuals = "auto"
     conv_impl: _formulation.ConvImpl = "auto"
 
     def __post_init__(self) -> None:
@@ -331,6 +353,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
         _checks.check_feature_groups(self.feature_group_count, self.features)
         self._check_binarizers()
         _precision.check_sign_product_dtype(self.sign_product_dtype)
+        _residuals.check_residuals(self.residuals)
         super().__post_init__()
 
     @nn.compact
@@ -393,6 +416,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
             conv_impl=self.conv_impl,
         )
 

@@ -32,7 +32,13 @@ from flax import nnx
 from jax import lax
 
 from bnnjax.binarize import Binarizer
-from bnnjax.nn import _checks, _formulation, _precision, functional
+from bnnjax.nn import (
+    _checks,
+    _formulation,
+    _precision,
+    _residuals,
+    functional,
+)
 from bnnjax.nn._checks import PaddingLike
 from bnnjax.nn.functional import LATENT_KERNEL
 
@@ -170,6 +176,12 @@ class BinaryLinear(_BinaryLayer):
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
+      residuals: what the product keeps for the backward pass:
+        ``"auto"`` (default) or ``"packed"`` keep each ``+-1`` operand (the
+        kernel's signs; binarized inputs without a scale) as bits,
+        ``"unpacked"`` keeps autodiff's float residuals. Gradients are bit
+        for bit the same either way; see
+        :func:`bnnjax.nn.functional.binary_dense`.
 
     Raises:
       TypeError: if a binarizer is not a :class:`bnnjax.Binarizer` or
@@ -196,6 +208,7 @@ class BinaryLinear(_BinaryLayer):
         input_binarizer: Binarizer | None = None,
         rng_collection: str = "binarize",
         sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO,
+        residuals: _residuals.Residuals = "auto",
     ):
         in_features = _checks.check_positive_int("in_features", in_features)
         out_features = _checks.check_positive_int("out_features", out_features)
@@ -242,6 +255,7 @@ class BinaryLinear(_BinaryLayer):
         self.sign_product_dtype = _precision.check_sign_product_dtype(
             sign_product_dtype
         )
+        self.residuals = _residuals.check_residuals(residuals)
 
     def __call__(
         self,
@@ -273,6 +287,7 @@ class BinaryLinear(_BinaryLayer):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
         )
 
 
@@ -340,6 +355,12 @@ class BinaryConv(_BinaryLayer):
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
+      residuals: what the product keeps for the backward pass:
+        ``"auto"`` (default) or ``"packed"`` keep each ``+-1`` operand (the
+        kernel's signs; binarized inputs without a scale) as bits,
+        ``"unpacked"`` keeps autodiff's float residuals. Gradients are bit
+        for bit the same either way; see
+        :func:`bnnjax.nn.functional.binary_conv`.
       conv_impl: how the convolution is computed: ``"auto"`` (default:
         the patches product on the CPU backend where it measured faster,
         see :func:`bnnjax.nn.functional.patches_conv_is_faster`),
@@ -378,6 +399,7 @@ class BinaryConv(_BinaryLayer):
         pad_value: float = 0.0,
         rng_collection: str = "binarize",
         sign_product_dtype: jax.typing.DTypeLike | str | None = _precision.AUTO,
+        residuals: _residuals.Residuals = "auto",
         conv_impl: _formulation.ConvImpl = "auto",
     ):
         in_features = _checks.check_positive_int("in_features", in_features)
@@ -445,6 +467,7 @@ class BinaryConv(_BinaryLayer):
         self.sign_product_dtype = _precision.check_sign_product_dtype(
             sign_product_dtype
         )
+        self.residuals = _residuals.check_residuals(residuals)
         self.conv_impl = _formulation.check_conv_impl(conv_impl)
 
     def __call__(
@@ -484,6 +507,7 @@ class BinaryConv(_BinaryLayer):
             dtype=self.dtype,
             precision=self.precision,
             sign_product_dtype=self.sign_product_dtype,
+            residuals=self.residuals,
             conv_impl=self.conv_impl,
         )
 
