@@ -132,7 +132,9 @@ class Surrogate(abc.ABC):
     gradient of ``sign`` at ``x``. Subclasses implement :meth:`proxy` and
     :meth:`derivative`; they may override :meth:`prepare` to compute values
     the rule needs from the whole tensor (a width, a schedule, random
-    thresholds) and :meth:`forward` for a non-deterministic forward pass.
+    thresholds), :meth:`forward` for a non-deterministic forward pass, and
+    :meth:`window` where the derivative is an indicator (0 or 1), so the
+    backward pass can keep one bit per entry.
 
     ``aux`` is the tuple returned by :meth:`prepare`, a constant in the
     backward pass. Subclasses must stay frozen and hashable (they are static

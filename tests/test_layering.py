@@ -18,6 +18,7 @@ import bnnjax
 PACKAGE = pathlib.Path(bnnjax.__file__).parent
 
 CORE = (
+    "bnnjax._bits",
     "bnnjax.binarize",
     "bnnjax.scale",
     "bnnjax.nn",
