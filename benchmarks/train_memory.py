@@ -33,15 +33,16 @@ For each variant, one JSON line with:
   ``ratio_to_binary`` of the temporary memory and the step time.
 
 ``--max-batch-budget BYTES`` adds, per variant, the largest batch size
-(a power of two times ``--batch-size``, searched by doubling) whose step's
-temporary memory fits the budget, by compiling only.
+(``--batch-size`` times a power of two up to ``2**--max-doublings``,
+searched by doubling) whose step's temporary memory fits the budget, by
+compiling only.
 
 Models: ``--model mlp``, :class:`bnnjax.models.linen.BinaryMLP` with
 ``--hidden`` (default 4096,4096,4096) on 28x28x1 inputs, batch 1024;
 ``--model resnet18``, :func:`bnnjax.models.linen.bireal_resnet18` on
-32x32x3 inputs, batch 256 (its binary convolutions in the layers'
-``conv_impl="auto"`` form: shifted-slice patches and one product on CPU,
-XLA's convolution elsewhere).
+32x32x3 inputs, batch 256, its binary convolutions in the form
+``--conv-impl`` names (default ``auto``: shifted-slice patches and one
+product on CPU, XLA's convolution elsewhere; ``xla`` keeps no patches).
 
 Usage:
   python benchmarks/train_memory.py --model mlp [--batch-size 1024] \\
@@ -97,6 +98,7 @@ def build_model(args: argparse.Namespace, variant: str) -> Any:
         kernel_binarizer=preset.kernel_binarizer,
         activation_binarizer=preset.activation_binarizer,
         residuals=residuals,
+        conv_impl=args.conv_impl,
     )
 
 
@@ -146,11 +148,11 @@ def _reset_hwm() -> bool:
 
 
 def measure_peak(args: argparse.Namespace, variant: str) -> dict[str, Any]:
-    """Peak memory of 3 steps of one variant (run in its own process)."""
+    """Peak memory of 2 steps of one variant (run in its own process)."""
     state, compiled, batch = compile_step(args, variant, args.batch_size)
     device = jax.devices()[0]
     reset = _reset_hwm()
-    for _ in range(3):
+    for _ in range(2):
         state, metrics = compiled(state, *batch, jnp.float32(0.5))
         jax.block_until_ready(metrics)
     out: dict[str, Any] = {"peak_rss_bytes": _vm_hwm() if reset else None}
@@ -173,6 +175,8 @@ def _peak_in_subprocess(
         args.method,
         "--hidden",
         ",".join(map(str, args.hidden)),
+        "--conv-impl",
+        args.conv_impl,
         "--peak-only",
         variant,
     ]
@@ -187,10 +191,11 @@ def _peak_in_subprocess(
 def max_batch(
     args: argparse.Namespace, variant: str, budget: int
 ) -> int | None:
-    """The largest ``batch_size * 2**k`` whose step fits ``budget`` bytes."""
+    """The largest ``batch_size * 2**k``, ``k <= --max-doublings``, whose
+    step fits ``budget`` bytes (None if not even ``batch_size`` does)."""
     best = None
     size = args.batch_size
-    while size <= args.batch_size * 2**6:
+    while size <= args.batch_size * 2**args.max_doublings:
         _, compiled, _ = compile_step(args, variant, size)
         if temp_bytes(compiled) > budget:
             break
@@ -218,6 +223,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "method": "float" if variant == "float" else args.method,
             "batch_size": args.batch_size,
             "hidden": list(args.hidden) if args.model == "mlp" else None,
+            "conv_impl": None if args.model == "mlp" else args.conv_impl,
             "temp_bytes": temp_bytes(compiled),
             "compile_s": round(compile_s, 2),
             "times_ms": [],
@@ -291,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         choices=[m for m in bnnjax.presets.PRESET_NAMES if m != "float"],
         help="rules of the binary variants (default: bnn)",
     )
+    parser.add_argument(
+        "--conv-impl",
+        choices=("auto", "xla", "patches"),
+        default="auto",
+        help="the ResNet's binary convolutions (default: auto)",
+    )
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument(
@@ -299,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         metavar="BYTES",
         help="also report the largest batch whose temp memory fits",
+    )
+    parser.add_argument(
+        "--max-doublings",
+        type=int,
+        default=6,
+        help="largest batch searched: --batch-size * 2**N (default 6)",
     )
     parser.add_argument(
         "--no-peak",

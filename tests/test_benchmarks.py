@@ -381,5 +381,71 @@ class DistillCostTest(EnvironmentBlockMixin, absltest.TestCase):
         )
 
 
+class TrainMemoryTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_one_line_per_variant_with_the_named_fields(self):
+        lines = _run(
+            "train_memory",
+            [
+                "--model",
+                "mlp",
+                "--hidden",
+                "64,64",
+                "--batch-size",
+                "16",
+                "--steps",
+                "2",
+                "--rounds",
+                "1",
+                "--max-batch-budget",
+                str(2**40),
+                "--max-doublings",
+                "1",
+            ],
+        )
+        self.assertEqual(
+            [line["variant"] for line in lines],
+            ["float", "binary", "binary_packed"],
+        )
+        by_name = {line["variant"]: line for line in lines}
+        for line in lines:
+            self.assert_environment(line)
+            self.assertEqual((line["model"], line["batch_size"]), ("mlp", 16))
+            self.assertGreater(line["temp_bytes"], 0)
+            self.assertGreater(line["step_ms_median"], 0)
+            self.assertEqual(line["steps"], 2)
+            # Peaks come from one subprocess per variant (VmHWM on Linux).
+            self.assertGreater(line["peak_rss_bytes"], 0)
+            # Every doubling searched fits a budget of 1 TiB.
+            self.assertEqual(line["max_batch"], 16 * 2)
+            for ref in ("float", "binary"):
+                want = line["temp_bytes"] / by_name[ref]["temp_bytes"]
+                self.assertAlmostEqual(
+                    line[f"temp_ratio_to_{ref}"], want, places=3
+                )
+        self.assertEqual(by_name["float"]["method"], "float")
+        self.assertEqual(by_name["binary_packed"]["method"], "bnn")
+
+    def test_a_budget_below_the_first_batch_fits_none(self):
+        lines = _run(
+            "train_memory",
+            [
+                "--hidden",
+                "16",
+                "--batch-size",
+                "8",
+                "--steps",
+                "1",
+                "--rounds",
+                "1",
+                "--no-peak",
+                "--max-batch-budget",
+                "1",
+            ],
+        )
+        for line in lines:
+            self.assertIsNone(line["max_batch"])
+            self.assertNotIn("peak_rss_bytes", line)
+
+
 if __name__ == "__main__":
     absltest.main()

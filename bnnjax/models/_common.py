@@ -29,6 +29,7 @@ from bnnjax.nn._checks import (
     check_pad_value,
     check_positive_int,
 )
+from bnnjax.nn._formulation import ConvImpl, check_conv_impl
 from bnnjax.nn._precision import check_sign_product_dtype
 from bnnjax.nn._residuals import Residuals, check_residuals
 
@@ -370,6 +371,7 @@ def check_block_rules(
     bn_epsilon: object,
     sign_product_dtype: jax.typing.DTypeLike | str | None,
     residuals: Residuals,
+    conv_impl: ConvImpl,
 ) -> None:
     """Checks the binarizer, padding and batch-norm settings of a Bi-Real
     block or net.
@@ -379,6 +381,7 @@ def check_block_rules(
     """
     check_sign_product_dtype(sign_product_dtype)
     check_residuals(residuals)
+    check_conv_impl(conv_impl)
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("activation_binarizer", activation_binarizer)
     check_pad_value(pad_value, "SAME")
@@ -722,6 +725,7 @@ def check_reactnet_rules(
     bn_momentum: object,
     bn_epsilon: object,
     residuals: Residuals,
+    conv_impl: ConvImpl,
 ) -> None:
     """Checks the binarizer, padding and batch-norm settings of a ReActNet
     block or net.
@@ -730,6 +734,7 @@ def check_reactnet_rules(
       TypeError, ValueError: naming the invalid setting.
     """
     check_residuals(residuals)
+    check_conv_impl(conv_impl)
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("activation_binarizer", activation_binarizer)
     check_pad_value(pad_value, "SAME")

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.nn import _formulation
 from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
 from bnnjax.nn._residuals import Residuals
@@ -565,6 +566,11 @@ class BiRealBlock(_NormMixin, nn.Module):
         pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``, as
         :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit the
         same either way: it only changes the memory the backward pass keeps.
+      conv_impl: how the binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
     """
@@ -579,6 +585,7 @@ class BiRealBlock(_NormMixin, nn.Module):
     bn_epsilon: float = 1e-5
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     residuals: Residuals = "auto"
+    conv_impl: _formulation.ConvImpl = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -593,6 +600,7 @@ class BiRealBlock(_NormMixin, nn.Module):
             bn_epsilon=self.bn_epsilon,
             sign_product_dtype=self.sign_product_dtype,
             residuals=self.residuals,
+            conv_impl=self.conv_impl,
         )
         super().__post_init__()
 
@@ -627,6 +635,7 @@ class BiRealBlock(_NormMixin, nn.Module):
             pad_value=self.pad_value,
             sign_product_dtype=self.sign_product_dtype,
             residuals=self.residuals,
+            conv_impl=self.conv_impl,
             name="conv",
         )(x, progress=progress)
         y = self._norm(train, "norm")(y)
@@ -731,6 +740,11 @@ class BiRealResNet(_NormMixin, nn.Module):
         as :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit
         the same either way: it only changes the memory the backward pass
         keeps.
+      conv_impl: how every binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -759,6 +773,7 @@ class BiRealResNet(_NormMixin, nn.Module):
     bn_epsilon: float = 1e-5
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     residuals: Residuals = "auto"
+    conv_impl: _formulation.ConvImpl = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -780,6 +795,7 @@ class BiRealResNet(_NormMixin, nn.Module):
             bn_epsilon=self.bn_epsilon,
             sign_product_dtype=self.sign_product_dtype,
             residuals=self.residuals,
+            conv_impl=self.conv_impl,
         )
         super().__post_init__()
 
@@ -838,6 +854,7 @@ class BiRealResNet(_NormMixin, nn.Module):
                 pad_value=self.pad_value,
                 sign_product_dtype=self.sign_product_dtype,
                 residuals=self.residuals,
+                conv_impl=self.conv_impl,
                 bn_momentum=self.bn_momentum,
                 bn_epsilon=self.bn_epsilon,
                 dtype=self.dtype,
@@ -931,6 +948,11 @@ class ReActBlock(_NormMixin, nn.Module):
         as :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit
         the same either way: it only changes the memory the backward pass
         keeps.
+      conv_impl: how both binary convolutions are computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -949,6 +971,7 @@ class ReActBlock(_NormMixin, nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     residuals: Residuals = "auto"
+    conv_impl: _formulation.ConvImpl = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -962,6 +985,7 @@ class ReActBlock(_NormMixin, nn.Module):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             residuals=self.residuals,
+            conv_impl=self.conv_impl,
         )
         super().__post_init__()
 
@@ -991,6 +1015,7 @@ class ReActBlock(_NormMixin, nn.Module):
             input_binarizer=None,  # the RSign's outputs are +-1 already
             pad_value=self.pad_value,
             residuals=self.residuals,
+            conv_impl=self.conv_impl,
             name=name,
         )
 
@@ -1104,6 +1129,11 @@ class ReActNet(_NormMixin, nn.Module):
         as :class:`bnnjax.nn.linen.BinaryConv`'s. Gradients are bit for bit
         the same either way: it only changes the memory the backward pass
         keeps.
+      conv_impl: how every binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -1127,6 +1157,7 @@ class ReActNet(_NormMixin, nn.Module):
     bn_momentum: float = 0.9
     bn_epsilon: float = 1e-5
     residuals: Residuals = "auto"
+    conv_impl: _formulation.ConvImpl = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -1143,6 +1174,7 @@ class ReActNet(_NormMixin, nn.Module):
             bn_momentum=self.bn_momentum,
             bn_epsilon=self.bn_epsilon,
             residuals=self.residuals,
+            conv_impl=self.conv_impl,
         )
         super().__post_init__()
 
@@ -1193,6 +1225,7 @@ class ReActNet(_NormMixin, nn.Module):
                 bn_momentum=self.bn_momentum,
                 bn_epsilon=self.bn_epsilon,
                 residuals=self.residuals,
+                conv_impl=self.conv_impl,
                 dtype=self.dtype,
                 param_dtype=self.param_dtype,
                 name=f"blocks_{i}",

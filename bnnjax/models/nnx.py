@@ -39,6 +39,7 @@ from flax import nnx
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.nn import _formulation
 from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
 from bnnjax.nn._residuals import Residuals
@@ -543,6 +544,11 @@ class BiRealBlock(nnx.Module):
         pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``, as
         :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
         same either way: it only changes the memory the backward pass keeps.
+      conv_impl: how the binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -561,6 +567,7 @@ class BiRealBlock(nnx.Module):
         bn_epsilon: float = 1e-5,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         residuals: Residuals = "auto",
+        conv_impl: _formulation.ConvImpl = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -576,6 +583,7 @@ class BiRealBlock(nnx.Module):
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
             residuals=residuals,
+            conv_impl=conv_impl,
         )
         rngs = _check_rngs(rngs)
         norm: _NormSettings = {
@@ -600,6 +608,7 @@ class BiRealBlock(nnx.Module):
             pad_value=pad_value,
             sign_product_dtype=sign_product_dtype,
             residuals=residuals,
+            conv_impl=conv_impl,
         )
         self.norm = _batch_norm(out_features, **norm)
         self.shortcut_conv: nnx.Conv | None
@@ -714,6 +723,11 @@ class BiRealResNet(nnx.Module):
         backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
         as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
         same either way: it only changes the memory the backward pass keeps.
+      conv_impl: how every binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -743,6 +757,7 @@ class BiRealResNet(nnx.Module):
         bn_epsilon: float = 1e-5,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         residuals: Residuals = "auto",
+        conv_impl: _formulation.ConvImpl = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -765,6 +780,7 @@ class BiRealResNet(nnx.Module):
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
             residuals=residuals,
+            conv_impl=conv_impl,
         )
         if input_size is not None:
             input_size = _common.check_widths("input_size", input_size)
@@ -809,6 +825,7 @@ class BiRealResNet(nnx.Module):
                     pad_value=pad_value,
                     sign_product_dtype=sign_product_dtype,
                     residuals=residuals,
+                    conv_impl=conv_impl,
                     bn_momentum=bn_momentum,
                     bn_epsilon=bn_epsilon,
                     dtype=dtype,
@@ -938,6 +955,11 @@ class ReActBlock(nnx.Module):
         backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
         as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
         same either way: it only changes the memory the backward pass keeps.
+      conv_impl: how both binary convolutions are computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -958,6 +980,7 @@ class ReActBlock(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
         residuals: Residuals = "auto",
+        conv_impl: _formulation.ConvImpl = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -978,6 +1001,7 @@ class ReActBlock(nnx.Module):
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
             residuals=residuals,
+            conv_impl=conv_impl,
         )
         rngs = _check_rngs(rngs)
         norm: _NormSettings = {
@@ -1013,6 +1037,7 @@ class ReActBlock(nnx.Module):
                 input_binarizer=None,  # the RSign's outputs are +-1 already
                 pad_value=pad_value,
                 residuals=residuals,
+                conv_impl=conv_impl,
             )
 
         copies = out_features // in_features
@@ -1111,6 +1136,11 @@ class ReActNet(nnx.Module):
         backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
         as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
         same either way: it only changes the memory the backward pass keeps.
+      conv_impl: how every binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise: it only
+        changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -1134,6 +1164,7 @@ class ReActNet(nnx.Module):
         bn_momentum: float = 0.9,
         bn_epsilon: float = 1e-5,
         residuals: Residuals = "auto",
+        conv_impl: _formulation.ConvImpl = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -1151,6 +1182,7 @@ class ReActNet(nnx.Module):
             bn_momentum=bn_momentum,
             bn_epsilon=bn_epsilon,
             residuals=residuals,
+            conv_impl=conv_impl,
         )
         rngs = _check_rngs(rngs)
         self.stem_conv = nnx.Conv(
@@ -1184,6 +1216,7 @@ class ReActNet(nnx.Module):
                     bn_momentum=bn_momentum,
                     bn_epsilon=bn_epsilon,
                     residuals=residuals,
+                    conv_impl=conv_impl,
                     dtype=dtype,
                     param_dtype=param_dtype,
                     rngs=rngs,
