@@ -2,15 +2,14 @@
 
 The residual policy of the binary layers keeps ``+-1`` operands and the
 clipped STE's window masks for the backward pass in this form
-(:mod:`bnnjax.nn._residuals`, :func:`bnnjax.binarize`). Bit ``i`` of the
-flattened array is entry ``i``, in little-endian bit order within a byte
-(``jnp.packbits(..., bitorder="little")``); the last byte is padded with
-zeros.
+(:mod:`bnnjax.nn._residuals`, :func:`bnnjax.binarize`). The last axis is
+packed, eight entries to a byte in little-endian bit order
+(``jnp.packbits(..., axis=-1, bitorder="little")``), the last byte of each
+row padded with zeros; the leading axes stay as they are, so an array
+sharded along its batch axis packs and unpacks shard by shard.
 """
 
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -19,11 +18,13 @@ __all__ = ["pack_bits", "unpack_bits"]
 
 
 def pack_bits(mask: jax.Array) -> jax.Array:
-    """Packs a boolean array into a ``uint8`` vector of ``ceil(size / 8)``."""
-    return jnp.packbits(jnp.reshape(mask, (-1,)), bitorder="little")
+    """Packs a boolean array along its last axis: ``(..., ceil(n / 8))``
+    ``uint8`` for ``(..., n)`` (a scalar is packed as ``(1,)``)."""
+    return jnp.packbits(jnp.atleast_1d(mask), axis=-1, bitorder="little")
 
 
 def unpack_bits(bits: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """The boolean array of ``shape`` that :func:`pack_bits` packed."""
-    flat = jnp.unpackbits(bits, count=math.prod(shape), bitorder="little")
+    count = shape[-1] if shape else 1
+    flat = jnp.unpackbits(bits, axis=-1, count=count, bitorder="little")
     return jnp.reshape(flat.astype(jnp.bool_), shape)

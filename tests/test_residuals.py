@@ -61,12 +61,15 @@ def _computed_bytes(saved) -> int:
 # ---------------------------------------------------------------- bits
 
 
-@pytest.mark.parametrize("shape", [(1,), (7,), (8,), (3, 5), (2, 3, 4, 5)])
+@pytest.mark.parametrize(
+    "shape", [(1,), (7,), (8,), (3, 5), (2, 3, 4, 5), (4, 17)]
+)
 def test_bits_round_trip(shape):
     mask = np.random.default_rng(0).random(shape) < 0.5
     bits = _bits.pack_bits(jnp.asarray(mask))
     assert bits.dtype == jnp.uint8
-    assert bits.shape == (-(-mask.size // 8),)
+    # The last axis is packed; the leading (batch) axes stay.
+    assert bits.shape == (*shape[:-1], -(-shape[-1] // 8))
     np.testing.assert_array_equal(_bits.unpack_bits(bits, shape), mask)
 
 
@@ -276,7 +279,9 @@ def test_dense_packed_under_vmap_over_seeds():
 
 def test_packed_policy_applies_to_sign_operands_only():
     apply = _residuals.packed_residuals_apply
-    assert apply("auto", SIGN, KERNEL, kernel_is_signs=True) == (True, True)
+    assert apply("packed", SIGN, KERNEL, kernel_is_signs=True) == (True, True)
+    # "auto" keeps autodiff's residuals until packing is measured to help.
+    assert apply("auto", SIGN, KERNEL, kernel_is_signs=True) == (False, False)
     assert apply("packed", None, KERNEL, kernel_is_signs=True) == (False, True)
     assert apply("packed", SIGN, KERNEL, kernel_is_signs=False) == (True, False)
     scaled = bnnjax.Binarizer(surrogate="ste", scale="mean_abs")

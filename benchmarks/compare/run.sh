@@ -57,3 +57,12 @@ $PY benchmarks/compare/compare.py "${COMMON[@]}" --target-accuracy 0.97 \
 $PY benchmarks/compare/compare.py "${COMMON[@]}" --binary-activations \
     --target-accuracy 0.95 --methods irnet,irnet:standardize=false \
     --out "$OUT/mnist_binary_activations_irnet_standardized"
+
+# (c) a fully binary CNN (Larq's MNIST tutorial network, binary weights and
+# activations, shift augmentation) on its own budget: 6 epochs (Larq's
+# tutorial trains 6), tuning 2; the established methods, the founding
+# method and the float ceiling.
+$PY benchmarks/compare/compare.py --dataset "idx:$MNIST" --model tutorial_cnn \
+    --methods scaled_sigmoid,bnn,xnor,bireal,irnet,bnn_plus,bop,float \
+    --epochs 6 --tune-epochs 2 --seeds 3 --tune-seeds 1 \
+    --target-accuracy 0.97 --out "$OUT/mnist_cnn"

@@ -161,9 +161,10 @@ class BinaryDense(_BinaryMixin, nn.Module):
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
       residuals: what the product keeps for the backward pass:
-        ``"auto"`` (default) or ``"packed"`` keep each ``+-1`` operand (the
-        kernel's signs; binarized inputs without a scale) as bits,
-        ``"unpacked"`` keeps autodiff's float residuals. Gradients are bit
+        ``"packed"`` keeps each ``+-1`` operand (the kernel's signs;
+        binarized inputs without a scale) and an STE window as bits,
+        ``"unpacked"`` and ``"auto"`` (default) keep autodiff's float
+        residuals. Gradients are bit
         for bit the same either way; see
         :func:`bnnjax.nn.functional.binary_dense`.
     """
@@ -307,9 +308,10 @@ class BinaryConv(_BinaryMixin, nn.Module):
         computation dtype). Outputs and gradients are bit for bit the
         same either way.
       residuals: what the product keeps for the backward pass:
-        ``"auto"`` (default) or ``"packed"`` keep each ``+-1`` operand (the
-        kernel's signs; binarized inputs without a scale) as bits,
-        ``"unpacked"`` keeps autodiff's float residuals. Gradients are bit
+        ``"packed"`` keeps each ``+-1`` operand (the kernel's signs;
+        binarized inputs without a scale) and an STE window as bits,
+        ``"unpacked"`` and ``"auto"`` (default) keep autodiff's float
+        residuals. Gradients are bit
         for bit the same either way; see
         :func:`bnnjax.nn.functional.binary_conv`.
       conv_impl: how the convolution is computed: ``"auto"`` (default:
