@@ -106,10 +106,12 @@ class ShardedResidualsTest(absltest.TestCase):
             self.assertTrue(result[name]["equal"], result[name])
         # Data-parallel over 4 devices: bit for bit for the MLP; XLA
         # partitions the ResNet's changed graph differently, and its
-        # reductions agree to float rounding.
+        # reductions agree to float rounding, which three Adam steps at
+        # lr 1e-2 grow to about 1e-5 (measured 1.2e-5); a wrong gradient
+        # would move the parameters by the learning rate, 1e-2.
         self.assertTrue(result["mlp_mesh"]["equal"], result["mlp_mesh"])
         self.assertTrue(result["resnet_mesh"]["moved"])
-        self.assertLess(result["resnet_mesh"]["max_difference"], 1e-6)
+        self.assertLess(result["resnet_mesh"]["max_difference"], 1e-4)
 
 
 if __name__ == "__main__":
