@@ -26,7 +26,7 @@ SIGN = bnnjax.Binarizer(surrogate="clipped_ste", scale=None)
 KERNEL = bnnjax.Binarizer(axis=-1)  # the founding method, per channel
 
 
-def _tree_equal(a, b) -> None:
+def _assert_trees_equal(a, b) -> None:
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -220,11 +220,11 @@ def test_dense_packed_gradients_are_bitwise_equal(rule):
     w = jax.random.normal(kw_, (24, 9)).at[1, 2].set(0.0)
     # Eager against eager and jit against jit: under jit XLA may fold a
     # bfloat16 product's cast into the product, for both paths alike.
-    _tree_equal(
+    _assert_trees_equal(
         _dense_grads("packed", x, w, **kw), _dense_grads("unpacked", x, w, **kw)
     )
     jitted = jax.jit(functools.partial(_dense_grads, **kw), static_argnums=0)
-    _tree_equal(jitted("packed", x, w), jitted("unpacked", x, w))
+    _assert_trees_equal(jitted("packed", x, w), jitted("unpacked", x, w))
     np.testing.assert_array_equal(
         _dense_grads("packed", x, w, **kw)[0], F.binary_dense(x, w, **kw)
     )
@@ -254,7 +254,7 @@ def test_conv_packed_gradients_are_bitwise_equal(conv_impl, padding, pad_value):
 
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(x, w)
 
-    _tree_equal(grads("packed"), grads("unpacked"))
+    _assert_trees_equal(grads("packed"), grads("unpacked"))
 
 
 def test_dense_packed_under_vmap_over_seeds():
@@ -274,7 +274,7 @@ def test_dense_packed_under_vmap_over_seeds():
 
         return jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(x, w)
 
-    _tree_equal(grads("packed"), grads("unpacked"))
+    _assert_trees_equal(grads("packed"), grads("unpacked"))
 
 
 def test_packed_policy_applies_to_sign_operands_only():
