@@ -330,8 +330,8 @@ def binary_dense(
         and only the values of such a step's gradients may differ. Real
         operands are kept as they are. ``"unpacked"``: autodiff's
         residuals. ``"auto"`` (default): ``"unpacked"`` for now; on the
-        2-core CPU packing saved 7-8% of a binary training step's
-        temporary memory and made the step 4-13% slower (see the training
+        2-core CPU packing saved 7-8% of a large binary training step's
+        temporary memory but cost 9% more at batch 100 (see the training
         memory results page), and on accelerators it is not measured yet.
 
     Returns:
