@@ -193,20 +193,24 @@ def _binarize_operands(
     kernel_key: jax.Array | None,
     input_key: jax.Array | None,
     dtype: jax.typing.DTypeLike | None,
-    pack_input_window: bool,
-) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array | None, bool]:
+    residuals: _residuals.Residuals,
+) -> tuple[
+    jax.Array, jax.Array, jax.Array | None, jax.Array | None, tuple[bool, bool]
+]:
     """Binarizes inputs and kernel, then casts them to one dtype.
 
-    Returns ``(x, kernel, bias, out_scale, kernel_is_signs)``. When the
+    Returns ``(x, kernel, bias, out_scale, packed)``. When the
     kernel's scale is one value per output feature (the last kernel axis) or
     per tensor, the kernel is returned as its signs and ``out_scale`` is the
     scale as a ``(features,)`` vector (or ``None`` without a scale), to
     multiply the product's output: ``(x @ sign(W)) * alpha``, the same
     function as ``x @ (alpha * sign(W))``, with the scale applied where
     packed 1-bit inference applies it. Any other scale layout is folded into
-    the kernel and ``out_scale`` is ``None``. ``kernel_is_signs`` says
-    whether the returned kernel is the signs alone (no scale folded into
-    it). ``pack_input_window`` is the input binarizer's ``pack_residuals``.
+    the kernel and ``out_scale`` is ``None``. ``packed`` is ``(pack_inputs,
+    pack_kernel)``: which operands of the product the residual policy keeps
+    as bits (``_residuals.packed_residuals_apply``); with
+    ``residuals="packed"`` the input binarizer also keeps its window as
+    bits.
     """
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("input_binarizer", input_binarizer, optional=True)
@@ -225,7 +229,7 @@ def _binarize_operands(
             x,
             progress=progress,
             key=input_key,
-            pack_residuals=pack_input_window,
+            pack_residuals=residuals == "packed",
         )
     kernel, alpha = kernel_binarizer.signs_and_scale(
         latent_kernel, progress=progress, key=kernel_key
@@ -240,13 +244,13 @@ def _binarize_operands(
             kernel_is_signs = False
     if bias is not None:
         bias = bias.astype(dtype)
-    return (
-        x.astype(dtype),
-        kernel.astype(dtype),
-        bias,
-        out_scale,
-        kernel_is_signs,
+    packed = _residuals.packed_residuals_apply(
+        residuals,
+        input_binarizer,
+        kernel_binarizer,
+        kernel_is_signs=kernel_is_signs,
     )
+    return x.astype(dtype), kernel.astype(dtype), bias, out_scale, packed
 
 
 def _scale_outputs(y: jax.Array, out_scale: jax.Array | None) -> jax.Array:
@@ -347,7 +351,7 @@ def binary_dense(
     check_dense_inputs(inputs.shape, latent_kernel.shape)
     residuals = _residuals.check_residuals(residuals)
     check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
-    x, kernel, bias, out_scale, kernel_is_signs = _binarize_operands(
+    x, kernel, bias, out_scale, packed = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -357,7 +361,7 @@ def binary_dense(
         kernel_key=kernel_key,
         input_key=input_key,
         dtype=dtype,
-        pack_input_window=residuals == "packed",
+        residuals=residuals,
     )
     dimension_numbers = (((x.ndim - 1,), (0,)), ((), ()))
 
@@ -384,18 +388,7 @@ def binary_dense(
             math.prod(x.shape[:-1]), latent_kernel.shape[-1]
         ),
     )
-    y = _product(
-        product,
-        x,
-        kernel,
-        product_dtype,
-        _residuals.packed_residuals_apply(
-            residuals,
-            input_binarizer,
-            kernel_binarizer,
-            kernel_is_signs=kernel_is_signs,
-        ),
-    )
+    y = _product(product, x, kernel, product_dtype, packed)
     return _add_bias(_scale_outputs(y, out_scale), bias)
 
 
@@ -525,7 +518,7 @@ def binary_conv(
             "'auto'."
         )
 
-    x, kernel, bias, out_scale, kernel_is_signs = _binarize_operands(
+    x, kernel, bias, out_scale, packed = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -535,7 +528,7 @@ def binary_conv(
         kernel_key=kernel_key,
         input_key=input_key,
         dtype=dtype,
-        pack_input_window=residuals == "packed",
+        residuals=residuals,
     )
     batch_shape = x.shape[: x.ndim - rank - 1]
     x = jnp.reshape(x, (-1, *x.shape[x.ndim - rank - 1 :]))
@@ -589,18 +582,7 @@ def binary_conv(
         contraction=math.prod(latent_kernel.shape[:-1]),
         pad_value=pad_value,
     )
-    y = _product(
-        product,
-        x,
-        kernel,
-        product_dtype,
-        _residuals.packed_residuals_apply(
-            residuals,
-            input_binarizer,
-            kernel_binarizer,
-            kernel_is_signs=kernel_is_signs,
-        ),
-    )
+    y = _product(product, x, kernel, product_dtype, packed)
     y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
     return _add_bias(_scale_outputs(y, out_scale), bias)
 
