@@ -53,6 +53,7 @@ _FLAG_TO_FIELD = {
     "hidden": "hidden",
     "width": "width",
     "val_fraction": "val_fraction",
+    "select": "select",
     "augment": "augment",
     "devices": "devices",
 }

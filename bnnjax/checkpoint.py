@@ -412,6 +412,21 @@ def _leaf_paths(tree: Any) -> list[str]:
     ]
 
 
+def _leaf_record(tree: Any) -> dict[str, list[Any]]:
+    """The leaf paths, shapes and dtypes a checkpoint records of ``tree``."""
+    leaves = jax.tree.leaves(tree)
+    return {
+        "paths": _leaf_paths(tree),
+        "shapes": [list(np.shape(x)) for x in leaves],
+        "dtypes": [str(np.dtype(x.dtype)) for x in leaves],
+    }
+
+
+def _flat_arrays(tree: Any) -> dict[str, Any]:
+    """``tree``'s leaves by zero-padded index, as a checkpoint stores them."""
+    return {f"{i:05d}": x for i, x in enumerate(jax.tree.leaves(tree))}
+
+
 class Checkpointer:
     """Saves and restores one run's training state with orbax.
 
@@ -420,6 +435,9 @@ class Checkpointer:
     dtypes, the epoch and anything the caller adds. Restoring checks that
     record against the state the caller expects before reading arrays, so a
     checkpoint of another model fails with the first differing leaf named.
+    A checkpoint may hold further named pytrees beside the state (``extra``
+    of :meth:`save`, e.g. the parameters of the best validation epoch),
+    written in the same step, so they are complete exactly when the state is.
 
     Args:
       directory: where the steps go (created if missing).
@@ -450,7 +468,12 @@ class Checkpointer:
         return sorted(self._manager.all_steps())
 
     def save(
-        self, epoch: int, state: Any, info: Mapping[str, Any] | None = None
+        self,
+        epoch: int,
+        state: Any,
+        info: Mapping[str, Any] | None = None,
+        *,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Saves ``state`` as the checkpoint of ``epoch`` (blocking).
 
@@ -458,6 +481,9 @@ class Checkpointer:
           epoch: the number of completed epochs (the orbax step).
           state: a pytree of arrays.
           info: JSON-serialisable values stored alongside.
+          extra: further pytrees of arrays saved in the same checkpoint,
+            by item name (not ``"state"`` or ``"meta"``); read back with
+            ``restore(like, item=NAME)``.
 
         Raises:
           DiskFullError: if the file system is full. The partial
@@ -465,22 +491,32 @@ class Checkpointer:
             orbax's writer threads log about the failure is dropped.
         """
         ocp = self._ocp
-        leaves = jax.tree.leaves(state)
+        extra = dict(extra or {})
+        reserved = sorted({"state", "meta"} & set(extra))
+        if reserved:
+            raise ValueError(
+                f"Checkpointer.save: extra item names {reserved} are taken by "
+                "the checkpoint itself; use other names."
+            )
         meta = {
             **dict(info or {}),
             "epoch": int(epoch),
-            "paths": _leaf_paths(state),
-            "shapes": [list(np.shape(x)) for x in leaves],
-            "dtypes": [str(np.dtype(x.dtype)) for x in leaves],
+            **_leaf_record(state),
         }
-        arrays = {f"{i:05d}": x for i, x in enumerate(leaves)}
+        if extra:
+            meta["extra"] = {
+                name: _leaf_record(tree) for name, tree in extra.items()
+            }
+        items = {
+            name: ocp.args.StandardSave(_flat_arrays(tree))
+            for name, tree in {"state": state, **extra}.items()
+        }
         with _WriterNoise() as noise:
             try:
                 self._manager.save(
                     int(epoch),
                     args=ocp.args.Composite(
-                        state=ocp.args.StandardSave(arrays),
-                        meta=ocp.args.JsonSave(meta),
+                        **items, meta=ocp.args.JsonSave(meta)
                     ),
                     force=True,
                 )
@@ -541,6 +577,7 @@ class Checkpointer:
         epoch: int | None = None,
         *,
         sharding: jax.sharding.Sharding | None = None,
+        item: str = "state",
     ) -> tuple[Any, dict[str, Any]]:
         """Restores the checkpoint of ``epoch`` (default: the latest).
 
@@ -558,14 +595,17 @@ class Checkpointer:
             Leaves with neither go to the default device in a single
             process, and are replicated on every device of a multi-process
             job.
+          item: which pytree: ``"state"`` (default) or the name of one
+            saved as ``extra``.
 
         Returns:
-          ``(state, info)``: the state in ``like``'s structure and the JSON
-          record saved with it.
+          ``(tree, info)``: the item in ``like``'s structure and the JSON
+          record saved with the checkpoint.
 
         Raises:
-          CheckpointError: if there is no checkpoint, it cannot be read, or
-            it holds another structure, shape or dtype than ``like``.
+          CheckpointError: if there is no checkpoint, it cannot be read, it
+            has no such item, or the item has another structure, shape or
+            dtype than ``like``.
         """
         ocp = self._ocp
         meta = self.info(epoch)
@@ -575,14 +615,20 @@ class Checkpointer:
             f"Delete {where!r} to resume from the previous checkpoint, or "
             "start a new run in another directory."
         )
+        if item == "state":
+            record = meta
+        else:
+            saved = meta.get("extra") or {}
+            if item not in saved:
+                raise CheckpointError(
+                    f"Checkpoint {where!r} holds no {item!r} item (it holds "
+                    f"{['state', *sorted(saved)]})."
+                )
+            record = saved[item]
         leaves, treedef = jax.tree.flatten(like)
-        expected: dict[str, list[Any]] = {
-            "paths": _leaf_paths(like),
-            "shapes": [list(np.shape(x)) for x in leaves],
-            "dtypes": [str(np.dtype(x.dtype)) for x in leaves],
-        }
+        expected: dict[str, list[Any]] = _leaf_record(like)
         for key, want in expected.items():
-            got = meta.get(key)
+            got = record.get(key)
             if got != want:
                 raise CheckpointError(
                     f"Checkpoint {where!r} does not match this model: "
@@ -600,9 +646,9 @@ class Checkpointer:
             arrays = self._manager.restore(
                 epoch,
                 args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract)
+                    **{item: ocp.args.StandardRestore(abstract)}
                 ),
-            )["state"]
+            )[item]
         except Exception as e:  # orbax raises many types
             raise CheckpointError(
                 f"Checkpoint {where!r} could not be restored "

@@ -110,6 +110,7 @@ def _add_train_arguments(
     from bnnjax import train as train_lib
     from bnnjax.training import losses, optimization, recipes
     from bnnjax.training.augment import AUGMENT_NAMES
+    from bnnjax.training.config import SELECT_NAMES
 
     d = train_lib.TrainConfig()
     parser.epilog = _method_table() + "\n" + _recipe_table()
@@ -330,6 +331,15 @@ def _add_train_arguments(
         default=default(d.val_fraction),
         help="fraction of the training data held out for validation "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--select",
+        choices=SELECT_NAMES,
+        default=default(d.select),
+        help="which parameters the run ends with (its test evaluation, "
+        "export, predict, --init-from and --teacher use them): last, the "
+        "last epoch's, or best_val, per seed those of the epoch with the "
+        "best validation accuracy (default: %(default)s)",
     )
     parser.add_argument(
         "--out",

@@ -16,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["plot_comparison", "plot_run"]
+__all__ = ["plot_comparison", "plot_run", "training_minutes"]
 
 
 def plot_run(
@@ -26,6 +26,7 @@ def plot_run(
     *,
     epoch: int | None = None,
     seed: int | None = None,
+    test_accuracy: Mapping[int, float] | None = None,
 ) -> list[str]:
     """Writes the curves, flip and update ratios and latent histograms.
 
@@ -40,7 +41,12 @@ def plot_run(
       line per seed, and per layer for ``seed``; log scales;
     * ``latent_histograms.png``: one histogram per layer of the latent
       kernels given in ``latents`` (number of weights per bin), titled
-      with the epoch and seed they come from.
+      with the epoch and seed they come from;
+    * ``accuracy_time.png`` (when the records hold ``train_seconds``):
+      validation accuracy per seed against training wall-clock minutes
+      per seed (the epochs' ``train_seconds``, which cover every seed
+      trained together, summed and divided by the number of seeds), with
+      ``test_accuracy`` marked at the end.
 
     The right panel of ``flip_ratio.png`` shows how far the latent
     weights still move relative to their size (the effective learning
@@ -60,6 +66,8 @@ def plot_run(
       seed: the seed ``latents`` are from, whose per-layer ratios are
         drawn too; ``None``: the first record's (:func:`bnnjax.train.run`
         passes its first seed).
+      test_accuracy: seed -> test accuracy, marked at the end of
+        ``accuracy_time.png``; ``None``: not marked.
 
     Returns:
       The paths written, or ``[]`` if matplotlib is not installed.
@@ -159,7 +167,71 @@ def plot_run(
             ax.set_visible(False)
         fig.suptitle(latents_title)
         save(fig, "latent_histograms.png")
+
+    if records and all("train_seconds" in r for r in records):
+        fig = Figure(figsize=(6, 4))
+        ax = fig.subplots()
+        _accuracy_time(ax, by_seed, test_accuracy or {})
+        save(fig, "accuracy_time.png")
     return paths
+
+
+def training_minutes(
+    records: Sequence[Mapping[str, Any]],
+) -> dict[int, float]:
+    """Epoch -> training wall-clock minutes per seed up to its end.
+
+    An epoch's ``train_seconds`` covers every seed trained with it; the
+    minutes per seed are their running sum divided by the seed count.
+    """
+    seconds: dict[int, float] = {}
+    seeds = set()
+    for r in records:
+        seconds[int(r["epoch"])] = float(r["train_seconds"])
+        seeds.add(int(r["seed"]))
+    total, minutes = 0.0, {}
+    for e in sorted(seconds):
+        total += seconds[e]
+        minutes[e] = total / 60.0 / max(len(seeds), 1)
+    return minutes
+
+
+def _accuracy_time(
+    ax: Any,
+    by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
+    test_accuracy: Mapping[int, float],
+) -> None:
+    """Validation accuracy per seed against training minutes per seed."""
+    records = [r for rows in by_seed.values() for r in rows]
+    minutes = training_minutes(records)
+    for i, (s, rows) in enumerate(sorted(by_seed.items())):
+        color = f"C{i}"
+        xs = [minutes[int(r["epoch"])] for r in rows]
+        ax.plot(
+            xs,
+            [r["val_accuracy"] for r in rows],
+            "o-",
+            color=color,
+            markersize=3,
+            label=f"val (seed {s})",
+        )
+        if s in test_accuracy and xs:
+            ax.plot(
+                [xs[-1]],
+                [test_accuracy[s]],
+                "*",
+                color=color,
+                markersize=10,
+                label=f"test (seed {s})",
+            )
+    ax.set(
+        xlabel=f"training minutes per seed ({len(by_seed)} trained together)",
+        ylabel="accuracy",
+        title="accuracy against training time",
+    )
+    ax.grid(alpha=0.3)
+    if by_seed:
+        ax.legend(fontsize="small")
 
 
 def _latents_title(epoch: int | None, seed: int | None) -> str:

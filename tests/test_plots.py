@@ -130,6 +130,35 @@ class PlotRunTest(absltest.TestCase):
         for line in updates.get_lines():
             self.assertEmpty(line.get_ydata())
 
+    def test_accuracy_against_minutes_per_seed(self):
+        records = _records()  # two seeds trained together
+        for r in records:
+            r["train_seconds"] = 60.0 * r["epoch"]  # 1, 2, 3 minutes
+        self.assertEqual(
+            plots.training_minutes(records), {1: 0.5, 2: 1.5, 3: 3.0}
+        )
+        fig = self._figures(records, test_accuracy={3: 0.9, 1: 0.8})[
+            "accuracy_time.png"
+        ]
+        (ax,) = fig.axes
+        self.assertIn("2 trained together", ax.get_xlabel())
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        self.assertEqual(
+            sorted(lines),
+            ["test (seed 1)", "test (seed 3)", "val (seed 1)", "val (seed 3)"],
+        )
+        np.testing.assert_allclose(
+            lines["val (seed 1)"].get_xdata(), [0.5, 1.5, 3.0]
+        )
+        np.testing.assert_allclose(
+            lines["val (seed 1)"].get_ydata(), [0.55, 0.65, 0.75]
+        )
+        np.testing.assert_allclose(lines["test (seed 3)"].get_xdata(), [3.0])
+        np.testing.assert_allclose(lines["test (seed 3)"].get_ydata(), [0.9])
+
+    def test_no_time_figure_without_train_seconds(self):
+        self.assertNotIn("accuracy_time.png", self._figures(_records()))
+
 
 if __name__ == "__main__":
     absltest.main()

@@ -37,7 +37,9 @@ __all__ = [
     "MethodName",
     "ModelName",
     "OptimizerName",
+    "SELECT_NAMES",
     "ScheduleName",
+    "SelectName",
     "TrainConfig",
     "check_batch_split",
 ]
@@ -63,6 +65,9 @@ OptimizerName = optimization.OptimizerName
 ScheduleName = optimization.ScheduleName
 LossName = losses_lib.LossName
 AugmentName = augment_lib.AugmentName
+SelectName = Literal["last", "best_val"]
+SELECT_NAMES: tuple[SelectName, ...] = typing.get_args(SelectName)
+"""The names ``TrainConfig.select`` (and ``--select``) accepts."""
 
 DEFAULT_HIDDEN: tuple[int, ...] = (512, 512)
 """MLP widths of the default run (see :class:`TrainConfig`)."""
@@ -240,6 +245,14 @@ class TrainConfig:
       seeds: one or more distinct non-negative seeds, trained together.
       val_fraction: fraction of the training data held out (stratified)
         for validation; the test split is never used for any choice.
+      select: which parameters the run ends with, for its test evaluation
+        and for whatever loads the run (``bnnjax export``, ``predict``,
+        ``init_from``, ``teacher``): ``"last"`` (default), the last
+        epoch's, or ``"best_val"``, per seed those of the epoch with the
+        highest validation accuracy (the earliest on a tie), model
+        selection on the validation split. The selected parameters and
+        batch statistics are kept in each checkpoint beside the training
+        state, so a resumed run selects the same epoch.
       augment: augmentation of the training batches, inside the jitted
         step (``bnnjax.training.augment``): ``"none"``,
         ``"crop_flip"`` (random crop with 4 pixels of zero padding and
@@ -296,6 +309,7 @@ class TrainConfig:
     distill_temperature: float = 1.0
     seeds: tuple[int, ...] = (0,)
     val_fraction: float = 0.1
+    select: SelectName = "last"
     augment: AugmentName | None = None
     out_dir: str | None = None
     eval_batch_size: int = 1000
@@ -661,9 +675,9 @@ def _set(config: TrainConfig, name: str, value: Any) -> None:
 
 
 def _check_choices(config: TrainConfig) -> None:
-    """``model``, ``method``, ``optimizer`` and ``schedule`` name a choice."""
+    """Each field with a fixed set of values holds one of them."""
     hints = typing.get_type_hints(type(config))
-    for name in ("model", "method", "optimizer", "schedule", "loss"):
+    for name in ("model", "method", "optimizer", "schedule", "loss", "select"):
         allowed = typing.get_args(hints[name])
         value = getattr(config, name)
         if value not in allowed:

@@ -29,6 +29,7 @@ from bnnjax import checkpoint as ckpt
 from bnnjax import data as data_lib
 from bnnjax import distributed, plots
 from bnnjax import presets as presets_lib
+from bnnjax.training import selection as selection_lib
 from bnnjax.training import sources
 from bnnjax.training.augment import Augmentation
 from bnnjax.training.config import TrainConfig, check_batch_split
@@ -114,9 +115,9 @@ def run(
     ``_correct``/``_total`` counts), flip and update ratios, gradient
     fraction and latent statistics are appended to ``metrics.jsonl``, then a
     checkpoint is saved. At the end the test split is evaluated once, on
-    the final parameters, and plots are written. Nothing uses the test
-    split before that; the best validation epoch is reported for
-    information only.
+    the final parameters (with ``config.select="best_val"``, per seed those
+    of the best validation epoch: ``bnnjax.training.selection``), and
+    plots are written. Nothing uses the test split before that.
 
     With ``resume``, the run continues from its last complete checkpoint
     and ends with the same parameters as an uninterrupted run: batch order
@@ -192,7 +193,7 @@ def run(
             os.path.join(setup.out_dir, ckpt.CHECKPOINT_DIR),
             max_to_keep=config.max_to_keep,
         ) as checkpointer:
-            state, start_epoch, step = _resume(
+            state, selection, start_epoch, step = _resume(
                 setup, checkpointer, state, resume
             )
             if on_start is not None:
@@ -211,12 +212,13 @@ def run(
             eval_step = make_eval_step(
                 setup.model, mesh=setup.mesh, loss=config.loss_fn(train=False)
             )
-            state, step = _train_epochs(
+            state, selection, step = _train_epochs(
                 setup,
                 checkpointer,
                 train_step,
                 eval_step,
                 state,
+                selection,
                 records,
                 start_epoch=start_epoch,
                 step=step,
@@ -227,8 +229,9 @@ def run(
         return _finish(
             setup,
             eval_step,
-            state,
+            selection_lib.selected_state(state, selection),
             records,
+            selection=selection,
             step=step,
             resumed_from_epoch=start_epoch if resume else None,
             make_plots=make_plots,
@@ -432,12 +435,19 @@ def _resume(
     checkpointer: ckpt.Checkpointer,
     state: TrainState,
     resume: bool,
-) -> tuple[TrainState, int, int]:
-    """``(state, start_epoch, step)``: the last checkpoint's, if resuming."""
+) -> tuple[TrainState, selection_lib.Selection | None, int, int]:
+    """``(state, selection, start_epoch, step)``: the last checkpoint's, if
+    resuming; the selection is ``None`` before the first epoch and with
+    ``select="last"``."""
     start_epoch, step = 0, 0
+    selection = None
     if resume and checkpointer.latest_epoch() is not None:
         state, info = checkpointer.restore(state)
         start_epoch, step = int(info["epoch"]), int(info["step"])
+        if setup.config.select == "best_val":
+            selection = selection_lib.restore_selection(
+                checkpointer, state, info
+            )
     elif resume and setup.config.init_from is not None:
         # Resuming a run stopped before its first checkpoint: it starts
         # from its source as a new one does (in _set_up).
@@ -448,7 +458,7 @@ def _resume(
             f"{setup.config.epochs}: its last checkpoint is already at epoch "
             f"{start_epoch}."
         )
-    return state, start_epoch, step
+    return state, selection, start_epoch, step
 
 
 def _start_records(setup: _Run, start_epoch: int) -> list[dict[str, Any]]:
@@ -477,6 +487,7 @@ def _train_epochs(
     train_step: Callable[..., Any],
     eval_step: Callable[..., Any],
     state: TrainState,
+    selection: selection_lib.Selection | None,
     records: list[dict[str, Any]],
     *,
     start_epoch: int,
@@ -484,11 +495,13 @@ def _train_epochs(
     on_step: Callable[[StepInfo], None] | None,
     on_epoch: Callable[[int, list[dict[str, Any]]], None] | None,
     before_step: Callable[[int, TrainState], TrainState] | None,
-) -> tuple[TrainState, int]:
+) -> tuple[TrainState, selection_lib.Selection | None, int]:
     """The epoch loop: train, validate, record and checkpoint each epoch.
 
-    Appends each epoch's records to ``records``; returns the final state
-    and step count.
+    With ``select="best_val"`` the selection is updated after each
+    validation and saved in the epoch's checkpoint. Appends each epoch's
+    records to ``records``; returns the final state, the selection and
+    the step count.
     """
     config = setup.config
     diagnostics = make_epoch_diagnostics(setup.preset.kernel_binarizer)
@@ -530,6 +543,10 @@ def _train_epochs(
             progress=progress,
             mesh=setup.mesh,
         )
+        if config.select == "best_val":
+            selection = selection_lib.update_selection(
+                selection, state, val.correct.tolist(), epoch + 1
+            )
         diag, start = diagnostics(state.params, start, np.float32(progress))
         epoch_records = _epoch_records(
             setup,
@@ -541,13 +558,13 @@ def _train_epochs(
             train_seconds=train_seconds,
         )
         _checkpoint_epoch(
-            setup, checkpointer, epoch, step, state, epoch_records
+            setup, checkpointer, epoch, step, state, selection, epoch_records
         )
         last_good = epoch + 1
         records.extend(epoch_records)
         if on_epoch is not None:
             on_epoch(epoch + 1, epoch_records)
-    return state, step
+    return state, selection, step
 
 
 def _epoch_records(
@@ -601,12 +618,19 @@ def _checkpoint_epoch(
     epoch: int,
     step: int,
     state: TrainState,
+    selection: selection_lib.Selection | None,
     epoch_records: Sequence[Mapping[str, Any]],
 ) -> None:
-    """Appends the epoch's records (process 0), then saves the checkpoint."""
+    """Appends the epoch's records (process 0), then saves the checkpoint
+    (with the selection, if any, in the same write)."""
     if setup.primary:
         ckpt.append_metrics(setup.out_dir, epoch_records)
-    checkpointer.save(epoch + 1, state, {"step": step, **setup.shape_info})
+    info = {"step": step, **setup.shape_info}
+    extra = None
+    if selection is not None:
+        info.update(selection.info())
+        extra = {selection_lib.BEST_ITEM: selection.variables}
+    checkpointer.save(epoch + 1, state, info, extra=extra)
 
 
 def _finish(
@@ -615,12 +639,14 @@ def _finish(
     state: TrainState,
     records: list[dict[str, Any]],
     *,
+    selection: selection_lib.Selection | None,
     step: int,
     resumed_from_epoch: int | None,
     make_plots: bool,
     wall_start: float,
 ) -> dict[str, Any]:
-    """Evaluates the test split once, writes the plots, returns results."""
+    """Evaluates the test split once on ``state`` (the selected
+    parameters), writes the plots, returns results."""
     test = evaluate_counts(
         eval_step,
         state,
@@ -639,8 +665,15 @@ def _finish(
             records,
             latents,
             setup.out_dir,
-            epoch=setup.config.epochs,
+            # The histograms show the first seed's kernels as tested.
+            epoch=setup.config.epochs
+            if selection is None
+            else selection.epoch[0],
             seed=setup.seeds[0],
+            test_accuracy={
+                seed: int(c) / test.total
+                for seed, c in zip(setup.seeds, test.correct, strict=True)
+            },
         )
         if make_plots and setup.primary
         else []
@@ -651,6 +684,7 @@ def _finish(
         test=test,
         steps=step,
         steps_per_epoch=setup.steps_per_epoch,
+        selected_epochs=None if selection is None else selection.epoch,
     )
     results.update(
         {

@@ -143,6 +143,7 @@ def run_summary(
     test: Evaluation,
     steps: int,
     steps_per_epoch: int,
+    selected_epochs: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """The settings, accuracies, losses, best epochs and throughput of a run.
 
@@ -152,11 +153,14 @@ def run_summary(
       test: the final test evaluation (per seed).
       steps: steps done.
       steps_per_epoch: steps in one epoch.
+      selected_epochs: per seed, the epoch whose parameters ``test`` was
+        evaluated on (``select="best_val"``); ``None``: the last.
 
     Returns:
       A JSON-ready dict: the run's settings, then ``test_accuracy``,
       ``val_accuracy``, ``test_loss`` and ``val_loss`` (means over seeds,
-      with ``_std`` and ``_per_seed``; validation at the last epoch), the
+      with ``_std`` and ``_per_seed``; validation at the selected epoch,
+      listed in ``selected_epoch_per_seed``), the
       counts behind each accuracy (``test_correct`` and ``test_total``
       pooled over seeds, so ``test_accuracy == test_correct /
       test_total``, and ``test_correct_per_seed``,
@@ -166,8 +170,11 @@ def run_summary(
     """
     seeds = list(config.seeds)
     lr, real_lr = config.learning_rates()
-    last = [r for r in records if r["epoch"] == config.epochs]
-    last.sort(key=lambda r: seeds.index(r["seed"]))
+    if selected_epochs is None:
+        selected_epochs = [config.epochs] * len(seeds)
+    chosen = dict(zip(seeds, selected_epochs, strict=True))
+    selected = [r for r in records if r["epoch"] == chosen[r["seed"]]]
+    selected.sort(key=lambda r: seeds.index(r["seed"]))
     best = _best_epochs(records, seeds)
     epoch_seconds = {r["epoch"]: r["train_seconds"] for r in records}
     train_seconds = float(sum(epoch_seconds.values()))
@@ -186,26 +193,28 @@ def run_summary(
         "real_learning_rate": real_lr,
         "init_from": config.init_from,
         "teacher": config.teacher,
+        "select": config.select,
+        "selected_epoch_per_seed": [int(e) for e in selected_epochs],
     }
     results.update(
         _accuracy_over_seeds(
             "test", [int(c) for c in test.correct], [test.total] * len(seeds)
         )
     )
-    if all("val_correct" in r for r in last):
+    if all("val_correct" in r for r in selected):
         results.update(
             _accuracy_over_seeds(
                 "val",
-                [r["val_correct"] for r in last],
-                [r["val_total"] for r in last],
+                [r["val_correct"] for r in selected],
+                [r["val_total"] for r in selected],
             )
         )
     else:  # records of a run directory written before counts were kept
         _add_mean_std(
-            results, "val_accuracy", [r["val_accuracy"] for r in last]
+            results, "val_accuracy", [r["val_accuracy"] for r in selected]
         )
     _add_mean_std(results, "test_loss", [float(v) for v in test.loss])
-    _add_mean_std(results, "val_loss", [r["val_loss"] for r in last])
+    _add_mean_std(results, "val_loss", [r["val_loss"] for r in selected])
     results.update(
         {
             "best_val_epoch_per_seed": [b["epoch"] for b in best],

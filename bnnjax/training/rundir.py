@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from bnnjax import checkpoint as ckpt
+from bnnjax.training import selection as selection_lib
 from bnnjax.training.config import TrainConfig
 from bnnjax.training.step import TrainState, build_training, init_state
 
@@ -277,7 +278,12 @@ def load_checkpoint(
     """Loads a run's model and training state from its directory.
 
     A checkpoint written on any number of devices or hosts loads on any
-    other: the arrays are read straight into ``sharding``.
+    other: the arrays are read straight into ``sharding``. For a run with
+    ``select="best_val"`` the state holds the selected parameters and
+    batch statistics (per seed, those of the best validation epoch up to
+    the checkpoint's; ``bnnjax.training.selection``), the ones its test
+    result was measured on, and ``info["selected_epoch_per_seed"]`` names
+    their epochs.
 
     Args:
       out_dir: a run directory written by :func:`bnnjax.train.run`.
@@ -320,4 +326,10 @@ def load_checkpoint(
         state, info = checkpointer.restore(
             like, info["epoch"], sharding=sharding
         )
+        if config.select == "best_val":
+            selection = selection_lib.restore_selection(
+                checkpointer, state, info, sharding=sharding
+            )
+            state = selection_lib.selected_state(state, selection)
+            info["selected_epoch_per_seed"] = list(selection.epoch)
     return model, state, info
