@@ -66,3 +66,21 @@ $PY benchmarks/compare/compare.py --dataset "idx:$MNIST" --model tutorial_cnn \
     --methods scaled_sigmoid,bnn,xnor,bireal,irnet,bnn_plus,bop,float \
     --epochs 6 --tune-epochs 2 --seeds 3 --tune-seeds 1 \
     --target-accuracy 0.97 --out "$OUT/mnist_cnn"
+
+# Budgets: tables (a) and (b) at half and double their 8 epochs, the same
+# grids, tuning for a proportional 2 and 6 epochs, final seeds 3, 4, 5
+# (not the tables' 0-2). Each command ran pinned to one core, (a) and (b)
+# side by side: about 10 minutes each at 4 epochs, 23-25 at 16
+# (2026-12-05).
+BUDGET=(--dataset "idx:$MNIST" --hidden 256,256 --seed-list 3,4,5
+        --tune-seeds 1)
+for EPOCHS in 4:2 16:6; do
+  E=${EPOCHS%:*}; T=${EPOCHS#*:}
+  $PY benchmarks/compare/compare.py "${BUDGET[@]}" --epochs "$E" \
+      --tune-epochs "$T" --target-accuracy 0.97 \
+      --out "$OUT/mnist_binary_weights_e$E"
+  $PY benchmarks/compare/compare.py "${BUDGET[@]}" --epochs "$E" \
+      --tune-epochs "$T" --binary-activations --target-accuracy 0.95 \
+      --out "$OUT/mnist_binary_activations_e$E"
+done
+
