@@ -448,7 +448,7 @@ class TwoProcessesTest(absltest.TestCase):
             first["test_accuracy_per_seed"], second["test_accuracy_per_seed"]
         )
         # Process 0 alone writes the metrics and plots.
-        self.assertLen(first["plots"], 3)
+        self.assertLen(first["plots"], 4)
         self.assertEqual(second["plots"], [])
         self.assertEqual(
             [(m["epoch"], m["seed"]) for m in ckpt.read_metrics(out)],
