@@ -171,7 +171,7 @@ def plot_run(
     if records and all("train_seconds" in r for r in records):
         fig = Figure(figsize=(6, 4))
         ax = fig.subplots()
-        _accuracy_time(ax, by_seed, test_accuracy or {})
+        _accuracy_time(ax, records, by_seed, test_accuracy or {})
         save(fig, "accuracy_time.png")
     return paths
 
@@ -198,11 +198,11 @@ def training_minutes(
 
 def _accuracy_time(
     ax: Any,
+    records: Sequence[Mapping[str, Any]],
     by_seed: Mapping[int, Sequence[Mapping[str, Any]]],
     test_accuracy: Mapping[int, float],
 ) -> None:
     """Validation accuracy per seed against training minutes per seed."""
-    records = [r for rows in by_seed.values() for r in rows]
     minutes = training_minutes(records)
     for i, (s, rows) in enumerate(sorted(by_seed.items())):
         color = f"C{i}"

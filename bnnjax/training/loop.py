@@ -660,6 +660,14 @@ def _finish(
     latents = {
         layer: w[0] for layer, w in latent_kernels(host_state.params).items()
     }
+    results = run_summary(
+        setup.config,
+        records,
+        test=test,
+        steps=step,
+        steps_per_epoch=setup.steps_per_epoch,
+        selected_epochs=None if selection is None else selection.epoch,
+    )
     plot_paths = (
         plots.plot_run(
             records,
@@ -670,21 +678,16 @@ def _finish(
             if selection is None
             else selection.epoch[0],
             seed=setup.seeds[0],
-            test_accuracy={
-                seed: int(c) / test.total
-                for seed, c in zip(setup.seeds, test.correct, strict=True)
-            },
+            test_accuracy=dict(
+                zip(
+                    setup.seeds,
+                    results["test_accuracy_per_seed"],
+                    strict=True,
+                )
+            ),
         )
         if make_plots and setup.primary
         else []
-    )
-    results = run_summary(
-        setup.config,
-        records,
-        test=test,
-        steps=step,
-        steps_per_epoch=setup.steps_per_epoch,
-        selected_epochs=None if selection is None else selection.epoch,
     )
     results.update(
         {

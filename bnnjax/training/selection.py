@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -170,7 +171,7 @@ def restore_selection(
     """
     epoch = int(info["epoch"])
     if "best_val_correct" not in info or "best_val_epoch" not in info:
-        where = f"{checkpointer.directory}/{epoch}"
+        where = os.path.join(checkpointer.directory, str(epoch))
         raise ckpt.CheckpointError(
             f"Checkpoint {where!r} holds no best-validation selection; it "
             "was written by a run with select='last'."
