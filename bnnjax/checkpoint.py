@@ -705,13 +705,18 @@ class _WriterNoise:
         self._discard = True
 
     def __exit__(self, *exc: object) -> None:
+        if self._discard:
+            # Writes still pending in tensorstore report "Event loop is
+            # closed" after the save has failed, and orbax's other writer
+            # threads may log the same full disk once more, up to the
+            # process's exit; drop those (only those) from now on. The
+            # lasting filter goes on before the holding one comes off.
+            for name in self._LOGGERS:
+                logging.getLogger(name).addFilter(_late_disk_full_report)
         for name in self._LOGGERS:
             logging.getLogger(name).removeFilter(self._hold)
         sys.unraisablehook = self._hook
         if self._discard:
-            # Writes still pending in tensorstore report "Event loop is
-            # closed" after the save has failed, up to the process's exit;
-            # drop those (only those) from now on.
             sys.unraisablehook = _without_closed_loop(self._hook)
             return
         for record in self._records:
@@ -745,6 +750,23 @@ def _without_closed_loop(hook: Any) -> Any:
 
 
 _ORBAX_PATH = f"{os.sep}orbax{os.sep}"
+
+
+def _late_disk_full_report(record: logging.LogRecord) -> bool:
+    """Drops a writer thread's late report of a full disk (a log filter).
+
+    After :meth:`Checkpointer.save` has raised :class:`DiskFullError`,
+    orbax's writer threads that were still running can log the same
+    failure (``RESOURCE_EXHAUSTED ... No space left on device``) with a
+    traceback. Records from orbax's files that report a full file
+    system are dropped; every other record passes.
+    """
+    if _ORBAX_PATH not in record.pathname:
+        return True
+    error = record.exc_info[1] if record.exc_info else None
+    if error is not None and is_disk_full(error):
+        return False
+    return not is_disk_full(ValueError(record.getMessage()))
 
 
 def _target_sharding(

@@ -123,6 +123,30 @@ class AbandonedWriteReportsTest(absltest.TestCase):
         )
 
 
+class LateWriterLogTest(absltest.TestCase):
+    """The log filter for orbax's late reports of a full disk."""
+
+    def _record(self, pathname, msg, error=None):
+        exc_info = (type(error), error, None) if error is not None else None
+        return logging.LogRecord(
+            "absl", logging.ERROR, pathname, 1, msg, None, exc_info
+        )
+
+    def test_drops_orbax_disk_full_reports_only(self):
+        orbax_file = os.path.join(
+            "site-packages", "orbax", "checkpoint", "future.py"
+        )
+        keep = checkpoint._late_disk_full_report
+        self.assertFalse(
+            keep(self._record(orbax_file, "raised an exception", _ORBAX_FULL))
+        )
+        self.assertFalse(keep(self._record(orbax_file, str(_ORBAX_FULL))))
+        self.assertTrue(
+            keep(self._record(orbax_file, "raised", ValueError("other")))
+        )
+        self.assertTrue(keep(self._record("/app/mine.py", str(_ORBAX_FULL))))
+
+
 class WritersTest(_Tmp):
     """``ENOSPC`` injected into the writes of the Python-side files."""
 
