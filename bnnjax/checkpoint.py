@@ -758,10 +758,16 @@ def _late_disk_full_report(record: logging.LogRecord) -> bool:
     After :meth:`Checkpointer.save` has raised :class:`DiskFullError`,
     orbax's writer threads that were still running can log the same
     failure (``RESOURCE_EXHAUSTED ... No space left on device``) with a
-    traceback. Records from orbax's files that report a full file
-    system are dropped; every other record passes.
+    traceback, and asyncio reports each of orbax's write tasks whose
+    failure nobody retrieved ("Task exception was never retrieved",
+    naming the orbax coroutine). Records from orbax's files, or naming
+    them, that report a full file system are dropped; every other record
+    passes.
     """
-    if _ORBAX_PATH not in record.pathname:
+    if (
+        _ORBAX_PATH not in record.pathname
+        and _ORBAX_PATH not in record.getMessage()
+    ):
         return True
     error = record.exc_info[1] if record.exc_info else None
     if error is not None and is_disk_full(error):

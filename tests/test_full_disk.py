@@ -145,6 +145,26 @@ class LateWriterLogTest(absltest.TestCase):
             keep(self._record(orbax_file, "raised", ValueError("other")))
         )
         self.assertTrue(keep(self._record("/app/mine.py", str(_ORBAX_FULL))))
+        # asyncio's report of an orbax write task nobody awaited.
+        task = (
+            "Task exception was never retrieved\nfuture: <Task finished "
+            "coro=<write_fragment() defined at "
+            f"{orbax_file}:188> exception=ValueError('RESOURCE_EXHAUSTED')>"
+        )
+        asyncio_file = os.path.join("asyncio", "base_events.py")
+        self.assertFalse(keep(self._record(asyncio_file, task, _ORBAX_FULL)))
+        self.assertTrue(
+            keep(self._record(asyncio_file, task, ValueError("other")))
+        )
+        self.assertTrue(
+            keep(
+                self._record(
+                    asyncio_file,
+                    "Task exception was never retrieved",
+                    _ORBAX_FULL,
+                )
+            )
+        )
 
 
 class WritersTest(_Tmp):

@@ -1,7 +1,7 @@
-"""``conv_impl`` reaches every binary convolution of the ResNet and ReActNet.
+"""``conv_impl`` reaches every binary convolution of the CNN, ResNet and ReActNet.
 
-``BiRealResNet`` and ``ReActNet`` (linen and nnx, through their blocks)
-take ``conv_impl`` (``"auto"``, ``"xla"``, ``"patches"``), check it when
+``BinaryNetCNN``, ``BiRealResNet`` and ``ReActNet`` (linen and nnx, the
+latter two through their blocks) take ``conv_impl`` (``"auto"``, ``"xla"``, ``"patches"``), check it when
 built and pass it to every :class:`~bnnjax.nn.linen.BinaryConv` they build;
 their real stem and shortcut convolutions stay ``nn.Conv``/``nnx.Conv``.
 Checked on tiny models with binary activations (``+-1`` operands, so every
@@ -12,6 +12,11 @@ sum is exact):
 * the forward jaxprs differ by exactly one ``conv_general_dilated`` per
   binary convolution: ``"xla"`` computes each with it, ``"patches"`` as a
   matrix product; the real convolutions use it either way.
+
+``BinaryNetCNN``'s first convolution is binary too but sees the real
+pixels, so there the two formulations agree up to float rounding: its
+logits are compared with a tolerance, and the jaxprs must differ by every
+convolution (it has no real one).
 
 An exported model's header stores the field in its config, and a header
 without it (files written before the field existed) still loads and runs.
@@ -34,8 +39,20 @@ XLA_CONV = "conv_general_dilated"
 ACCEPTED = "expected one of 'auto', 'xla', 'patches'"
 SHAPE = (2, 8, 8, 1)  # 8x8: ReActNet's three stride-2 stages end at 1x1
 
+_CNN = {
+    "conv_features": (4, 8),
+    "pool_after": (1,),
+    "dense_features": (8,),
+}
+
 # name: (linen factory, nnx factory) of a tiny model.
 MODELS = {
+    "BinaryNetCNN": (
+        lambda **kw: mlinen.BinaryNetCNN(**_CNN, **kw),
+        lambda **kw: mnnx.BinaryNetCNN(
+            in_features=1, input_size=SHAPE[1:3], rngs=nnx.Rngs(0), **_CNN, **kw
+        ),
+    ),
     "BiRealResNet": (
         lambda **kw: mlinen.bireal_resnet20(width_multiplier=0.25, **kw),
         lambda **kw: mnnx.bireal_resnet20(
@@ -115,7 +132,9 @@ class ConvImplTest(parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, ACCEPTED):
             factory(conv_impl="fast")
 
-    @parameterized.product(name=sorted(MODELS), api=("linen", "nnx"))
+    @parameterized.product(
+        name=("BiRealResNet", "ReActNet"), api=("linen", "nnx")
+    )
     def test_formulations_agree_bit_for_bit(self, name, api):
         x = _inputs()
         outputs, counts = {}, {}
@@ -132,6 +151,23 @@ class ConvImplTest(parameterized.TestCase):
         self.assertEqual(counts["xla"] - counts["patches"], binary)
         self.assertEqual(outputs["xla"].shape, (SHAPE[0], 10))
         np.testing.assert_array_equal(outputs["xla"], outputs["patches"])
+
+    @parameterized.parameters("linen", "nnx")
+    def test_cnn_formulations_agree(self, api):
+        x = _inputs()
+        outputs, counts = {}, {}
+        for impl in ("xla", "patches"):
+            forward, variables, binary = BUILD[api]("BinaryNetCNN", impl)
+            counts[impl] = str(jax.make_jaxpr(forward)(variables, x)).count(
+                XLA_CONV
+            )
+            outputs[impl] = np.asarray(jax.jit(forward)(variables, x))
+        self.assertEqual(binary, 2)
+        self.assertEqual(counts, {"xla": 2, "patches": 0})
+        self.assertEqual(outputs["xla"].shape, (SHAPE[0], 10))
+        np.testing.assert_allclose(
+            outputs["xla"], outputs["patches"], rtol=1e-5, atol=1e-5
+        )
 
 
 class ExportHeaderTest(absltest.TestCase):

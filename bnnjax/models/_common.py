@@ -596,6 +596,7 @@ def check_cnn(
     bn_epsilon: object,
     sign_product_dtype: jax.typing.DTypeLike | str | None,
     residuals: Residuals,
+    conv_impl: ConvImpl = "auto",
 ) -> CnnLayout:
     """Checks the settings of a ``BinaryNetCNN``.
 
@@ -616,6 +617,7 @@ def check_cnn(
       bn_epsilon: finite and > 0.
       sign_product_dtype: ``"auto"``, ``None`` or ``jnp.bfloat16``.
       residuals: ``"auto"``, ``"packed"`` or ``"unpacked"``.
+      conv_impl: ``"auto"``, ``"xla"`` or ``"patches"``.
 
     Returns:
       The model's :class:`CnnLayout` (widths scaled by
@@ -626,6 +628,7 @@ def check_cnn(
     """
     check_sign_product_dtype(sign_product_dtype)
     check_residuals(residuals)
+    check_conv_impl(conv_impl)
     check_positive_int("num_classes", num_classes)
     multiplier = check_positive_float("width_multiplier", width_multiplier)
     conv = check_widths("conv_features", conv_features)

@@ -360,6 +360,11 @@ class BinaryNetCNN(_NormMixin, nn.Module):
         ``"unpacked"``, as :class:`bnnjax.nn.linen.BinaryDense`'s. Gradients
         are bit for bit the same either way: it only changes the memory the
         backward pass keeps.
+      conv_impl: how every binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.linen.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise (the first
+        convolution's real pixels): it only changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
 
@@ -382,6 +387,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
     bn_epsilon: float = 1e-4
     sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO
     residuals: Residuals = "auto"
+    conv_impl: _formulation.ConvImpl = "auto"
     dtype: jax.typing.DTypeLike | None = None
     param_dtype: jax.typing.DTypeLike = jnp.float32
 
@@ -434,6 +440,7 @@ class BinaryNetCNN(_NormMixin, nn.Module):
                 pad_value=self.pad_value if i > 0 else 0.0,
                 sign_product_dtype=self.sign_product_dtype if i > 0 else AUTO,
                 residuals=self.residuals,
+                conv_impl=self.conv_impl,
                 name=f"conv_{i}",
             )(h, progress=progress)
             if i in layout.pool_after:
@@ -474,6 +481,7 @@ def _cnn_layout(model: BinaryNetCNN) -> _common.CnnLayout:
         bn_epsilon=model.bn_epsilon,
         sign_product_dtype=model.sign_product_dtype,
         residuals=model.residuals,
+        conv_impl=model.conv_impl,
     )
 
 

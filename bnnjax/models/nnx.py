@@ -362,6 +362,11 @@ class BinaryNetCNN(nnx.Module):
         ``"unpacked"``, as :class:`bnnjax.nn.nnx.BinaryLinear`'s. Gradients
         are bit for bit the same either way: it only changes the memory the
         backward pass keeps.
+      conv_impl: how every binary convolution is computed: ``"auto"``
+        (default), ``"xla"`` or ``"patches"``, as
+        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
+        ``+-1`` operands, up to float rounding otherwise (the first
+        convolution's real pixels): it only changes the speed.
       dtype: computation dtype of every layer (default: inferred).
       param_dtype: parameter dtype (default float32).
       rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
@@ -388,6 +393,7 @@ class BinaryNetCNN(nnx.Module):
         bn_epsilon: float = 1e-4,
         sign_product_dtype: jax.typing.DTypeLike | str | None = AUTO,
         residuals: Residuals = "auto",
+        conv_impl: _formulation.ConvImpl = "auto",
         dtype: jax.typing.DTypeLike | None = None,
         param_dtype: jax.typing.DTypeLike = jnp.float32,
         rngs: nnx.Rngs,
@@ -412,6 +418,7 @@ class BinaryNetCNN(nnx.Module):
             bn_epsilon=bn_epsilon,
             sign_product_dtype=sign_product_dtype,
             residuals=residuals,
+            conv_impl=conv_impl,
         )
         height, width = _common.cnn_spatial_size(layout, size)
         rngs = _check_rngs(rngs)
@@ -442,6 +449,7 @@ class BinaryNetCNN(nnx.Module):
                     pad_value=pad_value if i > 0 else 0.0,
                     sign_product_dtype=sign_product_dtype if i > 0 else AUTO,
                     residuals=residuals,
+                    conv_impl=conv_impl,
                 )
                 for i in range(len(conv))
             ]
