@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 test: lint typecheck notebooks docs
-	$(BIN)/python -m pytest -q -n 2 -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 -m "not slow" --durations=25
 
 # Execute every notebook top to bottom in its small mode (BNNJAX_SMOKE=1),
 # on CPU; a failing cell fails the build. The .ipynb files are listed

@@ -14,6 +14,7 @@ from unittest import mock
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 from absl.testing import absltest, parameterized
 from cli_helpers import captured
 
@@ -323,6 +324,43 @@ class CompareMatchesTrainTest(absltest.TestCase):
         )
         self.assertEqual(result.settings["width"], 0.0625)
         self.assertEqual(result.settings["augment"], "shift")
+
+    @pytest.mark.slow
+    def test_reactnet_final_run_equals_train_run(self):
+        # compare builds --model reactnet (RSign, RPReLU, real stem) as
+        # bnnjax.train.run does, with the method's rule in its blocks.
+        # Slow: two ReActNet compilations, about 2 CPU-minutes.
+        tmp = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        settings = dict(
+            model="reactnet", width=0.0625, epochs=1, batch_size=1080
+        )
+        expected = train.run(
+            train.TrainConfig(
+                method="scaled_sigmoid",
+                seeds=(1,),
+                learning_rate=3e-2,
+                out_dir=tmp,
+                **settings,
+            ),
+            make_plots=False,
+        )
+        result = compare_lib.compare(
+            ["scaled_sigmoid"],
+            seeds=(1,),
+            tune="lr",
+            grids={"scaled_sigmoid": TuningGrid(learning_rates=(3e-2,))},
+            **settings,
+        )
+        self.assertEqual(result.settings["model"], "reactnet")
+        self.assertEqual(
+            result.methods[0].test_accuracy_per_seed,
+            expected["test_accuracy_per_seed"],
+        )
+        self.assertEqual(
+            result.runs[0].val_accuracy[0][-1],
+            expected["val_accuracy_per_seed"][0],
+        )
 
 
 class CompareArgumentsTest(parameterized.TestCase):
