@@ -22,6 +22,9 @@ rule). bnnjax variants, each timed in the same process:
 * ``bnnjax_xla``: the same model with XLA's formulations
   (``conv_impl="xla"``, ``flax.linen.max_pool``), what the layers ran
   before the formulation dispatch;
+* ``bnnjax_bf16``: the defaults with exact bfloat16 sign products in
+  every convolution whose inputs are binarized
+  (``sign_product_dtype=jnp.bfloat16``; ``"auto"`` keeps float32 there);
 * ``bnnjax_founding``: the library's defaults with the founding rule
   (scaled-sigmoid surrogate, mean-absolute-deviation scale);
 * ``flax_float``: the float network in plain flax (``nn.Conv``,
@@ -114,6 +117,7 @@ class CNN(nn.Module):
     activation_binarizer: bnnjax.Binarizer | None = STE
     conv_impl: str = "auto"
     xla_pool: bool = False
+    conv_product_dtype: Any = "auto"
 
     @nn.compact
     def __call__(self, x, *, train: bool, progress=None):
@@ -131,6 +135,9 @@ class CNN(nn.Module):
                     kernel_binarizer=self.kernel_binarizer,
                     input_binarizer=self.activation_binarizer if i else None,
                     conv_impl=self.conv_impl,
+                    sign_product_dtype=(
+                        self.conv_product_dtype if i else "auto"
+                    ),
                 )(x, progress=progress)
             else:
                 x = nn.Conv(
@@ -164,6 +171,7 @@ def build(network: str) -> dict[str, nn.Module]:
     return {
         "bnnjax": CNN(lay),
         "bnnjax_xla": CNN(lay, conv_impl="xla", xla_pool=True),
+        "bnnjax_bf16": CNN(lay, conv_product_dtype=jnp.bfloat16),
         "bnnjax_founding": CNN(
             lay, kernel_binarizer=FOUNDING, activation_binarizer=FOUNDING_ACT
         ),
