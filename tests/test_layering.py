@@ -42,6 +42,7 @@ HARNESS = (
     "bnnjax.distributed",
     "bnnjax.plots",
     "bnnjax.data",
+    "bnnjax._batches",
     "bnnjax.cli",
     "bnnjax._cli_compare",
     "bnnjax._cli_tools",
@@ -143,6 +144,17 @@ class LayeringTest(parameterized.TestCase):
                 any(module == s or module.startswith(s + ".") for s in sides),
                 f"{module} is on neither side of the layering",
             )
+
+    def test_no_module_exceeds_1300_lines(self):
+        # One concept per module: a module past this size holds several.
+        sizes = {
+            str(path.relative_to(PACKAGE.parent)): len(
+                path.read_text().splitlines()
+            )
+            for path in PACKAGE.rglob("*.py")
+        }
+        self.assertGreater(len(sizes), 30)
+        self.assertEqual({p: n for p, n in sizes.items() if n > 1300}, {})
 
     def test_core_flat_names_load_no_harness(self):
         core_names = [

@@ -31,7 +31,7 @@ bias: batch norm's learned shift makes it redundant.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +39,19 @@ from flax import nnx
 
 from bnnjax.binarize import Binarizer
 from bnnjax.models import _common
+from bnnjax.models import _nnx_parts as parts
+from bnnjax.models._nnx_reactnet import (
+    ReActBlock,
+    ReActNet,
+    reactnet_a,
+    reactnet_small,
+)
 from bnnjax.nn import _formulation
 from bnnjax.nn import functional as F
 from bnnjax.nn._precision import AUTO
 from bnnjax.nn._residuals import Residuals
 from bnnjax.nn.functional import DEFAULT_KERNEL_BINARIZER
-from bnnjax.nn.nnx import BinaryConv, BinaryLinear, RPReLU, RSign
+from bnnjax.nn.nnx import BinaryConv, BinaryLinear
 
 __all__ = [
     "BiRealBlock",
@@ -59,52 +66,6 @@ __all__ = [
     "reactnet_small",
     "tutorial_cnn",
 ]
-
-
-def _check_rngs(rngs: object) -> nnx.Rngs:
-    if not isinstance(rngs, nnx.Rngs):
-        raise TypeError(
-            f"rngs must be an nnx.Rngs, got {rngs!r} of type "
-            f"{type(rngs).__name__}; e.g. rngs=nnx.Rngs(0)."
-        )
-    return rngs
-
-
-class _NormSettings(TypedDict):
-    """Keyword arguments of :func:`_batch_norm` shared by a model's norms."""
-
-    momentum: float
-    epsilon: float
-    dtype: jax.typing.DTypeLike | None
-    param_dtype: jax.typing.DTypeLike
-    rngs: nnx.Rngs
-
-
-def _batch_norm(
-    features: int,
-    *,
-    momentum: float,
-    epsilon: float,
-    dtype: jax.typing.DTypeLike | None,
-    param_dtype: jax.typing.DTypeLike,
-    rngs: nnx.Rngs,
-) -> nnx.BatchNorm:
-    return nnx.BatchNorm(
-        features,
-        momentum=momentum,
-        epsilon=epsilon,
-        dtype=dtype,
-        param_dtype=param_dtype,
-        rngs=rngs,
-    )
-
-
-def _dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout | None:
-    return nnx.Dropout(rate, rngs=rngs) if rate > 0 else nnx.data(None)
-
-
-def _apply(layer: nnx.Module | None, x: jax.Array) -> jax.Array:
-    return x if layer is None else layer(x)
 
 
 class BinaryMLP(nnx.Module):
@@ -196,10 +157,10 @@ class BinaryMLP(nnx.Module):
             sign_product_dtype=sign_product_dtype,
             residuals=residuals,
         )
-        rngs = _check_rngs(rngs)
+        rngs = parts.check_rngs(rngs)
 
         act = activation_binarizer if binary_activations else None
-        norm: _NormSettings = {
+        norm: parts.NormSettings = {
             "momentum": bn_momentum,
             "epsilon": bn_epsilon,
             "dtype": dtype,
@@ -224,7 +185,9 @@ class BinaryMLP(nnx.Module):
                 for i in range(len(hidden))
             ]
         )
-        self.dense_norm = nnx.List([_batch_norm(w, **norm) for w in hidden])
+        self.dense_norm = nnx.List(
+            [parts.batch_norm(w, **norm) for w in hidden]
+        )
         self.head: BinaryLinear | nnx.Linear
         self.head_norm: nnx.BatchNorm | None
         if binary_last:
@@ -240,7 +203,7 @@ class BinaryMLP(nnx.Module):
                 sign_product_dtype=sign_product_dtype,
                 residuals=residuals,
             )
-            self.head_norm = _batch_norm(num_classes, **norm)
+            self.head_norm = parts.batch_norm(num_classes, **norm)
         else:
             self.head = nnx.Linear(
                 hidden[-1],
@@ -250,8 +213,8 @@ class BinaryMLP(nnx.Module):
                 rngs=rngs,
             )
             self.head_norm = nnx.data(None)
-        self.input_dropout = _dropout(input_dropout_rate, rngs)
-        self.dropout = _dropout(dropout_rate, rngs)
+        self.input_dropout = parts.dropout(input_dropout_rate, rngs)
+        self.dropout = parts.dropout(dropout_rate, rngs)
 
         self.in_features = in_features
         self.hidden = hidden
@@ -286,19 +249,19 @@ class BinaryMLP(nnx.Module):
                 f"{h.shape}."
             )
         real = not self.binary_activations
-        h = _apply(self.input_dropout, h)
+        h = parts.apply_optional(self.input_dropout, h)
         for i, (dense, norm) in enumerate(
             zip(self.dense, self.dense_norm, strict=True)
         ):
             if i > 0 and real:
-                h = _apply(self.dropout, h)
+                h = parts.apply_optional(self.dropout, h)
             h = norm(dense(h, progress=progress))
             if real:
                 h = nnx.relu(h)
         if self.head_norm is None:
-            return self.head(_apply(self.dropout, h))
+            return self.head(parts.apply_optional(self.dropout, h))
         if real:
-            h = _apply(self.dropout, h)
+            h = parts.apply_optional(self.dropout, h)
         # head_norm is set exactly when the head is binary (binary_last).
         head = cast(BinaryLinear, self.head)
         return self.head_norm(head(h, progress=progress))
@@ -421,10 +384,10 @@ class BinaryNetCNN(nnx.Module):
             conv_impl=conv_impl,
         )
         height, width = _common.cnn_spatial_size(layout, size)
-        rngs = _check_rngs(rngs)
+        rngs = parts.check_rngs(rngs)
 
         act = activation_binarizer
-        norm: _NormSettings = {
+        norm: parts.NormSettings = {
             "momentum": bn_momentum,
             "epsilon": bn_epsilon,
             "dtype": dtype,
@@ -454,7 +417,7 @@ class BinaryNetCNN(nnx.Module):
                 for i in range(len(conv))
             ]
         )
-        self.conv_norm = nnx.List([_batch_norm(c, **norm) for c in conv])
+        self.conv_norm = nnx.List([parts.batch_norm(c, **norm) for c in conv])
         dense = layout.dense
         widths = (height * width * conv[-1], *dense, num_classes)
         linear = [
@@ -473,9 +436,9 @@ class BinaryNetCNN(nnx.Module):
             for i in range(len(widths) - 1)
         ]
         self.dense = nnx.List(linear[:-1])
-        self.dense_norm = nnx.List([_batch_norm(w, **norm) for w in dense])
+        self.dense_norm = nnx.List([parts.batch_norm(w, **norm) for w in dense])
         self.head = linear[-1]
-        self.head_norm = _batch_norm(num_classes, **norm)
+        self.head_norm = parts.batch_norm(num_classes, **norm)
 
         self.in_features = in_features
         self.input_size = size
@@ -593,8 +556,8 @@ class BiRealBlock(nnx.Module):
             residuals=residuals,
             conv_impl=conv_impl,
         )
-        rngs = _check_rngs(rngs)
-        norm: _NormSettings = {
+        rngs = parts.check_rngs(rngs)
+        norm: parts.NormSettings = {
             "momentum": bn_momentum,
             "epsilon": bn_epsilon,
             "dtype": dtype,
@@ -618,7 +581,7 @@ class BiRealBlock(nnx.Module):
             residuals=residuals,
             conv_impl=conv_impl,
         )
-        self.norm = _batch_norm(out_features, **norm)
+        self.norm = parts.batch_norm(out_features, **norm)
         self.shortcut_conv: nnx.Conv | None
         self.shortcut_norm: nnx.BatchNorm | None
         if strides != 1 or in_features != out_features:
@@ -631,7 +594,7 @@ class BiRealBlock(nnx.Module):
                 param_dtype=param_dtype,
                 rngs=rngs,
             )
-            self.shortcut_norm = _batch_norm(out_features, **norm)
+            self.shortcut_norm = parts.batch_norm(out_features, **norm)
         else:
             self.shortcut_conv = nnx.data(None)
             self.shortcut_norm = nnx.data(None)
@@ -796,7 +759,7 @@ class BiRealResNet(nnx.Module):
                 raise ValueError(
                     f"input_size must be (height, width), got {input_size!r}."
                 )
-        rngs = _check_rngs(rngs)
+        rngs = parts.check_rngs(rngs)
 
         small = _common.use_small_stem(small_input_stem, input_size)
         k, stem_strides, stem_max_pool = _common.stem_layout(
@@ -813,7 +776,7 @@ class BiRealResNet(nnx.Module):
             param_dtype=param_dtype,
             rngs=rngs,
         )
-        self.stem_norm = _batch_norm(
+        self.stem_norm = parts.batch_norm(
             stem_width,
             momentum=bn_momentum,
             epsilon=bn_epsilon,
@@ -933,374 +896,6 @@ def bireal_resnet20(*, rngs: nnx.Rngs, **kwargs: Any) -> BiRealResNet:
         the binarizers.
     """
     return BiRealResNet(**{**_common.RESNET20, **kwargs}, rngs=rngs)
-
-
-class ReActBlock(nnx.Module):
-    """One ReActNet-A block: RSign, binary 3x3 and 1x1 convolutions.
-
-    Forward as :class:`bnnjax.models.linen.ReActBlock`::
-
-        h = RPReLU(BN(BinaryConv3x3_s(RSign(x))) + shortcut(x))
-        y = RPReLU(concat_j(BN_j(BinaryConv1x1_j(RSign(h))) + h))
-
-    with one 1x1 convolution when ``out_features == in_features`` and two
-    (concatenated) when it is ``2 * in_features``. Attributes:
-    ``rsign_3x3``, ``conv_3x3``, ``norm_3x3``, ``rprelu_3x3``,
-    ``rsign_1x1``, ``conv_1x1`` and ``norm_1x1`` (``nnx.List``, one or two
-    each) and ``rprelu_1x1``.
-
-    Args:
-      in_features: input channels ``C``.
-      out_features: ``C`` or ``2C``.
-      strides: stride of the 3x3 convolution and the shortcut pool.
-      kernel_binarizer: rule for both binary kernels.
-      activation_binarizer: the rule of both RSigns; default sign with
-        Bi-Real Net's ApproxSign gradient.
-      pad_value: constant the 3x3 convolution pads its ``+-1`` inputs with.
-      bn_momentum: batch-norm running-average momentum.
-      bn_epsilon: batch-norm epsilon.
-      residuals: what the products of both binary convolutions keep for the
-        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
-        as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
-        same either way: it only changes the memory the backward pass keeps.
-      conv_impl: how both binary convolutions are computed: ``"auto"``
-        (default), ``"xla"`` or ``"patches"``, as
-        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
-        ``+-1`` operands, up to float rounding otherwise: it only
-        changes the speed.
-      dtype: computation dtype (default: inferred).
-      param_dtype: parameter dtype (default float32).
-      rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
-
-    Raises:
-      TypeError, ValueError: naming the invalid argument.
-    """
-
-    def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        strides: int = 1,
-        *,
-        kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER,
-        activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION,
-        pad_value: float = 0.0,
-        bn_momentum: float = 0.9,
-        bn_epsilon: float = 1e-5,
-        residuals: Residuals = "auto",
-        conv_impl: _formulation.ConvImpl = "auto",
-        dtype: jax.typing.DTypeLike | None = None,
-        param_dtype: jax.typing.DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        in_features = _common.check_positive_int("in_features", in_features)
-        out_features = _common.check_positive_int("out_features", out_features)
-        strides = _common.check_positive_int("strides", strides)
-        if out_features not in (in_features, 2 * in_features):
-            raise ValueError(
-                "ReActBlock keeps or doubles the channels: out_features="
-                f"{out_features} with in_features={in_features}; expected "
-                f"{in_features} or {2 * in_features}."
-            )
-        _common.check_reactnet_rules(
-            kernel_binarizer=kernel_binarizer,
-            activation_binarizer=activation_binarizer,
-            pad_value=pad_value,
-            bn_momentum=bn_momentum,
-            bn_epsilon=bn_epsilon,
-            residuals=residuals,
-            conv_impl=conv_impl,
-        )
-        rngs = _check_rngs(rngs)
-        norm: _NormSettings = {
-            "momentum": bn_momentum,
-            "epsilon": bn_epsilon,
-            "dtype": dtype,
-            "param_dtype": param_dtype,
-            "rngs": rngs,
-        }
-        c = in_features
-
-        def rsign() -> RSign:
-            return RSign(
-                c,
-                binarizer=activation_binarizer,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                rngs=rngs,
-            )
-
-        def conv(size: int, conv_strides: int) -> BinaryConv:
-            return BinaryConv(
-                c,
-                c,
-                (size, size),
-                conv_strides,
-                padding=(size - 1) // 2,
-                use_bias=False,
-                dtype=dtype,
-                param_dtype=param_dtype,
-                rngs=rngs,
-                kernel_binarizer=kernel_binarizer,
-                input_binarizer=None,  # the RSign's outputs are +-1 already
-                pad_value=pad_value,
-                residuals=residuals,
-                conv_impl=conv_impl,
-            )
-
-        copies = out_features // in_features
-        self.rsign_3x3 = rsign()
-        self.conv_3x3 = conv(3, strides)
-        self.norm_3x3 = _batch_norm(c, **norm)
-        self.rprelu_3x3 = RPReLU(
-            c, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
-        self.rsign_1x1 = rsign()
-        self.conv_1x1 = nnx.List([conv(1, 1) for _ in range(copies)])
-        self.norm_1x1 = nnx.List(
-            [_batch_norm(c, **norm) for _ in range(copies)]
-        )
-        self.rprelu_1x1 = RPReLU(
-            out_features, dtype=dtype, param_dtype=param_dtype, rngs=rngs
-        )
-
-        self.in_features = in_features
-        self.out_features = out_features
-        self.strides = strides
-
-    def __call__(
-        self,
-        x: jax.typing.ArrayLike,
-        *,
-        progress: jax.typing.ArrayLike | None = None,
-    ) -> jax.Array:
-        """Applies the block to ``(batch, height, width, in_features)``.
-
-        Args:
-          x: real-valued channels-last activations.
-          progress: training progress in ``[0, 1]`` for every binarizer.
-        """
-        x = jnp.asarray(x)
-        _common.check_image_batch("ReActBlock", x.shape)
-        h = self.rsign_3x3(x, progress=progress)
-        h = self.norm_3x3(self.conv_3x3(h, progress=progress))
-        shortcut = x
-        if self.strides != 1:
-            window = (self.strides, self.strides)
-            shortcut = nnx.avg_pool(
-                x,
-                window,
-                strides=window,
-                padding="SAME",
-                count_include_pad=False,
-            )
-        h = self.rprelu_3x3(h + shortcut)
-        b = self.rsign_1x1(h, progress=progress)
-        outs = [
-            norm(conv(b, progress=progress)) + h
-            for conv, norm in zip(self.conv_1x1, self.norm_1x1, strict=True)
-        ]
-        y = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
-        return self.rprelu_1x1(y)
-
-
-class ReActNet(nnx.Module):
-    """ReActNet-A: a MobileNet-v1 layout of RSign/RPReLU binary blocks.
-
-    See :class:`bnnjax.models.linen.ReActNet` for the layer list, widths
-    and deviations. The defaults are ReActNet-A (:func:`reactnet_a`);
-    :func:`reactnet_small` is the variant for 28x28 and 32x32 images.
-    Attributes: ``stem_conv``, ``stem_norm``, ``blocks`` (an ``nnx.List``
-    of :class:`ReActBlock`) and ``head``.
-
-    Example:
-      >>> from flax import nnx
-      >>> import jax.numpy as jnp
-      >>> model = reactnet_small(
-      ...     in_features=1, width_multiplier=0.25, rngs=nnx.Rngs(0))
-      >>> len(model.blocks)
-      7
-      >>> model.eval()
-      >>> model(jnp.ones((2, 28, 28, 1))).shape
-      (2, 10)
-
-    Args:
-      in_features: input channels (3 for RGB images).
-      stage_sizes: blocks per stage.
-      stem_features: channels of the real stem convolution (before the
-        width multiplier).
-      stem_strides: stride of the 3x3 stem.
-      num_classes: number of outputs.
-      width_multiplier: scales the stem's channels, and with them every
-        block's; a positive finite float.
-      kernel_binarizer: rule for every binary kernel.
-      activation_binarizer: rule of every RSign; default sign with Bi-Real
-        Net's ApproxSign gradient.
-      pad_value: constant the binary 3x3 convolutions pad their ``+-1``
-        inputs with.
-      bn_momentum: batch-norm running-average momentum (PyTorch: 0.9).
-      bn_epsilon: batch-norm epsilon (PyTorch: 1e-5).
-      residuals: what the products of every binary convolution keep for the
-        backward pass: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``,
-        as :class:`bnnjax.nn.nnx.BinaryConv`'s. Gradients are bit for bit the
-        same either way: it only changes the memory the backward pass keeps.
-      conv_impl: how every binary convolution is computed: ``"auto"``
-        (default), ``"xla"`` or ``"patches"``, as
-        :class:`bnnjax.nn.nnx.BinaryConv`'s. Equal bit for bit on
-        ``+-1`` operands, up to float rounding otherwise: it only
-        changes the speed.
-      dtype: computation dtype of every layer (default: inferred).
-      param_dtype: parameter dtype (default float32).
-      rngs: ``nnx.Rngs`` for the parameters and stochastic binarizers.
-
-    Raises:
-      TypeError, ValueError: naming the invalid argument.
-    """
-
-    def __init__(
-        self,
-        *,
-        in_features: int = 3,
-        stage_sizes: Sequence[int] = _common.REACTNET_A["stage_sizes"],
-        stem_features: int = _common.REACTNET_A["stem_features"],
-        stem_strides: int = _common.REACTNET_A["stem_strides"],
-        num_classes: int = _common.REACTNET_A["num_classes"],
-        width_multiplier: float = 1.0,
-        kernel_binarizer: Binarizer = DEFAULT_KERNEL_BINARIZER,
-        activation_binarizer: Binarizer = _common.APPROX_SIGN_ACTIVATION,
-        pad_value: float = 0.0,
-        bn_momentum: float = 0.9,
-        bn_epsilon: float = 1e-5,
-        residuals: Residuals = "auto",
-        conv_impl: _formulation.ConvImpl = "auto",
-        dtype: jax.typing.DTypeLike | None = None,
-        param_dtype: jax.typing.DTypeLike = jnp.float32,
-        rngs: nnx.Rngs,
-    ):
-        in_features = _common.check_positive_int("in_features", in_features)
-        stem, layout = _common.check_reactnet(
-            stage_sizes=stage_sizes,
-            stem_features=stem_features,
-            stem_strides=stem_strides,
-            num_classes=num_classes,
-            width_multiplier=width_multiplier,
-            kernel_binarizer=kernel_binarizer,
-            activation_binarizer=activation_binarizer,
-            pad_value=pad_value,
-            bn_momentum=bn_momentum,
-            bn_epsilon=bn_epsilon,
-            residuals=residuals,
-            conv_impl=conv_impl,
-        )
-        rngs = _check_rngs(rngs)
-        self.stem_conv = nnx.Conv(
-            in_features,
-            stem,
-            (3, 3),
-            stem_strides,
-            padding=_common.stem_padding(3),
-            use_bias=False,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-        self.stem_norm = _batch_norm(
-            stem,
-            momentum=bn_momentum,
-            epsilon=bn_epsilon,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-        self.blocks = nnx.List(
-            [
-                ReActBlock(
-                    c_in,
-                    c_out,
-                    strides,
-                    kernel_binarizer=kernel_binarizer,
-                    activation_binarizer=activation_binarizer,
-                    pad_value=pad_value,
-                    bn_momentum=bn_momentum,
-                    bn_epsilon=bn_epsilon,
-                    residuals=residuals,
-                    conv_impl=conv_impl,
-                    dtype=dtype,
-                    param_dtype=param_dtype,
-                    rngs=rngs,
-                )
-                for c_in, c_out, strides in layout
-            ]
-        )
-        self.head = nnx.Linear(
-            layout[-1][1],
-            num_classes,
-            dtype=dtype,
-            param_dtype=param_dtype,
-            rngs=rngs,
-        )
-
-        self.in_features = in_features
-        self.stage_sizes = tuple(stage_sizes)
-        self.stem_features = stem_features
-        self.stem_strides = stem_strides
-        self.num_classes = num_classes
-        self.width_multiplier = float(width_multiplier)
-        self.kernel_binarizer = kernel_binarizer
-        self.activation_binarizer = activation_binarizer
-        self.pad_value = float(pad_value)
-
-    def __call__(
-        self,
-        x: jax.typing.ArrayLike,
-        *,
-        progress: jax.typing.ArrayLike | None = None,
-    ) -> jax.Array:
-        """Returns ``(batch, num_classes)`` logits.
-
-        Args:
-          x: ``(batch, height, width, in_features)`` images.
-          progress: training progress in ``[0, 1]`` for every binarizer.
-
-        Raises:
-          ValueError: for inputs of another rank or channel count.
-        """
-        x = jnp.asarray(x)
-        _common.check_image_batch("ReActNet", x.shape)
-        if x.shape[-1] != self.in_features:
-            raise ValueError(
-                f"ReActNet was built with in_features={self.in_features}, "
-                f"got images with {x.shape[-1]} channels (shape {x.shape})."
-            )
-        x = self.stem_norm(self.stem_conv(x))
-        for block in self.blocks:
-            x = block(x, progress=progress)
-        return self.head(jnp.mean(x, axis=(1, 2)))
-
-
-def reactnet_a(*, rngs: nnx.Rngs, **kwargs: Any) -> ReActNet:
-    """ReActNet-A for ImageNet-sized inputs (1000 classes).
-
-    Args:
-      rngs: ``nnx.Rngs`` for the parameters.
-      **kwargs: :class:`ReActNet` arguments overriding the layout or the
-        binarizers.
-    """
-    return ReActNet(**{**_common.REACTNET_A, **kwargs}, rngs=rngs)
-
-
-def reactnet_small(*, rngs: nnx.Rngs, **kwargs: Any) -> ReActNet:
-    """ReActNet-A's blocks for 28x28 and 32x32 images (10 classes).
-
-    See :func:`bnnjax.models.linen.reactnet_small`; pass ``in_features=1``
-    for MNIST.
-
-    Args:
-      rngs: ``nnx.Rngs`` for the parameters.
-      **kwargs: :class:`ReActNet` arguments overriding the layout or the
-        binarizers.
-    """
-    return ReActNet(**{**_common.REACTNET_SMALL, **kwargs}, rngs=rngs)
 
 
 def tutorial_cnn(*, rngs: nnx.Rngs, **kwargs: Any) -> BinaryNetCNN:
