@@ -355,14 +355,16 @@ class RealFullDiskTest(_Tmp):
     """``bnnjax train`` in a real process on a tmpfs that fills up.
 
     A checkpoint of the ``--hidden 16`` MLP takes about 220 KB of tmpfs,
-    config.json and metrics.jsonl a 4 KB page each.
+    config.json and metrics.jsonl a 4 KB page each: 128 KB holds no
+    checkpoint, 400 KB one (sometimes two: what orbax writes varies by a
+    few pages), never the three of the run.
     """
 
     @parameterized.named_parameters(
-        ("no_checkpoint_fits", "128k", None),
-        ("one_checkpoint_fits", "400k", 1),
+        ("no_checkpoint_fits", "128k", (None,)),
+        ("a_checkpoint_fits", "400k", (1, 2)),
     )
-    def test_one_line_then_resume_after_freeing_space(self, size, last):
+    def test_one_line_then_resume_after_freeing_space(self, size, possible):
         mount = os.path.join(self.tmp, "disk")
         mount_tmpfs(self, mount, f"size={size}")
         out = os.path.join(mount, "run")
@@ -376,6 +378,8 @@ class RealFullDiskTest(_Tmp):
         )
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertEqual(result.stdout, "")
+        last = checkpoint.last_complete_epoch(out)
+        self.assertIn(last, possible)
         kept = (
             "there is no complete checkpoint"
             if last is None
@@ -389,7 +393,6 @@ class RealFullDiskTest(_Tmp):
             rf"`bnnjax train --resume --out {re.escape(out)}`\.\n\Z",
         )
         self.assertEqual(_partial_checkpoints(out), [])
-        self.assertEqual(checkpoint.last_complete_epoch(out), last)
         self.assertEqual(checkpoint.read_config(out)["epochs"], 3)
         self.assertEqual(
             sorted(os.listdir(out)),
