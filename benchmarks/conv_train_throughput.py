@@ -25,6 +25,8 @@ rule). bnnjax variants, each timed in the same process:
 * ``bnnjax_bf16``: the defaults with exact bfloat16 sign products in
   every convolution whose inputs are binarized
   (``sign_product_dtype=jnp.bfloat16``; ``"auto"`` keeps float32 there);
+* ``bnnjax_xla_conv``: XLA's convolution (``conv_impl="xla"``) with the
+  reshape max pool, to separate the two formulations' shares;
 * ``bnnjax_founding``: the library's defaults with the founding rule
   (scaled-sigmoid surrogate, mean-absolute-deviation scale);
 * ``flax_float``: the float network in plain flax (``nn.Conv``,
@@ -172,6 +174,7 @@ def build(network: str) -> dict[str, nn.Module]:
         "bnnjax": CNN(lay),
         "bnnjax_xla": CNN(lay, conv_impl="xla", xla_pool=True),
         "bnnjax_bf16": CNN(lay, conv_product_dtype=jnp.bfloat16),
+        "bnnjax_xla_conv": CNN(lay, conv_impl="xla"),
         "bnnjax_founding": CNN(
             lay, kernel_binarizer=FOUNDING, activation_binarizer=FOUNDING_ACT
         ),
