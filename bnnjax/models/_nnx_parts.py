@@ -7,6 +7,8 @@ from typing import TypedDict
 import jax
 from flax import nnx
 
+from bnnjax.nn.nnx import check_rngs
+
 __all__ = [
     "NormSettings",
     "apply_optional",
@@ -14,16 +16,6 @@ __all__ = [
     "check_rngs",
     "dropout",
 ]
-
-
-def check_rngs(rngs: object) -> nnx.Rngs:
-    """Returns ``rngs`` if it is an ``nnx.Rngs``; a ``TypeError`` otherwise."""
-    if not isinstance(rngs, nnx.Rngs):
-        raise TypeError(
-            f"rngs must be an nnx.Rngs, got {rngs!r} of type "
-            f"{type(rngs).__name__}; e.g. rngs=nnx.Rngs(0)."
-        )
-    return rngs
 
 
 class NormSettings(TypedDict):

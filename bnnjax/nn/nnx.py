@@ -93,7 +93,11 @@ def _binarize_stream(
         ) from None
 
 
-def _check_rngs(rngs: object) -> nnx.Rngs:
+def check_rngs(rngs: object) -> nnx.Rngs:
+    """Returns ``rngs`` if it is an ``nnx.Rngs``; a ``TypeError`` otherwise.
+
+    Shared by the layers here and the models of :mod:`bnnjax.models.nnx`.
+    """
     if not isinstance(rngs, nnx.Rngs):
         raise TypeError(
             f"rngs must be an nnx.Rngs, got {rngs!r} of type "
@@ -217,7 +221,7 @@ class BinaryLinear(_BinaryLayer):
         _checks.check_binarizer(
             "input_binarizer", input_binarizer, optional=True
         )
-        rngs = _check_rngs(rngs)
+        rngs = check_rngs(rngs)
 
         self.latent_kernel = LatentParam(
             kernel_init(
@@ -425,7 +429,7 @@ class BinaryConv(_BinaryLayer):
         _checks.check_binarizer(
             "input_binarizer", input_binarizer, optional=True
         )
-        rngs = _check_rngs(rngs)
+        rngs = check_rngs(rngs)
 
         self.latent_kernel = LatentParam(
             kernel_init(rngs.params(), kernel_shape, param_dtype),
@@ -568,7 +572,7 @@ class RSign(nnx.Module):
     ):
         num_features = _checks.check_positive_int("num_features", num_features)
         _checks.check_binarizer("binarizer", binarizer)
-        rngs = _check_rngs(rngs)
+        rngs = check_rngs(rngs)
         self.beta = nnx.Param(
             beta_init(rngs.params(), (num_features,), param_dtype)
         )
@@ -662,7 +666,7 @@ class RPReLU(nnx.Module):
         slope = _checks.check_finite_float(
             "negative_slope_init", negative_slope_init
         )
-        rngs = _check_rngs(rngs)
+        rngs = check_rngs(rngs)
         shape = (num_features,)
         self.gamma = nnx.Param(gamma_init(rngs.params(), shape, param_dtype))
         self.zeta = nnx.Param(zeta_init(rngs.params(), shape, param_dtype))
