@@ -285,33 +285,27 @@ class CompareMatchesTrainTest(absltest.TestCase):
                 run.train_loss[i], [m["train_loss"] for m in rows], rtol=1e-6
             )
 
-    def test_augmented_cnn_final_run_equals_train_run(self):
-        # The width and the on-device augmentation (a function of seed and
-        # step) reach compare's runs as they reach bnnjax.train.run's.
+    def _assert_final_run_equals_train_run(self, method, lr, seed, **settings):
+        """compare's final run of one method at one learning rate gives the
+        test and last validation accuracy ``bnnjax.train.run`` gives;
+        returns compare's result."""
         tmp = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
-        settings = dict(
-            model="cnn",
-            width=0.0625,
-            augment="shift",
-            epochs=1,
-            batch_size=540,
-        )
         expected = train.run(
             train.TrainConfig(
-                method="bnn",
-                seeds=(2,),
-                learning_rate=1e-3,
+                method=method,
+                seeds=(seed,),
+                learning_rate=lr,
                 out_dir=tmp,
                 **settings,
             ),
             make_plots=False,
         )
         result = compare_lib.compare(
-            ["bnn"],
-            seeds=(2,),
+            [method],
+            seeds=(seed,),
             tune="lr",
-            grids={"bnn": TuningGrid(learning_rates=(1e-3,))},
+            grids={method: TuningGrid(learning_rates=(lr,))},
             **settings,
         )
         self.assertEqual(
@@ -321,6 +315,21 @@ class CompareMatchesTrainTest(absltest.TestCase):
         self.assertEqual(
             result.runs[0].val_accuracy[0][-1],
             expected["val_accuracy_per_seed"][0],
+        )
+        return result
+
+    def test_augmented_cnn_final_run_equals_train_run(self):
+        # The width and the on-device augmentation (a function of seed and
+        # step) reach compare's runs as they reach bnnjax.train.run's.
+        result = self._assert_final_run_equals_train_run(
+            "bnn",
+            1e-3,
+            2,
+            model="cnn",
+            width=0.0625,
+            augment="shift",
+            epochs=1,
+            batch_size=540,
         )
         self.assertEqual(result.settings["width"], 0.0625)
         self.assertEqual(result.settings["augment"], "shift")
@@ -330,37 +339,16 @@ class CompareMatchesTrainTest(absltest.TestCase):
         # compare builds --model reactnet (RSign, RPReLU, real stem) as
         # bnnjax.train.run does, with the method's rule in its blocks.
         # Slow: two ReActNet compilations, about 2 CPU-minutes.
-        tmp = tempfile.mkdtemp()
-        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
-        settings = dict(
-            model="reactnet", width=0.0625, epochs=1, batch_size=1080
-        )
-        expected = train.run(
-            train.TrainConfig(
-                method="scaled_sigmoid",
-                seeds=(1,),
-                learning_rate=3e-2,
-                out_dir=tmp,
-                **settings,
-            ),
-            make_plots=False,
-        )
-        result = compare_lib.compare(
-            ["scaled_sigmoid"],
-            seeds=(1,),
-            tune="lr",
-            grids={"scaled_sigmoid": TuningGrid(learning_rates=(3e-2,))},
-            **settings,
+        result = self._assert_final_run_equals_train_run(
+            "scaled_sigmoid",
+            3e-2,
+            1,
+            model="reactnet",
+            width=0.0625,
+            epochs=1,
+            batch_size=1080,
         )
         self.assertEqual(result.settings["model"], "reactnet")
-        self.assertEqual(
-            result.methods[0].test_accuracy_per_seed,
-            expected["test_accuracy_per_seed"],
-        )
-        self.assertEqual(
-            result.runs[0].val_accuracy[0][-1],
-            expected["val_accuracy_per_seed"][0],
-        )
 
 
 class CompareArgumentsTest(parameterized.TestCase):
