@@ -10,6 +10,7 @@ that must set ``XLA_FLAGS`` first (``sharding_throughput.py``) call
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 from typing import Any
@@ -71,3 +72,12 @@ def environment(packages: tuple[str, ...] = PACKAGES) -> dict[str, Any]:
             k: os.environ[k] for k in THREAD_VARIABLES if k in os.environ
         },
     }
+
+
+def emit(record: dict[str, Any], out: str | None = None) -> None:
+    """Prints ``record`` as one JSON line and appends it to ``out``."""
+    text = json.dumps(record)
+    print(text, flush=True)
+    if out:
+        with open(out, "a", encoding="utf-8") as f:
+            f.write(text + "\n")

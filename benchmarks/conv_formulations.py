@@ -20,7 +20,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -186,11 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.only in (None, "max_pool"):
         lines += [(_pool_case, c) for c in POOLS[: args.limit]]
     for fn, case in lines:
-        line = json.dumps({**fn(case, args.calls), **env})
-        print(line, flush=True)
-        if args.out:
-            with open(args.out, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+        _env.emit({**fn(case, args.calls), **env}, args.out)
     return 0
 
 

@@ -417,11 +417,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
     for line in out:
-        text = json.dumps(line)
-        print(text, flush=True)
-        if args.out:
-            with open(args.out, "a", encoding="utf-8") as f:
-                f.write(text + "\n")
+        _env.emit(line, args.out)
     return 0
 
 

@@ -51,7 +51,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -111,11 +110,7 @@ def _line(out: str | None, **fields: Any) -> dict:
         if isinstance(v, float):
             fields[k] = _round(v)
     fields["loadavg_1m"] = round(os.getloadavg()[0], 2)
-    text = json.dumps(fields)
-    print(text, flush=True)
-    if out:
-        with open(out, "a", encoding="utf-8") as f:
-            f.write(text + "\n")
+    _env.emit(fields, out)
     return fields
 
 
