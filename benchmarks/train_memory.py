@@ -33,9 +33,13 @@ For each variant, one JSON line with:
   ``ratio_to_binary`` of the temporary memory and the step time.
 
 ``--max-batch-budget BYTES`` adds, per variant, the largest batch size
-(``--batch-size`` times a power of two up to ``2**--max-doublings``,
-searched by doubling) whose step's temporary memory fits the budget, by
-compiling only.
+whose step's temporary memory fits the budget (``max_batch``, and
+``max_batch_ratio_to_float``), by compiling only: doubling from
+``--batch-size`` up to ``--batch-size * 2**--max-doublings``, then
+bisection between the last size that fits and the first that does not,
+to a multiple of ``--batch-step`` (default ``--batch-size // 16``).
+``--memory-only`` skips the steps and the peaks (temporary memory and
+the budget search only).
 
 Models: ``--model mlp``, :class:`bnnjax.models.linen.BinaryMLP` with
 ``--hidden`` (default 4096,4096,4096) on 28x28x1 inputs, batch 1024;
@@ -189,19 +193,37 @@ def _peak_in_subprocess(
 
 
 def max_batch(
-    args: argparse.Namespace, variant: str, budget: int
+    args: argparse.Namespace, variant: str, budget: int, first_temp: int
 ) -> int | None:
-    """The largest ``batch_size * 2**k``, ``k <= --max-doublings``, whose
-    step fits ``budget`` bytes (None if not even ``batch_size`` does)."""
-    best = None
-    size = args.batch_size
-    while size <= args.batch_size * 2**args.max_doublings:
+    """The largest batch size whose step fits ``budget`` bytes.
+
+    Doubling from ``--batch-size`` (whose step's temporary memory is
+    ``first_temp``; at most ``--max-doublings`` times), then bisection
+    between the last size that fits and the first that does not, to a
+    multiple of ``--batch-step``. None if not even ``--batch-size`` fits.
+    """
+
+    def fits(size: int) -> bool:
         _, compiled, _ = compile_step(args, variant, size)
-        if temp_bytes(compiled) > budget:
-            break
-        best = size
-        size *= 2
-    return best
+        return temp_bytes(compiled) <= budget
+
+    if first_temp > budget:
+        return None
+    limit = args.batch_size * 2**args.max_doublings
+    low, high = args.batch_size, args.batch_size * 2
+    while high <= limit and fits(high):
+        low, high = high, high * 2
+    if high > limit:
+        return low
+    step = args.batch_step or max(1, args.batch_size // 16)
+    while True:
+        mid = low + (high - low) // 2 // step * step
+        if mid <= low:
+            return low
+        if fits(mid):
+            low = mid
+        else:
+            high = mid
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -213,7 +235,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         start = time.perf_counter()
         state, compiled, batch = compile_step(args, variant, args.batch_size)
         compile_s = time.perf_counter() - start
-        for _ in range(_WARMUP_STEPS):
+        for _ in range(0 if args.memory_only else _WARMUP_STEPS):
             state, metrics = compiled(state, *batch, jnp.float32(0.5))
             jax.block_until_ready(metrics)
         compiled_steps[variant] = [state, compiled, batch]
@@ -229,7 +251,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             "times_ms": [],
         }
     per_round = max(1, args.steps // args.rounds)
-    for r in range(args.rounds):
+    for r in range(0 if args.memory_only else args.rounds):
         order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
         for variant in order:
             entry = compiled_steps[variant]
@@ -247,13 +269,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     for variant in VARIANTS:
         rec = records[variant]
         times = rec.pop("times_ms")
-        rec["steps"] = len(times)
-        rec["step_ms_median"] = round(statistics.median(times), 3)
-        if not args.no_peak:
+        if not args.memory_only:
+            rec["steps"] = len(times)
+            rec["step_ms_median"] = round(statistics.median(times), 3)
+        if not (args.no_peak or args.memory_only):
             rec.update(_peak_in_subprocess(args, variant))
         if args.max_batch_budget:
             rec["max_batch_budget_bytes"] = args.max_batch_budget
-            rec["max_batch"] = max_batch(args, variant, args.max_batch_budget)
+            rec["max_batch"] = max_batch(
+                args, variant, args.max_batch_budget, rec["temp_bytes"]
+            )
         out.append(rec)
     for rec in out:
         for ref in ("float", "binary"):
@@ -261,8 +286,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             rec[f"temp_ratio_to_{ref}"] = round(
                 rec["temp_bytes"] / base["temp_bytes"], 3
             )
-            rec[f"step_ratio_to_{ref}"] = round(
-                rec["step_ms_median"] / base["step_ms_median"], 3
+            if not args.memory_only:
+                rec[f"step_ratio_to_{ref}"] = round(
+                    rec["step_ms_median"] / base["step_ms_median"], 3
+                )
+        if args.max_batch_budget:
+            best, best_float = rec["max_batch"], records["float"]["max_batch"]
+            rec["max_batch_ratio_to_float"] = (
+                round(best / best_float, 3)
+                if best is not None and best_float
+                else None
             )
         rec.update(env)
         rec["load"] = _env.load()
@@ -319,6 +352,17 @@ def main(argv: list[str] | None = None) -> int:
         help="largest batch searched: --batch-size * 2**N (default 6)",
     )
     parser.add_argument(
+        "--batch-step",
+        type=int,
+        default=None,
+        help="resolution of the budget search (default --batch-size // 16)",
+    )
+    parser.add_argument(
+        "--memory-only",
+        action="store_true",
+        help="temporary memory and the budget search only: no steps, no peaks",
+    )
+    parser.add_argument(
         "--no-peak",
         action="store_true",
         help="skip the peak-memory subprocesses",
@@ -333,11 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     lines = run(args)
     for rec in lines:
-        text = json.dumps(rec)
-        print(text, flush=True)
-        if args.out:
-            with open(args.out, "a", encoding="utf-8") as f:
-                f.write(text + "\n")
+        _env.emit(rec, args.out)
     return 0
 
 

@@ -432,6 +432,37 @@ class TrainMemoryTest(EnvironmentBlockMixin, absltest.TestCase):
         self.assertEqual(by_name["float"]["method"], "float")
         self.assertEqual(by_name["binary_packed"]["method"], "bnn")
 
+    def test_memory_only_bisects_to_the_largest_batch_that_fits(self):
+        args = ["--hidden", "64", "--batch-size", "256", "--memory-only"]
+        (at_256,) = [
+            line
+            for line in _run("train_memory", args)
+            if line["variant"] == "float"
+        ]
+        # A budget of exactly batch 256's temporary memory (at this batch
+        # the batch-sized buffers dominate it): doubling stops at 512,
+        # bisection (to multiples of 256 // 16 = 16) ends below it.
+        lines = _run(
+            "train_memory",
+            [*args, "--max-batch-budget", str(at_256["temp_bytes"])],
+        )
+        by_name = {line["variant"]: line for line in lines}
+        for line in lines:
+            self.assertNotIn("step_ms_median", line)
+            self.assertNotIn("peak_rss_bytes", line)
+            self.assertGreater(line["temp_bytes"], 0)
+        best = by_name["float"]["max_batch"]
+        self.assertGreaterEqual(best, 256)
+        self.assertLess(best, 512)
+        self.assertEqual(best % 16, 0)
+        self.assertEqual(by_name["float"]["max_batch_ratio_to_float"], 1.0)
+        for line in lines:
+            if line["max_batch"] is not None:
+                self.assertEqual(
+                    line["max_batch_ratio_to_float"],
+                    round(line["max_batch"] / best, 3),
+                )
+
     def test_a_budget_below_the_first_batch_fits_none(self):
         lines = _run(
             "train_memory",
