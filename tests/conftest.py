@@ -9,7 +9,6 @@
   subprocesses the tests start put theirs there as well.
 """
 
-import os
 import shutil
 import tempfile
 
@@ -21,16 +20,9 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_temp_dir():
-    old_tempdir, old_env = tempfile.tempdir, os.environ.get("TMPDIR")
     root = tempfile.mkdtemp(prefix="bnnjax-tests-")
-    tempfile.tempdir = root
-    os.environ["TMPDIR"] = root
-    try:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tempfile, "tempdir", root)
+        patch.setenv("TMPDIR", root)
         yield root
-    finally:
-        tempfile.tempdir = old_tempdir
-        if old_env is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = old_env
-        shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
