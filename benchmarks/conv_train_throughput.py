@@ -27,6 +27,10 @@ rule). bnnjax variants, each timed in the same process:
   (``sign_product_dtype=jnp.bfloat16``; ``"auto"`` keeps float32 there);
 * ``bnnjax_xla_conv``: XLA's convolution (``conv_impl="xla"``) with the
   reshape max pool, to separate the two formulations' shares;
+* ``bnnjax_autodiff_bwd``: the defaults with the patches product
+  differentiated by autodiff instead of
+  :func:`bnnjax.nn._formulation.conv_patches`'s written-out backward
+  (the form before it, to measure what the written backward saves);
 * ``bnnjax_founding``: the library's defaults with the founding rule
   (scaled-sigmoid surrogate, mean-absolute-deviation scale);
 * ``flax_float``: the float network in plain flax (``nn.Conv``,
@@ -58,6 +62,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
+from unittest import mock
 
 import _env
 import flax.linen as nn
@@ -67,6 +72,7 @@ import numpy as np
 import optax
 
 import bnnjax
+from bnnjax.nn import _formulation
 from bnnjax.nn import functional as F
 from bnnjax.nn import linen as bnn
 
@@ -167,6 +173,22 @@ class CNN(nn.Module):
         return x
 
 
+def _autodiff_conv_patches(
+    x, kernel, strides, kernel_dilation, *, precision=None,
+    preferred_element_type=None,
+):  # fmt: skip
+    """The patches product with autodiff's backward (``bnnjax_autodiff_bwd``)."""
+    patches = _formulation._patches(
+        x, tuple(kernel.shape[:-2]), tuple(strides), tuple(kernel_dilation)
+    )
+    return jnp.dot(
+        patches,
+        jnp.reshape(kernel, (-1, kernel.shape[-1])),
+        precision=precision,
+        preferred_element_type=preferred_element_type,
+    )
+
+
 def build(network: str) -> dict[str, nn.Module]:
     """The variants of ``network``: name -> flax module."""
     lay = LAYOUTS[network]
@@ -175,6 +197,7 @@ def build(network: str) -> dict[str, nn.Module]:
         "bnnjax_xla": CNN(lay, conv_impl="xla", xla_pool=True),
         "bnnjax_bf16": CNN(lay, conv_product_dtype=jnp.bfloat16),
         "bnnjax_xla_conv": CNN(lay, conv_impl="xla"),
+        "bnnjax_autodiff_bwd": CNN(lay),
         "bnnjax_founding": CNN(
             lay, kernel_binarizer=FOUNDING, activation_binarizer=FOUNDING_ACT
         ),
@@ -242,7 +265,13 @@ def make_variant(
     jitted = jax.jit(step, donate_argnums=0)
     state = (params, stats, tx.init(params))
     start = time.perf_counter()
-    compiled = jitted.lower(state, *batch).compile()
+    if name == "bnnjax_autodiff_bwd":  # traced with the autodiff form
+        with mock.patch.object(
+            _formulation, "conv_patches", _autodiff_conv_patches
+        ):
+            compiled = jitted.lower(state, *batch).compile()
+    else:
+        compiled = jitted.lower(state, *batch).compile()
     return Variant(name, compiled, state, time.perf_counter() - start)
 
 

@@ -294,7 +294,7 @@ class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
             "conv_train_throughput",
             [
                 "--steps", "2", "--warmup", "1", "--rounds", "1",
-                "--variants", "bnnjax,bnnjax_xla,flax_float",
+                "--variants", "bnnjax,bnnjax_xla,bnnjax_autodiff_bwd,flax_float",
                 "--peers", "larq", "--peer-modes", "graph",
                 "--peer-python", os.path.join(_BENCHMARKS, "no-such-python"),
             ],
@@ -304,7 +304,7 @@ class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
         timed = [ln for ln in lines if ln["benchmark"] == "conv_train"]
         self.assertEqual(
             [ln["variant"] for ln in timed],
-            ["bnnjax", "bnnjax_xla", "flax_float"],
+            ["bnnjax", "bnnjax_xla", "bnnjax_autodiff_bwd", "flax_float"],
         )
         for line in timed:
             self.assertEqual(line["steps"], 2)

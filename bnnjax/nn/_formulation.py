@@ -18,6 +18,10 @@ backend runs through its fast dot and fused elementwise kernels:
   backend for the shapes where it measured faster
   (:func:`patches_conv_is_faster`); ``"xla"`` always uses
   ``lax.conv_general_dilated``; ``"patches"`` always uses the rewrite.
+  Its backward pass is written out: the kernel gradient is one product
+  contracting ``P`` and ``dy`` over their shared rows, where autodiff's
+  transpose had XLA's CPU backend copy ``dy`` into a transposed layout
+  first.
 * **reshape pool**: a max pool whose windows tile the input (window equal
   to strides, ``'VALID'``) as a reshape and a max over the window axes,
   with a backward pass that sends each window's cotangent to its first
@@ -103,30 +107,14 @@ def patches_conv_is_faster(
     )
 
 
-def conv_patches(
+def _patches(
     x: jax.Array,
-    kernel: jax.Array,
-    strides: Sequence[int],
-    kernel_dilation: Sequence[int],
-    *,
-    precision: lax.PrecisionLike = None,
-    preferred_element_type: jax.typing.DTypeLike | None = None,
+    kernel_size: tuple[int, ...],
+    strides: tuple[int, ...],
+    kernel_dilation: tuple[int, ...],
 ) -> jax.Array:
-    """A ``'VALID'`` channels-last convolution as one matrix product.
-
-    Args:
-      x: ``(batch, *spatial, in_features)`` inputs, already padded.
-      kernel: ``(*kernel_size, in_features, features)`` kernel.
-      strides: one stride per spatial dimension.
-      kernel_dilation: one dilation per spatial dimension.
-      precision: ``jnp.dot`` precision.
-      preferred_element_type: accumulation and result dtype.
-
-    Returns:
-      ``(batch, *out_spatial, features)``, the values of
-      ``lax.conv_general_dilated`` with ``'VALID'`` padding.
-    """
-    kernel_size = kernel.shape[:-2]
+    """``(batch, *out_spatial, prod(kernel_size) * c)`` shifted slices of
+    ``x`` concatenated along channels, window offsets row-major."""
     spatial = x.shape[1:-1]
     out = tuple(
         (n - (k - 1) * d - 1) // s + 1
@@ -151,14 +139,99 @@ def conv_patches(
                 (1, *strides, 1),
             )
         )
-    patches = slices[0] if len(slices) == 1 else jnp.concatenate(slices, -1)
-    matrix = jnp.reshape(kernel, (-1, kernel.shape[-1]))
-    return jnp.dot(
-        patches,
-        matrix,
-        precision=precision,
-        preferred_element_type=preferred_element_type,
-    )
+    return slices[0] if len(slices) == 1 else jnp.concatenate(slices, -1)
+
+
+def conv_patches(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int],
+    kernel_dilation: Sequence[int],
+    *,
+    precision: lax.PrecisionLike = None,
+    preferred_element_type: jax.typing.DTypeLike | None = None,
+) -> jax.Array:
+    """A ``'VALID'`` channels-last convolution as one matrix product.
+
+    Forward, with ``P`` the patches (``M = batch * prod(out_spatial)``
+    rows, ``K = prod(kernel_size) * in_features`` columns) and ``W`` the
+    kernel as a ``(K, features)`` matrix::
+
+        y = P @ W
+
+    Backward, written out (``jax.custom_vjp``) rather than left to
+    autodiff::
+
+        dW = P^T @ dy          # one product contracting the M rows
+        dP = dy @ W^T;  dx = the transpose of the patch gather applied to dP
+
+    The values are those of autodiff through ``y = P @ W``; autodiff's
+    transpose of the product asks for ``dy`` transposed to ``(features,
+    M)`` and XLA's CPU backend materialised that copy (a quarter of a
+    small CNN's step, see the benchmarks page), which contracting ``P``
+    and ``dy`` over their shared leading axis avoids.
+
+    Args:
+      x: ``(batch, *spatial, in_features)`` inputs, already padded.
+      kernel: ``(*kernel_size, in_features, features)`` kernel.
+      strides: one stride per spatial dimension.
+      kernel_dilation: one dilation per spatial dimension.
+      precision: ``jnp.dot`` precision.
+      preferred_element_type: accumulation and result dtype of the
+        forward product (the backward products accumulate in the
+        cotangent's dtype and return each operand's dtype).
+
+    Returns:
+      ``(batch, *out_spatial, features)``, the values of
+      ``lax.conv_general_dilated`` with ``'VALID'`` padding.
+    """
+    kernel_size = tuple(int(k) for k in kernel.shape[:-2])
+    strides = tuple(int(s) for s in strides)
+    dilation = tuple(int(d) for d in kernel_dilation)
+
+    def forward(
+        a: jax.Array, b: jax.Array
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        patches = _patches(a, kernel_size, strides, dilation)
+        matrix = jnp.reshape(b, (-1, b.shape[-1]))
+        y = jnp.dot(
+            patches,
+            matrix,
+            precision=precision,
+            preferred_element_type=preferred_element_type,
+        )
+        return y, (patches, matrix)
+
+    @jax.custom_vjp
+    def product(a: jax.Array, b: jax.Array) -> jax.Array:
+        return forward(a, b)[0]
+
+    def backward(
+        residuals: tuple[jax.Array, jax.Array], g: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        patches, matrix = residuals
+        rows = jnp.reshape(patches, (-1, patches.shape[-1]))
+        d_matrix = lax.dot_general(
+            rows,
+            jnp.reshape(g, (-1, g.shape[-1])),
+            (((0,), (0,)), ((), ())),
+            precision=precision,
+        )
+        d_patches = lax.dot_general(
+            g,
+            matrix,
+            (((g.ndim - 1,), (1,)), ((), ())),
+            precision=precision,
+        )
+        gather = jax.linear_transpose(
+            lambda a: _patches(a, kernel_size, strides, dilation),
+            jax.ShapeDtypeStruct(x.shape, x.dtype),
+        )
+        (dx,) = gather(d_patches.astype(patches.dtype))
+        return dx, jnp.reshape(d_matrix, kernel.shape).astype(kernel.dtype)
+
+    product.defvjp(forward, backward)
+    return product(x, kernel)
 
 
 # --------------------------------------------------------------------------
