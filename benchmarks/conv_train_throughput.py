@@ -42,23 +42,32 @@ eager graph and ``jit_compile=True``; PyTorch eager and
 ``torch.compile``). Every step is timed alone; medians pool all rounds.
 Each line carries ``examples_per_second`` and, for bnnjax's lines,
 ``vs_fastest_peer``: its images per second over the fastest binary
-peer's (above 1 is faster).
+peer's (above 1 is faster). ``--profile-steps N`` then traces N steps of
+each bnnjax variant with ``jax.profiler`` and prints a
+``conv_train_profile`` line: the time per step of each compiled
+operation (the top ``--profile-top``, with its shape and jax op name) and
+per operation kind.
 
 Usage:
   python benchmarks/conv_train_throughput.py [--network larq_tutorial]
       [--steps 100] [--rounds 3] [--peers larq,torch]
       [--peer-python /work/peers-venv/bin/python] [--out FILE]
+      [--profile-steps 5] [--profile-top 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import gzip
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -177,7 +186,7 @@ def _autodiff_conv_patches(
     x, kernel, strides, kernel_dilation, *, precision=None,
     preferred_element_type=None,
 ):  # fmt: skip
-    """The patches product with autodiff's backward (``bnnjax_autodiff_bwd``)."""
+    """The patches product, differentiated by autodiff (bnnjax_autodiff_bwd)."""
     patches = _formulation._patches(
         x, tuple(kernel.shape[:-2]), tuple(strides), tuple(kernel_dilation)
     )
@@ -287,6 +296,77 @@ def time_steps(variant: Variant, batches: Sequence[tuple], steps: int) -> None:
         variant.cpu_ms.append((time.process_time() - cpu) * 1e3)
 
 
+def _hlo_instructions(hlo_text: str) -> dict[str, tuple[str, str]]:
+    """HLO instruction name -> (result shape, jax op name) of a module."""
+    found = {}
+    for line in hlo_text.splitlines():
+        match = _HLO_LINE.match(line)
+        if match:
+            op = _HLO_OP_NAME.search(line)
+            found[match.group(1)] = (match.group(2), op.group(1) if op else "")
+    return found
+
+
+_HLO_LINE = re.compile(r"\s+(?:ROOT )?%([\w.\-]+) = (\([^)]*\)|\S+) ")
+_HLO_OP_NAME = re.compile(r'op_name="([^"]+)"')
+
+
+def profile_ops(
+    variant: Variant, batches: Sequence[tuple], steps: int, top: int
+) -> dict[str, Any]:
+    """Per-operation times of ``steps`` steps, from a profiler trace.
+
+    Traces the steps with ``jax.profiler`` (a Perfetto trace) and sums the
+    duration of every event named after an instruction of the compiled
+    step, per instruction and per kind (the instruction name without its
+    number: ``concatenate``, ``pad_slice_fusion``, ...). ``ops_ms`` can
+    fall short of the wall time where operations overlap or the runtime
+    waits between them.
+    """
+    instructions = _hlo_instructions(variant.step.as_text())
+    with tempfile.TemporaryDirectory() as trace_dir:
+        with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+            start = time.perf_counter()
+            time_steps(variant, batches, steps)
+            wall = time.perf_counter() - start
+        (path,) = glob.glob(
+            os.path.join(trace_dir, "**", "perfetto_trace.json.gz"),
+            recursive=True,
+        )
+        with gzip.open(path, "rt") as f:
+            trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    per_op: dict[str, float] = {}
+    for event in events:
+        name = event.get("name")
+        if event.get("ph") == "X" and name in instructions:
+            per_op[name] = per_op.get(name, 0.0) + event.get("dur", 0) / 1e3
+    per_kind: dict[str, float] = {}
+    for name, ms in per_op.items():
+        kind = re.sub(r"\.\d+$", "", name)
+        per_kind[kind] = per_kind.get(kind, 0.0) + ms
+    ranked = sorted(per_op.items(), key=lambda item: -item[1])
+    return {
+        "profiled_steps": steps,
+        "wall_ms_per_step": round(wall * 1e3 / steps, 3),
+        "ops_ms_per_step": round(sum(per_op.values()) / steps, 3),
+        "by_kind_ms_per_step": {
+            k: round(v / steps, 3)
+            for k, v in sorted(per_kind.items(), key=lambda item: -item[1])
+            if v / steps >= 0.01
+        },
+        "top_ops": [
+            {
+                "name": name,
+                "shape": instructions[name][0],
+                "op_name": instructions[name][1],
+                "ms_per_step": round(ms / steps, 3),
+            }
+            for name, ms in ranked[:top]
+        ],
+    }
+
+
 def run_peer(args, peer: str, variant: str, compiled: bool) -> dict:
     """One peer measurement in a subprocess; its JSON line (or an error)."""
     command = [
@@ -351,6 +431,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--peer-python", default="/work/peers-venv/bin/python")
     parser.add_argument("--threads", type=int, default=_env.cpu_affinity() or 1)
     parser.add_argument("--out", help="also append the lines to this file")
+    parser.add_argument(
+        "--profile-steps",
+        type=int,
+        default=0,
+        help="after the timed rounds, trace this many steps of each bnnjax "
+        "variant and print its per-operation times (0: no profile)",
+    )
+    parser.add_argument(
+        "--profile-top", type=int, default=20, help="operations listed"
+    )
     args = parser.parse_args(argv)
     args.batch_size = args.batch_size or BATCH[args.network]
     env = _env.environment()
@@ -442,6 +532,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if fastest
                     else None
                 ),
+                **env,
+            }
+        )
+    for v in variants if args.profile_steps > 0 else ():
+        out.append(
+            {
+                "benchmark": "conv_train_profile",
+                "network": args.network,
+                "variant": v.name,
+                "batch_size": args.batch_size,
+                **profile_ops(v, batches, args.profile_steps, args.profile_top),
                 **env,
             }
         )

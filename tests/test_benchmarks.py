@@ -297,6 +297,7 @@ class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
                 "--variants", "bnnjax,bnnjax_xla,bnnjax_autodiff_bwd,flax_float",
                 "--peers", "larq", "--peer-modes", "graph",
                 "--peer-python", os.path.join(_BENCHMARKS, "no-such-python"),
+                "--profile-steps", "1", "--profile-top", "3",
             ],
         )  # fmt: skip
         errors = [ln for ln in lines if "error" in ln]
@@ -315,6 +316,30 @@ class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
                 delta=1.0,
             )
             self.assertIsNone(line["vs_fastest_peer"])  # no peer ran
+            self.assert_environment(line)
+        profiles = [
+            ln for ln in lines if ln["benchmark"] == "conv_train_profile"
+        ]
+        self.assertEqual(
+            [ln["variant"] for ln in profiles], [ln["variant"] for ln in timed]
+        )
+        for line in profiles:
+            self.assertEqual(line["profiled_steps"], 1)
+            self.assertLen(line["top_ops"], 3)
+            times = [op["ms_per_step"] for op in line["top_ops"]]
+            self.assertEqual(times, sorted(times, reverse=True))
+            self.assertGreater(times[-1], 0.0)
+            for op in line["top_ops"]:
+                self.assertIn("[", op["shape"])  # an HLO shape
+            # Every timed operation is in a kind, and the kinds add up.
+            self.assertAlmostEqual(
+                sum(line["by_kind_ms_per_step"].values()),
+                line["ops_ms_per_step"],
+                delta=0.05 * line["ops_ms_per_step"],
+            )
+            self.assertLess(
+                line["ops_ms_per_step"], 2 * line["wall_ms_per_step"]
+            )
             self.assert_environment(line)
 
     def test_unknown_variant_is_refused(self):

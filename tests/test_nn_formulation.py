@@ -159,9 +159,7 @@ class PatchesConvTest(parameterized.TestCase):
         numbers = (f"N{spatial}C", f"{spatial}IO", f"N{spatial}C")
 
         def plain(x, k):  # the patches product, differentiated by autodiff
-            patches = _formulation._patches(
-                x, k_shape[:-2], strides, dilation
-            )
+            patches = _formulation._patches(x, k_shape[:-2], strides, dilation)
             return patches @ jnp.reshape(k, (-1, k.shape[-1]))
 
         def xla(x, k):
