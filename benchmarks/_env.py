@@ -17,12 +17,16 @@ from typing import Any
 
 #: Packages whose versions go into every line.
 PACKAGES = ("bnnjax", "jax", "jaxlib", "flax", "optax", "numpy")
-#: Environment variables that change threading or compilation.
+#: Environment variables that change threading, compilation or memory
+#: allocation (glibc's tunables: ``glibc.malloc.hugetlb=1`` backs large
+#: allocations with transparent huge pages, see the benchmarks page).
 THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "MKL_NUM_THREADS",
     "XLA_FLAGS",
     "JAX_PLATFORMS",
+    "GLIBC_TUNABLES",
+    "MALLOC_ARENA_MAX",
 )
 
 
