@@ -110,15 +110,20 @@ class MaxPoolTest(parameterized.TestCase):
         np.testing.assert_array_equal(got, want)
 
 
+# (name, input shape, kernel shape, strides, dilation) of the patches
+# convolution's cases.
+PATCH_CASES = (
+    ("same", (2, 9, 9, 8), (3, 3, 8, 16), (1, 1), (1, 1)),
+    ("strided", (2, 9, 10, 8), (3, 3, 8, 4), (2, 2), (1, 1)),
+    ("dilated", (2, 11, 11, 4), (3, 3, 4, 4), (1, 1), (2, 2)),
+    ("rect_kernel", (2, 8, 8, 4), (1, 3, 4, 4), (1, 2), (1, 1)),
+    ("one_d", (3, 12, 5), (5, 5, 6), (1,), (1,)),
+    ("image", (2, 10, 10, 1), (3, 3, 1, 8), (1, 1), (1, 1)),
+)
+
+
 class PatchesConvTest(parameterized.TestCase):
-    @parameterized.named_parameters(
-        ("same", (2, 9, 9, 8), (3, 3, 8, 16), (1, 1), (1, 1)),
-        ("strided", (2, 9, 10, 8), (3, 3, 8, 4), (2, 2), (1, 1)),
-        ("dilated", (2, 11, 11, 4), (3, 3, 4, 4), (1, 1), (2, 2)),
-        ("rect_kernel", (2, 8, 8, 4), (1, 3, 4, 4), (1, 2), (1, 1)),
-        ("one_d", (3, 12, 5), (5, 5, 6), (1,), (1,)),
-        ("image", (2, 10, 10, 1), (3, 3, 1, 8), (1, 1), (1, 1)),
-    )
+    @parameterized.named_parameters(*PATCH_CASES)
     def test_sign_operands_equal_xla_bit_for_bit(
         self, x_shape, k_shape, strides, dilation
     ):
@@ -136,13 +141,7 @@ class PatchesConvTest(parameterized.TestCase):
         self.assertEqual(got.shape, want.shape)
         np.testing.assert_array_equal(got, want)
 
-    @parameterized.named_parameters(
-        ("same", (2, 9, 9, 8), (3, 3, 8, 16), (1, 1), (1, 1)),
-        ("strided", (2, 9, 10, 8), (3, 3, 8, 4), (2, 2), (1, 1)),
-        ("dilated", (2, 11, 11, 4), (3, 3, 4, 4), (1, 1), (2, 2)),
-        ("one_d", (3, 12, 5), (5, 5, 6), (1,), (1,)),
-        ("image", (2, 10, 10, 1), (3, 3, 1, 8), (1, 1), (1, 1)),
-    )
+    @parameterized.named_parameters(*PATCH_CASES)
     def test_written_backward_equals_autodiff_and_xla(
         self, x_shape, k_shape, strides, dilation
     ):
