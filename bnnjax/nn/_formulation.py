@@ -167,9 +167,10 @@ def conv_patches(
 
     The values are those of autodiff through ``y = P @ W``; autodiff's
     transpose of the product asks for ``dy`` transposed to ``(features,
-    M)`` and XLA's CPU backend materialised that copy (a quarter of a
-    small CNN's step, see the benchmarks page), which contracting ``P``
-    and ``dy`` over their shared leading axis avoids.
+    M)`` and XLA's CPU backend materialized that copy, which contracting
+    ``P`` and ``dy`` over their shared leading axis avoids (binary CNN
+    training steps 1.18-1.34x faster on a 2-core x86 CPU, see the
+    benchmarks page).
 
     Args:
       x: ``(batch, *spatial, in_features)`` inputs, already padded.
