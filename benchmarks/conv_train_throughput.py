@@ -27,10 +27,13 @@ rule). bnnjax variants, each timed in the same process:
   (``sign_product_dtype=jnp.bfloat16``; ``"auto"`` keeps float32 there);
 * ``bnnjax_xla_conv``: XLA's convolution (``conv_impl="xla"``) with the
   reshape max pool, to separate the two formulations' shares;
-* ``bnnjax_autodiff_bwd``: the defaults with the patches product
+* ``bnnjax_f32``: the defaults with float32 operands in every
+  convolution (``sign_product_dtype=None``; ``"auto"`` multiplies the
+  patches of +-1 operands as int8);
+* ``bnnjax_autodiff_bwd``: the patches product with float32 operands,
   differentiated by autodiff instead of
   :func:`bnnjax.nn._formulation.conv_patches`'s written-out backward
-  (the form before it, to measure what the written backward saves);
+  (the form before both, to measure what they save);
 * ``bnnjax_founding``: the library's defaults with the founding rule
   (scaled-sigmoid surrogate, mean-absolute-deviation scale);
 * ``flax_float``: the float network in plain flax (``nn.Conv``,
@@ -184,9 +187,12 @@ class CNN(nn.Module):
 
 def _autodiff_conv_patches(
     x, kernel, strides, kernel_dilation, *, precision=None,
-    preferred_element_type=None,
+    preferred_element_type=None, int8_operands=False,
 ):  # fmt: skip
-    """The patches product, differentiated by autodiff (bnnjax_autodiff_bwd)."""
+    """The patches product, differentiated by autodiff (bnnjax_autodiff_bwd):
+    float32 operands, as before the written backward (``int8_operands`` is
+    ignored)."""
+    del int8_operands
     patches = _formulation._patches(
         x, tuple(kernel.shape[:-2]), tuple(strides), tuple(kernel_dilation)
     )
@@ -207,6 +213,7 @@ def build(network: str) -> dict[str, nn.Module]:
         "bnnjax_bf16": CNN(lay, conv_product_dtype=jnp.bfloat16),
         "bnnjax_xla_conv": CNN(lay, conv_impl="xla"),
         "bnnjax_autodiff_bwd": CNN(lay),
+        "bnnjax_f32": CNN(lay, conv_product_dtype=None),
         "bnnjax_founding": CNN(
             lay, kernel_binarizer=FOUNDING, activation_binarizer=FOUNDING_ACT
         ),

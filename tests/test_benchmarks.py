@@ -294,7 +294,7 @@ class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
             "conv_train_throughput",
             [
                 "--steps", "2", "--warmup", "1", "--rounds", "1",
-                "--variants", "bnnjax,bnnjax_xla,bnnjax_autodiff_bwd,flax_float",
+                "--variants", "bnnjax,bnnjax_xla,bnnjax_autodiff_bwd,bnnjax_f32,flax_float",
                 "--peers", "larq", "--peer-modes", "graph",
                 "--peer-python", os.path.join(_BENCHMARKS, "no-such-python"),
                 "--profile-steps", "1", "--profile-top", "3",
@@ -305,7 +305,13 @@ class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
         timed = [ln for ln in lines if ln["benchmark"] == "conv_train"]
         self.assertEqual(
             [ln["variant"] for ln in timed],
-            ["bnnjax", "bnnjax_xla", "bnnjax_autodiff_bwd", "flax_float"],
+            [
+                "bnnjax",
+                "bnnjax_xla",
+                "bnnjax_autodiff_bwd",
+                "bnnjax_f32",
+                "flax_float",
+            ],
         )
         for line in timed:
             self.assertEqual(line["steps"], 2)

@@ -325,6 +325,90 @@ class PatchesConvTest(parameterized.TestCase):
             )
 
 
+class Int8PatchesTest(parameterized.TestCase):
+    @parameterized.named_parameters(*PATCH_CASES)
+    def test_values_and_gradients_equal_float32(
+        self, x_shape, k_shape, strides, dilation
+    ):
+        keys = jax.random.split(jax.random.key(7), 3)
+        # Signs with zeros (a 0 padding), +-1 kernel signs.
+        x = jnp.round(jnp.clip(jax.random.normal(keys[0], x_shape), -1, 1))
+        k = jnp.sign(jax.random.normal(keys[1], k_shape))
+        self.assertGreater(int(jnp.sum(x == 0)), 0)
+
+        def conv(int8):
+            return lambda x, k: _formulation.conv_patches(
+                x, k, strides, dilation, int8_operands=int8
+            )
+
+        want = conv(False)(x, k)
+        got = jax.jit(conv(True))(x, k)
+        self.assertEqual(got.dtype, jnp.float32)
+        np.testing.assert_array_equal(got, want)
+        g = jnp.round(2 * jax.random.normal(keys[2], want.shape))
+
+        def grads(int8):
+            return jax.jit(
+                jax.grad(lambda x, k: jnp.vdot(conv(int8)(x, k), g), (0, 1))
+            )(x, k)
+
+        for a, b in zip(grads(True), grads(False), strict=True):
+            self.assertEqual(a.dtype, b.dtype)
+            np.testing.assert_array_equal(a, b)
+
+    def test_nan_reaches_the_outputs_float32_would(self):
+        x = jnp.sign(jax.random.normal(jax.random.key(8), (2, 7, 7, 3)))
+        k = jnp.sign(jax.random.normal(jax.random.key(9), (3, 3, 3, 4)))
+        x = x.at[0, 2, 3, 1].set(jnp.nan)
+        k_nan = k.at[1, 1, 0, 2].set(jnp.nan)
+        for kernel in (k, k_nan):
+            want = _formulation.conv_patches(x, kernel, (1, 1), (1, 1))
+            got = _formulation.conv_patches(
+                x, kernel, (1, 1), (1, 1), int8_operands=True
+            )
+            # The windows around the NaN pixel (3x3 of example 0), and the
+            # whole column of the NaN kernel entry; nothing else.
+            self.assertGreater(int(jnp.sum(jnp.isnan(want))), 0)
+            np.testing.assert_array_equal(jnp.isnan(got), jnp.isnan(want))
+            finite = ~jnp.isnan(want)
+            np.testing.assert_array_equal(got[finite], want[finite])
+        self.assertTrue(bool(jnp.all(jnp.isnan(got[..., 2]))))
+        self.assertFalse(bool(jnp.any(jnp.isnan(got[1, ..., 0]))))
+
+    def test_auto_takes_int8_only_for_exact_operands(self):
+        x = jax.random.normal(jax.random.key(10), (2, 8, 8, 8))
+        w = jax.random.normal(jax.random.key(11), (3, 3, 8, 16))
+
+        def int8_in_jaxpr(**kwargs):
+            f = lambda x, w: F.binary_conv(  # noqa: E731
+                x, w, kernel_binarizer=SIGN, conv_impl="patches", **kwargs
+            )
+            return "i8[" in str(jax.make_jaxpr(f)(x, w))
+
+        self.assertTrue(int8_in_jaxpr(input_binarizer=SIGN))
+        self.assertTrue(int8_in_jaxpr(input_binarizer=SIGN, pad_value=-1.0))
+        # Real inputs, a scale, float32 asked for, or XLA's convolution.
+        self.assertFalse(int8_in_jaxpr())
+        self.assertFalse(
+            int8_in_jaxpr(input_binarizer=bnnjax.Binarizer(axis=-1))
+        )
+        self.assertFalse(
+            int8_in_jaxpr(input_binarizer=SIGN, sign_product_dtype=None)
+        )
+        self.assertFalse(int8_in_jaxpr(input_binarizer=SIGN, pad_value=0.5))
+        with mock.patch.object(jax, "default_backend", return_value="gpu"):
+            self.assertFalse(int8_in_jaxpr(input_binarizer=SIGN))
+        # The int8 product and the float32 one: the same layer, bit for bit.
+        ys = [
+            F.binary_conv(
+                x, w, kernel_binarizer=SIGN, input_binarizer=SIGN,
+                conv_impl="patches", sign_product_dtype=dtype,
+            )
+            for dtype in ("auto", None)
+        ]  # fmt: skip
+        np.testing.assert_array_equal(ys[0], ys[1])
+
+
 class AutoChoiceTest(parameterized.TestCase):
     @parameterized.named_parameters(
         ("image_input", 1, 32, True),

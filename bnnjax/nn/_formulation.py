@@ -150,6 +150,7 @@ def conv_patches(
     *,
     precision: lax.PrecisionLike = None,
     preferred_element_type: jax.typing.DTypeLike | None = None,
+    int8_operands: bool = False,
 ) -> jax.Array:
     """A ``'VALID'`` channels-last convolution as one matrix product.
 
@@ -172,6 +173,17 @@ def conv_patches(
     training steps 1.18-1.34x faster on a 2-core x86 CPU, see the
     benchmarks page).
 
+    With ``int8_operands=True`` (for inputs and kernel that hold only
+    -1, 0 and +1: signs and a padding of 0 or +-1), ``P`` and ``W`` are
+    cast to int8 and multiplied with int32 accumulation, which is exact
+    and equals the float32 product bit for bit (up to ``2**24`` terms);
+    the int8 patches are the residual the kernel gradient is computed
+    from (a quarter of float32's bytes). A NaN in the inputs or the kernel
+    makes every output it reaches NaN, as in float32 (an int8 cast would
+    turn it into a finite number). On the CPU backend of an x86 CPU with
+    AVX-512 this product ran 8x faster than float32's and the patches
+    built 4x faster (see the benchmarks page).
+
     Args:
       x: ``(batch, *spatial, in_features)`` inputs, already padded.
       kernel: ``(*kernel_size, in_features, features)`` kernel.
@@ -181,6 +193,9 @@ def conv_patches(
       preferred_element_type: accumulation and result dtype of the
         forward product (the backward products accumulate in the
         cotangent's dtype and return each operand's dtype).
+      int8_operands: compute the forward product on int8 copies of ``x``
+        and ``kernel``; only for values in ``{-1, 0, 1}`` (or NaN), which
+        the caller guarantees (other values would be truncated).
 
     Returns:
       ``(batch, *out_spatial, features)``, the values of
@@ -193,8 +208,11 @@ def conv_patches(
     def forward(
         a: jax.Array, b: jax.Array
     ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        patches = _patches(a, kernel_size, strides, dilation)
         matrix = jnp.reshape(b, (-1, b.shape[-1]))
+        if int8_operands:
+            signs = _patches(a.astype(jnp.int8), kernel_size, strides, dilation)
+            return _int8_product(signs, a, matrix), (signs, matrix)
+        patches = _patches(a, kernel_size, strides, dilation)
         y = jnp.dot(
             patches,
             matrix,
@@ -202,6 +220,28 @@ def conv_patches(
             preferred_element_type=preferred_element_type,
         )
         return y, (patches, matrix)
+
+    def _int8_product(
+        signs: jax.Array, a: jax.Array, matrix: jax.Array
+    ) -> jax.Array:
+        y = jnp.dot(
+            signs,
+            matrix.astype(jnp.int8),
+            preferred_element_type=jnp.int32,
+        )
+        dtype = preferred_element_type or jnp.result_type(a, matrix)
+        # NaN where an input in the window or a kernel entry is NaN.
+        window_nan = _patches(
+            jnp.any(jnp.isnan(a), axis=-1, keepdims=True),
+            kernel_size,
+            strides,
+            dilation,
+        )
+        column_nan = jnp.any(jnp.isnan(matrix), axis=0)
+        nan = jnp.any(window_nan, axis=-1, keepdims=True) | jnp.reshape(
+            column_nan, (1,) * (y.ndim - 1) + column_nan.shape
+        )
+        return jnp.where(nan, jnp.nan, y).astype(dtype)
 
     @jax.custom_vjp
     def product(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -212,6 +252,8 @@ def conv_patches(
     ) -> tuple[jax.Array, jax.Array]:
         patches, matrix = residuals
         rows = jnp.reshape(patches, (-1, patches.shape[-1]))
+        if int8_operands:  # the signs again, exactly, in g's dtype
+            rows = rows.astype(g.dtype)
         d_matrix = lax.dot_general(
             rows,
             jnp.reshape(g, (-1, g.shape[-1])),
@@ -228,7 +270,7 @@ def conv_patches(
             lambda a: _patches(a, kernel_size, strides, dilation),
             jax.ShapeDtypeStruct(x.shape, x.dtype),
         )
-        (dx,) = gather(d_patches.astype(patches.dtype))
+        (dx,) = gather(d_patches.astype(x.dtype))
         return dx, jnp.reshape(d_matrix, kernel.shape).astype(kernel.dtype)
 
     product.defvjp(forward, backward)

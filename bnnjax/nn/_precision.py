@@ -42,6 +42,7 @@ __all__ = [
     "AUTO",
     "bfloat16_dense_is_faster",
     "check_sign_product_dtype",
+    "int8_conv_applies",
     "resolve_sign_product_dtype",
     "sign_product",
 ]
@@ -128,6 +129,66 @@ def resolve_sign_product_dtype(
     if auto and not auto_is_faster:
         return None
     requested = jnp.dtype(jnp.bfloat16 if auto else requested)
+    problems = _inexact_because(
+        input_binarizer,
+        kernel_binarizer,
+        compute,
+        contraction=contraction,
+        pad_value=pad_value,
+    )
+    if problems and auto:
+        return None
+    if problems:
+        raise ValueError(
+            f"sign_product_dtype={requested} computes the product of +-1 "
+            "inputs and +-1 kernel signs exactly in low precision, but "
+            + "; ".join(problems)
+            + ". Use sign_product_dtype=None."
+        )
+    return requested
+
+
+def int8_conv_applies(
+    requested: jax.typing.DTypeLike | str | None,
+    input_binarizer: Binarizer | None,
+    kernel_binarizer: Binarizer,
+    compute: jnp.dtype,
+    *,
+    contraction: int,
+    pad_value: float,
+) -> bool:
+    """Whether a patches convolution runs its forward product on int8.
+
+    True for ``sign_product_dtype="auto"`` on the CPU backend where the
+    operands are exactly ``-1``, ``0`` or ``+1`` (the conditions of an
+    exact bfloat16 product): int8 operands with int32 accumulation gave
+    the same values 8x faster than float32 and the int8 patches built 4x
+    faster on an x86 CPU with AVX-512 (see the benchmarks page). False
+    for ``None``, an explicit bfloat16 and other backends.
+    """
+    return (
+        isinstance(requested, str)
+        and requested == AUTO
+        and jax.default_backend() == "cpu"
+        and not _inexact_because(
+            input_binarizer,
+            kernel_binarizer,
+            compute,
+            contraction=contraction,
+            pad_value=pad_value,
+        )
+    )
+
+
+def _inexact_because(
+    input_binarizer: Binarizer | None,
+    kernel_binarizer: Binarizer,
+    compute: jnp.dtype,
+    *,
+    contraction: int,
+    pad_value: float,
+) -> list[str]:
+    """Why a low-precision product of the operands would not be exact."""
     problems = []
     if input_binarizer is None:
         problems.append("the inputs are real (input_binarizer=None)")
@@ -156,16 +217,7 @@ def resolve_sign_product_dtype(
             f"the contraction has {contraction} terms, more than float32 "
             "sums exactly (2**24)"
         )
-    if problems and auto:
-        return None
-    if problems:
-        raise ValueError(
-            f"sign_product_dtype={requested} computes the product of +-1 "
-            "inputs and +-1 kernel signs exactly in low precision, but "
-            + "; ".join(problems)
-            + ". Use sign_product_dtype=None."
-        )
-    return requested
+    return problems
 
 
 def sign_product(

@@ -544,6 +544,23 @@ def binary_conv(
             feature_group_count=int(feature_group_count),
         )
     )
+    product_dtype = _precision.resolve_sign_product_dtype(
+        sign_product_dtype,
+        input_binarizer,
+        kernel_binarizer,
+        x.dtype,
+        contraction=math.prod(latent_kernel.shape[:-1]),
+        pad_value=pad_value,
+    )
+    # Exact +-1 (and 0-padded) operands: the patches product on int8.
+    int8 = patches and _precision.int8_conv_applies(
+        sign_product_dtype,
+        input_binarizer,
+        kernel_binarizer,
+        x.dtype,
+        contraction=math.prod(latent_kernel.shape[:-1]),
+        pad_value=pad_value,
+    )
 
     def product(
         a: jax.Array,
@@ -561,6 +578,7 @@ def binary_conv(
                 kernel_dilation,
                 precision=precision,
                 preferred_element_type=preferred_element_type,
+                int8_operands=int8,
             )
         return lax.conv_general_dilated(
             a,
@@ -574,14 +592,6 @@ def binary_conv(
             preferred_element_type=preferred_element_type,
         )
 
-    product_dtype = _precision.resolve_sign_product_dtype(
-        sign_product_dtype,
-        input_binarizer,
-        kernel_binarizer,
-        x.dtype,
-        contraction=math.prod(latent_kernel.shape[:-1]),
-        pad_value=pad_value,
-    )
     y = _product(product, x, kernel, product_dtype, packed)
     y = jnp.reshape(y, (*batch_shape, *y.shape[1:]))
     return _add_bias(_scale_outputs(y, out_scale), bias)
