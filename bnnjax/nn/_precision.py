@@ -16,6 +16,14 @@ convolutions are no faster than float32. On other CPUs, GPUs and TPUs the
 gain is not established, so ``"auto"`` keeps float32 there; pass
 ``sign_product_dtype=jnp.bfloat16`` to opt in. See the benchmarks page for
 the measurements.
+
+Convolutions computed as patches on the CPU backend take int8 under
+``"auto"`` instead (:func:`int8_conv_applies`): the patches and the kernel
+signs as int8, summed in int32, exact under the same conditions; the
+product ran 8x faster than float32's and the patches built 4x faster. int8
+is not offered as an explicit ``sign_product_dtype`` for dense layers,
+where a NaN sign would become a finite integer and hide a diverged run;
+the convolution restores those NaNs itself.
 """
 
 from __future__ import annotations

@@ -355,11 +355,13 @@ class BinaryConv(_BinaryLayer):
         ``"binarize"``).
       sign_product_dtype: operand dtype of the forward product when the
         inputs and the kernel are both binarized: ``"auto"`` (default:
-        bfloat16 where that is exact and faster, see
-        :func:`bnnjax.nn.bfloat16_dense_is_faster`), ``jnp.bfloat16``
+        int8 with int32 sums for a patches convolution on the CPU
+        backend where the operands are exactly -1, 0 and +1, see
+        :func:`bnnjax.nn._formulation.conv_patches`), ``jnp.bfloat16``
         (exact; raises where it would not be) or ``None`` (the
-        computation dtype). Outputs and gradients are bit for bit the
-        same either way.
+        computation dtype). Outputs are bit for bit the same either way,
+        gradients too on integer-valued cotangents (up to float rounding
+        of the kernel gradient's sums otherwise).
       residuals: what the product keeps for the backward pass:
         ``"packed"`` keeps each ``+-1`` operand (the kernel's signs;
         binarized inputs without a scale) and an STE window as bits,
