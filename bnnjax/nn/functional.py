@@ -478,7 +478,7 @@ def binary_conv(
         (the conditions of an exact bfloat16 product) multiplies int8
         copies with int32 sums, bit-identical to float32, whole binary CNN
         training steps 1.03-1.13x faster
-        (:func:`~bnnjax.nn._formulation.conv_patches`); else the
+        (``bnnjax.nn._formulation.conv_patches``); else the
         computation dtype (a bfloat16 convolution was no faster than
         float32 on CPU; see the benchmarks page).
       conv_impl: ``"xla"`` (``lax.conv_general_dilated``), ``"patches"``

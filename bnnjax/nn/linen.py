@@ -304,7 +304,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
         inputs and the kernel are both binarized: ``"auto"`` (default:
         int8 with int32 sums for a patches convolution on the CPU
         backend where the operands are exactly -1, 0 and +1, see
-        :func:`bnnjax.nn._formulation.conv_patches`), ``jnp.bfloat16``
+        ``bnnjax.nn._formulation.conv_patches``), ``jnp.bfloat16``
         (exact; raises where it would not be) or ``None`` (the
         computation dtype). Outputs are bit for bit the same either way,
         gradients too on integer-valued cotangents (up to float rounding
