@@ -156,35 +156,21 @@ def resolve_sign_product_dtype(
     return requested
 
 
-def int8_conv_applies(
-    requested: jax.typing.DTypeLike | str | None,
-    input_binarizer: Binarizer | None,
-    kernel_binarizer: Binarizer,
-    compute: jnp.dtype,
-    *,
-    contraction: int,
-    pad_value: float,
-) -> bool:
-    """Whether a patches convolution runs its forward product on int8.
+def int8_conv_applies(requested: jax.typing.DTypeLike | str | None) -> bool:
+    """Whether a patches convolution may run its forward product on int8.
 
-    True for ``sign_product_dtype="auto"`` on the CPU backend where the
-    operands are exactly ``-1``, ``0`` or ``+1`` (the conditions of an
-    exact bfloat16 product): int8 operands with int32 accumulation gave
-    the same values 8x faster than float32 and the int8 patches built 4x
-    faster on an x86 CPU with AVX-512 (see the benchmarks page). False
-    for ``None``, an explicit bfloat16 and other backends.
+    True for ``sign_product_dtype="auto"`` on the CPU backend; the caller
+    also needs the operands exactly ``-1``, ``0`` or ``+1`` (the conditions
+    under which :func:`resolve_sign_product_dtype` gives bfloat16). int8
+    operands with int32 accumulation gave the same values 8x faster than
+    float32 and the int8 patches built 4x faster on an x86 CPU with
+    AVX-512 (see the benchmarks page). False for ``None``, an explicit
+    bfloat16 and other backends.
     """
     return (
         isinstance(requested, str)
         and requested == AUTO
         and jax.default_backend() == "cpu"
-        and not _inexact_because(
-            input_binarizer,
-            kernel_binarizer,
-            compute,
-            contraction=contraction,
-            pad_value=pad_value,
-        )
     )
 
 

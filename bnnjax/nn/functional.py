@@ -31,6 +31,7 @@ scale laid out along other kernel axes is folded into the kernel,
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -549,7 +550,8 @@ def binary_conv(
             feature_group_count=int(feature_group_count),
         )
     )
-    product_dtype = _precision.resolve_sign_product_dtype(
+    resolve = functools.partial(
+        _precision.resolve_sign_product_dtype,
         sign_product_dtype,
         input_binarizer,
         kernel_binarizer,
@@ -557,14 +559,13 @@ def binary_conv(
         contraction=math.prod(latent_kernel.shape[:-1]),
         pad_value=pad_value,
     )
-    # Exact +-1 (and 0-padded) operands: the patches product on int8.
-    int8 = patches and _precision.int8_conv_applies(
-        sign_product_dtype,
-        input_binarizer,
-        kernel_binarizer,
-        x.dtype,
-        contraction=math.prod(latent_kernel.shape[:-1]),
-        pad_value=pad_value,
+    product_dtype = resolve()
+    # "auto" on CPU: the patches product on int8 where the operands are
+    # exactly -1, 0 and +1 (where an exact bfloat16 product would be).
+    int8 = (
+        patches
+        and _precision.int8_conv_applies(sign_product_dtype)
+        and resolve(auto_is_faster=True) is not None
     )
 
     def product(
