@@ -28,6 +28,7 @@ import numpy as np
 
 from bnnjax import data as data_lib
 from bnnjax import train as train_lib
+from bnnjax.nn import _precision
 from bnnjax.nn.functional import LATENT_KERNEL, patches_conv_is_faster
 from bnnjax.presets import Preset
 from bnnjax.training import step as step_lib
@@ -345,17 +346,45 @@ def activation_bytes(model: Any, sample: jax.Array, batch_size: int) -> int:
 
     captured = jax.eval_shape(forward, variables, batch)
     return _tree_bytes(captured) + _patches_bytes(
-        variables.get("params", {}), captured
+        variables.get("params", {}),
+        captured,
+        int8=_int8_patches(model),
+        image_features=sample.shape[-1],
     )
 
 
-def _patches_bytes(params: Any, captured: Any) -> int:
+def _int8_patches(model: Any) -> bool:
+    """Whether ``model``'s binary convolutions with binarized inputs build
+    int8 patches (``sign_product_dtype="auto"`` on CPU, exact operands)."""
+    activation = getattr(model, "activation_binarizer", None)
+    kernel = getattr(model, "kernel_binarizer", None)
+    if not getattr(model, "binary_activations", True) or kernel is None:
+        return False
+    return (
+        _precision.int8_conv_applies(_precision.AUTO)
+        and _precision.resolve_sign_product_dtype(
+            _precision.AUTO,
+            activation,
+            kernel,
+            jnp.dtype(jnp.float32),
+            contraction=1,
+            auto_is_faster=True,
+        )
+        is not None
+    )
+
+
+def _patches_bytes(
+    params: Any, captured: Any, *, int8: bool = False, image_features: int = 0
+) -> int:
     """Bytes of the patches matrices of the binary convolutions.
 
     A convolution computed as patches (``conv_impl="auto"`` on CPU) keeps
     an ``(out_pixels, taps * in_features)`` matrix per example, ``taps``
     times its input; its size follows from the output's pixels and the
-    kernel's shape.
+    kernel's shape. With ``int8``, the convolutions whose inputs are not
+    the image (``image_features`` channels; their inputs are binarized)
+    keep it as int8.
     """
     total = 0
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
@@ -374,7 +403,10 @@ def _patches_bytes(params: Any, captured: Any) -> int:
         if getattr(out, "shape", (None,))[-1] != features:
             continue
         pixels = math.prod(out.shape[:-1])
-        total += pixels * math.prod(taps) * in_features * out.dtype.itemsize
+        itemsize = (
+            1 if int8 and in_features != image_features else out.dtype.itemsize
+        )
+        total += pixels * math.prod(taps) * in_features * itemsize
     return total
 
 
@@ -390,7 +422,8 @@ def run_activations(
 ) -> tuple[int, int]:
     """Activation bytes of a training batch and of an evaluation batch.
 
-    They depend on the architecture only, so one method's serve for all.
+    They depend on the architecture and on whether the method's binary
+    convolutions build int8 patches (:func:`_int8_patches`).
     """
     sample = data_lib.to_float(data.train_images[:1])
     model = config.make_model(data.num_classes, preset=preset)

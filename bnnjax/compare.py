@@ -1027,7 +1027,6 @@ def _plan(
     """The runs of the comparison, in order, and its memory estimate."""
     runs = []
     per_seed = 0
-    activations = None
     for method in resolved:
         preset = method.build()
         candidates = _candidates(method, tune, preset.learning_rate)
@@ -1043,10 +1042,9 @@ def _plan(
         runs.append(
             PlannedRun(method.label, "final", protocol.seeds, protocol.epochs)
         )
-        if activations is None:
-            activations = _compare_train.run_activations(
-                protocol.config, preset, protocol.data
-            )
+        activations = _compare_train.run_activations(
+            protocol.config, preset, protocol.data
+        )
         estimate = _compare_train.estimate_memory(
             protocol.config, preset, protocol.data, activations=activations
         )
