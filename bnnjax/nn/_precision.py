@@ -137,52 +137,6 @@ def resolve_sign_product_dtype(
     if auto and not auto_is_faster:
         return None
     requested = jnp.dtype(jnp.bfloat16 if auto else requested)
-    problems = _inexact_because(
-        input_binarizer,
-        kernel_binarizer,
-        compute,
-        contraction=contraction,
-        pad_value=pad_value,
-    )
-    if problems and auto:
-        return None
-    if problems:
-        raise ValueError(
-            f"sign_product_dtype={requested} computes the product of +-1 "
-            "inputs and +-1 kernel signs exactly in low precision, but "
-            + "; ".join(problems)
-            + ". Use sign_product_dtype=None."
-        )
-    return requested
-
-
-def int8_conv_applies(requested: jax.typing.DTypeLike | str | None) -> bool:
-    """Whether a patches convolution may run its forward product on int8.
-
-    True for ``sign_product_dtype="auto"`` on the CPU backend; the caller
-    also needs the operands exactly ``-1``, ``0`` or ``+1`` (the conditions
-    under which :func:`resolve_sign_product_dtype` gives bfloat16). int8
-    operands with int32 accumulation gave the same values 8x faster than
-    float32 and the int8 patches built 4x faster on an x86 CPU with
-    AVX-512 (see the benchmarks page). False for ``None``, an explicit
-    bfloat16 and other backends.
-    """
-    return (
-        isinstance(requested, str)
-        and requested == AUTO
-        and jax.default_backend() == "cpu"
-    )
-
-
-def _inexact_because(
-    input_binarizer: Binarizer | None,
-    kernel_binarizer: Binarizer,
-    compute: jnp.dtype,
-    *,
-    contraction: int,
-    pad_value: float,
-) -> list[str]:
-    """Why a low-precision product of the operands would not be exact."""
     problems = []
     if input_binarizer is None:
         problems.append("the inputs are real (input_binarizer=None)")
@@ -211,7 +165,16 @@ def _inexact_because(
             f"the contraction has {contraction} terms, more than float32 "
             "sums exactly (2**24)"
         )
-    return problems
+    if problems and auto:
+        return None
+    if problems:
+        raise ValueError(
+            f"sign_product_dtype={requested} computes the product of +-1 "
+            "inputs and +-1 kernel signs exactly in low precision, but "
+            + "; ".join(problems)
+            + ". Use sign_product_dtype=None."
+        )
+    return requested
 
 
 def sign_product(
@@ -252,3 +215,21 @@ def sign_product(
 
     exact.defvjp(fwd, bwd)
     return exact(x, kernel)
+
+
+def int8_conv_applies(requested: jax.typing.DTypeLike | str | None) -> bool:
+    """Whether a patches convolution may run its forward product on int8.
+
+    True for ``sign_product_dtype="auto"`` on the CPU backend; the caller
+    also needs the operands exactly ``-1``, ``0`` or ``+1`` (the conditions
+    under which :func:`resolve_sign_product_dtype` gives bfloat16). int8
+    operands with int32 accumulation gave the same values 8x faster than
+    float32 and the int8 patches built 4x faster on an x86 CPU with
+    AVX-512 (see the benchmarks page). False for ``None``, an explicit
+    bfloat16 and other backends.
+    """
+    return (
+        isinstance(requested, str)
+        and requested == AUTO
+        and jax.default_backend() == "cpu"
+    )
