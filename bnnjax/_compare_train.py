@@ -361,16 +361,15 @@ def _int8_patches(model: Any) -> bool:
     if not getattr(model, "binary_activations", True) or kernel is None:
         return False
     return (
-        _precision.int8_conv_applies(_precision.AUTO)
-        and _precision.resolve_sign_product_dtype(
+        _precision.resolve_sign_product_dtype(
             _precision.AUTO,
             activation,
             kernel,
             jnp.dtype(jnp.float32),
             contraction=1,
-            auto_is_faster=True,
+            auto_dtype=_precision.conv_sign_product_dtype(patches=True),
         )
-        is not None
+        == _precision.INT8
     )
 
 

@@ -178,6 +178,63 @@ class LayerTimingsTest(EnvironmentBlockMixin, absltest.TestCase):
             self.assertEqual(ln["calls"], 2)
 
 
+class DenseSignProductsTest(EnvironmentBlockMixin, absltest.TestCase):
+    def test_one_line_per_pass_and_dtype_with_the_ratio(self):
+        lines = _run(
+            "dense_sign_products",
+            [
+                "--rows=8",
+                "--shapes=32x16",
+                "--calls=2",
+                "--rounds=1",
+                "--xnor",
+                "--mlp-hidden=16",
+                "--mlp-batch=8",
+                "--mlp-steps=1",
+                "--mlp-rounds=2",
+            ],
+        )
+        steps = [ln for ln in lines if ln["benchmark"].endswith("_step")]
+        lines = [ln for ln in lines if not ln["benchmark"].endswith("_step")]
+        self.assertEqual(
+            [ln["dtype"] for ln in steps],
+            ["float_step", "float32", "bfloat16", "int8"],
+        )
+        for ln in steps:
+            self.assert_environment(ln)
+            self.assertEqual(ln["steps"], 2)
+            self.assertAlmostEqual(
+                ln["speedup_vs_float_step"],
+                steps[0]["step_ms_median"] / ln["step_ms_median"],
+                delta=0.01 * steps[0]["step_ms_median"] / ln["step_ms_median"],
+            )
+        self.assertEqual(
+            [(ln["pass"], ln["dtype"]) for ln in lines],
+            [
+                ("train", "float32"),
+                ("forward", "float32"),
+                ("train", "bfloat16"),
+                ("forward", "bfloat16"),
+                ("train", "int8"),
+                ("forward", "int8"),
+                ("forward", "xnor"),
+            ],
+        )
+        base = {ln["pass"]: ln["ms_median"] for ln in lines[:2]}
+        for ln in lines:
+            self.assert_environment(ln)
+            self.assertEqual((ln["shape"], ln["rows"]), ([32, 16], 8))
+            self.assertAlmostEqual(
+                ln["speedup_vs_float32"],
+                base[ln["pass"]] / ln["ms_median"],
+                delta=0.01 * base[ln["pass"]] / ln["ms_median"],
+            )
+
+    def test_unknown_pass_is_refused(self):
+        with self.assertRaises(SystemExit):
+            _run("dense_sign_products", ["--passes=backward"])
+
+
 class BinarizeOverheadTest(EnvironmentBlockMixin, absltest.TestCase):
     def test_lines_carry_the_environment(self):
         lines = _run(

@@ -243,6 +243,31 @@ class SignProductDtypeTest(parameterized.TestCase):
         ):
             np.testing.assert_array_equal(a, b)
 
+    def test_explicit_bfloat16_refuses_a_scale_folded_into_the_kernel(self):
+        # One scale per input feature multiplies the kernel before the
+        # product, so its operand is not +-1 and bfloat16 would round it;
+        # "auto" keeps float32 there (OrderOfScaleTest's "per_input").
+        with self.assertRaisesRegex(ValueError, "not one value per output"):
+            functional.binary_dense(
+                jnp.ones((2, 4)),
+                jnp.ones((4, 3)),
+                kernel_binarizer=KERNEL_RULES["per_input"],
+                input_binarizer=SIGN,
+                sign_product_dtype=jnp.bfloat16,
+            )
+        with mock.patch.object(
+            _precision, "bfloat16_dense_is_faster", return_value=True
+        ):
+            jaxpr = jax.make_jaxpr(
+                lambda x, w: functional.binary_dense(
+                    x,
+                    w,
+                    kernel_binarizer=KERNEL_RULES["per_input"],
+                    input_binarizer=SIGN,
+                )
+            )(jnp.ones((2, 4)), jnp.ones((4, 3)))
+        self.assertNotIn("bf16", str(jaxpr))
+
     def test_nan_propagates(self):
         w = jnp.ones((4, 3)).at[1, 2].set(jnp.nan)
         y = functional.binary_dense(
@@ -296,7 +321,7 @@ class SignProductDtypeTest(parameterized.TestCase):
                 sign_product_dtype=jnp.bfloat16,
             )
 
-    def test_auto_is_bfloat16_only_where_exact_and_faster(self):
+    def test_auto_is_its_dtype_only_where_exact(self):
         rule = KERNEL_RULES["founding"]
         pick = functools.partial(
             _precision.resolve_sign_product_dtype,
@@ -305,13 +330,22 @@ class SignProductDtypeTest(parameterized.TestCase):
             compute=jnp.dtype(jnp.float32),
             contraction=300,
         )
-        bf16 = jnp.dtype(jnp.bfloat16)
-        self.assertEqual(pick(SIGN, auto_is_faster=True), bf16)
-        self.assertIsNone(pick(SIGN, auto_is_faster=False))
-        # Not exact: auto falls back quietly instead of raising.
-        self.assertIsNone(pick(None, auto_is_faster=True))
-        scaled = bnnjax.Binarizer(scale="mean_abs")
-        self.assertIsNone(pick(scaled, auto_is_faster=True))
+        for dtype in (_precision.BFLOAT16, _precision.INT8):
+            self.assertEqual(pick(SIGN, auto_dtype=dtype), dtype)
+            # Not exact: auto falls back quietly instead of raising.
+            self.assertIsNone(pick(None, auto_dtype=dtype))
+            scaled = bnnjax.Binarizer(scale="mean_abs")
+            self.assertIsNone(pick(scaled, auto_dtype=dtype))
+            self.assertIsNone(
+                pick(SIGN, auto_dtype=dtype, kernel_is_signs=False)
+            )
+        self.assertIsNone(pick(SIGN, auto_dtype=None))
+        conv = _precision.conv_sign_product_dtype
+        self.assertIsNone(conv(patches=False))
+        on_cpu = jax.default_backend() == "cpu"
+        self.assertEqual(
+            conv(patches=True), _precision.INT8 if on_cpu else None
+        )
 
     def test_auto_threshold_needs_rows_features_and_the_cpu(self):
         faster = _precision.bfloat16_dense_is_faster

@@ -18,12 +18,14 @@ gain is not established, so ``"auto"`` keeps float32 there; pass
 the measurements.
 
 Convolutions computed as patches on the CPU backend take int8 under
-``"auto"`` instead (:func:`int8_conv_applies`): the patches and the kernel
-signs as int8, summed in int32, exact under the same conditions; the
-product ran 8x faster than float32's and the patches built 4x faster. int8
-is not offered as an explicit ``sign_product_dtype`` for dense layers,
-where a NaN sign would become a finite integer and hide a diverged run;
-the convolution restores those NaNs itself.
+``"auto"`` instead (:func:`conv_sign_product_dtype`): the patches and the
+kernel signs as int8, summed in int32, exact under the same conditions;
+the product ran 8x faster than float32's and the patches built 4x faster.
+int8 is not offered as an explicit ``sign_product_dtype``: a NaN sign
+would become a finite integer and hide a diverged run, and the patches
+convolution restores those NaNs itself. For dense layers int8 was no
+faster than bfloat16 in whole training steps (the kernel's int8 copy and
+the NaN checks cost what the product saves; see the benchmarks page).
 """
 
 from __future__ import annotations
@@ -41,16 +43,21 @@ from bnnjax.scale import NoScale
 AUTO = "auto"
 """``sign_product_dtype="auto"``: bfloat16 where exact and faster."""
 
-_SIGN_PRODUCT_DTYPES = (jnp.dtype(jnp.bfloat16),)
+INT8 = jnp.dtype(jnp.int8)
+BFLOAT16 = jnp.dtype(jnp.bfloat16)
+
+_SIGN_PRODUCT_DTYPES = (BFLOAT16,)
 _AUTO_MIN_ROWS = 64
 _AUTO_MIN_FEATURES = 128
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 __all__ = [
     "AUTO",
+    "BFLOAT16",
+    "INT8",
     "bfloat16_dense_is_faster",
     "check_sign_product_dtype",
-    "int8_conv_applies",
+    "conv_sign_product_dtype",
     "resolve_sign_product_dtype",
     "sign_product",
 ]
@@ -122,21 +129,25 @@ def resolve_sign_product_dtype(
     *,
     contraction: int,
     pad_value: float = 0.0,
-    auto_is_faster: bool = False,
+    kernel_is_signs: bool = True,
+    auto_dtype: jnp.dtype | None = None,
 ) -> jnp.dtype | None:
     """The operand dtype of an exact low-precision product, or None.
 
-    ``"auto"`` is bfloat16 where the product is exact in it and
-    ``auto_is_faster``, else None; an explicit bfloat16 raises where the
-    product would not be exact.
+    ``"auto"`` is ``auto_dtype`` (bfloat16 for a dense product where
+    :func:`bfloat16_dense_is_faster`, :func:`conv_sign_product_dtype` for
+    a convolution) where the product is exact, else None; an explicit
+    bfloat16 raises where the product would not be exact.
+    ``kernel_is_signs`` is False where the layer folded the kernel's scale
+    into the kernel operand.
     """
     if requested is None:
         return None
     check_sign_product_dtype(requested)
     auto = isinstance(requested, str)
-    if auto and not auto_is_faster:
+    if auto and auto_dtype is None:
         return None
-    requested = jnp.dtype(jnp.bfloat16 if auto else requested)
+    requested = jnp.dtype(auto_dtype if auto else requested)
     problems = []
     if input_binarizer is None:
         problems.append("the inputs are real (input_binarizer=None)")
@@ -155,6 +166,12 @@ def resolve_sign_product_dtype(
         problems.append(
             f"the kernel surrogate {name} overrides forward (its values "
             "need not be +-1)"
+        )
+    if not kernel_is_signs:
+        problems.append(
+            "the kernel's scale is not one value per output feature or per "
+            "tensor, so it multiplies the kernel before the product (its "
+            "values are not +-1)"
         )
     if pad_value not in (-1.0, 0.0, 1.0):
         problems.append(f"pad_value={pad_value} is not in {{-1, 0, 1}}")
@@ -217,19 +234,12 @@ def sign_product(
     return exact(x, kernel)
 
 
-def int8_conv_applies(requested: jax.typing.DTypeLike | str | None) -> bool:
-    """Whether a patches convolution may run its forward product on int8.
-
-    True for ``sign_product_dtype="auto"`` on the CPU backend; the caller
-    also needs the operands exactly ``-1``, ``0`` or ``+1`` (the conditions
-    under which :func:`resolve_sign_product_dtype` gives bfloat16). int8
-    operands with int32 accumulation gave the same values 8x faster than
-    float32 and the int8 patches built 4x faster on an x86 CPU with
-    AVX-512 (see the benchmarks page). False for ``None``, an explicit
-    bfloat16 and other backends.
+def conv_sign_product_dtype(patches: bool) -> jnp.dtype | None:
+    """The operand dtype ``sign_product_dtype="auto"`` gives an exact
+    convolution of signs: int8 for a convolution computed as patches on
+    the CPU backend (the product ran 8x faster than float32's and the
+    int8 patches built 4x faster on an x86 CPU with AVX-512, see the
+    benchmarks page), else None. bfloat16 convolutions were no faster than
+    float32 anywhere measured.
     """
-    return (
-        isinstance(requested, str)
-        and requested == AUTO
-        and jax.default_backend() == "cpu"
-    )
+    return INT8 if patches and jax.default_backend() == "cpu" else None

@@ -31,7 +31,6 @@ scale laid out along other kernel axes is folded into the kernel,
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -196,11 +195,16 @@ def _binarize_operands(
     dtype: jax.typing.DTypeLike | None,
     residuals: _residuals.Residuals,
 ) -> tuple[
-    jax.Array, jax.Array, jax.Array | None, jax.Array | None, tuple[bool, bool]
+    jax.Array,
+    jax.Array,
+    jax.Array | None,
+    jax.Array | None,
+    tuple[bool, bool],
+    bool,
 ]:
     """Binarizes inputs and kernel, then casts them to one dtype.
 
-    Returns ``(x, kernel, bias, out_scale, packed)``. When the
+    Returns ``(x, kernel, bias, out_scale, packed, kernel_is_signs)``. When the
     kernel's scale is one value per output feature (the last kernel axis) or
     per tensor, the kernel is returned as its signs and ``out_scale`` is the
     scale as a ``(features,)`` vector (or ``None`` without a scale), to
@@ -211,7 +215,8 @@ def _binarize_operands(
     pack_kernel)``: which operands of the product the residual policy keeps
     as bits (``_residuals.packed_residuals_apply``); with
     ``residuals="packed"`` the input binarizer also keeps its window as
-    bits.
+    bits. ``kernel_is_signs`` is False where the scale was folded into the
+    kernel.
     """
     check_binarizer("kernel_binarizer", kernel_binarizer)
     check_binarizer("input_binarizer", input_binarizer, optional=True)
@@ -251,7 +256,14 @@ def _binarize_operands(
         kernel_binarizer,
         kernel_is_signs=kernel_is_signs,
     )
-    return x.astype(dtype), kernel.astype(dtype), bias, out_scale, packed
+    return (
+        x.astype(dtype),
+        kernel.astype(dtype),
+        bias,
+        out_scale,
+        packed,
+        kernel_is_signs,
+    )
 
 
 def _scale_outputs(y: jax.Array, out_scale: jax.Array | None) -> jax.Array:
@@ -352,7 +364,7 @@ def binary_dense(
     check_dense_inputs(inputs.shape, latent_kernel.shape)
     residuals = _residuals.check_residuals(residuals)
     check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
-    x, kernel, bias, out_scale, packed = _binarize_operands(
+    x, kernel, bias, out_scale, packed, kernel_is_signs = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -385,8 +397,13 @@ def binary_dense(
         kernel_binarizer,
         x.dtype,
         contraction=latent_kernel.shape[0],
-        auto_is_faster=_precision.bfloat16_dense_is_faster(
-            math.prod(x.shape[:-1]), latent_kernel.shape[-1]
+        kernel_is_signs=kernel_is_signs,
+        auto_dtype=(
+            _precision.BFLOAT16
+            if _precision.bfloat16_dense_is_faster(
+                math.prod(x.shape[:-1]), latent_kernel.shape[-1]
+            )
+            else None
         ),
     )
     y = _product(product, x, kernel, product_dtype, packed)
@@ -524,7 +541,7 @@ def binary_conv(
             "'auto'."
         )
 
-    x, kernel, bias, out_scale, packed = _binarize_operands(
+    x, kernel, bias, out_scale, packed, kernel_is_signs = _binarize_operands(
         inputs,
         latent_kernel,
         bias,
@@ -550,23 +567,20 @@ def binary_conv(
             feature_group_count=int(feature_group_count),
         )
     )
-    resolve = functools.partial(
-        _precision.resolve_sign_product_dtype,
+    product_dtype = _precision.resolve_sign_product_dtype(
         sign_product_dtype,
         input_binarizer,
         kernel_binarizer,
         x.dtype,
         contraction=math.prod(latent_kernel.shape[:-1]),
         pad_value=pad_value,
+        kernel_is_signs=kernel_is_signs,
+        auto_dtype=_precision.conv_sign_product_dtype(patches),
     )
-    product_dtype = resolve()
-    # "auto" on CPU: the patches product on int8 where the operands are
-    # exactly -1, 0 and +1 (where an exact bfloat16 product would be).
-    int8 = (
-        patches
-        and _precision.int8_conv_applies(sign_product_dtype)
-        and resolve(auto_is_faster=True) is not None
-    )
+    # int8 operands are cast inside the patches product (int8 patches).
+    int8 = product_dtype == _precision.INT8
+    if int8:
+        product_dtype = None
 
     def product(
         a: jax.Array,
