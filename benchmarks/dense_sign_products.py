@@ -78,8 +78,11 @@ def _int8_sign_product(
     kernel: jax.Array,
     operand_dtype: Any,
 ) -> jax.Array:
-    """``_precision.sign_product`` on int8 operands with int32 sums."""
-    del operand_dtype  # int8 whatever the layer asked for
+    """``_precision.sign_product`` on int8 operands with int32 sums where
+    the layer's product is exact in low precision (``operand_dtype`` set:
+    signed inputs); other products (real inputs) stay as they are."""
+    if operand_dtype is None:
+        return product(x, kernel)
 
     def forward(a, b):
         # +-1 stays +-1; NaN becomes 0, which no sign takes.
@@ -246,6 +249,7 @@ def _mlp_steps(args: argparse.Namespace) -> dict[str, list[float]]:
         if operand and operand not in compiled.as_text():
             raise AssertionError(f"the {name} step has no {operand} operands")
         steps[name] = [compiled, state]
+    _check_one_step(steps, batches[0], progress)
     times: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for r in range(args.mlp_rounds):
@@ -259,6 +263,21 @@ def _mlp_steps(args: argparse.Namespace) -> dict[str, list[float]]:
                 if i >= 2:  # the first steps of a round warm up
                     times[name].append((time.perf_counter() - start) * 1e3)
     return times
+
+
+def _check_one_step(steps: dict, batch: tuple, progress: Any) -> None:
+    """One step of each binary variant from the same state gives the
+    float32-product step's parameters (the products are exact; only the
+    fusion of the reductions around them may differ, by float rounding)."""
+    after = {}
+    for name in ("float32", "bfloat16", "int8"):
+        # A copy: the compiled step donates (and so deletes) its state.
+        state = jax.tree.map(jnp.copy, steps["float32"][1])
+        new_state, _ = steps[name][0](state, *batch, progress)
+        after[name] = jax.tree.leaves(new_state.params)
+    for name in ("bfloat16", "int8"):
+        for got, want in zip(after[name], after["float32"], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
