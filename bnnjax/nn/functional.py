@@ -327,8 +327,10 @@ def binary_dense(
         outputs and gradients are bit for bit those of float32; the
         backward products stay in float32. Raises ``ValueError`` where
         the product would not be exact (real inputs, an input scale, a
-        surrogate whose forward is not ``sign``, a computation dtype
-        other than float32). ``"auto"`` (default): bfloat16 where it is
+        surrogate whose forward is not ``sign``, a kernel scale that is
+        not one value per output feature or per tensor, which multiplies
+        the kernel before the product, a computation dtype other than
+        float32). ``"auto"`` (default): bfloat16 where it is
         exact and :func:`bnnjax.nn.bfloat16_dense_is_faster`, the
         computation dtype elsewhere; never an error. ``None``: always the
         computation dtype.
