@@ -227,6 +227,13 @@ def _mlp_steps(args: argparse.Namespace) -> dict[str, list[float]]:
         "bfloat16": binary.clone(sign_product_dtype=jnp.bfloat16),
         "int8": binary.clone(sign_product_dtype=jnp.bfloat16),
     }
+    if 4 * args.mlp_batch > len(dataset.train_images):
+        raise SystemExit(
+            f"--mlp-batch {args.mlp_batch}: the steps cycle through 4 "
+            f"batches of the {len(dataset.train_images)} training images of "
+            "the embedded MNIST sample; use at most "
+            f"{len(dataset.train_images) // 4}."
+        )
     batches = []
     for i in range(4):
         rows = slice(i * args.mlp_batch, (i + 1) * args.mlp_batch)

@@ -234,6 +234,21 @@ class DenseSignProductsTest(EnvironmentBlockMixin, absltest.TestCase):
         with self.assertRaises(SystemExit):
             _run("dense_sign_products", ["--passes=backward"])
 
+    def test_mlp_batch_larger_than_the_sample_allows_is_refused(self):
+        with self.assertRaisesRegex(SystemExit, "use at most 1500"):
+            _run(
+                "dense_sign_products",
+                [
+                    "--rows=1",
+                    "--shapes=8x8",
+                    "--calls=1",
+                    "--rounds=1",
+                    "--passes=forward",
+                    "--mlp-hidden=8",
+                    "--mlp-batch=1501",
+                ],
+            )
+
 
 class BinarizeOverheadTest(EnvironmentBlockMixin, absltest.TestCase):
     def test_lines_carry_the_environment(self):
