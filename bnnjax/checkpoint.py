@@ -50,6 +50,8 @@ import logging
 import os
 import shutil
 import sys
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -525,6 +527,7 @@ class Checkpointer:
                 if not is_disk_full(e):
                     raise
                 noise.discard()
+                _join_writer_threads(_WRITER_JOIN_TIMEOUT_S)
                 self._remove_partial(int(epoch))
                 epochs = _complete_epochs(self.directory)
                 raise DiskFullError(
@@ -668,6 +671,30 @@ class Checkpointer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_WRITER_JOIN_TIMEOUT_S = 60.0
+
+
+def _join_writer_threads(timeout: float) -> None:
+    """Waits for orbax's writer threads after a failed save.
+
+    When one write of a save fails, orbax's other writer threads of that
+    save go on (each write fails in turn on a full disk). Waiting for them
+    before the partial checkpoint is removed keeps them from writing into
+    it as it goes, and keeps them from running into the interpreter's
+    shutdown if the process exits on the error (they would then log
+    errors such as "cannot schedule new futures after interpreter
+    shutdown"). Waits at most ``timeout`` seconds in all.
+    """
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread is threading.current_thread() or not thread.is_alive():
+            continue
+        if not type(thread).__module__.startswith("orbax."):
+            continue
+        # Thread's own join: orbax's raises the thread's error.
+        threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
 
 
 class _WriterNoise:

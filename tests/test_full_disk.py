@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import types
 from unittest import mock
 
@@ -224,6 +226,27 @@ class _RaisesInDel:
         raise RuntimeError("Event loop is closed")
 
 
+class _LateWriter(threading.Thread):
+    """Stands in for an orbax writer thread still writing after a failure.
+
+    Its class names an orbax module, as orbax's writer threads' do.
+    """
+
+    __module__ = "orbax.checkpoint._src.futures.future"
+
+    def __init__(self, directory):
+        super().__init__(name="late_writer", daemon=True)
+        self.directory = directory
+        self.wrote = False
+
+    def run(self):
+        time.sleep(0.3)
+        with open(os.path.join(self.directory, "late"), "w") as f:
+            f.write("written after the save failed")
+        self.wrote = True
+        logging.getLogger("absl").error("late writer failed")
+
+
 class CheckpointerTest(_Tmp):
     """orbax's ``RESOURCE_EXHAUSTED`` and its writer-thread noise."""
 
@@ -284,6 +307,34 @@ class CheckpointerTest(_Tmp):
             restored, info = checkpointer.restore(self.state)
         self.assertEqual(info["epoch"], 1)
         self.assertEqual(restored["w"].tolist(), [0, 1, 2, 3, 4, 5])
+
+    def test_full_disk_waits_for_writers_before_removing_the_partial(self):
+        directory = os.path.join(self.tmp, "checkpoints")
+        writers = []
+
+        def save(step, args, force):
+            partial = os.path.join(directory, f"{step}.orbax-checkpoint-tmp")
+            os.makedirs(partial)
+            writers.append(_LateWriter(partial))
+            writers[-1].start()
+            raise _ORBAX_FULL
+
+        with checkpoint.Checkpointer(directory) as checkpointer:
+            checkpointer.save(1, self.state)
+            with (
+                mock.patch.object(
+                    checkpointer._manager, "save", side_effect=save
+                ),
+                self.assertRaises(checkpoint.DiskFullError),
+            ):
+                checkpointer.save(2, self.state)
+        (writer,) = writers
+        # The writer finished inside save(): what it wrote went with the
+        # partial checkpoint, and its report was held back with the rest.
+        self.assertFalse(writer.is_alive())
+        self.assertTrue(writer.wrote)
+        self.assertEqual(os.listdir(directory), ["1"])
+        self.assertEqual(self.handler.records, [])
 
     def test_other_failures_keep_their_error_and_their_logs(self):
         directory = os.path.join(self.tmp, "checkpoints")
