@@ -1,6 +1,6 @@
 """Packed residuals in whole training steps, two seeds in one vmap, on one
-device and data-parallel over 4 simulated devices (a subprocess, so the
-device count is set before jax starts): a binary MLP (clipped STE
+device and data-parallel over 4 simulated devices (a subprocess per network,
+so the device count is set before jax starts): a binary MLP (clipped STE
 activations: signs and windows packed) and a Bi-Real ResNet (ApproxSign
 activations: the products' signs packed).
 
@@ -23,8 +23,8 @@ from absl.testing import absltest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _SCRIPT = r"""
-import itertools
 import json
+import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,7 +50,9 @@ builds = {
         activation_binarizer=approx, residuals=r,
     ),
 }
-for (name, build), m in itertools.product(builds.items(), (None, mesh)):
+name = sys.argv[1]
+build = builds[name]
+for m in (None, mesh):
     images = rng.integers(0, 256, (2, 16, 8, 8, 1), np.uint8)
     labels = rng.integers(0, 10, (2, 16)).astype(np.int32)
     finals = {}
@@ -79,37 +81,52 @@ print("RESULT " + json.dumps(result))
 """
 
 
+def _run(name):
+    """The script's result for one network (its own process)."""
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, name],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=600,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(proc.stderr[-3000:])
+    lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    return json.loads(lines[0][len("RESULT ") :])
+
+
 class ShardedResidualsTest(absltest.TestCase):
-    def test_packed_steps_match_unpacked_on_one_and_four_devices(self):
-        env = dict(os.environ)
-        env["XLA_FLAGS"] = (
-            env.get("XLA_FLAGS", "")
-            + " --xla_force_host_platform_device_count=4"
-        )
-        env["JAX_PLATFORMS"] = "cpu"
-        env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        proc = subprocess.run(
-            [sys.executable, "-c", _SCRIPT],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-            timeout=600,
-        )
-        lines = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-        result = json.loads(lines[0][len("RESULT ") :])
+    """One process per network, so that ``pytest -n`` runs them side by
+    side."""
+
+    def test_mlp_packed_steps_equal_unpacked_on_one_and_four_devices(self):
+        result = _run("mlp")
+        self.assertEqual(result["devices"], 4)
+        # One device, two seeds in one vmap, and data-parallel over 4
+        # devices: bit for bit.
+        for key in ("mlp", "mlp_mesh"):
+            self.assertTrue(result[key]["moved"], key)
+            self.assertTrue(result[key]["equal"], result[key])
+
+    def test_resnet_packed_steps_match_unpacked_on_one_and_four_devices(self):
+        result = _run("resnet")
         self.assertEqual(result["devices"], 4)
         # One device, two seeds in one vmap: bit for bit.
-        for name in ("mlp", "resnet"):
-            self.assertTrue(result[name]["moved"], name)
-            self.assertTrue(result[name]["equal"], result[name])
-        # Data-parallel over 4 devices: bit for bit for the MLP; XLA
-        # partitions the ResNet's changed graph differently, and its
-        # reductions agree to float rounding, which three Adam steps at
-        # lr 1e-2 grow to about 1e-5 (measured 1.2e-5); a wrong gradient
-        # would move the parameters by the learning rate, 1e-2.
-        self.assertTrue(result["mlp_mesh"]["equal"], result["mlp_mesh"])
+        self.assertTrue(result["resnet"]["moved"])
+        self.assertTrue(result["resnet"]["equal"], result["resnet"])
+        # Data-parallel over 4 devices: XLA partitions the ResNet's changed
+        # graph differently, and its reductions agree to float rounding,
+        # which three Adam steps at lr 1e-2 grow to about 1e-5 (measured
+        # 1.2e-5); a wrong gradient would move the parameters by the
+        # learning rate, 1e-2.
         self.assertTrue(result["resnet_mesh"]["moved"])
         self.assertLess(result["resnet_mesh"]["max_difference"], 1e-4)
 
