@@ -488,7 +488,8 @@ class Checkpointer:
             ``restore(like, item=NAME)``.
 
         Raises:
-          DiskFullError: if the file system is full. The partial
+          DiskFullError: if the file system is full. orbax's writer
+            threads of the save are waited for, then the partial
             checkpoint is removed; the earlier ones are intact. What
             orbax's writer threads log about the failure is dropped.
         """
