@@ -50,7 +50,7 @@ ConvImpl = Literal["auto", "xla", "patches"]
 CONV_IMPLS: tuple[str, ...] = ("auto", "xla", "patches")
 
 # Where XLA's convolution stayed faster on CPU: narrow layers
-# (benchmarks/conv_formulations.py, 64x32x32x16 -> 16: 0.7x with patches).
+# (benchmarks/conv_formulations.py; the training speed results page).
 _NARROW_FEATURES = 16
 _IMAGE_FEATURES = 4
 
@@ -86,15 +86,13 @@ def patches_conv_is_faster(
 
     True on the CPU backend for ungrouped convolutions with a window of
     more than one pixel, except narrow ones (more than 4 and at most 16
-    input features into at most 16 features). Measured on an x86 CPU with
-    AVX-512 (see the benchmarks page): whole training steps of two binary
-    CNNs ran 1.3x faster with every convolution as patches than with
-    XLA's, and 1.2-1.5x faster than with a per-layer mix chosen from
-    single-layer timings (XLA's convolution kept for the layers where it
-    won alone by up to 20%); alone, image layers (1-3 features) ran
-    1.9-2.3x faster, strided and wide layers 1.2-2.0x, and only narrow
-    layers lost clearly (16 -> 16 on 32x32: 0.7x). False elsewhere, GPUs
-    and TPUs included.
+    input features into at most 16 features). The rule follows
+    measurements on an x86 CPU with AVX-512 (the training speed results
+    page): whole training steps of two binary CNNs were faster with every
+    convolution as patches than with XLA's, and faster than with a
+    per-layer mix chosen from single-layer timings; alone, image, strided
+    and wide layers were faster as patches and only narrow layers lost
+    clearly. False elsewhere, GPUs and TPUs included.
     """
     narrow = _IMAGE_FEATURES < in_features <= _NARROW_FEATURES and (
         features <= _NARROW_FEATURES
@@ -169,9 +167,9 @@ def conv_patches(
     The values are those of autodiff through ``y = P @ W``; autodiff's
     transpose of the product asks for ``dy`` transposed to ``(features,
     M)`` and XLA's CPU backend materialized that copy, which contracting
-    ``P`` and ``dy`` over their shared leading axis avoids (binary CNN
-    training steps 1.18-1.34x faster on a 2-core x86 CPU, see the
-    benchmarks page).
+    ``P`` and ``dy`` over their shared leading axis avoids (faster binary
+    CNN training steps on an x86 CPU; the figures are on the training
+    speed results page).
 
     With ``int8_operands=True`` (for inputs and kernel that hold only
     -1, 0 and +1: signs and a padding of 0 or +-1), ``P`` and ``W`` are
@@ -181,8 +179,8 @@ def conv_patches(
     from (a quarter of float32's bytes). A NaN in the inputs or the kernel
     makes every output it reaches NaN, as in float32 (an int8 cast would
     turn it into a finite number). On the CPU backend of an x86 CPU with
-    AVX-512 this product ran 8x faster than float32's and the patches
-    built 4x faster (see the benchmarks page).
+    AVX-512 both this product and its patches measured faster than
+    float32's (the training speed results page).
 
     Args:
       x: ``(batch, *spatial, in_features)`` inputs, already padded.

@@ -20,10 +20,10 @@ the measurements.
 Convolutions computed as patches on the CPU backend take int8 under
 ``"auto"`` instead (:func:`conv_sign_product_dtype`): the patches and the
 kernel signs as int8, summed in int32, exact under the same conditions;
-the product ran 8x faster than float32's and the patches built 4x faster.
-int8 is not offered as an explicit ``sign_product_dtype``: a NaN sign
-would become a finite integer and hide a diverged run, and the patches
-convolution restores those NaNs itself. For dense layers int8 was no
+both the product and the patches' construction measured faster than
+float32's. int8 is not offered as an explicit ``sign_product_dtype``: a
+NaN sign would become a finite integer and hide a diverged run, and the
+patches convolution restores those NaNs itself. For dense layers int8 was no
 faster than bfloat16 in whole training steps (the kernel's int8 copy and
 the NaN checks cost what the product saves; see the benchmarks page).
 """
@@ -237,9 +237,9 @@ def sign_product(
 def conv_sign_product_dtype(patches: bool) -> jnp.dtype | None:
     """The operand dtype ``sign_product_dtype="auto"`` gives an exact
     convolution of signs: int8 for a convolution computed as patches on
-    the CPU backend (the product ran 8x faster than float32's and the
-    int8 patches built 4x faster on an x86 CPU with AVX-512, see the
-    benchmarks page), else None. bfloat16 convolutions were no faster than
-    float32 anywhere measured.
+    the CPU backend (the product and the int8 patches measured faster than
+    float32's on an x86 CPU with AVX-512; the figures are on the training
+    speed results page), else None. bfloat16 convolutions were no faster
+    than float32 anywhere measured.
     """
     return INT8 if patches and jax.default_backend() == "cpu" else None

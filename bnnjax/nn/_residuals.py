@@ -114,9 +114,9 @@ def packed_residuals_apply(
     inputs when ``input_binarizer`` gives ``+-1`` (no scale, a ``sign``
     forward), the kernel when its scale is applied after the product
     (``kernel_is_signs``) and its surrogate's forward is ``sign``.
-    ``"unpacked"`` packs neither, and so does ``"auto"`` until packing is
-    measured to help: on the 2-core CPU it saved 7-8% of a large binary
-    training step's temporary memory but cost 9% more at batch 100.
+    ``"unpacked"`` packs neither, and so does ``"auto"``: packing is not a
+    saving everywhere (its packing and unpacking buffers can outweigh the
+    residuals they replace; the training memory results page).
 
     Args:
       residuals: the policy.

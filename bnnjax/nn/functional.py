@@ -348,10 +348,10 @@ def binary_dense(
         ``-1``, so the outputs computed from it are ``NaN`` either way
         and only the values of such a step's gradients may differ. Real
         operands are kept as they are. ``"unpacked"``: autodiff's
-        residuals. ``"auto"`` (default): ``"unpacked"`` for now; on the
-        2-core CPU packing saved 7-8% of a large binary training step's
-        temporary memory but cost 9% more at batch 100 (see the training
-        memory results page), and on accelerators it is not measured yet.
+        residuals. ``"auto"`` (default): ``"unpacked"``; packing lowers a
+        binary training step's temporary memory only for wide layers at
+        large batches and raises it elsewhere on the CPU (the training
+        memory results page); on accelerators it is not measured yet.
 
     Returns:
       ``(..., features)`` array in the computation dtype.
@@ -496,8 +496,8 @@ def binary_conv(
         ``{-1, 0, 1}``. ``"auto"`` (default): on the CPU backend, a
         patches convolution whose operands are exactly -1, 0 and +1
         (the conditions of an exact bfloat16 product) multiplies int8
-        copies with int32 sums, bit-identical to float32, whole binary CNN
-        training steps 1.03-1.13x faster
+        copies with int32 sums, bit-identical to float32 and measured
+        faster in whole binary CNN training steps
         (``bnnjax.nn._formulation.conv_patches``); else the
         computation dtype (a bfloat16 convolution was no faster than
         float32 on CPU; see the benchmarks page).
