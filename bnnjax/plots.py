@@ -156,7 +156,14 @@ def plot_run(
         axes = np.atleast_1d(fig.subplots(rows_n, cols)).ravel()
         for ax, (layer, values) in zip(axes, latents.items(), strict=False):
             values = np.asarray(values, np.float64).ravel()
-            ax.hist(values, bins=100, color="tab:blue")
+            # One filled step outline per layer (Axes.stairs), not a
+            # patch per bin (Axes.hist): the same picture, drawn and laid
+            # out several times faster. Non-finite values are left out
+            # of the bins, as Axes.hist leaves out NaN.
+            finite = values[np.isfinite(values)]
+            if finite.size:
+                counts, edges = np.histogram(finite, bins=100)
+                ax.stairs(counts, edges, fill=True, color="tab:blue")
             ax.axvline(0.0, color="black", linewidth=0.8)
             ax.set(
                 title=f"{layer} ({values.size:,} weights)",

@@ -88,6 +88,31 @@ class PlotRunTest(absltest.TestCase):
         ]
         self.assertEqual(_suptitle(fig), "latent kernels after epoch 2, seed 1")
 
+    def test_histograms_count_the_finite_latents_in_100_bins(self):
+        latents = _latents()
+        latents["head"] = np.array([[np.nan, 1.0], [2.0, np.inf], [2.5, 3.0]])
+        saved = {}
+        original = Figure.savefig
+
+        def record(fig, path, *args, **kw):
+            saved[os.path.basename(path)] = fig
+            return original(fig, path, *args, **kw)
+
+        with mock.patch.object(Figure, "savefig", record):
+            plots.plot_run(_records(), latents, self.out)
+        fig = saved["latent_histograms.png"]
+        visible = [ax for ax in fig.axes if ax.get_visible()]
+        for ax, layer in zip(visible, LAYERS, strict=True):
+            (outline,) = ax.patches
+            counts, edges = outline.get_data()[:2]
+            values = np.ravel(latents[layer])
+            want_counts, want_edges = np.histogram(
+                values[np.isfinite(values)], bins=100
+            )
+            np.testing.assert_array_equal(counts, want_counts)
+            np.testing.assert_array_equal(edges, want_edges)
+        self.assertEqual(counts.sum(), 4)  # the head's NaN and inf left out
+
     def test_flip_figure_plots_the_update_ratio(self):
         records = _records()
         fig = self._figures(records)["flip_ratio.png"]
