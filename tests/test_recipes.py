@@ -181,12 +181,14 @@ class CifarFilesTest(parameterized.TestCase):
         result, config = self.train("binarynet-vgg-cifar10")
         self.check("binarynet-vgg-cifar10", result, config)
 
-    @pytest.mark.slow
+    # The mark goes under parameterized.parameters: above it, it would
+    # mark the iterator, not the generated tests, and they would run.
     @parameterized.parameters(
         "irnet-resnet20-cifar10",
         "irnet-resnet18-cifar10",
         "bireal-resnet18-cifar10",
     )
+    @pytest.mark.slow
     def test_resnet_recipes(self, name):
         result, config = self.train(name)
         self.check(name, result, config)
@@ -208,10 +210,10 @@ class MockTfdsTest(parameterized.TestCase):
     def test_recipe_trains_on_tfds_cifar10(self, name):
         self.assert_trains(name)
 
-    @pytest.mark.slow
     @parameterized.parameters(
         "irnet-resnet18-cifar10", "bireal-resnet18-cifar10"
     )
+    @pytest.mark.slow
     def test_resnet18_recipes_train_on_tfds_cifar10(self, name):
         self.assert_trains(name)
 
