@@ -8,6 +8,9 @@ model's binarized kernel bit for bit.
 
 from __future__ import annotations
 
+import functools
+
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -41,7 +44,7 @@ def _signs_and_scale(
             f"axis={binarizer.axis!r}; export supports one scale per "
             "tensor (axis=None) or per output channel (axis=-1)."
         )
-    kernel = np.asarray(binarizer(jnp.asarray(latent), progress=1.0))
+    kernel = np.asarray(_binarized(jnp.asarray(latent), binarizer))
     out = kernel.shape[-1]
     magnitude = np.abs(kernel).reshape(-1, out)
     alpha = magnitude[0].astype(np.float32)
@@ -52,6 +55,14 @@ def _signs_and_scale(
         )
     bits = ~np.signbit(kernel)  # alpha * (+-1); also right for alpha == 0
     return _pack_words(np.moveaxis(bits, -1, 0)), alpha
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _binarized(latent: jax.Array, binarizer: Binarizer) -> jax.Array:
+    """``binarizer(latent)`` at the end of training, compiled as one
+    program (as the model's jitted forward pass computes it), not op by
+    op."""
+    return binarizer(latent, progress=1.0)
 
 
 def _pack_words(bits: np.ndarray) -> np.ndarray:
