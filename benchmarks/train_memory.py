@@ -13,7 +13,11 @@ three variants of one architecture:
   ``residuals="unpacked"`` (autodiff's float32 residuals);
 * ``binary_packed``: the same with ``residuals="packed"``: the ``+-1``
   operands of every binary product and the clipped STE's window kept as
-  bits for the backward pass.
+  bits for the backward pass;
+* ``binary_auto`` (with ``--with-auto``): the same with the layers'
+  default ``residuals="auto"``, which packs only the dense layers where
+  packing measured as a saving
+  (:func:`bnnjax.nn.functional.dense_packing_saves`).
 
 For each variant, one JSON line with:
 
@@ -76,6 +80,8 @@ from bnnjax import train as train_lib
 from bnnjax.models import linen as models
 
 VARIANTS = ("float", "binary", "binary_packed")
+AUTO_VARIANT = "binary_auto"
+_RESIDUALS = {"binary_packed": "packed", AUTO_VARIANT: "auto"}
 MODELS = ("mlp", "resnet18")
 _DEFAULT_BATCH = {"mlp": 1024, "resnet18": 256}
 _INPUT_SHAPE = {"mlp": (28, 28, 1), "resnet18": (32, 32, 3)}
@@ -88,7 +94,7 @@ def build_model(args: argparse.Namespace, variant: str) -> Any:
         preset = bnnjax.presets.get_preset("float")
     else:
         preset = bnnjax.presets.get_preset(args.method)
-    residuals = "packed" if variant == "binary_packed" else "unpacked"
+    residuals = _RESIDUALS.get(variant, "unpacked")
     if args.model == "mlp":
         return models.BinaryMLP(
             hidden=tuple(args.hidden),
@@ -229,9 +235,10 @@ def max_batch(
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Measures every variant; returns one record per variant."""
     env = _env.environment()
+    variants = VARIANTS + ((AUTO_VARIANT,) if args.with_auto else ())
     records = {}
     compiled_steps = {}
-    for variant in VARIANTS:
+    for variant in variants:
         start = time.perf_counter()
         state, compiled, batch = compile_step(args, variant, args.batch_size)
         compile_s = time.perf_counter() - start
@@ -252,7 +259,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         }
     per_round = max(1, args.steps // args.rounds)
     for r in range(0 if args.memory_only else args.rounds):
-        order = VARIANTS[r % len(VARIANTS) :] + VARIANTS[: r % len(VARIANTS)]
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
         for variant in order:
             entry = compiled_steps[variant]
             for _ in range(per_round):
@@ -266,7 +273,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 )
     del compiled_steps
     out = []
-    for variant in VARIANTS:
+    for variant in variants:
         rec = records[variant]
         times = rec.pop("times_ms")
         if not args.memory_only:
@@ -367,7 +374,16 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the peak-memory subprocesses",
     )
-    parser.add_argument("--peak-only", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--with-auto",
+        action="store_true",
+        help="also measure binary_auto: the layers' default residuals='auto'",
+    )
+    parser.add_argument(
+        "--peak-only",
+        choices=(*VARIANTS, AUTO_VARIANT),
+        help=argparse.SUPPRESS,
+    )
     parser.add_argument("--out", help="append the JSON lines to this file")
     args = parser.parse_args(argv)
     if args.batch_size is None:

@@ -535,6 +535,25 @@ class TrainMemoryTest(EnvironmentBlockMixin, absltest.TestCase):
         self.assertEqual(by_name["float"]["method"], "float")
         self.assertEqual(by_name["binary_packed"]["method"], "bnn")
 
+    def test_with_auto_adds_the_default_residual_policy(self):
+        lines = _run(
+            "train_memory",
+            ["--hidden", "256,256,256", "--batch-size", "256", "--memory-only"]
+            + ["--with-auto"],
+        )
+        by_name = {line["variant"]: line for line in lines}
+        self.assertEqual(
+            list(by_name), ["float", "binary", "binary_packed", "binary_auto"]
+        )
+        # Layers this small keep autodiff's residuals under "auto": the
+        # same program as the unpacked variant, not the packed one.
+        auto = by_name["binary_auto"]
+        self.assertEqual(auto["temp_bytes"], by_name["binary"]["temp_bytes"])
+        self.assertEqual(auto["temp_ratio_to_binary"], 1.0)
+        self.assertNotEqual(
+            auto["temp_bytes"], by_name["binary_packed"]["temp_bytes"]
+        )
+
     def test_memory_only_bisects_to_the_largest_batch_that_fits(self):
         args = ["--hidden", "64", "--batch-size", "256", "--memory-only"]
         (at_256,) = [

@@ -277,10 +277,61 @@ def test_dense_packed_under_vmap_over_seeds():
     _assert_trees_equal(grads("packed"), grads("unpacked"))
 
 
+def test_auto_packs_dense_layers_from_1024_rows_and_4096_features():
+    saves = F.dense_packing_saves
+    on_cpu = jax.default_backend() == "cpu"
+    assert saves(1024, 4096) is on_cpu
+    assert saves(4096, 8192) is on_cpu
+    assert not saves(1023, 4096)
+    assert not saves(1024, 4095)
+    assert not saves(100, 1024)
+    resolve = _residuals.resolve_dense_residuals
+    assert resolve("auto", rows=1024, in_features=4096) == (
+        "packed" if on_cpu else "unpacked"
+    )
+    assert resolve("auto", rows=512, in_features=4096) == "unpacked"
+    # An explicit policy is kept whatever the size.
+    assert resolve("unpacked", rows=1024, in_features=4096) == "unpacked"
+    assert resolve("packed", rows=8, in_features=16) == "packed"
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU rule")
+@pytest.mark.parametrize(
+    ("rows", "in_features", "want"),
+    [(1024, 4096, "packed"), (512, 4096, "unpacked"), (1024, 2048, "unpacked")],
+)
+def test_auto_dense_keeps_what_the_resolved_policy_keeps(
+    rows, in_features, want
+):
+    # Shapes only: print_saved_residuals traces, nothing runs.
+    x = jax.ShapeDtypeStruct((rows, in_features), jnp.float32)
+    w = jax.ShapeDtypeStruct((in_features, 8), jnp.float32)
+
+    def layer(residuals):
+        def f(x, w):
+            return F.binary_dense(
+                x,
+                w,
+                kernel_binarizer=KERNEL,
+                input_binarizer=SIGN,
+                residuals=residuals,
+            )
+
+        return f
+
+    auto = _saved(layer("auto"), x, w)
+    assert auto == _saved(layer(want), x, w)
+    assert auto != _saved(
+        layer({"packed": "unpacked"}.get(want, "packed")), x, w
+    )
+    assert any(dtype == "u8" for dtype, _, _ in auto) == (want == "packed")
+
+
 def test_packed_policy_applies_to_sign_operands_only():
     apply = _residuals.packed_residuals_apply
     assert apply("packed", SIGN, KERNEL, kernel_is_signs=True) == (True, True)
-    # "auto" keeps autodiff's residuals until packing is measured to help.
+    # "auto" packs nothing here: a dense layer resolves it first (below),
+    # and convolutions keep autodiff's residuals.
     assert apply("auto", SIGN, KERNEL, kernel_is_signs=True) == (False, False)
     assert apply("packed", None, KERNEL, kernel_is_signs=True) == (False, True)
     assert apply("packed", SIGN, KERNEL, kernel_is_signs=False) == (True, False)

@@ -26,8 +26,12 @@ computed from it, so a diverged step is still reported as diverged; only
 the values of a ``NaN`` step's gradients may differ from the unpacked
 path's.
 
-``"auto"`` keeps the unpacked residuals for now: see
-:func:`packed_residuals_apply`.
+``"auto"`` packs a dense layer's residuals on the CPU backend where that
+measured as a saving of the training step's temporary memory (at least
+1,024 rows and 4,096 input features, :func:`dense_packing_saves`) and
+keeps autodiff's residuals everywhere else: packing's own buffers cost
+more than the float32 residuals they replace in smaller layers, and
+convolutions and accelerators are not measured to gain.
 """
 
 from __future__ import annotations
@@ -45,10 +49,17 @@ from bnnjax.scale import NoScale
 Residuals = Literal["auto", "packed", "unpacked"]
 RESIDUALS: tuple[str, ...] = ("auto", "packed", "unpacked")
 
+# "auto" packs a dense layer's residuals on the CPU backend from these
+# sizes on (the MLP grids of the training memory results page).
+_AUTO_MIN_ROWS = 1024
+_AUTO_MIN_IN_FEATURES = 4096
+
 __all__ = [
     "RESIDUALS",
     "Residuals",
     "check_residuals",
+    "dense_packing_saves",
+    "resolve_dense_residuals",
     "pack_signs",
     "packed_residuals_apply",
     "product_with_residuals",
@@ -62,10 +73,44 @@ def check_residuals(value: object) -> Residuals:
         raise ValueError(
             f"residuals={value!r}; expected one of {', '.join(RESIDUALS)} "
             "('packed': sign operands kept as bits for the backward pass; "
-            "'unpacked': kept in the computation dtype; 'auto': unpacked "
-            "until packing is measured to help)."
+            "'unpacked': kept in the computation dtype; 'auto': packed "
+            "where that measured as a saving, else unpacked)."
         )
     return cast(Residuals, value)
+
+
+def dense_packing_saves(rows: int, in_features: int) -> bool:
+    """Whether ``residuals="auto"`` packs a dense layer's residuals.
+
+    True on the CPU backend for products of at least 1,024 rows and 4,096
+    input features. The rule follows whole training steps of fully binary
+    MLPs (BinaryNet's rule, every layer packed or none) compiled on an x86
+    CPU: packing lowered the step's temporary memory only where the
+    hidden layers had 4,096 or more features and the batch 1,024 or more
+    rows, and raised it everywhere else measured (the packing and
+    unpacking buffers outweigh float32 residuals of fewer rows or
+    features); the step time did not change. False elsewhere, GPUs and
+    TPUs included, where it is not measured.
+
+    Args:
+      rows: rows of the layer's product (every input axis but the last).
+      in_features: input features (the kernel's first axis).
+    """
+    return (
+        rows >= _AUTO_MIN_ROWS
+        and in_features >= _AUTO_MIN_IN_FEATURES
+        and jax.default_backend() == "cpu"
+    )
+
+
+def resolve_dense_residuals(
+    residuals: Residuals, *, rows: int, in_features: int
+) -> Residuals:
+    """``residuals`` for a dense layer, ``"auto"`` made ``"packed"`` where
+    :func:`dense_packing_saves` and ``"unpacked"`` elsewhere."""
+    if residuals != "auto":
+        return residuals
+    return "packed" if dense_packing_saves(rows, in_features) else "unpacked"
 
 
 def pack_signs(signs: jax.Array) -> jax.Array:
@@ -114,9 +159,8 @@ def packed_residuals_apply(
     inputs when ``input_binarizer`` gives ``+-1`` (no scale, a ``sign``
     forward), the kernel when its scale is applied after the product
     (``kernel_is_signs``) and its surrogate's forward is ``sign``.
-    ``"unpacked"`` packs neither, and so does ``"auto"``: packing is not a
-    saving everywhere (its packing and unpacking buffers can outweigh the
-    residuals they replace; the training memory results page).
+    ``"unpacked"`` packs neither, and so does ``"auto"`` here (a dense
+    layer resolves ``"auto"`` first, :func:`resolve_dense_residuals`).
 
     Args:
       residuals: the policy.

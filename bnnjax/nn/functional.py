@@ -55,6 +55,7 @@ from bnnjax.nn._checks import (
 )
 from bnnjax.nn._formulation import max_pool, patches_conv_is_faster
 from bnnjax.nn._precision import AUTO
+from bnnjax.nn._residuals import dense_packing_saves
 
 LATENT_KERNEL = "latent_kernel"
 """Name of the real-valued latent kernel in linen parameter trees."""
@@ -73,6 +74,7 @@ __all__ = [
     "binary_conv",
     "binary_dense",
     "compute_dtype",
+    "dense_packing_saves",
     "explicit_padding",
     "max_pool",
     "pad_inputs",
@@ -348,10 +350,12 @@ def binary_dense(
         ``-1``, so the outputs computed from it are ``NaN`` either way
         and only the values of such a step's gradients may differ. Real
         operands are kept as they are. ``"unpacked"``: autodiff's
-        residuals. ``"auto"`` (default): ``"unpacked"``; packing lowers a
-        binary training step's temporary memory only for wide layers at
-        large batches and raises it elsewhere on the CPU (the training
-        memory results page); on accelerators it is not measured yet.
+        residuals. ``"auto"`` (default): ``"packed"`` on the CPU backend
+        for products of at least 1,024 rows and 4,096 input features,
+        where packing lowered a binary training step's temporary memory,
+        else ``"unpacked"`` (packing raised it in smaller layers; on
+        accelerators it is not measured yet; see
+        :func:`bnnjax.nn.functional.dense_packing_saves`).
 
     Returns:
       ``(..., features)`` array in the computation dtype.
@@ -364,7 +368,11 @@ def binary_dense(
     latent_kernel = jnp.asarray(latent_kernel)
     bias = None if bias is None else jnp.asarray(bias)
     check_dense_inputs(inputs.shape, latent_kernel.shape)
-    residuals = _residuals.check_residuals(residuals)
+    residuals = _residuals.resolve_dense_residuals(
+        _residuals.check_residuals(residuals),
+        rows=math.prod(inputs.shape[:-1]),
+        in_features=latent_kernel.shape[0],
+    )
     check_bias(None if bias is None else bias.shape, latent_kernel.shape[-1])
     x, kernel, bias, out_scale, packed, kernel_is_signs = _binarize_operands(
         inputs,
