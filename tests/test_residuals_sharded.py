@@ -46,7 +46,7 @@ builds = {
     # Bi-Real's own ApproxSign: its derivative needs the real inputs, so
     # only the product's +-1 operands are packed (see the module doc).
     # One block per stage (the stride-2 stages' downsampling shortcuts
-    # included): ResNet-20's layers at a third of its compile time.
+    # included): ResNet-20's kinds of layers in a shorter run.
     "resnet": lambda r: models.bireal_resnet20(
         num_classes=10, width_multiplier=0.25, stage_sizes=(1, 1, 1),
         activation_binarizer=approx, residuals=r,
@@ -127,7 +127,7 @@ class ShardedResidualsTest(absltest.TestCase):
         # Data-parallel over 4 devices: XLA partitions the ResNet's changed
         # graph differently, and its reductions agree to float rounding,
         # which three Adam steps at lr 1e-2 grow (measured: 1.5e-7 with
-        # this network, 1.2e-5 with ResNet-20's three blocks per stage); a
+        # this network, 1.1e-6 with ResNet-20's three blocks per stage); a
         # wrong gradient would move the parameters by the learning rate,
         # 1e-2.
         self.assertTrue(result["resnet_mesh"]["moved"])
