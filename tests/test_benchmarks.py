@@ -538,8 +538,10 @@ class TrainMemoryTest(EnvironmentBlockMixin, absltest.TestCase):
     def test_with_auto_adds_the_default_residual_policy(self):
         lines = _run(
             "train_memory",
-            ["--hidden", "256,256,256", "--batch-size", "256", "--memory-only"]
-            + ["--with-auto"],
+            [
+                *("--hidden", "256,256,256", "--batch-size", "256"),
+                *("--memory-only", "--with-auto"),
+            ],
         )
         by_name = {line["variant"]: line for line in lines}
         self.assertEqual(

@@ -354,8 +354,12 @@ class SignProductDtypeTest(parameterized.TestCase):
         ):
             on_cpu = jax.default_backend() == "cpu"
             self.assertEqual(faster(64, 128), on_cpu)
-            self.assertFalse(faster(63, 1024))
+            self.assertFalse(faster(63, 1023))
             self.assertFalse(faster(1024, 127))
+            # Wide layers from 32 rows.
+            self.assertEqual(faster(32, 1024), on_cpu)
+            self.assertFalse(faster(31, 4096))
+            self.assertFalse(faster(32, 1023))
         with mock.patch.object(
             _precision, "_cpu_multiplies_bfloat16", return_value=False
         ):

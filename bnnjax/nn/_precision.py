@@ -10,12 +10,12 @@ else the computation dtype; never an error).
 
 Why ``"auto"`` is this narrow: a bfloat16 dense product of signs is faster
 on the CPU backend of an x86 CPU with bfloat16 dot instructions
-(AVX512-BF16 or AMX-BF16) once it has at least 64 rows and 128 features;
-below that the casts cost more than the product saves, and bfloat16
-convolutions are no faster than float32. On other CPUs, GPUs and TPUs the
-gain is not established, so ``"auto"`` keeps float32 there; pass
-``sign_product_dtype=jnp.bfloat16`` to opt in. See the benchmarks page for
-the measurements.
+(AVX512-BF16 or AMX-BF16) once it has at least 64 rows and 128 features
+(32 rows from 1,024 features); below that the casts cost more than the
+product saves, and bfloat16 convolutions are no faster than float32. On
+other CPUs, GPUs and TPUs the gain is not established, so ``"auto"``
+keeps float32 there; pass ``sign_product_dtype=jnp.bfloat16`` to opt in.
+See the benchmarks page for the measurements.
 
 Convolutions computed as patches on the CPU backend take int8 under
 ``"auto"`` instead (:func:`conv_sign_product_dtype`): the patches and the
@@ -49,6 +49,9 @@ BFLOAT16 = jnp.dtype(jnp.bfloat16)
 _SIGN_PRODUCT_DTYPES = (BFLOAT16,)
 _AUTO_MIN_ROWS = 64
 _AUTO_MIN_FEATURES = 128
+# Wide layers gain from fewer rows on.
+_AUTO_WIDE_FEATURES = 1024
+_AUTO_WIDE_MIN_ROWS = 32
 _BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 __all__ = [
@@ -88,14 +91,16 @@ def bfloat16_dense_is_faster(rows: int, features: int) -> bool:
 
     True on the CPU backend of an x86 CPU with bfloat16 dot instructions
     (``avx512_bf16`` or ``amx_bf16`` in ``/proc/cpuinfo``) for products of
-    at least 64 rows and 128 features, where bfloat16 is faster (see the
-    benchmarks page). False elsewhere, including GPUs and TPUs, where no
-    gain is established (pass ``sign_product_dtype=jnp.bfloat16`` to opt
-    in).
+    at least 64 rows and 128 features, or at least 32 rows and 1,024
+    features, where bfloat16 measured faster (the training speed results
+    page). False elsewhere, including GPUs and TPUs, where no gain is
+    established (pass ``sign_product_dtype=jnp.bfloat16`` to opt in).
     """
+    big_enough = (
+        rows >= _AUTO_MIN_ROWS and features >= _AUTO_MIN_FEATURES
+    ) or (rows >= _AUTO_WIDE_MIN_ROWS and features >= _AUTO_WIDE_FEATURES)
     return (
-        rows >= _AUTO_MIN_ROWS
-        and features >= _AUTO_MIN_FEATURES
+        big_enough
         and jax.default_backend() == "cpu"
         and _cpu_multiplies_bfloat16()
     )
