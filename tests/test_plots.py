@@ -58,8 +58,9 @@ class PlotRunTest(absltest.TestCase):
         self.out = tempfile.mkdtemp()
         self.addCleanup(shutil.rmtree, self.out, ignore_errors=True)
 
-    def _figures(self, records, **kwargs):
-        """Runs plot_run; returns {file name: the Figure saved to it}."""
+    def _figures(self, records, latents=None, **kwargs):
+        """Runs plot_run (on ``latents``, by default ``_latents()``);
+        returns {file name: the Figure saved to it}."""
         saved = {}
         original = Figure.savefig
 
@@ -67,8 +68,10 @@ class PlotRunTest(absltest.TestCase):
             saved[os.path.basename(path)] = fig
             return original(fig, path, *args, **kw)
 
+        if latents is None:
+            latents = _latents()
         with mock.patch.object(Figure, "savefig", record):
-            paths = plots.plot_run(records, _latents(), self.out, **kwargs)
+            paths = plots.plot_run(records, latents, self.out, **kwargs)
         self.assertEqual(sorted(map(os.path.basename, paths)), sorted(saved))
         return saved
 
@@ -91,16 +94,7 @@ class PlotRunTest(absltest.TestCase):
     def test_histograms_count_the_finite_latents_in_100_bins(self):
         latents = _latents()
         latents["head"] = np.array([[np.nan, 1.0], [2.0, np.inf], [2.5, 3.0]])
-        saved = {}
-        original = Figure.savefig
-
-        def record(fig, path, *args, **kw):
-            saved[os.path.basename(path)] = fig
-            return original(fig, path, *args, **kw)
-
-        with mock.patch.object(Figure, "savefig", record):
-            plots.plot_run(_records(), latents, self.out)
-        fig = saved["latent_histograms.png"]
+        fig = self._figures(_records(), latents)["latent_histograms.png"]
         visible = [ax for ax in fig.axes if ax.get_visible()]
         for ax, layer in zip(visible, LAYERS, strict=True):
             (outline,) = ax.patches
