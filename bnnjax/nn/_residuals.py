@@ -59,10 +59,10 @@ __all__ = [
     "Residuals",
     "check_residuals",
     "dense_packing_saves",
-    "resolve_dense_residuals",
     "pack_signs",
     "packed_residuals_apply",
     "product_with_residuals",
+    "resolve_dense_residuals",
     "unpack_signs",
 ]
 

@@ -517,8 +517,10 @@ def binary_conv(
         are equal bit for bit on ``+-1`` operands and up to float
         rounding otherwise; gradients follow the chosen form.
       residuals: ``"auto"`` (default), ``"packed"`` or ``"unpacked"``, as
-        in :func:`binary_dense`; the packed inputs are the binarized
-        inputs before padding.
+        in :func:`binary_dense`, except that ``"auto"`` keeps autodiff's
+        residuals in a convolution (packing is not measured to save
+        there without slowing the step); the packed inputs are the
+        binarized inputs before padding.
 
     Returns:
       ``(*batch, *out_spatial, features)`` array in the computation dtype.
