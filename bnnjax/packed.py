@@ -439,12 +439,22 @@ def prepare_binary_weights(
       A :class:`BinaryWeights`.
     """
     words = jnp.asarray(words)
-    out = words.shape[0]
-    bits = unpack_bits(words, n_in).reshape(out, -1)  # (out, K)
-    k = bits.shape[-1]
-    words_t = pack_bits(bits).T
-    bytes_t = jnp.packbits(bits, axis=-1, bitorder="little").T
+    words_t, bytes_t = _binary_weight_layouts(words, n_in)
+    k = n_in * math.prod(words.shape[1:-1])
     return BinaryWeights(words_t=words_t, bytes_t=bytes_t, n_in=k)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _binary_weight_layouts(
+    words: jax.Array, n_in: int
+) -> tuple[jax.Array, jax.Array]:
+    """:func:`prepare_binary_weights`'s two layouts, compiled as one
+    program (it runs once per layer when a model is loaded)."""
+    bits = unpack_bits(words, n_in).reshape(words.shape[0], -1)  # (out, K)
+    return (
+        pack_bits(bits).T,
+        jnp.packbits(bits, axis=-1, bitorder="little").T,
+    )
 
 
 def _subset_sums(x: jax.Array) -> jax.Array:
@@ -813,7 +823,13 @@ def kernel_tap_sums(words: jax.typing.ArrayLike, n_in: int) -> jax.Array:
       words: ``(out, *kernel_size, ceil(n_in / 32))`` kernel words.
       n_in: input channels.
     """
-    words = jnp.asarray(words)
+    return _kernel_tap_sums(jnp.asarray(words), n_in)
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _kernel_tap_sums(words: jax.Array, n_in: int) -> jax.Array:
+    """:func:`kernel_tap_sums` compiled as one program (once per layer
+    when a model is loaded)."""
     ones = jnp.sum(
         lax.population_count(words).astype(jnp.int32), axis=-1
     ).reshape(words.shape[0], -1)
