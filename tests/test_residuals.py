@@ -319,18 +319,17 @@ def test_auto_dense_keeps_what_the_resolved_policy_keeps(
 
         return f
 
+    other = "unpacked" if want == "packed" else "packed"
     auto = _saved(layer("auto"), x, w)
     assert auto == _saved(layer(want), x, w)
-    assert auto != _saved(
-        layer({"packed": "unpacked"}.get(want, "packed")), x, w
-    )
+    assert auto != _saved(layer(other), x, w)
     assert any(dtype == "u8" for dtype, _, _ in auto) == (want == "packed")
 
 
 def test_packed_policy_applies_to_sign_operands_only():
     apply = _residuals.packed_residuals_apply
     assert apply("packed", SIGN, KERNEL, kernel_is_signs=True) == (True, True)
-    # "auto" packs nothing here: a dense layer resolves it first (below),
+    # "auto" packs nothing here: a dense layer resolves it first (above),
     # and convolutions keep autodiff's residuals.
     assert apply("auto", SIGN, KERNEL, kernel_is_signs=True) == (False, False)
     assert apply("packed", None, KERNEL, kernel_is_signs=True) == (False, True)
