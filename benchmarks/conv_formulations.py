@@ -10,17 +10,30 @@ for each pool shape, the gradient of ``flax.linen.max_pool`` against
 formulations agree bit for bit (values and gradients) and gives both
 median times, their ratio (``speedup``: xla time over the other) and the
 choice ``conv_impl="auto"`` makes for that shape, so the rule behind
-``"auto"`` can be checked against the numbers of this machine.
+``"auto"`` can be checked against the numbers of this machine. Each conv
+line also times the layer with its defaults (``conv_impl="auto"`` and
+``sign_product_dtype="auto"``: int8 sign products in the patches
+formulation on CPU; ``default_ms``).
+
+``--peer-python PYTHON`` also times every conv shape in plain PyTorch
+(``benchmarks/peers/torch_conv_layers.py`` run by that interpreter, in
+its own environment: oneDNN's direct convolutions on x86, NCHW and
+channels-last) and adds ``torch_nchw_ms``, ``torch_channels_last_ms``
+and ``vs_torch`` (PyTorch's faster layout's time over ``default_ms``:
+above 1, bnnjax's layer is faster).
 
 Usage:
   python benchmarks/conv_formulations.py [--calls 20] [--only conv]
-      [--limit N] [--out FILE]
+      [--limit N] [--peer-python /work/peers-venv/bin/python] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -86,7 +99,7 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
     w = jax.random.normal(keys[1], (k, k, cin, cout))
     g = jax.random.normal(keys[2], (batch, *(-(-size // stride),) * 2, cout))
 
-    def step(impl: str) -> Callable:
+    def step(impl: str, products: str | None = None) -> Callable:
         def loss(x, w):
             y = F.binary_conv(
                 x,
@@ -95,7 +108,7 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
                 padding="SAME",
                 kernel_binarizer=STE,
                 input_binarizer=STE if cin > 1 else None,
-                sign_product_dtype=None,
+                sign_product_dtype=products,
                 conv_impl=impl,
             )
             return jnp.sum(y * g), y
@@ -103,6 +116,7 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
 
     xla, patches = step("xla"), step("patches")
+    default = step("auto", "auto")
     (_, ya), ga = xla(x, w)
     (_, yb), gb = patches(x, w)
     grad_err = max(
@@ -111,6 +125,7 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
     )
     xla_ms = _median_ms(lambda: xla(x, w), calls)
     patches_ms = _median_ms(lambda: patches(x, w), calls)
+    default_ms = _median_ms(lambda: default(x, w), calls)
     return {
         "benchmark": "conv",
         "batch": batch,
@@ -125,11 +140,53 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
         "xla_ms": round(xla_ms, 3),
         "patches_ms": round(patches_ms, 3),
         "speedup": round(xla_ms / patches_ms, 3),
+        "default_ms": round(default_ms, 3),
         "auto": "patches"
         if F.patches_conv_is_faster(
             in_features=cin, features=cout, kernel_size=(k, k)
         )
         else "xla",
+    }
+
+
+def _torch_lines(
+    python: str, cases: Sequence[Sequence[int]], calls: int
+) -> dict[str, dict]:
+    """PyTorch's timings of ``cases``, by case name, from a subprocess."""
+    names = ["x".join(str(v) for v in c) for c in cases]
+    script = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "peers",
+        "torch_conv_layers.py",
+    )
+    done = subprocess.run(
+        [python, script, "--cases", ",".join(names), "--calls", str(calls)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"{script} failed under {python} (exit {done.returncode}): "
+            f"{done.stderr.strip()[-2000:]}"
+        )
+    lines = [json.loads(t) for t in done.stdout.splitlines() if t.strip()]
+    return {line["case"]: line for line in lines}
+
+
+def _with_peer(line: dict, case: Sequence[int], peer: dict | None) -> dict:
+    """``line`` with PyTorch's times of the same case, if it has them."""
+    if peer is None:
+        return line
+    name = "x".join(str(v) for v in case)
+    torch_line = peer[name]
+    fastest = min(torch_line["nchw_ms"], torch_line["channels_last_ms"])
+    return {
+        **line,
+        "torch_nchw_ms": torch_line["nchw_ms"],
+        "torch_channels_last_ms": torch_line["channels_last_ms"],
+        "torch_version": torch_line["torch"],
+        "vs_torch": round(fastest / line["default_ms"], 3),
     }
 
 
@@ -177,15 +234,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--limit", type=int, help="only the first N cases of each kind"
     )
+    parser.add_argument(
+        "--peer-python",
+        help="an interpreter with torch: also time each conv in PyTorch",
+    )
     args = parser.parse_args(argv)
     env = _env.environment()
-    lines = []
-    if args.only in (None, "conv"):
-        lines += [(_conv_case, c) for c in CONVS[: args.limit]]
-    if args.only in (None, "max_pool"):
-        lines += [(_pool_case, c) for c in POOLS[: args.limit]]
-    for fn, case in lines:
-        _env.emit({**fn(case, args.calls), **env}, args.out)
+    convs = CONVS[: args.limit] if args.only in (None, "conv") else ()
+    pools = POOLS[: args.limit] if args.only in (None, "max_pool") else ()
+    try:
+        peer = (
+            _torch_lines(args.peer_python, convs, args.calls)
+            if args.peer_python and convs
+            else None
+        )
+    except (OSError, RuntimeError) as err:
+        print(
+            f"conv_formulations: the PyTorch peer failed: {err}",
+            file=sys.stderr,
+        )
+        return 1
+    for case in convs:
+        line = _with_peer(_conv_case(case, args.calls), case, peer)
+        _env.emit({**line, **env}, args.out)
+    for case in pools:
+        _env.emit({**_pool_case(case, args.calls), **env}, args.out)
     return 0
 
 

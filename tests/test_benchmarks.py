@@ -12,10 +12,12 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 from absl.testing import absltest
 from bench_helpers import BENCHMARKS as _BENCHMARKS
 from bench_helpers import EnvironmentBlockMixin
+from bench_helpers import load as _load
 from bench_helpers import run as _run
 
 
@@ -351,6 +353,8 @@ class ConvFormulationsTest(EnvironmentBlockMixin, absltest.TestCase):
         self.assertAlmostEqual(
             conv["speedup"], conv["xla_ms"] / conv["patches_ms"], delta=0.01
         )
+        self.assertGreater(conv["default_ms"], 0.0)
+        self.assertNotIn("vs_torch", conv)  # no --peer-python
         self.assertEqual(pool["benchmark"], "max_pool")
         self.assertTrue(pool["exact_with_ties"])
         self.assertAlmostEqual(
@@ -358,6 +362,42 @@ class ConvFormulationsTest(EnvironmentBlockMixin, absltest.TestCase):
         )
         for line in lines:
             self.assert_environment(line)
+
+    def test_torch_peer_times_join_each_conv(self):
+        # A stand-in interpreter that answers as the PyTorch script does
+        # for the case it is asked (argv: script, --cases, CASES, ...).
+        tmp = self.enter_context(tempfile.TemporaryDirectory())
+        fake = os.path.join(tmp, "python")
+        with open(fake, "w") as f:
+            f.write(
+                "#!/bin/sh\n"
+                'echo "{\\"framework\\": \\"torch\\", \\"case\\": '
+                '\\"$3\\", \\"nchw_ms\\": 4.0, '
+                '\\"channels_last_ms\\": 2.0, \\"torch\\": \\"x\\"}"\n'
+            )
+        os.chmod(fake, 0o755)
+        (conv,) = _run(
+            "conv_formulations",
+            ["--calls", "2", "--limit", "1", "--only", "conv",
+             "--peer-python", fake],
+        )  # fmt: skip
+        self.assertEqual(conv["torch_nchw_ms"], 4.0)
+        self.assertEqual(conv["torch_channels_last_ms"], 2.0)
+        self.assertAlmostEqual(
+            conv["vs_torch"], 2.0 / conv["default_ms"], delta=0.01
+        )
+
+    def test_a_failing_peer_is_an_error(self):
+        err = io.StringIO()
+        out = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            status = _load("conv_formulations").main(
+                ["--calls", "1", "--limit", "1", "--only", "conv",
+                 "--peer-python", os.path.join(_BENCHMARKS, "no-such-python")]
+            )  # fmt: skip
+        self.assertEqual(status, 1)
+        self.assertIn("the PyTorch peer failed", err.getvalue())
+        self.assertEqual(out.getvalue(), "")  # nothing timed before the peer
 
 
 class ConvTrainThroughputTest(EnvironmentBlockMixin, absltest.TestCase):
