@@ -36,6 +36,21 @@ SIGN = bnnjax.Binarizer(surrogate="ste", scale=None)
 LOGIT_RTOL = 1e-5  # max |packed - float| / max |float| allowed
 
 
+def _compile_counter(test: absltest.TestCase) -> list[str]:
+    """A list that grows by one entry per XLA compilation until ``test``
+    ends."""
+    compiles: list[str] = []
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        del duration, kwargs
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    test.addCleanup(jax.monitoring.unregister_event_duration_listener, listen)
+    return compiles
+
+
 class _TempDirTest(parameterized.TestCase):
     """Temporary files without absl's flags (pytest does not parse them)."""
 
@@ -580,6 +595,22 @@ class ExportTest(_TempDirTest):
         # (x @ S) * alpha, with S unpacked to +-1.0: bit for bit as well.
         np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
 
+    def test_first_predict_compiles_the_layouts_and_the_model_once(self):
+        # The kernels' load-time layouts are one compiled program, not one
+        # per layer shape or eager op: a fully binary CNN's first predict
+        # compiles that program and the model's, the second nothing.
+        model, x = _arch("cnn")
+        variables = _variables(model, x)
+        path = self.tmp_path("model.bnn")
+        export_lib.export_model(model, variables, path)
+        loaded = export_lib.load(path)
+        compiles = _compile_counter(self)
+        want = export_lib.predict(loaded, x)
+        first = len(compiles)
+        np.testing.assert_array_equal(export_lib.predict(loaded, x), want)
+        self.assertEqual(first, 2)
+        self.assertLen(compiles, 2)
+
     @parameterized.parameters(
         "mlp",
         "mlp_real_head",
@@ -1075,6 +1106,20 @@ class OwnModelExportTest(_TempDirTest):
             loaded, self.x, model=float_model, batch_size=2
         )
         _assert_same_predictions(self, chunked, want)
+
+    def test_first_predict_compiles_the_layouts_and_the_model_once(self):
+        model = _BinaryLayersCnn()
+        variables = _random_like(
+            jax.eval_shape(lambda k: model.init(k, self.x), jax.random.key(0))
+        )
+        loaded = self._round_trip(model, variables, example_inputs=self.x)
+        compiles = _compile_counter(self)
+        want = export_lib.predict(loaded, self.x, model=model)
+        first = len(compiles)
+        got = export_lib.predict(loaded, self.x, model=model)
+        np.testing.assert_array_equal(got, want)
+        self.assertEqual(first, 2)  # the layouts, the model
+        self.assertLen(compiles, 2)
 
     def test_linen_binary_layers_grouped_bit_identical(self):
         model = _BinaryLayersCnn()

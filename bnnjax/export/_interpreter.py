@@ -24,16 +24,37 @@ from bnnjax.export._schema import _ARRAY_FIELDS, PackedModel
 
 
 def _prepare(packed: PackedModel) -> list[dict[str, Any]]:
-    """Device arrays per op, in the layouts the kernels want."""
-    arrays = packed.arrays
+    """Device arrays per op, in the layouts the kernels want.
+
+    The layouts are computed by one jit-compiled program per file (a
+    program per layer shape, or eager ops, cost more to compile than
+    they save).
+    """
+    ops = packed.header["program"]["ops"]
+    names = sorted(
+        {
+            op[field]
+            for op in ops
+            for field in _ARRAY_FIELDS[op["op"]]
+            if op.get(field) is not None
+        }
+    )
+    arrays = {name: packed.arrays[name] for name in names}
+    return jax.jit(functools.partial(_layouts, ops))(arrays)
+
+
+def _layouts(
+    ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, jax.Array]
+) -> list[dict[str, Any]]:
+    """:func:`_prepare`'s arrays per op, traced."""
     prepared = []
-    for op in packed.header["program"]["ops"]:
+    for op in ops:
         kind = op["op"]
         mine: dict[str, Any] = {}  # arrays and packed kernels
         for field in _ARRAY_FIELDS[kind]:
             name = op.get(field)
             if name is not None:
-                mine[field] = jnp.asarray(arrays[name])
+                mine[field] = arrays[name]
         if kind in ("threshold", "count_threshold"):
             mine["flip"] = mine["flip"] != 0
         if kind in ("binary_dense", "binary_conv"):

@@ -8,7 +8,7 @@ parameter and batch statistic comes from the file.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as flax_linen
@@ -39,7 +39,7 @@ def _row(v: jax.Array, ndim: int) -> jax.Array:
 
 
 def _prepare_layer(
-    entry: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+    entry: Mapping[str, Any], arrays: Mapping[str, Any]
 ) -> dict[str, Any]:
     words = jnp.asarray(arrays[entry["kernel"]])
     prepared: dict[str, Any] = {"alpha": jnp.asarray(arrays[entry["alpha"]])}
@@ -56,6 +56,31 @@ def _prepare_layer(
             words, entry["n_in"]
         )
     return prepared
+
+
+def _prepare_layers(
+    names: Sequence[str],
+    entries: Sequence[Mapping[str, Any]],
+    arrays: Mapping[str, np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Every layer's :func:`_prepare_layer` arrays, by layer name, computed
+    by one jit-compiled program (not one per layer shape or eager op)."""
+    used = sorted(
+        {
+            e[field]
+            for e in entries
+            for field in ("kernel", "alpha", "bias")
+            if e[field] is not None
+        }
+    )
+
+    def layouts(mine: Mapping[str, jax.Array]) -> dict[str, dict[str, Any]]:
+        return {
+            name: _prepare_layer(e, mine)
+            for name, e in zip(names, entries, strict=True)
+        }
+
+    return jax.jit(layouts)({name: arrays[name] for name in used})
 
 
 def _packed_conv(
@@ -288,10 +313,7 @@ def _generic_runner(
     call_kwargs = dict(spec["call_kwargs"])
     entries = spec["layers"]
     specs = [_spec_from_json(e) for e in entries]
-    prepared = {
-        s.name: _prepare_layer(e, arrays)
-        for s, e in zip(specs, entries, strict=True)
-    }
+    prepared = _prepare_layers([s.name for s in specs], entries, arrays)
     n_in = {s.name: int(e["n_in"]) for s, e in zip(specs, entries, strict=True)}
     variables = {
         name[len(_PREFIX_VARIABLE) :]: jnp.asarray(arrays[name])
