@@ -26,9 +26,8 @@ from bnnjax.export._schema import _ARRAY_FIELDS, PackedModel
 def _prepare(packed: PackedModel) -> list[dict[str, Any]]:
     """Device arrays per op, in the layouts the kernels want.
 
-    The layouts are computed by one jit-compiled program per file (a
-    program per layer shape, or eager ops, cost more to compile than
-    they save).
+    One jit-compiled program computes every layout of the file (one
+    compilation instead of one per layer shape and eager operation).
     """
     ops = packed.header["program"]["ops"]
     names = sorted(
