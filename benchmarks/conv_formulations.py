@@ -13,7 +13,10 @@ choice ``conv_impl="auto"`` makes for that shape, so the rule behind
 ``"auto"`` can be checked against the numbers of this machine. Each conv
 line also times the layer with its defaults (``conv_impl="auto"`` and
 ``sign_product_dtype="auto"``: int8 sign products in the patches
-formulation on CPU; ``default_ms``).
+formulation on CPU from 8 input features; ``default_ms``) and, where the
+inputs are binarized, as patches with int8 sign products whatever its
+input features (``patches_int8_ms``), the measurement behind that
+threshold.
 
 ``--peer-python PYTHON`` also times every conv shape in plain PyTorch
 (``benchmarks/peers/torch_conv_layers.py`` run by that interpreter, in
@@ -24,7 +27,8 @@ above 1, bnnjax's layer is faster).
 
 Usage:
   python benchmarks/conv_formulations.py [--calls 20] [--only conv]
-      [--limit N] [--peer-python /work/peers-venv/bin/python] [--out FILE]
+      [--limit N] [--conv-cases 64x32x3x128x3x1,...]
+      [--peer-python /work/peers-venv/bin/python] [--out FILE]
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from unittest import mock
 
 import _env
 import flax.linen as nn
@@ -45,6 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import bnnjax
+from bnnjax.nn import _precision
 from bnnjax.nn import functional as F
 
 # (batch, spatial size before padding, in, out, kernel, stride): the convs
@@ -117,6 +123,12 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
 
     xla, patches = step("xla"), step("patches")
     default = step("auto", "auto")
+    # int8 patches whatever the input features (the rule behind "auto"
+    # builds them from INT8_PATCHES_MIN_FEATURES on): traced, and so
+    # compiled, with the threshold lowered.
+    int8 = step("patches", "auto")
+    with mock.patch.object(_precision, "INT8_PATCHES_MIN_FEATURES", 1):
+        jax.block_until_ready(int8(x, w))
     (_, ya), ga = xla(x, w)
     (_, yb), gb = patches(x, w)
     grad_err = max(
@@ -126,6 +138,7 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
     xla_ms = _median_ms(lambda: xla(x, w), calls)
     patches_ms = _median_ms(lambda: patches(x, w), calls)
     default_ms = _median_ms(lambda: default(x, w), calls)
+    int8_ms = _median_ms(lambda: int8(x, w), calls) if cin > 1 else None
     return {
         "benchmark": "conv",
         "batch": batch,
@@ -141,12 +154,29 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
         "patches_ms": round(patches_ms, 3),
         "speedup": round(xla_ms / patches_ms, 3),
         "default_ms": round(default_ms, 3),
+        "patches_int8_ms": None if int8_ms is None else round(int8_ms, 3),
         "auto": "patches"
         if F.patches_conv_is_faster(
             in_features=cin, features=cout, kernel_size=(k, k)
         )
         else "xla",
     }
+
+
+def _conv_cases(text: str) -> tuple[tuple[int, ...], ...]:
+    """``--conv-cases``: ``BATCHxSIZExINxOUTxKERNELxSTRIDE,...``."""
+    cases = []
+    for item in text.split(","):
+        parts = item.split("x")
+        if len(parts) != 6 or not all(
+            p.isdigit() and int(p) > 0 for p in parts
+        ):
+            raise argparse.ArgumentTypeError(
+                f"conv case {item!r}: expected BATCHxSIZExINxOUTxKERNELxSTRIDE "
+                "of positive integers, e.g. 64x32x3x128x3x1"
+            )
+        cases.append(tuple(int(p) for p in parts))
+    return tuple(cases)
 
 
 def _torch_lines(
@@ -235,12 +265,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--limit", type=int, help="only the first N cases of each kind"
     )
     parser.add_argument(
+        "--conv-cases",
+        type=_conv_cases,
+        help="convs to time instead of the built-in ones: comma-separated "
+        "BATCHxSIZExINxOUTxKERNELxSTRIDE, e.g. 64x32x3x128x3x1",
+    )
+    parser.add_argument(
         "--peer-python",
         help="an interpreter with torch: also time each conv in PyTorch",
     )
     args = parser.parse_args(argv)
     env = _env.environment()
-    convs = CONVS[: args.limit] if args.only in (None, "conv") else ()
+    all_convs = args.conv_cases or CONVS
+    convs = all_convs[: args.limit] if args.only in (None, "conv") else ()
     pools = POOLS[: args.limit] if args.only in (None, "max_pool") else ()
     try:
         peer = (

@@ -355,7 +355,9 @@ def activation_bytes(model: Any, sample: jax.Array, batch_size: int) -> int:
 
 def _int8_patches(model: Any) -> bool:
     """Whether ``model``'s binary convolutions with binarized inputs build
-    int8 patches (``sign_product_dtype="auto"`` on CPU, exact operands)."""
+    int8 patches (``sign_product_dtype="auto"`` on CPU, exact operands)
+    where they have enough input features
+    (``_precision.INT8_PATCHES_MIN_FEATURES``)."""
     activation = getattr(model, "activation_binarizer", None)
     kernel = getattr(model, "kernel_binarizer", None)
     if not getattr(model, "binary_activations", True) or kernel is None:
@@ -367,7 +369,9 @@ def _int8_patches(model: Any) -> bool:
             kernel,
             jnp.dtype(jnp.float32),
             contraction=1,
-            auto_dtype=_precision.conv_sign_product_dtype(patches=True),
+            auto_dtype=_precision.conv_sign_product_dtype(
+                True, in_features=_precision.INT8_PATCHES_MIN_FEATURES
+            ),
         )
         == _precision.INT8
     )
@@ -383,7 +387,8 @@ def _patches_bytes(
     times its input; its size follows from the output's pixels and the
     kernel's shape. With ``int8``, the convolutions whose inputs are not
     the image (``image_features`` channels; their inputs are binarized)
-    keep it as int8.
+    and that have at least ``_precision.INT8_PATCHES_MIN_FEATURES`` input
+    features keep it as int8.
     """
     total = 0
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
@@ -402,9 +407,12 @@ def _patches_bytes(
         if getattr(out, "shape", (None,))[-1] != features:
             continue
         pixels = math.prod(out.shape[:-1])
-        itemsize = (
-            1 if int8 and in_features != image_features else out.dtype.itemsize
+        in_int8 = (
+            int8
+            and in_features != image_features
+            and in_features >= _precision.INT8_PATCHES_MIN_FEATURES
         )
+        itemsize = 1 if in_int8 else out.dtype.itemsize
         total += pixels * math.prod(taps) * in_features * itemsize
     return total
 

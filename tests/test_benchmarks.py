@@ -354,6 +354,7 @@ class ConvFormulationsTest(EnvironmentBlockMixin, absltest.TestCase):
             conv["speedup"], conv["xla_ms"] / conv["patches_ms"], delta=0.01
         )
         self.assertGreater(conv["default_ms"], 0.0)
+        self.assertIsNone(conv["patches_int8_ms"])  # real-valued inputs
         self.assertNotIn("vs_torch", conv)  # no --peer-python
         self.assertEqual(pool["benchmark"], "max_pool")
         self.assertTrue(pool["exact_with_ties"])
@@ -386,6 +387,26 @@ class ConvFormulationsTest(EnvironmentBlockMixin, absltest.TestCase):
         self.assertAlmostEqual(
             conv["vs_torch"], 2.0 / conv["default_ms"], delta=0.01
         )
+
+    def test_conv_cases_replace_the_built_in_ones(self):
+        lines = _run(
+            "conv_formulations",
+            ["--calls", "1", "--only", "conv",
+             "--conv-cases", "2x6x4x8x3x1,2x6x8x8x3x2"],
+        )  # fmt: skip
+        self.assertEqual(
+            [(ln["in_features"], ln["stride"]) for ln in lines],
+            [(4, 1), (8, 2)],
+        )
+        for line in lines:
+            self.assertTrue(line["input_binarized"])
+            self.assertTrue(line["values_exact"])
+            self.assertGreater(line["patches_int8_ms"], 0.0)
+        with (
+            self.assertRaises(SystemExit),
+            contextlib.redirect_stderr(io.StringIO()),
+        ):
+            _run("conv_formulations", ["--conv-cases", "2x6x4"])
 
     def test_a_failing_peer_is_an_error(self):
         err = io.StringIO()

@@ -341,11 +341,15 @@ class SignProductDtypeTest(parameterized.TestCase):
             )
         self.assertIsNone(pick(SIGN, auto_dtype=None))
         conv = _precision.conv_sign_product_dtype
-        self.assertIsNone(conv(patches=False))
+        self.assertIsNone(conv(False, in_features=64))
         on_cpu = jax.default_backend() == "cpu"
-        self.assertEqual(
-            conv(patches=True), _precision.INT8 if on_cpu else None
-        )
+        for in_features in (8, 64):
+            self.assertEqual(
+                conv(True, in_features=in_features),
+                _precision.INT8 if on_cpu else None,
+            )
+        # Fewer than 8 input features: float32 patches.
+        self.assertIsNone(conv(True, in_features=7))
 
     def test_auto_threshold_needs_rows_features_and_the_cpu(self):
         faster = _precision.bfloat16_dense_is_faster

@@ -17,8 +17,9 @@ other CPUs, GPUs and TPUs the gain is not established, so ``"auto"``
 keeps float32 there; pass ``sign_product_dtype=jnp.bfloat16`` to opt in.
 See the benchmarks page for the measurements.
 
-Convolutions computed as patches on the CPU backend take int8 under
-``"auto"`` instead (:func:`conv_sign_product_dtype`): the patches and the
+Convolutions computed as patches on the CPU backend, with at least 8
+input features, take int8 under ``"auto"`` instead
+(:func:`conv_sign_product_dtype`): the patches and the
 kernel signs as int8, summed in int32, exact under the same conditions;
 both the product and the patches' construction measured faster than
 float32's. int8 is not offered as an explicit ``sign_product_dtype``: a
@@ -58,6 +59,7 @@ __all__ = [
     "AUTO",
     "BFLOAT16",
     "INT8",
+    "INT8_PATCHES_MIN_FEATURES",
     "bfloat16_dense_is_faster",
     "check_sign_product_dtype",
     "conv_sign_product_dtype",
@@ -239,12 +241,30 @@ def sign_product(
     return exact(x, kernel)
 
 
-def conv_sign_product_dtype(patches: bool) -> jnp.dtype | None:
+INT8_PATCHES_MIN_FEATURES = 8
+"""Input features (per group) from which ``"auto"`` builds int8 patches."""
+
+
+def conv_sign_product_dtype(
+    patches: bool, *, in_features: int
+) -> jnp.dtype | None:
     """The operand dtype ``sign_product_dtype="auto"`` gives an exact
     convolution of signs: int8 for a convolution computed as patches on
-    the CPU backend (the product and the int8 patches measured faster than
-    float32's on an x86 CPU with AVX-512; the figures are on the training
-    speed results page), else None. bfloat16 convolutions were no faster
-    than float32 anywhere measured.
+    the CPU backend with at least :data:`INT8_PATCHES_MIN_FEATURES` input
+    features, else None. On an x86 CPU with AVX-512 the int8 product and
+    patches measured faster than float32's from 16 input features on and
+    on large maps from 8, and mostly slower below 8 (the figures are on
+    the training speed results page). bfloat16 convolutions were no
+    faster than float32 anywhere measured.
+
+    Args:
+      patches: whether the convolution is computed as patches.
+      in_features: input features of the kernel (per group).
     """
-    return INT8 if patches and jax.default_backend() == "cpu" else None
+    return (
+        INT8
+        if patches
+        and in_features >= INT8_PATCHES_MIN_FEATURES
+        and jax.default_backend() == "cpu"
+        else None
+    )

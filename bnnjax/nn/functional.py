@@ -502,7 +502,8 @@ def binary_conv(
       sign_product_dtype: ``None``, ``"auto"`` or ``jnp.bfloat16``, as in
         :func:`binary_dense`; bfloat16 also needs ``pad_value`` in
         ``{-1, 0, 1}``. ``"auto"`` (default): on the CPU backend, a
-        patches convolution whose operands are exactly -1, 0 and +1
+        patches convolution with at least 8 input features (per group)
+        whose operands are exactly -1, 0 and +1
         (the conditions of an exact bfloat16 product) multiplies int8
         copies with int32 sums, bit-identical to float32 and measured
         faster in whole binary CNN training steps
@@ -587,7 +588,9 @@ def binary_conv(
         contraction=math.prod(latent_kernel.shape[:-1]),
         pad_value=pad_value,
         kernel_is_signs=kernel_is_signs,
-        auto_dtype=_precision.conv_sign_product_dtype(patches),
+        auto_dtype=_precision.conv_sign_product_dtype(
+            patches, in_features=latent_kernel.shape[-2]
+        ),
     )
     # int8 operands are cast inside the patches product (int8 patches).
     int8 = product_dtype == _precision.INT8
