@@ -8,12 +8,13 @@ kernel) of :func:`bnnjax.nn.functional.binary_conv` with ``+-1`` inputs
 for each pool shape, the gradient of ``flax.linen.max_pool`` against
 :func:`bnnjax.nn.functional.max_pool`. Each line checks that the two
 formulations agree bit for bit (values and gradients) and gives both
-median times, their ratio (``speedup``: xla time over the other) and the
-choice ``conv_impl="auto"`` makes for that shape, so the rule behind
-``"auto"`` can be checked against the numbers of this machine. Each conv
+median times (the variants interleaved in 5 rounds), their ratio
+(``speedup``: xla time over the other) and the choice
+``conv_impl="auto"`` makes for that shape, so the rule behind ``"auto"``
+can be checked against the numbers of this machine. Each conv
 line also times the layer with its defaults (``conv_impl="auto"`` and
 ``sign_product_dtype="auto"``: int8 sign products in the patches
-formulation on CPU from 8 input features; ``default_ms``) and, where the
+formulation on CPU from 5 input features; ``default_ms``) and, where the
 inputs are binarized, as patches with int8 sign products whatever its
 input features (``patches_int8_ms``), the measurement behind that
 threshold.
@@ -34,6 +35,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -88,14 +90,21 @@ POOLS = (
 STE = bnnjax.Binarizer(surrogate="clipped_ste", scale=None)
 
 
-def _median_ms(f: Callable[[], object], calls: int) -> float:
-    jax.block_until_ready(f())
-    times = []
-    for _ in range(calls):
-        t = time.perf_counter()
+def _medians_ms(fns: Sequence[Callable[[], object]], calls: int) -> list[float]:
+    """Median milliseconds of each of ``fns``, ``calls`` calls each,
+    interleaved in 5 rounds (so a change of load hits every one alike)."""
+    for f in fns:
         jax.block_until_ready(f())
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
+    rounds = min(5, calls)
+    times: list[list[float]] = [[] for _ in fns]
+    for r in range(rounds):
+        per_round = calls // rounds + (r < calls % rounds)
+        for f, out in zip(fns, times, strict=True):
+            for _ in range(per_round):
+                t = time.perf_counter()
+                jax.block_until_ready(f())
+                out.append(time.perf_counter() - t)
+    return [statistics.median(t) * 1e3 for t in times]
 
 
 def _conv_case(case: Sequence[int], calls: int) -> dict:
@@ -135,10 +144,11 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
         float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
         for a, b in zip(ga, gb, strict=True)
     )
-    xla_ms = _median_ms(lambda: xla(x, w), calls)
-    patches_ms = _median_ms(lambda: patches(x, w), calls)
-    default_ms = _median_ms(lambda: default(x, w), calls)
-    int8_ms = _median_ms(lambda: int8(x, w), calls) if cin > 1 else None
+    fns = [xla, patches, default] + ([int8] if cin > 1 else [])
+    xla_ms, patches_ms, default_ms, *rest = _medians_ms(
+        [functools.partial(f, x, w) for f in fns], calls
+    )
+    int8_ms = rest[0] if rest else None
     return {
         "benchmark": "conv",
         "batch": batch,
@@ -239,8 +249,9 @@ def _pool_case(case: Sequence[int], calls: int) -> dict:
             nn.max_pool(x, (2, 2), (2, 2)), F.max_pool(x, (2, 2), (2, 2))
         )
     )
-    flax_ms = _median_ms(lambda: flax_grad(x), calls)
-    ours_ms = _median_ms(lambda: ours(x), calls)
+    flax_ms, ours_ms = _medians_ms(
+        [functools.partial(flax_grad, x), functools.partial(ours, x)], calls
+    )
     return {
         "benchmark": "max_pool",
         "batch": batch,

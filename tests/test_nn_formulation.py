@@ -398,7 +398,7 @@ class Int8PatchesTest(parameterized.TestCase):
         self.assertFalse(int8_in_jaxpr(input_binarizer=SIGN, pad_value=0.5))
         with mock.patch.object(jax, "default_backend", return_value="gpu"):
             self.assertFalse(int8_in_jaxpr(input_binarizer=SIGN))
-        # Fewer than 8 input features: float32 patches.
+        # Fewer than 5 input features: float32 patches.
         x4, w4 = x[..., :4], w[:, :, :4]
         thin = jax.make_jaxpr(
             lambda x, w: F.binary_conv(

@@ -343,13 +343,13 @@ class SignProductDtypeTest(parameterized.TestCase):
         conv = _precision.conv_sign_product_dtype
         self.assertIsNone(conv(False, in_features=64))
         on_cpu = jax.default_backend() == "cpu"
-        for in_features in (8, 64):
+        for in_features in (5, 64):
             self.assertEqual(
                 conv(True, in_features=in_features),
                 _precision.INT8 if on_cpu else None,
             )
-        # Fewer than 8 input features: float32 patches.
-        self.assertIsNone(conv(True, in_features=7))
+        # Fewer than 5 input features: float32 patches.
+        self.assertIsNone(conv(True, in_features=4))
 
     def test_auto_threshold_needs_rows_features_and_the_cpu(self):
         faster = _precision.bfloat16_dense_is_faster

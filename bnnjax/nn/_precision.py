@@ -17,7 +17,7 @@ other CPUs, GPUs and TPUs the gain is not established, so ``"auto"``
 keeps float32 there; pass ``sign_product_dtype=jnp.bfloat16`` to opt in.
 See the benchmarks page for the measurements.
 
-Convolutions computed as patches on the CPU backend, with at least 8
+Convolutions computed as patches on the CPU backend, with at least 5
 input features, take int8 under ``"auto"`` instead
 (:func:`conv_sign_product_dtype`): the patches and the
 kernel signs as int8, summed in int32, exact under the same conditions;
@@ -241,7 +241,7 @@ def sign_product(
     return exact(x, kernel)
 
 
-INT8_PATCHES_MIN_FEATURES = 8
+INT8_PATCHES_MIN_FEATURES = 5
 """Input features (per group) from which ``"auto"`` builds int8 patches."""
 
 
@@ -251,11 +251,12 @@ def conv_sign_product_dtype(
     """The operand dtype ``sign_product_dtype="auto"`` gives an exact
     convolution of signs: int8 for a convolution computed as patches on
     the CPU backend with at least :data:`INT8_PATCHES_MIN_FEATURES` input
-    features, else None. On an x86 CPU with AVX-512 the int8 product and
-    patches measured faster than float32's from 16 input features on and
-    on large maps from 8, and mostly slower below 8 (the figures are on
-    the training speed results page). bfloat16 convolutions were no
-    faster than float32 anywhere measured.
+    features, else None. On an x86 CPU with AVX-512 a layer's value and
+    gradient with int8 patches measured faster than with float32's from
+    6 input features on (most of all on large maps), about as fast at 5,
+    and slower at 3 and 4 in every shape tried (the figures are on the
+    training speed results page). bfloat16 convolutions were no faster
+    than float32 anywhere measured.
 
     Args:
       patches: whether the convolution is computed as patches.

@@ -502,7 +502,7 @@ def binary_conv(
       sign_product_dtype: ``None``, ``"auto"`` or ``jnp.bfloat16``, as in
         :func:`binary_dense`; bfloat16 also needs ``pad_value`` in
         ``{-1, 0, 1}``. ``"auto"`` (default): on the CPU backend, a
-        patches convolution with at least 8 input features (per group)
+        patches convolution with at least 5 input features (per group)
         whose operands are exactly -1, 0 and +1
         (the conditions of an exact bfloat16 product) multiplies int8
         copies with int32 sums, bit-identical to float32 and measured

@@ -304,7 +304,7 @@ class BinaryConv(_BinaryMixin, nn.Module):
         ``"binarize"``).
       sign_product_dtype: operand dtype of the forward product when the
         inputs and the kernel are both binarized: ``"auto"`` (default:
-        int8 with int32 sums for a patches convolution of at least 8
+        int8 with int32 sums for a patches convolution of at least 5
         input features on the CPU backend where the operands are
         exactly -1, 0 and +1, see
         ``bnnjax.nn._formulation.conv_patches``), ``jnp.bfloat16``
