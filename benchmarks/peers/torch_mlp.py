@@ -31,20 +31,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
-
-
-class SignSte(torch.autograd.Function):
-    """Forward ``sign(x)`` with ``sign(0) = +1``; backward ``1{|x| <= 1}``."""
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return torch.where(x >= 0, 1.0, -1.0).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (x,) = ctx.saved_tensors
-        return grad * (x.abs() <= 1).to(grad.dtype)
+from _torch_sign import SignSte
 
 
 class BinaryLinear(nn.Linear):
