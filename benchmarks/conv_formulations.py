@@ -131,20 +131,20 @@ def _conv_case(case: Sequence[int], calls: int) -> dict:
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
 
     xla, patches = step("xla"), step("patches")
-    default = step("auto", "auto")
-    # int8 patches whatever the input features (the rule behind "auto"
-    # builds them from INT8_PATCHES_MIN_FEATURES on): traced, and so
-    # compiled, with the threshold lowered.
-    int8 = step("patches", "auto")
-    with mock.patch.object(_precision, "INT8_PATCHES_MIN_FEATURES", 1):
-        jax.block_until_ready(int8(x, w))
+    fns = [xla, patches, step("auto", "auto")]
+    if cin > 1:  # binarized inputs: int8 patches whatever the input
+        # features (the rule behind "auto" builds them from
+        # INT8_PATCHES_MIN_FEATURES on), traced and compiled with the
+        # threshold lowered.
+        fns.append(step("patches", "auto"))
+        with mock.patch.object(_precision, "INT8_PATCHES_MIN_FEATURES", 1):
+            jax.block_until_ready(fns[-1](x, w))
     (_, ya), ga = xla(x, w)
     (_, yb), gb = patches(x, w)
     grad_err = max(
         float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
         for a, b in zip(ga, gb, strict=True)
     )
-    fns = [xla, patches, default] + ([int8] if cin > 1 else [])
     xla_ms, patches_ms, default_ms, *rest = _medians_ms(
         [functools.partial(f, x, w) for f in fns], calls
     )
