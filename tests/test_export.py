@@ -37,8 +37,10 @@ LOGIT_RTOL = 1e-5  # max |packed - float| / max |float| allowed
 
 
 def _compile_counter(test: absltest.TestCase) -> list[str]:
-    """A list that grows by one entry per XLA compilation until ``test``
-    ends."""
+    """A list that grows by one entry per program XLA compiles until
+    ``test`` ends (JAX records the event around the compilation or the
+    persistent cache's read that replaces it, so a cache hit counts too).
+    """
     compiles: list[str] = []
 
     def listen(event: str, duration: float, **kwargs) -> None:
