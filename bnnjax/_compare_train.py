@@ -387,8 +387,8 @@ def _patches_bytes(
     times its input; its size follows from the output's pixels and the
     kernel's shape. With ``int8``, the convolutions whose inputs are not
     the image (``image_features`` channels; their inputs are binarized)
-    and that have at least ``_precision.INT8_PATCHES_MIN_FEATURES`` input
-    features keep it as int8.
+    and for which ``_precision.conv_sign_product_dtype`` takes int8 (enough
+    input features) keep it as int8.
     """
     total = 0
     flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params))
@@ -410,7 +410,10 @@ def _patches_bytes(
         in_int8 = (
             int8
             and in_features != image_features
-            and in_features >= _precision.INT8_PATCHES_MIN_FEATURES
+            and _precision.conv_sign_product_dtype(
+                True, in_features=in_features
+            )
+            == _precision.INT8
         )
         itemsize = 1 if in_int8 else out.dtype.itemsize
         total += pixels * math.prod(taps) * in_features * itemsize

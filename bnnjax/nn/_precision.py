@@ -254,8 +254,8 @@ def conv_sign_product_dtype(
     features, else None. On an x86 CPU with AVX-512 a layer's value and
     gradient with int8 patches measured faster than with float32's from
     6 input features on (most of all on large maps), about as fast at 5,
-    and slower at 3 and 4 in every shape tried (the figures are on the
-    training speed results page). bfloat16 convolutions were no faster
+    and mostly slower at 3 and 4 (the figures are on the training speed
+    results page). bfloat16 convolutions were no faster
     than float32 anywhere measured.
 
     Args:
